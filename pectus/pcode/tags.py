@@ -1,0 +1,423 @@
+"""Tags: the named values of a unit, with an optional physical unit.
+
+A tag is what a method reads in a condition (``Watch: TT01 > 25 degC``), what a command writes
+(``PU01: 10 %``), what the operator sees as a process value and what the archive records. The
+engine owns a :class:`TagTable` of system tags (``System State``, ``Block Time``...) followed by
+the UOD's tags.
+
+Invariants:
+
+* ``set_value`` stores and reports a change only when the value differs, so a tag's ``changed``
+  flag means "different from what was last published";
+* ``get_value`` returns the simulated value while a simulation is active (``Simulate:``), the real
+  value is kept and comes back with ``Simulate off``;
+* a tag's lifecycle hooks (``on_start``, ``on_tick``...) are called by the engine only when the
+  tag's class overrides them, so a unit of 500 plain tags costs nothing per tick for hooks.
+
+The class and hook names are those of Open Pectus, so UOD files port unchanged.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Callable, Iterable, Iterator
+
+from pectus.pcode import units
+
+
+class TagDirection(StrEnum):
+    Input = "input"
+    Output = "output"
+    NA = "na"
+    Unspecified = "unspecified"
+
+
+class SystemTagName(StrEnum):
+    BASE = "Base"
+    RUN_COUNTER = "Run Counter"
+    BLOCK = "Block"
+    PROCESS_TIME = "Process Time"
+    RUN_TIME = "Run Time"
+    CLOCK = "Clock"
+    SYSTEM_STATE = "System State"
+    METHOD_STATUS = "Method Status"
+    CONNECTION_STATUS = "Connection Status"
+    RUN_ID = "Run Id"
+    MARK = "Mark"
+    BLOCK_TIME = "Block Time"
+    SCOPE_TIME = "Scope Time"
+    BATCH_NAME = "Batch Name"
+    ACCUMULATED_VOLUME = "Accumulated Volume"
+    BLOCK_VOLUME = "Block Volume"
+    ACCUMULATED_CV = "Accumulated CV"
+    BLOCK_CV = "Block CV"
+
+
+def format_time_as_clock(value: Any) -> str:
+    """Seconds as ``HH:MM:SS``. Unlike Open Pectus, durations of a day or more do not wrap."""
+    if value is None:
+        return ""
+    seconds = int(value)
+    return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+@dataclass(frozen=True, slots=True)
+class TagValue:
+    """A read-only snapshot of a tag, as published to the aggregator and the UI."""
+
+    name: str
+    value: Any
+    unit: str | None
+    tick_time: float
+    direction: TagDirection
+    simulated: bool
+    value_formatted: str | None = None
+
+
+class EventListener:
+    """Lifecycle hooks. Override the ones you need; the engine skips the others."""
+
+    __slots__ = ()
+
+    def on_engine_configured(self) -> None: ...
+    def on_start(self, run_id: str) -> None: ...
+    def on_stop(self) -> None: ...
+    def on_tick(self, tick_time: float, increment_time: float) -> None: ...
+    def on_block_start(self, block_name: str, tick_time: float) -> None: ...
+    def on_block_end(self, block_name: str, new_block_name: str | None) -> None: ...
+    def on_runstate_change(self, state: str) -> None: ...
+    def on_notify_command(self, argument: str) -> None: ...
+    def on_method_end(self) -> None: ...
+    def on_method_error(self, error: Exception) -> None: ...
+    def on_method_edited(self, live: bool) -> None: ...
+    def on_connection_status_change(self, status: str) -> None: ...
+    def on_engine_shutdown(self) -> None: ...
+
+
+HOOKS = tuple(name for name in vars(EventListener) if name.startswith("on_"))
+
+
+def overridden_hooks(listener: object) -> set[str]:
+    """The hook names whose implementation differs from EventListener's no-op."""
+    cls = type(listener)
+    return {h for h in HOOKS if getattr(cls, h, None) is not getattr(EventListener, h)}
+
+
+class Tag(EventListener):
+    """A named value with an optional unit, direction and formatter."""
+
+    __slots__ = ("name", "value", "unit", "direction", "format_fn", "choices", "tick_time",
+                 "simulated", "simulated_value", "changed", "_table")
+
+    def __init__(self, name: str, tick_time: float | None = None, value: Any = None,
+                 unit: str | None = None, direction: TagDirection = TagDirection.NA,
+                 format_fn: Callable[[Any], str] | None = None):
+        if not isinstance(name, str) or not name.strip():
+            raise ValueError("A tag needs a non-empty name")
+        if unit is not None and not units.is_supported(unit):
+            raise ValueError(f"Tag '{name}': unknown unit '{unit}'")
+        self.name = name
+        self.value = value
+        self.unit = unit or None
+        self.direction = direction
+        self.format_fn = format_fn
+        self.choices: list[str] | None = None
+        self.tick_time = time.time() if tick_time is None else tick_time
+        self.simulated = False
+        self.simulated_value: Any = None
+        self.changed = False
+        self._table: TagTable | None = None
+
+    def get_value(self) -> Any:
+        return self.simulated_value if self.simulated else self.value
+
+    def set_value(self, value: Any, tick_time: float) -> None:
+        if value != self.value or type(value) is not type(self.value):
+            self.value = value
+            self.tick_time = tick_time
+            self._mark_changed()
+
+    def set_value_and_unit(self, value: Any, unit: str | None, tick_time: float) -> None:
+        """Set a numeric value given in ``unit``, converted into the tag's unit."""
+        self.set_value(self._converted(value, unit), tick_time)
+
+    def simulate_value(self, value: Any, tick_time: float) -> None:
+        self.simulated = True
+        self.simulated_value = value
+        self.tick_time = tick_time
+        self._mark_changed()
+
+    def simulate_value_and_unit(self, value: Any, unit: str | None, tick_time: float) -> None:
+        self.simulate_value(self._converted(value, unit), tick_time)
+
+    def stop_simulation(self) -> None:
+        if self.simulated:
+            self.simulated = False
+            self.simulated_value = None
+            self._mark_changed()
+
+    def _converted(self, value: Any, unit: str | None) -> float:
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"Tag '{self.name}': '{value}' is not a number") from None
+        if (unit or None) == self.unit:
+            return number
+        if self.unit is None:
+            raise ValueError(f"Tag '{self.name}' has no unit; cannot set '{value} {unit}'")
+        if not unit:
+            raise ValueError(f"Tag '{self.name}' needs a unit, e.g. '{value} {self.unit}'")
+        return units.convert(number, unit, self.unit)
+
+    def _mark_changed(self) -> None:
+        if not self.changed:
+            self.changed = True
+            if self._table is not None:
+                self._table.changed.append(self)
+
+    def format(self) -> str | None:
+        value = self.get_value()
+        if self.format_fn is not None:
+            try:
+                return self.format_fn(value)
+            except Exception:  # a UOD's formatter must never break publishing
+                return None
+        return None
+
+    def as_readonly(self) -> TagValue:
+        return TagValue(self.name, self.get_value(), self.unit, self.tick_time, self.direction,
+                        self.simulated, self.format())
+
+    def archive(self) -> str | None:
+        value = self.get_value()
+        if value is None:
+            return ""
+        if isinstance(value, float):
+            return f"{value:.5f}"
+        return str(value)
+
+    def with_builder(self, builder: Any) -> "Tag":
+        """Add this tag to a UodBuilder and return it (for inline use)."""
+        builder.with_tag(self)
+        return self
+
+    def __repr__(self) -> str:
+        unit = f" {self.unit}" if self.unit else ""
+        return f"<{type(self).__name__} {self.name}={self.get_value()!r}{unit}>"
+
+
+class ReadingTag(Tag):
+    """A sensor: an input whose value is a number (or None when unknown)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, unit: str | None = None, format_fn: Callable[[Any], str] | None = None):
+        super().__init__(name, value=0.0, unit=unit, direction=TagDirection.Input, format_fn=format_fn)
+
+    def set_value(self, value: Any, tick_time: float) -> None:
+        if value is not None and not isinstance(value, (int, float)):
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                raise ValueError(f"Reading '{self.name}' got '{value}', which is not a number") from None
+        super().set_value(value, tick_time)
+
+
+class SelectTag(Tag):
+    """A tag whose value is one of ``choices`` (e.g. a valve: Open/Closed)."""
+
+    __slots__ = ()
+
+    def __init__(self, name: str, value: Any, unit: str | None, choices: list[str],
+                 direction: TagDirection = TagDirection.NA, format_fn: Callable[[Any], str] | None = None):
+        if not choices:
+            raise ValueError(f"Select tag '{name}' needs at least one choice")
+        super().__init__(name, value=value, unit=unit, direction=direction, format_fn=format_fn)
+        self.choices = list(choices)
+
+    def set_value(self, value: Any, tick_time: float) -> None:
+        if value not in self.choices:
+            raise ValueError(f"'{value}' is not a choice of '{self.name}'; choices are {', '.join(map(str, self.choices))}")
+        super().set_value(value, tick_time)
+
+
+class DerivedTag(Tag):
+    """A value calculated from other tags: ``fn(*[t.get_value() for t in input_tags])``.
+
+    Recalculated every tick (the engine calls :meth:`calculate`); an exception in ``fn`` gives None.
+    """
+
+    __slots__ = ("fn", "input_tags")
+
+    def __init__(self, name: str, fn: Callable[..., Any], input_tags: Iterable[Tag],
+                 calculate_on_tick: bool | None = None, tick_time: float | None = None, value: Any = None,
+                 unit: str | None = None, direction: TagDirection = TagDirection.NA,
+                 format_fn: Callable[[Any], str] | None = None):
+        super().__init__(name, tick_time=tick_time, value=value, unit=unit, direction=direction, format_fn=format_fn)
+        self.fn = fn
+        self.input_tags = list(input_tags)
+
+    def calculate(self, tick_time: float) -> None:
+        try:
+            value = self.fn(*[t.get_value() for t in self.input_tags])
+        except Exception:
+            value = None
+        self.set_value(value, tick_time)
+
+
+class TagTable:
+    """The tags of one unit, in a stable order: system tags first, then the UOD's.
+
+    ``changed`` lists the tags that changed since :meth:`take_changes` was last called, each once,
+    in the order they changed: publishing is O(changes), not O(tags).
+    """
+
+    __slots__ = ("_tags", "changed")
+
+    def __init__(self, tags: Iterable[Tag] = ()):
+        self._tags: dict[str, Tag] = {}
+        self.changed: list[Tag] = []
+        for tag in tags:
+            self.add(tag)
+
+    def add(self, tag: Tag) -> Tag:
+        if tag.name in self._tags:
+            raise ValueError(f"Duplicate tag name '{tag.name}'")
+        self._tags[tag.name] = tag
+        tag._table = self
+        tag.changed = False
+        tag._mark_changed()  # a new tag is published once
+        return tag
+
+    def __getitem__(self, name: str) -> Tag:
+        return self._tags[name]
+
+    def get(self, name: str) -> Tag | None:
+        return self._tags.get(name)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._tags
+
+    def __iter__(self) -> Iterator[Tag]:
+        return iter(self._tags.values())
+
+    def __len__(self) -> int:
+        return len(self._tags)
+
+    def names(self) -> list[str]:
+        return list(self._tags)
+
+    def take_changes(self) -> list[Tag]:
+        changed, self.changed = self.changed, []
+        for tag in changed:
+            tag.changed = False
+        return changed
+
+    def values(self) -> dict[str, Any]:
+        """Name -> current value of every tag (a run-log snapshot)."""
+        return {name: tag.get_value() for name, tag in self._tags.items()}
+
+
+def is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
+        isinstance(value, float) and math.isnan(value))
+
+
+class AccumulatorTag(Tag):
+    """``Accumulated Volume``: the totalizer's increase since Start."""
+
+    __slots__ = ("totalizer", "_start")
+
+    def __init__(self, name: str, totalizer: Tag):
+        super().__init__(name, value=0.0, unit=totalizer.unit)
+        self.totalizer = totalizer
+        self._start = 0.0
+
+    def _total(self) -> float:
+        value = self.totalizer.get_value()
+        return float(value) if is_number(value) else 0.0
+
+    def on_start(self, run_id: str) -> None:
+        self._start = self._total()
+        self.set_value(0.0, self.tick_time)
+
+    def on_tick(self, tick_time: float, increment_time: float) -> None:
+        self.set_value(self._total() - self._start, tick_time)
+
+
+class AccumulatorBlockTag(AccumulatorTag):
+    """``Block Volume``: the totalizer's increase since the current block started.
+
+    The block's start is captured when the block starts (not a tick later as in Open Pectus),
+    so the first threshold check in a new block already sees 0.
+    """
+
+    __slots__ = ("_stack",)
+
+    def __init__(self, name: str, totalizer: Tag):
+        super().__init__(name, totalizer)
+        self._stack: list[float] = []
+
+    def on_start(self, run_id: str) -> None:
+        self._stack = []
+        super().on_start(run_id)
+
+    def on_block_start(self, block_name: str, tick_time: float) -> None:
+        self._stack.append(self._start)
+        self._start = self._total()
+        self.set_value(0.0, tick_time)
+
+    def on_block_end(self, block_name: str, new_block_name: str | None) -> None:
+        if self._stack:
+            self._start = self._stack.pop()
+        self.set_value(self._total() - self._start, self.tick_time)
+
+
+class _ColumnVolumes:
+    """Mixin: express a volume in column volumes of ``cv_tag`` (0 when the column volume is not positive)."""
+
+    __slots__ = ()
+
+    def _in_cv(self, volume: float) -> float:
+        cv = self.cv_tag.get_value()
+        if not is_number(cv) or cv <= 0:
+            return 0.0
+        if self.cv_tag.unit and self.totalizer.unit and self.cv_tag.unit != self.totalizer.unit:
+            cv = units.convert(cv, self.cv_tag.unit, self.totalizer.unit)
+        return volume / cv
+
+
+class AccumulatedColumnVolume(_ColumnVolumes, AccumulatorTag):
+    """``Accumulated CV``: column volumes passed since Start."""
+
+    __slots__ = ("cv_tag",)
+
+    def __init__(self, name: str, cv_tag: Tag, totalizer: Tag):
+        AccumulatorTag.__init__(self, name, totalizer)
+        self.unit = "CV"
+        self.cv_tag = cv_tag
+
+    def on_tick(self, tick_time: float, increment_time: float) -> None:
+        self.set_value(self._in_cv(self._total() - self._start), tick_time)
+
+
+class BlockColumnVolume(_ColumnVolumes, AccumulatorBlockTag):
+    """``Block CV``: column volumes passed since the current block started."""
+
+    __slots__ = ("cv_tag",)
+
+    def __init__(self, name: str, cv_tag: Tag, totalizer: Tag):
+        AccumulatorBlockTag.__init__(self, name, totalizer)
+        self.unit = "CV"
+        self.cv_tag = cv_tag
+
+    def on_tick(self, tick_time: float, increment_time: float) -> None:
+        self.set_value(self._in_cv(self._total() - self._start), tick_time)
+
+    def on_block_end(self, block_name: str, new_block_name: str | None) -> None:
+        if self._stack:
+            self._start = self._stack.pop()
+        self.set_value(self._in_cv(self._total() - self._start), self.tick_time)
