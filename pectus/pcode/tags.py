@@ -340,12 +340,15 @@ class AccumulatorTag(Tag):
         value = self.totalizer.get_value()
         return float(value) if is_number(value) else 0.0
 
+    def _accumulated(self) -> float:
+        return self._total() - self._start
+
     def on_start(self, run_id: str) -> None:
         self._start = self._total()
         self.set_value(0.0, self.tick_time)
 
     def on_tick(self, tick_time: float, increment_time: float) -> None:
-        self.set_value(self._total() - self._start, tick_time)
+        self.set_value(self._accumulated(), tick_time)
 
 
 class AccumulatorBlockTag(AccumulatorTag):
@@ -373,21 +376,21 @@ class AccumulatorBlockTag(AccumulatorTag):
     def on_block_end(self, block_name: str, new_block_name: str | None) -> None:
         if self._stack:
             self._start = self._stack.pop()
-        self.set_value(self._total() - self._start, self.tick_time)
+        self.set_value(self._accumulated(), self.tick_time)
 
 
 class _ColumnVolumes:
-    """Mixin: express a volume in column volumes of ``cv_tag`` (0 when the column volume is not positive)."""
+    """Mixin: accumulate in column volumes of ``cv_tag`` (0 while the column volume is not positive)."""
 
     __slots__ = ()
 
-    def _in_cv(self, volume: float) -> float:
+    def _accumulated(self) -> float:
         cv = self.cv_tag.get_value()
         if not is_number(cv) or cv <= 0:
             return 0.0
         if self.cv_tag.unit and self.totalizer.unit and self.cv_tag.unit != self.totalizer.unit:
             cv = units.convert(cv, self.cv_tag.unit, self.totalizer.unit)
-        return volume / cv
+        return (self._total() - self._start) / cv
 
 
 class AccumulatedColumnVolume(_ColumnVolumes, AccumulatorTag):
@@ -400,9 +403,6 @@ class AccumulatedColumnVolume(_ColumnVolumes, AccumulatorTag):
         self.unit = "CV"
         self.cv_tag = cv_tag
 
-    def on_tick(self, tick_time: float, increment_time: float) -> None:
-        self.set_value(self._in_cv(self._total() - self._start), tick_time)
-
 
 class BlockColumnVolume(_ColumnVolumes, AccumulatorBlockTag):
     """``Block CV``: column volumes passed since the current block started."""
@@ -413,11 +413,3 @@ class BlockColumnVolume(_ColumnVolumes, AccumulatorBlockTag):
         AccumulatorBlockTag.__init__(self, name, totalizer)
         self.unit = "CV"
         self.cv_tag = cv_tag
-
-    def on_tick(self, tick_time: float, increment_time: float) -> None:
-        self.set_value(self._in_cv(self._total() - self._start), tick_time)
-
-    def on_block_end(self, block_name: str, new_block_name: str | None) -> None:
-        if self._stack:
-            self._start = self._stack.pop()
-        self.set_value(self._in_cv(self._total() - self._start), self.tick_time)

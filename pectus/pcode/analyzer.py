@@ -1,0 +1,489 @@
+"""Static analysis of a P-code method: what will go wrong, found before the run starts.
+
+The parser (:mod:`pectus.pcode.syntax`) says whether each line is well-formed. The analyzer reads
+the tree as a whole and, when it knows the unit (its tags, its commands, its Base units), checks
+what the parser cannot: a Block that can never end, a tag that does not exist, a value in a unit
+the tag cannot be compared with, a macro called before it is defined... Each finding is a
+:class:`~pectus.pcode.diagnostics.Diagnostic` with a stable id (the Open Pectus id where there is
+one), a severity and the line, in words a scientist understands.
+
+Invariants of :func:`analyze`:
+
+* it never raises, whatever the text and whatever a UOD argument parser does: a problem is a
+  diagnostic, never an exception;
+* every diagnostic points at an existing line (``1 <= line <= end_line <= number of lines``);
+* the result holds the parser's syntax errors and all analyzer findings, sorted by line; on the
+  same line the syntax errors come first;
+* the analyzer only advises: a method with warnings (or analyzer errors) may still be run; only
+  syntax errors make the engine refuse a method;
+* what the caller does not know is not checked: ``tags=None`` skips the tag checks,
+  ``commands=None`` skips the command names and arguments;
+* each family of checks is one walk over the tree, so a 1,000-line method takes milliseconds.
+
+Families and ids (severity):
+
+* structure - ``UnreachableCode`` (warning), ``InfiniteBlock`` (warning), ``EmptyBody`` (warning);
+* thresholds - ``ThresholdOutOfOrder`` (warning on the later line, info on the line that limits
+  it), ``ThresholdBaseInvalid`` (error);
+* conditions of Watch, Alarm, Simulate and Simulate off - ``UndefinedTag``, ``UnexpectedUnit``,
+  ``MissingUnit``, ``InvalidUnit``, ``IncompatibleUnits``, ``NonNumericComparison`` (errors; the
+  first failing check of a line only);
+* instructions and commands - ``UndefinedCommand``, ``CommandArgsInvalid``, ``MissingArgument``,
+  ``InvalidArgument``, ``ArgumentNotExpected`` (errors), ``BatchNameTagMissing`` (info);
+* macros - ``MacroNameInvalid``, ``MacroCallNameInvalid``, ``MacroCalledNotDefined``,
+  ``MacroRecursive`` (errors), ``MacroCalledBeforeDefinition`` (warning), ``MacroRedefined``,
+  ``MacroUnused`` (info).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable, Iterable, Iterator, Mapping
+
+from pectus.pcode import units
+from pectus.pcode.diagnostics import Diagnostic, Severity, closest
+from pectus.pcode.syntax import BUILTINS, CONDITIONAL, Condition, Kind, Method, Node, parse
+
+__all__ = ["analyze"]
+
+ArgumentParser = Callable[[str], object | None]
+Problem = tuple[str, str, tuple[str, ...]]  # (id, message, fixes)
+
+#: The Base of thresholds before any ``Base:`` line (as in Open Pectus).
+DEFAULT_BASE = "min"
+BATCH_NAME_TAG = "Batch Name"
+
+_BODY_KINDS = frozenset({Kind.BLOCK, Kind.WATCH, Kind.ALARM, Kind.MACRO})
+_ENDS_ALL_BLOCKS = frozenset({Kind.END_BLOCKS, Kind.STOP, Kind.RESTART})
+_ENDS_BLOCK = frozenset({Kind.END_BLOCK, Kind.END_BLOCKS})
+_ORDERING = frozenset({"<", ">", "<=", ">="})
+_NO_ARGUMENT = frozenset({
+    Kind.INCREMENT_RUN_COUNTER, Kind.END_BLOCK, Kind.END_BLOCKS, Kind.STOP, Kind.RESTART,
+    Kind.UNPAUSE, Kind.UNHOLD,
+})
+_DURATION_RE = re.compile(r"^\s*(\d+\.\d*|\.\d+|\d+)\s*(s|min|h)\s*$")
+_COUNT_RE = re.compile(r"^\s*\d+\s*$")
+
+
+def analyze(method: Method | str, *, tags: Mapping[str, str | None] | None = None,
+            commands: Mapping[str, ArgumentParser] | None = None,
+            base_units: Iterable[str] = ("s", "min", "h")) -> list[Diagnostic]:
+    """All diagnostics of ``method``: its syntax errors and the analyzer's findings, by line.
+
+    ``tags`` maps every tag name of the unit (system and UOD tags) to its unit, or None for a
+    tag without unit. ``commands`` maps every UOD command name to its argument parser, which
+    returns None when an argument text is invalid for the command. ``base_units`` are the
+    units ``Base:`` and thresholds accept on this unit (time always; volumes or column volumes
+    when the UOD has the accumulators). None for ``tags`` or ``commands`` means "not known":
+    those checks are skipped rather than guessed.
+    """
+    if isinstance(method, str):
+        method = parse(method)
+    program = method.program
+    macros = _macro_definitions(program)
+    findings = [
+        *_check_structure(program, macros),
+        *_check_thresholds(program, tuple(base_units)),
+        *_check_conditions(program, tags),
+        *_check_instructions(program, commands, tuple(base_units), tags),
+        *_check_macros(program, macros),
+    ]
+    # A stable sort keeps each line's syntax errors ahead of its findings.
+    return sorted([*method.errors, *findings], key=lambda d: d.line)
+
+
+# --- helpers shared by the families ----------------------------------------------------------
+
+
+def _at(node: Node, id: str, severity: Severity, message: str, *, fragment: str = "",
+        end_line: int = 0, fixes: tuple[str, ...] = ()) -> Diagnostic:
+    """A diagnostic on ``node``'s line; ``fragment`` is the text to point the column at."""
+    # Every message is written as full sentences, so the editor can append "Did you mean ...?".
+    message = message if message.endswith((".", "?")) else message + "."
+    return Diagnostic(id, severity, node.line, message, column=_column(node, fragment),
+                      end_line=end_line, fixes=fixes)
+
+
+def _column(node: Node, fragment: str) -> int:
+    """1-based column of ``fragment`` in the argument part of the line, 0 (whole line) if absent."""
+    if not fragment:
+        return 0
+    return node.text.find(fragment, max(node.text.find(":"), 0)) + 1
+
+
+def _last_line(node: Node) -> int:
+    while node.children:
+        node = node.children[-1]
+    return node.line
+
+
+def _is_inside(node: Node, ancestor: Node) -> bool:
+    parent = node.parent
+    while parent is not None:
+        if parent is ancestor:
+            return True
+        parent = parent.parent
+    return False
+
+
+def _instructions(program: Node) -> Iterator[Node]:
+    """Every instruction node in line order (the program root itself excluded)."""
+    nodes = program.walk()
+    next(nodes)
+    return nodes
+
+
+def _macro_definitions(program: Node) -> dict[str, list[Node]]:
+    definitions: dict[str, list[Node]] = {}
+    for node in _instructions(program):
+        if node.kind is Kind.MACRO:
+            definitions.setdefault(node.arguments, []).append(node)
+    return definitions
+
+
+def _quote(text: str) -> str:
+    return f"'{text}'"
+
+
+# --- structure: unreachable lines, blocks that never end, empty bodies ------------------------
+
+
+def _check_structure(program: Node, macros: Mapping[str, list[Node]]) -> Iterator[Diagnostic]:
+    # Watches and Alarms that can end the block running when they fire, wherever they are.
+    enders = [n for n in _instructions(program) if n.kind in CONDITIONAL and _can_end_block(n, macros)]
+    for node in _instructions(program):
+        if node.kind in _BODY_KINDS and not node.children:
+            yield _at(node, "EmptyBody", Severity.WARNING,
+                      f"{_quote(node.display_name)} has no body: indent the lines that belong to it "
+                      f"by 4 spaces more than the {node.name} line")
+        elif node.kind is Kind.BLOCK:
+            yield from _unreachable_after_end_block(node)
+            if not _can_end_block(node, macros) and all(_is_inside(w, node) for w in enders):
+                yield _at(node, "InfiniteBlock", Severity.WARNING,
+                          f"Block {_quote(node.arguments)} never ends: nothing runs 'End block' for it, "
+                          "so the method cannot continue after it. Add 'End block' at the end of its "
+                          "body, or in a Watch such as 'Watch: Block Time > 10 min'")
+    yield from _unreachable_after_stop(program)
+
+
+def _can_end_block(container: Node, macros: Mapping[str, list[Node]], *, nested: bool = False,
+                   seen: set[tuple[str, bool]] | None = None) -> bool:
+    """Whether running ``container``'s body can end the block it runs in.
+
+    ``End block`` inside a nested Block ends only that block (``nested``); ``End blocks``,
+    ``Stop`` and ``Restart`` end every block. A macro body runs in place of its call, so calls
+    are followed; a macro definition itself runs nothing.
+    """
+    seen = set() if seen is None else seen
+    for child in container.children or ():
+        if child.kind in _ENDS_ALL_BLOCKS or (child.kind is Kind.END_BLOCK and not nested):
+            return True
+        if child.kind is Kind.CALL_MACRO and (child.arguments, nested) not in seen:
+            seen.add((child.arguments, nested))
+            if any(_can_end_block(m, macros, nested=nested, seen=seen)
+                   for m in macros.get(child.arguments, ())):
+                return True
+        elif child.children and child.kind is not Kind.MACRO:
+            if _can_end_block(child, macros, nested=nested or child.kind is Kind.BLOCK, seen=seen):
+                return True
+    return False
+
+
+def _unreachable_after_end_block(block: Node) -> Iterator[Diagnostic]:
+    children = block.children or []
+    for index, node in enumerate(children):
+        if node.kind in _ENDS_BLOCK:
+            for later in children[index + 1:]:
+                yield _at(later, "UnreachableCode", Severity.WARNING,
+                          f"This line never runs: {_quote(node.name)} on line {node.line} ends "
+                          f"block {_quote(block.arguments)} before it", end_line=_last_line(later))
+            return
+
+
+def _unreachable_after_stop(program: Node) -> Iterator[Diagnostic]:
+    # Only a Stop on the main line ends the run for sure; in a Watch, Alarm or Block it may
+    # never be reached.
+    children = program.children or []
+    for index, node in enumerate(children):
+        if node.kind in (Kind.STOP, Kind.RESTART) and index + 1 < len(children):
+            first = children[index + 1]
+            effect = "ends the run" if node.kind is Kind.STOP else "restarts the method from its first line"
+            yield _at(first, "UnreachableCode", Severity.WARNING,
+                      f"The lines from here on never run: {_quote(node.name)} on line {node.line} {effect}",
+                      end_line=_last_line(program))
+            return
+
+
+# --- thresholds --------------------------------------------------------------------------------
+
+
+def _check_thresholds(program: Node, base_units: tuple[str, ...]) -> Iterator[Diagnostic]:
+    base, base_origin = DEFAULT_BASE, "the default Base"
+    # Per parent: the highest threshold (and its line) since the start or the last Base line.
+    highest: dict[int, tuple[float, Node]] = {}
+    limiting_reported: set[int] = set()
+    for node in _instructions(program):
+        threshold = node.threshold
+        if threshold is not None:
+            if base not in base_units:
+                yield _at(node, "ThresholdBaseInvalid", Severity.ERROR,
+                          f"Threshold {threshold:g} is in {_quote(base)} ({base_origin}), but this unit "
+                          f"measures thresholds only in {', '.join(base_units)}")
+            limit = highest.get(id(node.parent))
+            if limit is not None and threshold < limit[0]:
+                limit_threshold, limit_node = limit
+                yield _at(node, "ThresholdOutOfOrder", Severity.WARNING,
+                          f"Threshold {threshold:g} is lower than {limit_threshold:g} on line "
+                          f"{limit_node.line}: a threshold counts from the start of its block, Watch or "
+                          f"method, it is not a delay, so this line runs as soon as line {limit_node.line} has")
+                if limit_node.line not in limiting_reported:
+                    limiting_reported.add(limit_node.line)
+                    yield _at(limit_node, "ThresholdOutOfOrder", Severity.INFO,
+                              f"Threshold {limit_threshold:g} is higher than the threshold of line "
+                              f"{node.line} below it, so that line runs right after this one")
+            else:
+                highest[id(node.parent)] = (threshold, node)
+        if node.kind is Kind.BASE:
+            highest.pop(id(node.parent), None)
+            if node.arguments:
+                base, base_origin = node.arguments, f"set by 'Base' on line {node.line}"
+
+
+# --- conditions of Watch, Alarm and Simulate ----------------------------------------------------
+
+
+def _check_conditions(program: Node, tags: Mapping[str, str | None] | None) -> Iterator[Diagnostic]:
+    for node in _instructions(program):
+        if node.kind in CONDITIONAL or node.kind is Kind.SIMULATE:
+            if node.condition is None:  # the parser reported InvalidCondition
+                continue
+            tag = node.condition.tag
+            found = _condition_problem(node.condition, tags, is_assignment=node.kind is Kind.SIMULATE)
+        elif node.kind is Kind.SIMULATE_OFF and node.arguments:
+            tag = node.arguments
+            found = _tag_problem(tag, tags)
+        else:
+            continue
+        if found:
+            id, message, fixes = found
+            yield _at(node, id, Severity.ERROR, message, fragment=tag, fixes=fixes)
+
+
+def _tag_problem(tag: str, tags: Mapping[str, str | None] | None) -> Problem | None:
+    if tags is None or tag in tags:
+        return None
+    return "UndefinedTag", f"This unit has no tag named {_quote(tag)}", closest(tag, tuple(tags))
+
+
+def _condition_problem(condition: Condition, tags: Mapping[str, str | None] | None, *,
+                       is_assignment: bool) -> Problem | None:
+    """The first failing check of a condition, or None.
+
+    A Simulate assignment may give a bare number: it is taken in the tag's own unit.
+    """
+    tag, unit = condition.tag, condition.unit
+    undefined = _tag_problem(tag, tags)
+    if undefined:
+        return undefined
+    tag_unit = tags.get(tag) if tags is not None else None
+    if tags is not None and unit and not tag_unit:
+        return ("UnexpectedUnit", f"Tag {_quote(tag)} has no unit, so the value cannot have one: "
+                f"remove {_quote(unit)}", ())
+    if tag_unit and not unit and condition.is_numeric and not is_assignment:
+        return ("MissingUnit", f"Tag {_quote(tag)} is measured in {tag_unit}: write the value with "
+                f"its unit, e.g. '{condition.value:g} {tag_unit}'", ())
+    if unit and not units.is_supported(unit):
+        # Our own message: the units module's explanation would load pint (a quarter second).
+        candidates = units.compatible_units(tag_unit) or [
+            known for same_quantity in units.SUPPORTED_UNITS.values() for known in same_quantity]
+        return ("InvalidUnit", f"{_quote(unit)} is not a known unit.{_accepted(tag, tag_unit)}",
+                closest(unit, candidates))
+    if unit and tag_unit:
+        try:
+            units.check_comparable(tag_unit, unit)
+        except units.UnitError as error:
+            return "IncompatibleUnits", f"{error}{_accepted(tag, tag_unit)}", ()
+    if not condition.is_numeric and not is_assignment and (condition.op in _ORDERING or tag_unit):
+        why = (f"tag {_quote(tag)} is measured in {tag_unit}, e.g. '{tag} {condition.op} 5 {tag_unit}'"
+               if tag_unit else f"{_quote(condition.op)} compares numbers")
+        return "NonNumericComparison", f"{_quote(str(condition.value))} is not a number: {why}", ()
+    return None
+
+
+def _accepted(tag: str, tag_unit: str | None) -> str:
+    """The units a tag can be compared with, as the last sentence of a message."""
+    if not tag_unit:
+        return ""
+    return f" Tag {_quote(tag)} accepts: {', '.join(units.compatible_units(tag_unit)) or tag_unit}."
+
+
+# --- instructions and unit commands -------------------------------------------------------------
+
+
+def _check_instructions(program: Node, commands: Mapping[str, ArgumentParser] | None,
+                        base_units: tuple[str, ...],
+                        tags: Mapping[str, str | None] | None) -> Iterator[Diagnostic]:
+    for node in _instructions(program):
+        kind, argument = node.kind, node.arguments
+        if kind is Kind.COMMAND:
+            if commands is not None:
+                found = _command_problem(node, commands)
+                if found:
+                    yield found
+        elif kind is Kind.BASE:
+            if not argument:
+                yield _at(node, "MissingArgument", Severity.ERROR,
+                          f"Base needs a unit, one of: {', '.join(base_units)}")
+            elif argument not in base_units:
+                yield _at(node, "InvalidArgument", Severity.ERROR,
+                          f"This unit has no {_quote(argument)} timeline for thresholds; Base can be one "
+                          f"of: {', '.join(base_units)}", fragment=argument, fixes=closest(argument, base_units))
+        elif kind is Kind.WAIT:
+            if not argument:
+                yield _at(node, "MissingArgument", Severity.ERROR, "Wait needs a duration, e.g. 'Wait: 5 s'")
+            elif not _DURATION_RE.match(argument):
+                yield _invalid_duration(node)
+        elif kind in (Kind.PAUSE, Kind.HOLD):
+            if argument and not _DURATION_RE.match(argument):
+                yield _invalid_duration(node)
+        elif kind is Kind.RUN_COUNTER:
+            if not argument:
+                yield _at(node, "MissingArgument", Severity.ERROR,
+                          "Run counter needs the new count, e.g. 'Run counter: 0'")
+            elif not _COUNT_RE.match(argument):
+                yield _at(node, "InvalidArgument", Severity.ERROR,
+                          f"{_quote(argument)} is not a count: write a whole number, 0 or more",
+                          fragment=argument)
+        elif kind in _NO_ARGUMENT:
+            if argument:
+                yield _at(node, "ArgumentNotExpected", Severity.ERROR,
+                          f"{node.name} takes no argument: remove ': {argument}'", fragment=argument)
+        elif kind is Kind.SIMULATE_OFF:
+            if not argument:
+                yield _at(node, "MissingArgument", Severity.ERROR,
+                          "Simulate off needs the tag name, e.g. 'Simulate off: TT01'")
+        elif kind is Kind.BATCH and tags is not None and BATCH_NAME_TAG not in tags:
+            yield _at(node, "BatchNameTagMissing", Severity.INFO,
+                      f"This unit has no {_quote(BATCH_NAME_TAG)} tag, so the batch name is not recorded")
+
+
+def _invalid_duration(node: Node) -> Diagnostic:
+    return _at(node, "InvalidArgument", Severity.ERROR,
+               f"{_quote(node.arguments)} is not a duration: write a number and a unit s, min or h, "
+               f"e.g. '{node.name}: 5 s'", fragment=node.arguments)
+
+
+def _command_problem(node: Node, commands: Mapping[str, ArgumentParser]) -> Diagnostic | None:
+    name, argument = node.name, node.arguments
+    parser = commands.get(name)
+    if parser is None:
+        return _undefined_command(node, commands)
+    try:
+        valid = parser(argument) is not None
+    except Exception:  # a UOD parser is the unit author's code; raising means "not valid"
+        valid = False
+    if valid:
+        return None
+    shown = f"{_quote(argument)} is not valid" if argument else "an argument is needed"
+    return _at(node, "CommandArgsInvalid", Severity.ERROR, f"Invalid arguments for command "
+               f"{_quote(name)}: {shown}", fragment=argument)
+
+
+def _undefined_command(node: Node, commands: Mapping[str, ArgumentParser]) -> Diagnostic:
+    name = node.name
+    if name == "Start":
+        return _at(node, "UndefinedCommand", Severity.ERROR,
+                   "'Start' is not a method instruction: it is a run control (the Start button). "
+                   "The method runs from its first line when the run starts")
+    known = [*BUILTINS, *commands]
+    # 'Watch x > 2' or 'Mark A': a known name followed by its arguments without ': '.
+    for candidate in sorted(known, key=len, reverse=True):
+        if name.startswith(candidate + " "):
+            fix = f"{candidate}: {name[len(candidate):].strip()}"
+            return _at(node, "UndefinedCommand", Severity.ERROR,
+                       f"Unknown instruction {_quote(name)}: separate {_quote(candidate)} from its "
+                       "arguments with ': '", fixes=(fix,))
+    fixes = closest(name, known)
+    case_hint = " (names are case-sensitive)" if fixes and fixes[0].lower() == name.lower() else ""
+    return _at(node, "UndefinedCommand", Severity.ERROR,
+               f"Unknown instruction {_quote(name)}: neither a P-code instruction nor a command of "
+               f"this unit{case_hint}", fixes=fixes)
+
+
+# --- macros ------------------------------------------------------------------------------------
+
+
+def _check_macros(program: Node, definitions: Mapping[str, list[Node]]) -> Iterator[Diagnostic]:
+    calls: list[Node] = [n for n in _instructions(program) if n.kind is Kind.CALL_MACRO]
+    called = {c.arguments for c in calls}
+    for call in calls:
+        name = call.arguments
+        if not name:
+            yield _at(call, "MacroCallNameInvalid", Severity.ERROR,
+                      "Call macro needs the name of a macro, e.g. 'Call macro: Prime'")
+        elif name not in definitions:
+            yield _at(call, "MacroCalledNotDefined", Severity.ERROR,
+                      f"No macro named {_quote(name)} is defined in this method", fragment=name,
+                      fixes=closest(name, [n for n in definitions if n]))
+        elif _on_main_line(call) and call.line < definitions[name][0].line:
+            yield _at(call, "MacroCalledBeforeDefinition", Severity.WARNING,
+                      f"Macro {_quote(name)} is called before its definition on line "
+                      f"{definitions[name][0].line} has run: a macro exists only once its Macro line "
+                      "has run, so move the definition above this line", fragment=name)
+    graph = {name: [c.arguments for d in nodes for c in _calls_in(d)] for name, nodes in definitions.items()}
+    for name, nodes in definitions.items():
+        if not name:
+            for node in nodes:
+                yield _at(node, "MacroNameInvalid", Severity.ERROR,
+                          "A macro needs a name, e.g. 'Macro: Prime'")
+            continue
+        cycle = _cycle_from(name, graph)
+        for index, node in enumerate(nodes):
+            if cycle:
+                yield _at(node, "MacroRecursive", Severity.ERROR,
+                          f"Macro {_quote(name)} calls itself ({' -> '.join(cycle)}): a macro may not "
+                          "call itself, directly or through other macros")
+            if index:
+                yield _at(node, "MacroRedefined", Severity.INFO,
+                          f"Macro {_quote(name)} is defined again (first on line {nodes[0].line}); "
+                          "calls after this line run this definition")
+            if name not in called:
+                yield _at(node, "MacroUnused", Severity.INFO, f"Macro {_quote(name)} is never called")
+
+
+def _on_main_line(node: Node) -> bool:
+    """Whether ``node`` runs in line order from the start, not later from a Watch, Alarm or call."""
+    parent = node.parent
+    while parent is not None:
+        if parent.kind not in (Kind.PROGRAM, Kind.BLOCK):
+            return False
+        parent = parent.parent
+    return True
+
+
+def _calls_in(macro: Node) -> Iterator[Node]:
+    """The calls a macro's body makes while it runs: in place and in nested Blocks, not in
+    Watch/Alarm bodies (they run later, not as a nested call) nor nested macro definitions."""
+    for child in macro.children or ():
+        if child.kind is Kind.CALL_MACRO:
+            yield child
+        elif child.kind is Kind.BLOCK:
+            yield from _calls_in(child)
+
+
+def _cycle_from(name: str, graph: Mapping[str, list[str]]) -> list[str]:
+    """The call path ``name -> ... -> name`` when ``name`` can reach itself, else []."""
+    came_from: dict[str, str] = {}
+    stack = [name]
+    while stack:
+        current = stack.pop()
+        for callee in graph.get(current, ()):
+            if callee == name:
+                path = [current]
+                while path[-1] != name:
+                    path.append(came_from[path[-1]])
+                return [*reversed(path), name]
+            if callee not in came_from and callee in graph:
+                came_from[callee] = current
+                stack.append(callee)
+    return []

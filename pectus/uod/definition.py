@@ -1,0 +1,351 @@
+"""The Unit Operation Definition (UOD): everything the engine knows about one unit.
+
+A :class:`UnitOperationDefinition` is what a UOD file's ``create()`` returns, built by
+:class:`~pectus.uod.builder.UodBuilder`. It holds the unit's identity, its hardware and
+registers, its own tags, its commands, the process values the UI shows, the plot layout and
+the base units for thresholds.
+
+Invariants:
+
+* a definition returned by ``build()`` (or :func:`~pectus.uod.loader.load_uod`) has passed
+  :meth:`UnitOperationDefinition.validate`: every readable register has a tag, every process
+  value and plot name is a tag, command functions accept what their parsers give...; the engine
+  re-runs it with its own system tag names before it starts;
+* every problem names the line of the UOD file that made it (``uod.py:42: with_...(...): ...``),
+  recorded by the builder when the call was made, and *all* problems are reported at once in one
+  :class:`UodError`;
+* ``tags`` holds only the UOD's own tags (including the accumulators it asked for), in the order
+  they were added; the engine's system tags are in ``system_tags`` once the engine sets it.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Literal, SupportsIndex, overload
+
+from pectus.hardware.base import HardwareLayerBase
+from pectus.pcode import units
+from pectus.pcode.diagnostics import closest
+from pectus.pcode.tags import SystemTagName, Tag, TagTable
+from pectus.uod.commands import CommandDefinition
+from pectus.uod.plot import PlotConfiguration
+
+#: Records of this logger at WARNING and above go to the UI's error log (``get_logger()``).
+USER_UOD_LOGGER = "pectus.uod.user"
+
+#: Tags the engine always has (spec 6). The accumulators are not among them: a UOD adds those.
+ENGINE_TAG_NAMES = frozenset(SystemTagName) - {
+    SystemTagName.ACCUMULATED_VOLUME, SystemTagName.BLOCK_VOLUME,
+    SystemTagName.ACCUMULATED_CV, SystemTagName.BLOCK_CV}
+
+DEFAULT_BASE_UNITS: dict[str, tuple[str, str]] = {
+    unit: (SystemTagName.SCOPE_TIME.value, SystemTagName.BLOCK_TIME.value) for unit in ("s", "min", "h")}
+
+EntryDataType = Literal["str", "int", "float", "auto"]
+ReadingKind = Literal["reading", "reading_with_entry", "reading_with_choice"]
+
+
+class UodError(ValueError):
+    """A UOD cannot be loaded. ``problems`` lists every problem, each naming its file and line."""
+
+    def __init__(self, problems: list[str], header: str = ""):
+        self.problems = list(problems)
+        count = len(self.problems)
+        header = header or ("A UOD problem" if count == 1 else f"{count} UOD problems")
+        super().__init__(header + ":\n" + "\n".join(f"  {p}" for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where a builder call was made: shown as ``file.py:42: with_tag('FT01')``."""
+
+    path: str
+    line: int
+    call: str
+
+    def __str__(self) -> str:
+        return f"{os.path.basename(self.path)}:{self.line}: {self.call}"
+
+
+#: What a source belongs to: ("tag", "FT01"), ("command", "Reset"), ("reading", "<index>"),
+#: ("build", "")...
+SourceKey = tuple[str, str]
+
+
+class TagList(list[Tag]):
+    """The UOD's tags in order; also indexable by name (``tags["FT01"]``, ``tags.get("FT01")``).
+
+    Open Pectus UODs use ``cmd.context.tags.get(name)``; a list keeps the order the engine needs.
+    """
+
+    def get(self, name: str, default: Tag | None = None) -> Tag | None:
+        for tag in self:
+            if tag.name == name:
+                return tag
+        return default
+
+    @overload
+    def __getitem__(self, key: SupportsIndex) -> Tag: ...
+    @overload
+    def __getitem__(self, key: slice) -> list[Tag]: ...
+    @overload
+    def __getitem__(self, key: str) -> Tag: ...
+
+    def __getitem__(self, key: Any) -> Any:
+        if isinstance(key, str):
+            tag = self.get(key)
+            if tag is None:
+                raise KeyError(f"No tag named '{key}'; tags are {', '.join(self.names())}")
+            return tag
+        return super().__getitem__(key)
+
+    def __contains__(self, item: object) -> bool:
+        if isinstance(item, str):
+            return self.get(item) is not None
+        return super().__contains__(item)
+
+    def names(self) -> list[str]:
+        return [tag.name for tag in self]
+
+
+@dataclass(eq=False)
+class ProcessValue:
+    """A tag the UI shows: read-only, with an entry field, or with a list of choices.
+
+    An entry sends ``"<execute_command_name>: <value>[ <unit>]"``; a choice injects the P-code
+    mapped to the chosen display name in ``command_options``.
+    """
+
+    kind: ReadingKind
+    tag_name: str
+    entry_data_type: EntryDataType | None = None
+    execute_command_name: str | None = None
+    command_options: dict[str, str] | None = None
+
+
+@dataclass(eq=False)
+class UnitOperationDefinition:
+    """The built UOD. Made by ``UodBuilder.build()``; the engine reads it, never a UOD file."""
+
+    instrument: str = ""
+    author_name: str = ""
+    author_email: str = ""
+    filename: str = ""
+    location: str = ""
+    hwl: HardwareLayerBase | None = None
+    tags: TagList = field(default_factory=TagList)
+    readings: list[ProcessValue] = field(default_factory=list)
+    commands: dict[str, CommandDefinition] = field(default_factory=dict)
+    overlapping_command_names_lists: list[list[str]] = field(default_factory=list)
+    plot_configuration: PlotConfiguration = field(default_factory=PlotConfiguration)
+    required_roles: set[str] = field(default_factory=set)
+    data_log_interval_seconds: float = 5.0
+    base_unit_provider: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_BASE_UNITS))
+    sources: dict[SourceKey, Source] = field(default_factory=dict)
+    #: The engine's system tags; set by the engine when it starts.
+    system_tags: TagTable | None = None
+
+    @property
+    def options(self) -> dict[str, str]:
+        """The identity sent when the engine registers with the aggregator."""
+        return {"uod_name": self.instrument, "uod_author_name": self.author_name,
+                "uod_author_email": self.author_email, "uod_filename": self.filename,
+                "location": self.location}
+
+    def get_logger(self) -> logging.Logger:
+        return logging.getLogger(USER_UOD_LOGGER)
+
+    def entry_data_type(self, reading: ProcessValue) -> Literal["str", "int", "float"] | None:
+        """The type an entry's value is parsed as; ``auto`` follows the tag's default value."""
+        if reading.kind != "reading_with_entry":
+            return None
+        if reading.entry_data_type != "auto":
+            return reading.entry_data_type
+        tag = self.tags.get(reading.tag_name)
+        value = tag.get_value() if tag is not None else None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            return None
+        return "int" if isinstance(value, int) else "float" if isinstance(value, float) else "str"
+
+    def valid_value_units(self, reading: ProcessValue) -> list[str]:
+        """Units an entry may be given in: its command's regex units, else the tag's compatible
+        units, else ``[""]`` (no unit)."""
+        command = self.commands.get(reading.execute_command_name or reading.tag_name)
+        if command is not None and command.units:
+            return command.units
+        tag = self.tags.get(reading.tag_name)
+        if tag is None or tag.unit is None:
+            return [""]
+        return list(dict.fromkeys([tag.unit, *units.compatible_units(tag.unit)]))
+
+    def pcode_examples(self) -> list[str]:
+        """Example P-code lines for every command and every choice (``--validate`` runs them)."""
+        lines = [line for command in self.commands.values() for line in command.examples()]
+        lines += [code for r in self.readings for code in (r.command_options or {}).values()]
+        return list(dict.fromkeys(lines))
+
+    # --- validation
+
+    def validate(self, system_tag_names: Iterable[str] = ENGINE_TAG_NAMES) -> list[str]:
+        """Every problem of this definition, each naming its UOD line; [] when it can run.
+
+        ``system_tag_names`` are the engine's own tags, which process values, plots and base
+        units may name besides the UOD's tags (and which no UOD tag may reuse).
+        """
+        system = set(system_tag_names) | {SystemTagName.MARK, SystemTagName.BLOCK_TIME, SystemTagName.SCOPE_TIME}
+        known = self.tags.names() + sorted(system)
+        problems: list[str] = []
+
+        def report(key: SourceKey, message: str) -> None:
+            source = self.sources.get(key) or self.sources.get(("build", ""))
+            problems.append(f"{source}: {message}" if source else message)
+
+        for key, message in self._identity_problems():
+            report(key, message)
+        for tag in self.tags:
+            if tag.name in system:
+                report(("tag", tag.name), f"'{tag.name}' is the name of an engine tag; choose another name")
+        for key, message in self._register_problems():
+            report(key, message)
+        for key, message in self._reading_problems(known):
+            report(key, message)
+        for name, command in self.commands.items():
+            for message in command_signature_problems(command):
+                report(("command", name), message)
+        for index, group in enumerate(self.overlapping_command_names_lists):
+            for name in group:
+                if name not in self.commands:
+                    report(("overlap", str(index)), f"no command named '{name}'; commands are "
+                                                    f"{', '.join(self.commands) or '(none)'}")
+        for name in self.plot_configuration.process_value_names():
+            if name not in known:
+                report(("plot", ""), _no_tag(name, known) + f"; tags are {', '.join(self.tags.names())}")
+        for unit, tag_names in self.base_unit_provider.items():
+            for name in tag_names:
+                if name not in known:
+                    report(("base_unit", unit), f"base unit '{unit}': " + _no_tag(name, known))
+        self._warn_about_plot_units()
+        return problems
+
+    def _identity_problems(self) -> list[tuple[SourceKey, str]]:
+        problems: list[tuple[SourceKey, str]] = []
+        if not self.instrument.strip():
+            problems.append((("instrument", ""), "the unit has no instrument name; add .with_instrument('Name')"))
+        if not self.author_name.strip() or not self.author_email.strip():
+            problems.append((("author", ""), "the UOD needs an author name and email; "
+                                             "add .with_author('Name', 'name@example.com')"))
+        if not self.filename.strip():
+            problems.append((("filename", ""), "the UOD has no filename; add .with_filename(__file__)"))
+        if self.hwl is None:
+            problems.append((("hardware", ""), "the unit has no hardware; add .with_hardware(...) "
+                                               "or .with_hardware_none()"))
+        return problems
+
+    def _register_problems(self) -> list[tuple[SourceKey, str]]:
+        problems: list[tuple[SourceKey, str]] = []
+        registers = self.hwl.registers.values() if self.hwl is not None else ()
+        for register in registers:
+            key = ("register", register.name)
+            tag = self.tags.get(register.name)
+            if tag is None:
+                role = "read into" if register.readable else "written from"
+                problems.append((key, f"register '{register.name}' needs a tag of the same name to be {role}"
+                                      + _did_you_mean(register.name, self.tags.names())))
+            elif register.has_safe_value and tag.choices and register.safe_value not in tag.choices:
+                problems.append((key, f"safe_value {register.safe_value!r} is not a choice of tag "
+                                      f"'{tag.name}' ({', '.join(map(str, tag.choices))})"))
+        return problems
+
+    def _reading_problems(self, known: list[str]) -> list[tuple[SourceKey, str]]:
+        problems: list[tuple[SourceKey, str]] = []
+        seen: set[str] = set()
+        for index, reading in enumerate(self.readings):
+            key = ("reading", str(index))
+            if reading.tag_name in seen:
+                problems.append((key, f"'{reading.tag_name}' is already a process value; a tag can be shown once"))
+                continue
+            seen.add(reading.tag_name)
+            if reading.tag_name not in known:
+                problems.append((key, _no_tag(reading.tag_name, known) + f"; tags are {', '.join(self.tags.names())}"))
+                continue
+            if reading.kind == "reading_with_choice" and not reading.command_options:
+                problems.append((key, "a choice needs command_options: {display name: P-code}"))
+            if reading.kind == "reading_with_entry":
+                problems += [(key, m) for m in self._entry_problems(reading, self.sources.get(key))]
+        return problems
+
+    def _entry_problems(self, reading: ProcessValue, source: Source | None) -> list[str]:
+        declared = reading.entry_data_type
+        if declared not in ("str", "int", "float", "auto"):
+            return [f"entry_data_type must be 'str', 'int', 'float' or 'auto', not {declared!r}"]
+        tag = self.tags.get(reading.tag_name)
+        if tag is None:  # an engine tag: its value is the engine's business
+            return []
+        value = tag.get_value()
+        if declared == "auto" and self.entry_data_type(reading) is None:
+            return [f"entry_data_type 'auto' takes the type from the tag's value, but '{tag.name}' is "
+                    f"{value!r}; give the tag a default value or an explicit entry_data_type"]
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        if (declared == "int" and (not isinstance(value, int) or isinstance(value, bool))) or \
+                (declared == "float" and not numeric):
+            return [f"entry_data_type '{declared}' but tag '{tag.name}' holds {value!r}"]
+        command = reading.execute_command_name or reading.tag_name
+        if command not in self.commands:
+            self.get_logger().warning("%s: entry '%s' executes '%s', which is not a command of this unit",
+                                      source, tag.name, command)
+        return []
+
+    def _warn_about_plot_units(self) -> None:
+        for plot in self.plot_configuration.sub_plots:
+            for axis in plot.axes:
+                axis_units = {tag.unit for name in axis.process_value_names if (tag := self.tags.get(name))}
+                if len(axis_units) > 1:
+                    self.get_logger().warning("%s: plot axis '%s' mixes units %s", self.sources.get(("plot", ""), ""),
+                                              axis.label, ", ".join(sorted(map(str, axis_units))))
+
+
+def _did_you_mean(name: str, candidates: list[str]) -> str:
+    hint = closest(name, candidates)
+    return f"; did you mean '{hint[0]}'?" if hint else ""
+
+
+def _no_tag(name: str, candidates: list[str]) -> str:
+    return f"no tag named '{name}'" + _did_you_mean(name, candidates)
+
+
+def command_signature_problems(command: CommandDefinition) -> list[str]:
+    """Why ``exec_fn`` cannot be called as ``exec_fn(cmd, **parsed)`` (spec 8.4); [] when it can."""
+    try:
+        signature = inspect.signature(command.exec_fn)
+    except (TypeError, ValueError):  # a builtin or C function: its first call will tell
+        return []
+    shown = f"{getattr(command.exec_fn, '__name__', 'exec_fn')}{signature}"
+    params = list(signature.parameters.values())
+    if not params or params[0].name != "cmd" or params[0].kind is inspect.Parameter.KEYWORD_ONLY:
+        return [f"the first parameter of {shown} must be 'cmd'"]
+    given = command.argument_names
+    if given is None:  # a custom parser: what it returns is only known at run time
+        return []
+    passable = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+    rest = params[1:]
+    accepted = {p.name for p in rest if p.kind in passable}
+    has_kwargs = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in rest)
+    if command.parser is None:
+        gives = "the command takes no arguments"
+    elif command.parser == "default":
+        gives = "the default parser gives 'value'"
+    else:
+        gives = f"the argument pattern's groups are {', '.join(sorted(given)) or '(none)'}"
+    problems = []
+    not_taken = sorted(given - accepted) if not has_kwargs else []
+    if not_taken:
+        problems.append(f"{shown} does not take {', '.join(map(repr, not_taken))}; {gives} "
+                        f"(add the parameter or **kwargs)")
+    never_given = [p.name for p in rest if p.default is p.empty and (
+        p.kind is inspect.Parameter.POSITIONAL_ONLY or (p.kind in passable and p.name not in given))]
+    if never_given:
+        problems.append(f"{shown} needs {', '.join(map(repr, never_given))}, which it is never given; {gives}")
+    return problems
