@@ -127,10 +127,16 @@ def _is_inside(node: Node, ancestor: Node) -> bool:
 
 
 def _instructions(program: Node) -> Iterator[Node]:
-    """Every instruction node in line order (the program root itself excluded)."""
-    nodes = program.walk()
-    next(nodes)
-    return nodes
+    """Every instruction node in line order, the program root excluded.
+
+    A loop, not ``Node.walk``: a method may nest deeper than Python's recursion limit.
+    """
+    stack = list(reversed(program.children or ()))
+    while stack:
+        node = stack.pop()
+        yield node
+        if node.children:
+            stack.extend(reversed(node.children))
 
 
 def _macro_definitions(program: Node) -> dict[str, list[Node]]:
@@ -166,26 +172,26 @@ def _check_structure(program: Node, macros: Mapping[str, list[Node]]) -> Iterato
     yield from _unreachable_after_stop(program)
 
 
-def _can_end_block(container: Node, macros: Mapping[str, list[Node]], *, nested: bool = False,
-                   seen: set[tuple[str, bool]] | None = None) -> bool:
+def _can_end_block(container: Node, macros: Mapping[str, list[Node]]) -> bool:
     """Whether running ``container``'s body can end the block it runs in.
 
-    ``End block`` inside a nested Block ends only that block (``nested``); ``End blocks``,
-    ``Stop`` and ``Restart`` end every block. A macro body runs in place of its call, so calls
-    are followed; a macro definition itself runs nothing.
+    ``End block`` inside a nested Block ends only that block; ``End blocks``, ``Stop`` and
+    ``Restart`` end every block. A macro body runs in place of its call, so calls are followed;
+    a macro definition itself runs nothing.
     """
-    seen = set() if seen is None else seen
-    for child in container.children or ():
-        if child.kind in _ENDS_ALL_BLOCKS or (child.kind is Kind.END_BLOCK and not nested):
-            return True
-        if child.kind is Kind.CALL_MACRO and (child.arguments, nested) not in seen:
-            seen.add((child.arguments, nested))
-            if any(_can_end_block(m, macros, nested=nested, seen=seen)
-                   for m in macros.get(child.arguments, ())):
+    seen: set[tuple[str, bool]] = set()
+    stack = [(container, False)]  # (a body to search, whether it is inside a nested Block)
+    while stack:
+        body, nested = stack.pop()
+        for child in body.children or ():
+            if child.kind in _ENDS_ALL_BLOCKS or (child.kind is Kind.END_BLOCK and not nested):
                 return True
-        elif child.children and child.kind is not Kind.MACRO:
-            if _can_end_block(child, macros, nested=nested or child.kind is Kind.BLOCK, seen=seen):
-                return True
+            if child.kind is Kind.CALL_MACRO:
+                if (child.arguments, nested) not in seen:
+                    seen.add((child.arguments, nested))
+                    stack.extend((macro, nested) for macro in macros.get(child.arguments, ()))
+            elif child.children and child.kind is not Kind.MACRO:
+                stack.append((child, nested or child.kind is Kind.BLOCK))
     return False
 
 
@@ -235,12 +241,13 @@ def _check_thresholds(program: Node, base_units: tuple[str, ...]) -> Iterator[Di
                 yield _at(node, "ThresholdOutOfOrder", Severity.WARNING,
                           f"Threshold {threshold:g} is lower than {limit_threshold:g} on line "
                           f"{limit_node.line}: a threshold counts from the start of its block, Watch or "
-                          f"method, it is not a delay, so this line runs as soon as line {limit_node.line} has")
+                          "method, it is not a delay, so this line runs as soon as line "
+                          f"{limit_node.line} has")
                 if limit_node.line not in limiting_reported:
                     limiting_reported.add(limit_node.line)
                     yield _at(limit_node, "ThresholdOutOfOrder", Severity.INFO,
-                              f"Threshold {limit_threshold:g} is higher than the threshold of line "
-                              f"{node.line} below it, so that line runs right after this one")
+                              f"Threshold {limit_threshold:g} is higher than threshold {threshold:g} on "
+                              f"line {node.line} below it, so line {node.line} runs right after this line")
             else:
                 highest[id(node.parent)] = (threshold, node)
         if node.kind is Kind.BASE:
@@ -337,7 +344,8 @@ def _check_instructions(program: Node, commands: Mapping[str, ArgumentParser] | 
             elif argument not in base_units:
                 yield _at(node, "InvalidArgument", Severity.ERROR,
                           f"This unit has no {_quote(argument)} timeline for thresholds; Base can be one "
-                          f"of: {', '.join(base_units)}", fragment=argument, fixes=closest(argument, base_units))
+                          f"of: {', '.join(base_units)}", fragment=argument,
+                          fixes=closest(argument, base_units))
         elif kind is Kind.WAIT:
             if not argument:
                 yield _at(node, "MissingArgument", Severity.ERROR, "Wait needs a duration, e.g. 'Wait: 5 s'")
@@ -464,11 +472,13 @@ def _on_main_line(node: Node) -> bool:
 def _calls_in(macro: Node) -> Iterator[Node]:
     """The calls a macro's body makes while it runs: in place and in nested Blocks, not in
     Watch/Alarm bodies (they run later, not as a nested call) nor nested macro definitions."""
-    for child in macro.children or ():
-        if child.kind is Kind.CALL_MACRO:
-            yield child
-        elif child.kind is Kind.BLOCK:
-            yield from _calls_in(child)
+    stack = [macro]
+    while stack:
+        for child in stack.pop().children or ():
+            if child.kind is Kind.CALL_MACRO:
+                yield child
+            elif child.kind is Kind.BLOCK:
+                stack.append(child)
 
 
 def _cycle_from(name: str, graph: Mapping[str, list[str]]) -> list[str]:

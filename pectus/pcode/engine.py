@@ -116,6 +116,7 @@ class Engine:
         self.method_version = 0
         self._saved_outputs: dict[str, Any] | None = None
         self._state = (STOPPED, "OK")
+        self.last_error: str | None = None
 
         self._t = {name: tags[name] for name in S if name in tags}
         hwl = uod.hwl
@@ -365,6 +366,7 @@ class Engine:
         if item is not None and item.running:
             self.end_item(item, ItemState.FAILED)
         line = node.line if node is not None else (item.line if item is not None else None)
+        self.last_error = f"line {line}: {message}" if line else message
         if node is not None:
             self.set_line_state(node, LineState.FAILED)
         self._emit(ev.ErrorRaised, line, message)
