@@ -164,12 +164,10 @@ class Tag(EventListener):
             number = float(value)
         except (TypeError, ValueError):
             raise ValueError(f"Tag '{self.name}': '{value}' is not a number") from None
-        if (unit or None) == self.unit:
-            return number
+        if not unit or unit == self.unit:
+            return number  # a bare number is in the tag's own unit
         if self.unit is None:
             raise ValueError(f"Tag '{self.name}' has no unit; cannot set '{value} {unit}'")
-        if not unit:
-            raise ValueError(f"Tag '{self.name}' needs a unit, e.g. '{value} {self.unit}'")
         return units.convert(number, unit, self.unit)
 
     def _mark_changed(self) -> None:

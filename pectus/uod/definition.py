@@ -233,14 +233,14 @@ class UnitOperationDefinition:
     def _identity_problems(self) -> list[tuple[SourceKey, str]]:
         problems: list[tuple[SourceKey, str]] = []
         if not self.instrument.strip():
-            problems.append((("instrument", ""), "the unit has no instrument name; add .with_instrument('Name')"))
+            problems.append((("instrument", ""), "the unit needs an instrument name: .with_instrument('My unit')"))
         if not self.author_name.strip() or not self.author_email.strip():
-            problems.append((("author", ""), "the UOD needs an author name and email; "
-                                             "add .with_author('Name', 'name@example.com')"))
+            problems.append((("author", ""), "the UOD needs an author name and email: "
+                                             ".with_author('Name', 'name@example.com')"))
         if not self.filename.strip():
-            problems.append((("filename", ""), "the UOD has no filename; add .with_filename(__file__)"))
+            problems.append((("filename", ""), "the UOD needs its filename: .with_filename(__file__)"))
         if self.hwl is None:
-            problems.append((("hardware", ""), "the unit has no hardware; add .with_hardware(...) "
+            problems.append((("hardware", ""), "the unit needs hardware: .with_hardware(...) "
                                                "or .with_hardware_none()"))
         return problems
 
