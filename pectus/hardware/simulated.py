@@ -12,6 +12,8 @@ Invariants:
 * reads return the current values (``None`` for a value never set), writes store them; reading a
   register that is not readable, writing one that is not writable, or any I/O while disconnected
   raises :class:`~pectus.hardware.base.HardwareError`, as a real driver would;
+* connected from the start (there is nothing to connect to); ``disconnect()`` simulates a lost
+  connection until ``connect()``;
 * cheap: the batch calls cost one set lookup and one dict access per register.
 """
 
@@ -27,6 +29,7 @@ class SimulatedHardware(HardwareLayerBase):
 
     def __init__(self, values: dict[str, Any] | None = None) -> None:
         super().__init__()
+        self._is_connected = True
         self.values: dict[str, Any] = dict(values or {})
         #: Simulated seconds: the sum of every tick's increment_time.
         self.elapsed = 0.0

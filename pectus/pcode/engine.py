@@ -470,6 +470,8 @@ class Engine:
             return
         item.state = state
         item.end = self.clock
+        if state is ItemState.COMPLETED and item.progress is not None:
+            item.progress = 1.0
         item.cancellable = item.forcible = False
         item.cancelled = item.cancelled or state is ItemState.CANCELLED
         item.end_values = self.tags.values()

@@ -219,8 +219,7 @@ class UodBuilder:
             added = [self._add_tag(AccumulatorTag(main, totalizer), source),
                      self._add_tag(AccumulatorBlockTag(block, totalizer), source)]
             if all(added):
-                assert totalizer.unit is not None  # _existing_tag checked it
-                self._set_base_units(source, [totalizer.unit, *units.compatible_units(totalizer.unit)], main, block)
+                self._set_base_units(source, units.compatible_units(totalizer.unit), main, block)
         return self
 
     def with_accumulated_cv(self, cv_tag_name: str, totalizer_tag_name: str) -> UodBuilder:
@@ -406,4 +405,4 @@ def _text(value: Any) -> str:
 
 
 def _is_volume(unit: str | None) -> bool:
-    return unit is not None and (unit == "L" or "L" in units.compatible_units(unit))
+    return "L" in units.compatible_units(unit)

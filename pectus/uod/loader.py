@@ -31,7 +31,8 @@ def load_uod(path: str | os.PathLike[str]) -> UnitOperationDefinition:
     header = f"Cannot load UOD {path}"
     if not path.is_file():
         raise UodError([f"{path}: no such file"], header)
-    module_name = f"pectus_uod_{re.sub(r'\W', '_', path.stem)}_{next(_load_counter)}"
+    stem = re.sub(r"\W", "_", path.stem)
+    module_name = f"pectus_uod_{stem}_{next(_load_counter)}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     assert spec is not None and spec.loader is not None  # a .py path always has a source loader
     module = importlib.util.module_from_spec(spec)
