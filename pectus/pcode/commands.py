@@ -189,7 +189,7 @@ class CommandManager:
         if arguments is None:
             raise CommandError(f"Invalid arguments '{running.argument}' for command '{running.name}'")
         if running.uod is None:
-            running.uod = definition.create(engine.uod, running.item.id if running.item else 0)
+            running.uod = definition.create(engine.uod, running.item.id if running.item else 0, clock=engine.now)
             running.uod.initialize()
         if not running.started:
             running.started = True

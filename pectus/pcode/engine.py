@@ -155,6 +155,10 @@ class Engine:
     def process_time(self) -> float:
         return self._t[S.PROCESS_TIME].value
 
+    def now(self) -> float:
+        """The current tick's clock time (what UOD commands see as ``cmd.tick_time``)."""
+        return self.clock
+
     def value(self, name: str) -> Any:
         return self.tags[name].get_value()
 
@@ -315,7 +319,7 @@ class Engine:
             self._emit(ev.RunStopped, run_id)
         if not restarting:
             self._write_outputs()
-            self.started = False
+        self.started = False
 
     def pause(self) -> None:
         if self.paused:
@@ -327,10 +331,12 @@ class Engine:
         self._emit_hook("on_runstate_change", "Pause")
 
     def unpause(self) -> None:
+        """Resume; an error that paused the run counts as acknowledged (Method Status OK)."""
         if not self.paused:
             return
         self.paused = False
         self._t[S.SYSTEM_STATE].set_value(HOLDING if self.holding else RUNNING, self.clock)
+        self._t[S.METHOD_STATUS].set_value("OK", self.clock)
         for name, value in (self._saved_outputs or {}).items():
             self.tags[name].set_value(value, self.clock)
         self._saved_outputs = None
@@ -368,7 +374,7 @@ class Engine:
         line = node.line if node is not None else (item.line if item is not None else None)
         self.last_error = f"line {line}: {message}" if line else message
         if node is not None:
-            self.set_line_state(node, LineState.FAILED)
+            self.set_line_state(node.id, node.line, LineState.FAILED)
         self._emit(ev.ErrorRaised, line, message)
         self._emit_hook("on_method_error", error)
 
@@ -476,6 +482,9 @@ class Engine:
         item.cancelled = item.cancelled or state is ItemState.CANCELLED
         item.end_values = self.tags.values()
         self.touch_item(item)
+        if item.line_id is not None:  # the line's state follows its latest instance
+            self.set_line_state(item.line_id, item.line,
+                                LineState.FAILED if state is ItemState.FAILED else LineState.EXECUTED)
 
     def touch_item(self, item: RunLogItem) -> None:
         if self.events is not None:
@@ -484,12 +493,12 @@ class Engine:
                 item.arguments, item.state.value, item.progress, item.cancellable, item.forcible,
                 item.cancelled, item.forced))
 
-    def set_line_state(self, node: Node, state: LineState) -> None:
-        if self.line_states.get(node.id) is state:
+    def set_line_state(self, line_id: str, line: int, state: LineState) -> None:
+        if self.line_states.get(line_id) is state:
             return
-        self.line_states[node.id] = state
+        self.line_states[line_id] = state
         if self.events is not None:
-            self._emit(ev.LineStateChanged, node.id, node.line, state.value)
+            self._emit(ev.LineStateChanged, line_id, line, state.value)
 
     def emit_log(self, level: str, message: str, line: int | None = None) -> None:
         self._emit(ev.LogMessage, level, message, line)

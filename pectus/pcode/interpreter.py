@@ -77,7 +77,7 @@ class Thread:
 class Interrupt:
     """A registered Watch or Alarm: evaluated every tick until it fires."""
 
-    __slots__ = ("node", "item", "thread", "blocks", "forced", "check", "runs")
+    __slots__ = ("node", "item", "thread", "blocks", "forced", "check", "runs", "active")
 
     def __init__(self, node: Node, item: RunLogItem, blocks: tuple[str, ...]):
         self.node = node
@@ -87,6 +87,7 @@ class Interrupt:
         self.forced = False
         self.check: Callable[[], bool] | None = None
         self.runs = 0
+        self.active = True
 
 
 class Interpreter:
@@ -131,10 +132,11 @@ class Interpreter:
         engine = self.engine
         try:
             self._step(self.main)
-            i = 0
-            while i < len(self.interrupts) and not engine.paused:
-                interrupt = self.interrupts[i]
-                i += 1
+            for interrupt in list(self.interrupts):  # a body may end or unregister others meanwhile
+                if engine.paused:
+                    break
+                if not interrupt.active:
+                    continue
                 if interrupt.thread is None:
                     self._evaluate(interrupt)
                 else:
@@ -170,16 +172,16 @@ class Interpreter:
                 frame.threshold_ok = True
             try:
                 outcome = self._execute(node, frame, thread)
-            except MethodError as error:
+            except (MethodError, units.UnitError) as error:
                 frame.skip = (node.id, node.text)
-                if error.node is None:
-                    error.node = node
-                if isinstance(frame.pending, RunLogItem):
-                    self._failing_item = frame.pending
-                raise
-            except units.UnitError as error:
-                frame.skip = (node.id, node.text)
-                raise MethodError(str(error), node) from None
+                if not isinstance(error, MethodError):
+                    error = MethodError(str(error), node)
+                error.node = error.node or node
+                # A line that fails before it started still gets its (failed) run-log item.
+                pending = frame.pending
+                self._failing_item = pending if isinstance(pending, RunLogItem) else self.engine.new_item(
+                    node, node.display_name)
+                raise error from None
             if outcome == DONE:
                 self._advance(frame)
                 return
@@ -226,9 +228,9 @@ class Interpreter:
                 interrupt.thread = None  # re-armed: the next invocation is a new instance
                 interrupt.item = self.engine.new_item(interrupt.node, interrupt.node.display_name,
                                                       cancellable=True, forcible=True)
-                self.engine.set_line_state(interrupt.node, LineState.STARTED)
+                self.engine.set_line_state(interrupt.node.id, interrupt.node.line, LineState.STARTED)
             else:
-                self.interrupts.remove(interrupt)
+                self._unregister(interrupt)
                 self.finished.add(interrupt.node.id)
         return False
 
@@ -249,9 +251,7 @@ class Interpreter:
                 hint = closest(node.name, known + ["Mark", "Block", "Watch", "Wait", "End block"])
                 suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
                 raise MethodError(f"Invalid instruction '{node.name}'{suggestion}", node)
-            item = self._start_item(node, frame)
-            engine.schedule(node, item)
-            engine.set_line_state(node, LineState.EXECUTED)
+            engine.schedule(node, self._start_item(node, frame))
             return DONE
         if kind in _SCHEDULED:
             if kind in _NO_ARGUMENT and node.arguments:
@@ -261,13 +261,13 @@ class Interpreter:
                 cancellable = bool(node.arguments)
             else:
                 cancellable = False
-            if kind is Kind.STOP:
-                engine.set_line_state(node, LineState.EXECUTED)
+            if kind is Kind.STOP:  # not shown in the run log, as in Open Pectus
+                engine.set_line_state(node.id, node.line, LineState.EXECUTED)
                 engine.commands.schedule(node.name, "", None)
                 return DONE
-            item = engine.new_item(node, node.display_name, cancellable=cancellable)
+            item = self._start_item(node, frame)
+            item.cancellable = cancellable
             engine.schedule(node, item)
-            engine.set_line_state(node, LineState.EXECUTED)
             return DONE
         if kind is Kind.WATCH or kind is Kind.ALARM:
             item = self._start_item(node, frame)
@@ -283,7 +283,7 @@ class Interpreter:
             frame.pending = None
             for _ in range(1 if kind is Kind.END_BLOCK else len(self.blocks)):
                 if self.blocks:
-                    self._end_block()
+                    self._end_block(thread)
             return DONE
         frame.pending = item
         self._run_simple(node, kind)
@@ -294,14 +294,13 @@ class Interpreter:
         cancellable, forcible = _FLAGS.get(node.kind, (False, False))
         item = self.engine.new_item(node, node.display_name, cancellable=cancellable, forcible=forcible)
         frame.pending = item
-        self.engine.set_line_state(node, LineState.STARTED)
+        self.engine.set_line_state(node.id, node.line, LineState.STARTED)
         return item
 
     def _complete(self, node: Node, item: RunLogItem | None) -> None:
+        """The line is done; its state follows its run-log item (see Engine.end_item)."""
         if item is not None:
             self.engine.end_item(item, ItemState.COMPLETED)
-        if node.kind is not Kind.PROGRAM and node.line > 0:
-            self.engine.set_line_state(node, LineState.EXECUTED)
 
     def _run_simple(self, node: Node, kind: Kind) -> None:
         engine = self.engine
@@ -407,11 +406,13 @@ class Interpreter:
         self.engine.block_changed(node.arguments, None, node.arguments)
         return ENTERED
 
-    def _end_block(self) -> None:
+    def _end_block(self, ender: Thread) -> None:
+        """End the innermost active block. Work of the thread that ended it (``ender``) counts as
+        completed; everything else still going on inside the block is cut short (cancelled)."""
         node, frame, owner = self.blocks.pop()
         position = owner.frames.index(frame)
         for abandoned in owner.frames[position + 1:]:
-            self._abandon(abandoned)
+            self._abandon(abandoned, owner is ender)
         self._abandon_pending(frame)
         del owner.frames[position:]
         self._leave_scope(frame)
@@ -419,22 +420,28 @@ class Interpreter:
         self.finished.add(node.id)
         self._advance(owner.frames[-1])
         for interrupt in [i for i in self.interrupts if node.id in i.blocks]:
-            self.interrupts.remove(interrupt)
+            self._unregister(interrupt)
+            done = interrupt.thread is ender
             if interrupt.thread is not None:
                 interrupt.thread.alive = False
-                for abandoned in interrupt.thread.frames:
-                    self._abandon(abandoned)
-            self.engine.end_item(interrupt.item, ItemState.CANCELLED)
-            self.engine.set_line_state(interrupt.node, LineState.EXECUTED)
+                for abandoned in interrupt.thread.frames[1:]:
+                    self._abandon(abandoned, done)
+                self._leave_scope(interrupt.thread.frames[0])
+                self._abandon_pending(interrupt.thread.frames[0])
+            self.engine.end_item(interrupt.item, ItemState.COMPLETED if done else ItemState.CANCELLED)
         current = self.blocks[-1][0].arguments if self.blocks else None
         self.engine.block_changed(None, node.arguments, current)
 
-    def _abandon(self, frame: Frame) -> None:
-        """A frame cut short by the end of its block: its unfinished items are cancelled."""
+    def _unregister(self, interrupt: Interrupt) -> None:
+        interrupt.active = False
+        self.interrupts.remove(interrupt)
+
+    def _abandon(self, frame: Frame, completed: bool) -> None:
+        """A frame cut short by the end of its block."""
         self._abandon_pending(frame)
         self._leave_scope(frame)
         if frame.item is not None:
-            self.engine.end_item(frame.item, ItemState.CANCELLED)
+            self.engine.end_item(frame.item, ItemState.COMPLETED if completed else ItemState.CANCELLED)
 
     def _abandon_pending(self, frame: Frame) -> None:
         if isinstance(frame.pending, RunLogItem):
@@ -544,9 +551,8 @@ class Interpreter:
     def cancel(self, item: RunLogItem) -> bool:
         for interrupt in self.interrupts:
             if interrupt.item is item and interrupt.thread is None:
-                self.interrupts.remove(interrupt)
+                self._unregister(interrupt)
                 self.finished.add(interrupt.node.id)
-                self.engine.set_line_state(interrupt.node, LineState.EXECUTED)
                 return True
         return False
 
@@ -610,9 +616,12 @@ class Interpreter:
             container = new_containers.get(frame.node.id)
             if container is None:
                 return f"Line {frame.node.line} '{frame.node.text.strip()}' is running and cannot be removed"
-            index = _new_position(frame.node.children, frame.index, container.children)
-            if index is None:
-                line = next(n for n in container.children if n.id not in {c.id for c in frame.node.children})
+            index, line = _new_position(frame.node.children, frame.index, container.children)
+            if line is not None:
+                if any(c.id == line.id for c in frame.node.children):
+                    was = old_by_id[line.id].line
+                    return (f"Line {was} '{line.text.strip()}' has already run and cannot be moved "
+                            f"(the new version has it on line {line.line})")
                 return (f"Line {line.line} '{line.text.strip()}' is above the line now running in its block; "
                         "it would never run. Add it below the running line")
             positions.append((frame, container, index))
@@ -645,17 +654,24 @@ def _body(node: Node) -> list[tuple[str, str, float | None]]:
     return [(n.id, n.instruction, n.threshold) for n in node.walk()]
 
 
-def _new_position(old: list[Node], index: int, new: list[Node]) -> int | None:
-    """Where a frame at ``index`` of ``old`` is in ``new``; None when a line was added above it."""
-    old_ids = [n.id for n in old]
-    new_ids = [n.id for n in new]
-    done = set(old_ids[:index])
-    position = 0
-    for i, line_id in enumerate(new_ids):
-        if line_id in done:
-            position = i + 1
-    current = old_ids[index] if index < len(old_ids) else None
-    if current is not None and current in new_ids:
-        position = new_ids.index(current)
-    added_above = [i for i, line_id in enumerate(new_ids[:position]) if line_id not in old_ids]
-    return None if added_above else position
+def _new_position(old: list[Node], index: int, new: list[Node]) -> tuple[int, Node | None]:
+    """Where a frame at ``index`` of ``old`` is in ``new``.
+
+    Returns (position, None), or (0, line) naming a line that makes the edit impossible: a new
+    line above the running position (it would never run) or a line that has run and was moved
+    (it would run again).
+    """
+    old_ids = {n.id for n in old}
+    where = {n.id: i for i, n in enumerate(new)}
+    done = [where[n.id] for n in old[:index] if n.id in where]
+    for earlier, later in zip(done, done[1:]):
+        if later < earlier:
+            return 0, new[earlier]
+    current = old[index].id if index < len(old) else None
+    position = where[current] if current in where else (done[-1] + 1 if done else 0)
+    if done and done[-1] >= position:
+        return 0, new[done[-1]]
+    for line in new[:position]:
+        if line.id not in old_ids:
+            return 0, line
+    return position, None

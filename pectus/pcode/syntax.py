@@ -81,7 +81,7 @@ WHITESPACE = frozenset({Kind.BLANK, Kind.COMMENT})
 OPERATORS = ("<=", ">=", "==", "!=", "<", ">", "=")
 _OPERATOR_RE = re.compile(r"<=|>=|==|!=|=<|=>|<|>|=")
 _VALUE_RE = re.compile(
-    r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>[^\s\d.+-][^\s]*)?$"
+    r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>[A-Za-z\u00b5\u03bc\u00b0%][A-Za-z0-9\u00b5\u03bc\u00b0%/*]*)?$"
 )
 _LINE_RE = re.compile(
     r"(?P<indent>[ \t]*)"
@@ -300,10 +300,16 @@ def _parse_line(text: str, number: int, line_id: str) -> Node:
         if kind in CONDITIONAL:
             node.condition, problem = parse_condition(argument)
             if problem:
-                column = text.find(":") + 2 if argument is not None else len(text.rstrip()) + 1
+                column = _argument_column(text) if argument is not None else len(text.rstrip()) + 1
                 node.errors = [_problem(number, column, "InvalidCondition", f"{name}: {problem}")]
     elif kind is Kind.SIMULATE:
         node.condition, problem = parse_condition(argument, assignment=True)
         if problem:
-            node.errors = [_problem(number, text.find(":") + 2, "InvalidCondition", f"Simulate: {problem}")]
+            node.errors = [_problem(number, _argument_column(text), "InvalidCondition", f"Simulate: {problem}")]
     return node
+
+
+def _argument_column(text: str) -> int:
+    """The 1-based column where the argument after the first ':' begins."""
+    colon = text.find(":")
+    return colon + 2 + len(text[colon + 1:]) - len(text[colon + 1:].lstrip())

@@ -38,8 +38,9 @@ from pectus.pcode import units
 from pectus.pcode.syntax import BUILTINS
 from pectus.pcode.tags import SystemTagName, Tag
 from pectus.uod.commands import CommandDefinition, ExecFn, LifecycleFn, Parser
-from pectus.uod.definition import (DEFAULT_BASE_UNITS, USER_UOD_LOGGER, EntryDataType, ProcessValue, Source, SourceKey,
-                                   TagList, UnitOperationDefinition, UodError)
+from pectus.uod.definition import (DEFAULT_BASE_UNITS, USER_UOD_LOGGER, EntryDataType, Problem, ProcessValue,
+                                   Source, SourceKey, TagList, UnitOperationDefinition, UodError, format_problem,
+                                   sort_problems)
 from pectus.uod.plot import PlotConfiguration
 
 _PECTUS_DIR = os.path.dirname(os.path.abspath(pectus.__file__)) + os.sep
@@ -74,7 +75,7 @@ class UodBuilder:
         self._data_log_interval = 5.0
         self._base_units = dict(DEFAULT_BASE_UNITS)
         self._sources: dict[SourceKey, Source] = {}
-        self._problems: list[str] = []
+        self._problems: list[Problem] = []
 
     # --- bookkeeping
 
@@ -87,7 +88,7 @@ class UodBuilder:
         return source
 
     def _problem(self, source: Source, message: str) -> None:
-        self._problems.append(f"{source}: {message}")
+        self._problems.append((source, message))
 
     def get_logger(self) -> logging.Logger:
         """The UOD's logger: its WARNING and higher records reach the UI's error log."""
@@ -124,13 +125,15 @@ class UodBuilder:
     # --- hardware
 
     def with_hardware(self, hwl: HardwareLayerBase) -> UodBuilder:
-        source = self._here(f"with_hardware({type(hwl).__name__})", ("hardware", ""))
+        """The unit's hardware: a driver, or a simulation (``SimulatedHardware``). Required."""
+        source = self._here(f"with_hardware({type(hwl).__name__})")
         if not isinstance(hwl, HardwareLayerBase):
             self._problem(source, f"{hwl!r} is not hardware (a HardwareLayerBase)")
         elif self._hwl is not None:
             self._problem(source, "the hardware is already set; a unit has one hardware layer")
         else:
             self._hwl = hwl
+            self._sources[("hardware", "")] = source
         return self
 
     def with_hardware_none(self) -> UodBuilder:
@@ -394,9 +397,9 @@ class UodBuilder:
             plot_configuration=self._plot, required_roles=self._roles,
             data_log_interval_seconds=self._data_log_interval, base_unit_provider=self._base_units,
             sources=self._sources)
-        problems = self._problems + definition.validate()
+        problems = sort_problems(self._problems + definition.find_problems())
         if problems:
-            raise UodError(problems)
+            raise UodError([format_problem(p) for p in problems])
         return definition
 
 

@@ -70,6 +70,20 @@ class Source:
         return f"{os.path.basename(self.path)}:{self.line}: {self.call}"
 
 
+#: A problem and the call it is about (None when no call is known).
+Problem = tuple[Source | None, str]
+
+
+def format_problem(problem: Problem) -> str:
+    source, message = problem
+    return f"{source}: {message}" if source else message
+
+
+def sort_problems(problems: list[Problem]) -> list[Problem]:
+    """In the order of the UOD file's lines, so a reader fixes them top to bottom."""
+    return sorted(problems, key=lambda p: (p[0].path, p[0].line) if p[0] else ("", 0))
+
+
 #: What a source belongs to: ("tag", "FT01"), ("command", "Reset"), ("reading", "<index>"),
 #: ("build", "")...
 SourceKey = tuple[str, str]
@@ -195,13 +209,16 @@ class UnitOperationDefinition:
         ``system_tag_names`` are the engine's own tags, which process values, plots and base
         units may name besides the UOD's tags (and which no UOD tag may reuse).
         """
+        return [format_problem(p) for p in sort_problems(self.find_problems(system_tag_names))]
+
+    def find_problems(self, system_tag_names: Iterable[str] = ENGINE_TAG_NAMES) -> list[Problem]:
+        """:meth:`validate`'s problems with their sources, unsorted."""
         system = set(system_tag_names) | {SystemTagName.MARK, SystemTagName.BLOCK_TIME, SystemTagName.SCOPE_TIME}
         known = self.tags.names() + sorted(system)
-        problems: list[str] = []
+        problems: list[Problem] = []
 
         def report(key: SourceKey, message: str) -> None:
-            source = self.sources.get(key) or self.sources.get(("build", ""))
-            problems.append(f"{source}: {message}" if source else message)
+            problems.append((self.sources.get(key) or self.sources.get(("build", "")), message))
 
         for key, message in self._identity_problems():
             report(key, message)

@@ -1,0 +1,87 @@
+"""P-code benchmarks: parse rate and simulation speed.
+
+    python bench/pcode_bench.py
+
+Prints:
+* parse rate in lines/s for a generated 100,000-line method (target >= 300,000 lines/s);
+* simulation speed in ticks/s and multiple of real time for a generated 1,000-line method with
+  blocks, watches and alarms on the demo unit (target >= 50,000 ticks/s, >= 5,000x real time).
+Each figure is the best of several rounds, so a busy machine shows its capacity, not its noise.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from pectus.pcode.engine import Engine
+from pectus.pcode.syntax import parse
+from pectus.uod import load_uod
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def generated_method(lines: int) -> str:
+    """Blocks of a realistic shape: thresholds, a Watch, marks, a Wait, unit commands, End block."""
+    text = ["Base: s", "Alarm: TT01 > 95 degC", "    HE01: 0 %", "    Mark: Overheated",
+            "VA01: Open", "PU01: 40 %"]
+    block = 0
+    while len(text) + 8 < lines:
+        text += [f"Block: Phase {block}",
+                 "    Watch: Block Time > 0.5 s",
+                 "        Mark: watch fired",
+                 f"    PU01: {20 + block % 60} %",
+                 f"    0.2 Mark: phase {block} # reached",
+                 "    Wait: 0.3 s",
+                 "    HE01: 10 %",
+                 "    1 End block"]
+        block += 1
+    text += ["Mark: done"] * (lines - len(text) - 1)
+    return "\n".join(text + ["Stop"])
+
+
+def best_of(rounds: int, run) -> float:
+    return min(run() for _ in range(rounds))
+
+
+def bench_parse() -> None:
+    text = generated_method(100_000)
+
+    def run() -> float:
+        start = time.perf_counter()
+        method = parse(text)
+        elapsed = time.perf_counter() - start
+        assert method.ok and len(method.lines) == 100_000
+        return elapsed
+
+    elapsed = best_of(5, run)
+    print(f"parse: 100,000 lines in {elapsed * 1000:.0f} ms = {100_000 / elapsed:,.0f} lines/s (target >= 300,000)")
+
+
+def bench_simulate() -> None:
+    text = generated_method(1_000)
+    tick = 0.1
+
+    def run() -> tuple[float, int]:
+        engine = Engine(load_uod(ROOT / "uods" / "demo_uod.py"))
+        assert engine.set_method(text)
+        engine.execute_control("Start")
+        ticks = 0
+        start = time.perf_counter()
+        while (ticks < 3 or engine.started) and engine.method_status == "OK":
+            engine.tick(ticks * tick, tick if ticks else 0.0)
+            ticks += 1
+        elapsed = time.perf_counter() - start
+        assert engine.method_status == "OK", engine.last_error
+        return elapsed, ticks
+
+    results = [run() for _ in range(3)]
+    elapsed, ticks = min(results)
+    rate = ticks / elapsed
+    print(f"simulate: 1,000-line method, {ticks:,} ticks ({ticks * tick:,.0f} s of process) in {elapsed:.2f} s "
+          f"= {rate:,.0f} ticks/s = {rate * tick:,.0f}x real time (target >= 50,000 ticks/s, >= 5,000x)")
+
+
+if __name__ == "__main__":
+    bench_parse()
+    bench_simulate()

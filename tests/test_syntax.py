@@ -1,0 +1,114 @@
+"""The parser: line anatomy, nesting, syntax errors with line and column, and its property:
+any text either parses or yields diagnostics with a line number - never an exception."""
+
+from __future__ import annotations
+
+from textwrap import dedent
+
+from hypothesis import given, settings, strategies as st
+
+from pectus.pcode.syntax import Kind, parse, parse_condition
+
+
+def test_line_anatomy():
+    node = parse("    " * 0 + "1.5 Mark: A: b  # why").lines[0]
+    assert (node.kind, node.threshold, node.name, node.argument, node.comment) == (Kind.MARK, 1.5, "Mark", "A: b", "why")
+    assert node.display_name == "Mark: A: b"
+
+
+def test_instruction_names_keep_spaces_and_case():
+    method = parse("End block\nCall macro: M\nend block\nSet area: 2 m2")
+    kinds = [n.kind for n in method.lines]
+    assert kinds == [Kind.END_BLOCK, Kind.CALL_MACRO, Kind.COMMAND, Kind.COMMAND]
+    assert method.lines[3].name == "Set area" and method.lines[3].argument == "2 m2"
+
+
+def test_nesting_builds_the_tree_and_keeps_line_numbers():
+    method = parse(dedent("""\
+        Block: A
+            Watch: Counter > 1
+                Mark: w
+
+            # comment at any indentation
+          # even this one
+            Mark: a
+        Mark: b
+        """))
+    block = method.lines[0]
+    assert [n.line for n in block.children] == [2, 7]
+    assert [n.line for n in block.children[0].children] == [3]
+    assert [n.line for n in method.program.children] == [1, 8]
+    assert method.lines[6].parent is block and method.lines[6].depth == 1
+    assert method.ok
+
+
+def test_all_syntax_errors_are_reported_with_line_and_column():
+    method = parse(dedent("""\
+        Mark: ok
+          Mark: two spaces
+        .5 Mark: x
+        Watch: Counter
+            Mark: body
+        \tMark: tab
+        Watch: A =< 3
+            Mark: y
+        """))
+    found = [(e.line, e.column, e.id) for e in method.errors]
+    assert found == [(2, 1, "InvalidIndentation"), (3, 1, "InvalidInstruction"), (4, 8, "InvalidCondition"),
+                     (6, 1, "InvalidIndentation"), (7, 8, "InvalidCondition")]
+    assert "did you mean '<='" in method.errors[-1].message
+
+
+def test_unexpected_indentation_says_what_was_expected():
+    method = parse("Mark: a\n    Mark: b")
+    assert method.errors[0].line == 2
+    assert "Unexpected indentation" in method.errors[0].message
+
+
+def test_conditions():
+    assert parse_condition("Run Counter >= 3")[0].tag == "Run Counter"
+    condition, _ = parse_condition("TT01 > 1e2 degC")
+    assert (condition.value, condition.unit) == (100.0, "degC")
+    condition, _ = parse_condition("Valve = Open")
+    assert (condition.op, condition.value, condition.unit) == ("=", "Open", None)
+    assert parse_condition("x>0,98")[0].value == "0,98"
+    assert parse_condition("A = B = C")[1] == "More than one operator in 'A = B = C'"
+    assert "Expected a value" in parse_condition("foo ==")[1]
+    assert "no operator" in parse_condition("foo")[1]
+    assert "Expected '='" in parse_condition("A == 3", assignment=True)[1]
+
+
+def test_ids_come_from_the_editor_when_given():
+    method = parse([("a1", "Mark: A"), ("b7", "Mark: B")])
+    assert [n.id for n in method.lines] == ["a1", "b7"]
+
+
+def test_empty_text_has_no_lines():
+    method = parse("")
+    assert method.lines == [] and method.ok
+
+
+_pcode_line = st.one_of(
+    st.text(max_size=40),
+    st.builds(lambda indent, threshold, name, arg, comment: f"{' ' * indent}{threshold}{name}{arg}{comment}",
+              st.integers(0, 13),
+              st.sampled_from(["", "1 ", "0.5 ", "1e3 ", ".5 "]),
+              st.sampled_from(["Mark", "Block", "Watch", "Alarm", "Macro", "End block", "Wait", "PU01", "Simulate",
+                               "", "#", "Call macro", ":", "Base"]),
+              st.sampled_from(["", ": A", ":B", ": x > 3 L/h", ": TT01 =< 3", ": = 3", ": a = b = c", ":"]),
+              st.sampled_from(["", " # c", "#", "  "])),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_pcode_line, max_size=25), st.sampled_from(["\n", "\r\n", "\r"]))
+def test_any_text_parses_or_yields_diagnostics_with_a_line(lines, newline):
+    text = newline.join(lines)
+    method = parse(text)
+    count = len(text.splitlines())
+    assert len(method.lines) == count
+    for error in method.errors:
+        assert 1 <= error.line <= count and error.column >= 0 and error.message
+    for node in method.lines:
+        if node.kind not in (Kind.BLANK, Kind.COMMENT):
+            assert node.parent is not None or node.errors
