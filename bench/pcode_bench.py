@@ -5,7 +5,8 @@
 Prints:
 * parse rate in lines/s for a generated 100,000-line method (target >= 300,000 lines/s);
 * simulation speed in ticks/s and multiple of real time for a generated 1,000-line method with
-  blocks, watches and alarms on the demo unit (target >= 50,000 ticks/s, >= 5,000x real time).
+  blocks, watches and alarms on the demo unit (target >= 50,000 ticks/s, >= 5,000x real time),
+  once dense (a block a second: an instruction almost every tick) and once with 30 s blocks.
 Each figure is the best of several rounds, so a busy machine shows its capacity, not its noise.
 """
 
@@ -21,20 +22,24 @@ from pectus.uod import load_uod
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def generated_method(lines: int) -> str:
-    """Blocks of a realistic shape: thresholds, a Watch, marks, a Wait, unit commands, End block."""
+def generated_method(lines: int, seconds: float = 1.0) -> str:
+    """Blocks of a realistic shape: thresholds, a Watch, marks, a Wait, unit commands, End block.
+
+    A block lasts ``seconds``: 1 s is dense (an instruction nearly every tick), 30 s is closer to
+    a real method, whose phases last minutes.
+    """
     text = ["Base: s", "Alarm: TT01 > 95 degC", "    HE01: 0 %", "    Mark: Overheated",
             "VA01: Open", "PU01: 40 %"]
     block = 0
     while len(text) + 8 < lines:
         text += [f"Block: Phase {block}",
-                 "    Watch: Block Time > 0.5 s",
+                 f"    Watch: Block Time > {seconds / 2} s",
                  "        Mark: watch fired",
                  f"    PU01: {20 + block % 60} %",
-                 f"    0.2 Mark: phase {block} # reached",
-                 "    Wait: 0.3 s",
+                 f"    {seconds / 5} Mark: phase {block} # reached",
+                 f"    Wait: {seconds * 0.3} s",
                  "    HE01: 10 %",
-                 "    1 End block"]
+                 f"    {seconds} End block"]
         block += 1
     text += ["Mark: done"] * (lines - len(text) - 1)
     return "\n".join(text + ["Stop"])
@@ -58,8 +63,8 @@ def bench_parse() -> None:
     print(f"parse: 100,000 lines in {elapsed * 1000:.0f} ms = {100_000 / elapsed:,.0f} lines/s (target >= 300,000)")
 
 
-def bench_simulate() -> None:
-    text = generated_method(1_000)
+def bench_simulate(seconds_per_block: float) -> None:
+    text = generated_method(1_000, seconds_per_block)
     tick = 0.1
 
     def run() -> tuple[float, int]:
@@ -78,10 +83,11 @@ def bench_simulate() -> None:
     results = [run() for _ in range(3)]
     elapsed, ticks = min(results)
     rate = ticks / elapsed
-    print(f"simulate: 1,000-line method, {ticks:,} ticks ({ticks * tick:,.0f} s of process) in {elapsed:.2f} s "
+    print(f"simulate: 1,000-line method, {seconds_per_block:g} s per block, {ticks:,} ticks ({ticks * tick:,.0f} s of process) in {elapsed:.2f} s "
           f"= {rate:,.0f} ticks/s = {rate * tick:,.0f}x real time (target >= 50,000 ticks/s, >= 5,000x)")
 
 
 if __name__ == "__main__":
     bench_parse()
-    bench_simulate()
+    bench_simulate(1.0)
+    bench_simulate(30.0)

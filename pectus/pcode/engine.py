@@ -123,6 +123,7 @@ class Engine:
         registers = list(hwl.registers.values())
         self._read_registers = [r for r in registers if r.readable and r.name in tags]
         self._read_tags = [tags[r.name] for r in self._read_registers]
+        self._read_converters = [r.to_tag for r in self._read_registers]
         self._write_registers = [r for r in registers if r.writable and r.name in tags]
         self._write_tags = [tags[r.name] for r in self._write_registers]
         self._written: list[Any] = [object()] * len(self._write_registers)
@@ -179,9 +180,9 @@ class Engine:
             hwl.tick(tick_time, increment_time)
             if self._read_registers:
                 values = hwl.read_batch(self._read_registers)
-                for register, tag, value in zip(self._read_registers, self._read_tags, values):
-                    if register.to_tag is not None:
-                        value = register.to_tag(value)
+                for to_tag, tag, value in zip(self._read_converters, self._read_tags, values):
+                    if to_tag is not None:
+                        value = to_tag(value)
                     tag.set_value(value, tick_time)
         except Exception as error:
             if self.method_status != "Error":
@@ -466,7 +467,8 @@ class Engine:
         item = RunLogItem(self.run_log.new_id(), node.id if node else None, node.line if node else None, name,
                           instruction if instruction is not None else (node.name if node else name),
                           node.arguments if node else arguments, self.clock,
-                          cancellable=cancellable, forcible=forcible, start_values=self.tags.values())
+                          cancellable=cancellable, forcible=forcible, tag_names=self.tags.names,
+                          start_snapshot=self.tags.snapshot())
         self.run_log.add(item)
         self.touch_item(item)
         return item
@@ -480,7 +482,7 @@ class Engine:
             item.progress = 1.0
         item.cancellable = item.forcible = False
         item.cancelled = item.cancelled or state is ItemState.CANCELLED
-        item.end_values = self.tags.values()
+        item.end_snapshot = self.tags.snapshot()
         self.touch_item(item)
         if item.line_id is not None:  # the line's state follows its latest instance
             self.set_line_state(item.line_id, item.line,

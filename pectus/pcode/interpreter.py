@@ -347,7 +347,7 @@ class Interpreter:
     def _tag(self, name: str, node: Node):
         tag = self.engine.tags.get(name)
         if tag is None:
-            hint = closest(name, self.engine.tags.names())
+            hint = closest(name, self.engine.tags.names)
             suggestion = f"; did you mean '{hint[0]}'?" if hint else ""
             raise MethodError(f"Unknown tag '{name}'{suggestion}", node)
         return tag

@@ -15,7 +15,7 @@ Invariants:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -51,8 +51,18 @@ class RunLogItem:
     forcible: bool = False
     cancelled: bool = False
     forced: bool = False
-    start_values: dict[str, Any] = field(default_factory=dict)
-    end_values: dict[str, Any] | None = None
+    tag_names: tuple[str, ...] = ()
+    start_snapshot: tuple[Any, ...] = ()
+    end_snapshot: tuple[Any, ...] | None = None
+
+    @property
+    def start_values(self) -> dict[str, Any]:
+        """Tag name -> value when the item started (snapshots are tuples: cheap to take)."""
+        return dict(zip(self.tag_names, self.start_snapshot))
+
+    @property
+    def end_values(self) -> dict[str, Any] | None:
+        return None if self.end_snapshot is None else dict(zip(self.tag_names, self.end_snapshot))
 
     @property
     def running(self) -> bool:

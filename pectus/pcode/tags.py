@@ -216,7 +216,7 @@ class ReadingTag(Tag):
         super().__init__(name, value=0.0, unit=unit, direction=TagDirection.Input, format_fn=format_fn)
 
     def set_value(self, value: Any, tick_time: float) -> None:
-        if value is not None and not isinstance(value, (int, float)):
+        if value is not None and type(value) is not float and not isinstance(value, (int, float)):
             try:
                 value = float(value)
             except (TypeError, ValueError):
@@ -273,10 +273,12 @@ class TagTable:
     in the order they changed: publishing is O(changes), not O(tags).
     """
 
-    __slots__ = ("_tags", "changed")
+    __slots__ = ("_tags", "_order", "changed", "names")
 
     def __init__(self, tags: Iterable[Tag] = ()):
         self._tags: dict[str, Tag] = {}
+        self._order: list[Tag] = []
+        self.names: tuple[str, ...] = ()
         self.changed: list[Tag] = []
         for tag in tags:
             self.add(tag)
@@ -285,6 +287,8 @@ class TagTable:
         if tag.name in self._tags:
             raise ValueError(f"Duplicate tag name '{tag.name}'")
         self._tags[tag.name] = tag
+        self._order.append(tag)
+        self.names += (tag.name,)
         tag._table = self
         tag.changed = False
         tag._mark_changed()  # a new tag is published once
@@ -305,9 +309,6 @@ class TagTable:
     def __len__(self) -> int:
         return len(self._tags)
 
-    def names(self) -> list[str]:
-        return list(self._tags)
-
     def take_changes(self) -> list[Tag]:
         changed, self.changed = self.changed, []
         for tag in changed:
@@ -315,13 +316,21 @@ class TagTable:
         return changed
 
     def values(self) -> dict[str, Any]:
-        """Name -> current value of every tag (a run-log snapshot)."""
-        return {name: tag.get_value() for name, tag in self._tags.items()}
+        """Name -> current value of every tag."""
+        return dict(zip(self.names, self.snapshot()))
+
+    def snapshot(self) -> tuple[Any, ...]:
+        """The current values in the order of ``names`` (taken for every run-log item: keep it cheap)."""
+        return tuple([tag.simulated_value if tag.simulated else tag.value for tag in self._order])
 
 
 def is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and not (
-        isinstance(value, float) and math.isnan(value))
+    """A real number (not a bool, not NaN). The exact-type test first: this is on the tick path."""
+    kind = type(value)
+    if kind is float:
+        return value == value  # NaN is not equal to itself
+    return kind is int or (isinstance(value, (int, float)) and not isinstance(value, bool)
+                           and not math.isnan(value))
 
 
 class AccumulatorTag(Tag):
@@ -336,7 +345,7 @@ class AccumulatorTag(Tag):
 
     def _total(self) -> float:
         value = self.totalizer.get_value()
-        return float(value) if is_number(value) else 0.0
+        return value if type(value) is float else (float(value) if is_number(value) else 0.0)
 
     def _accumulated(self) -> float:
         return self._total() - self._start
