@@ -156,7 +156,7 @@ def _run(engine, args: argparse.Namespace, out) -> int:
         if stopped or engine.method_status == "Error" or engine.value("Run Time") >= args.max_seconds:
             break
     wall = time.perf_counter() - wall
-    virtual = number * tick
+    virtual = (number - 1) * tick  # the first tick is at time 0
     print(f"Simulated {virtual:.1f} s in {wall:.2f} s ({number} ticks, {number / wall:,.0f} ticks/s, "
           f"{virtual / wall:,.0f}x real time)")
     print(f"System State {engine.system_state}, Method Status {engine.method_status}, "

@@ -1,0 +1,88 @@
+"""pectus-engine validate and simulate: exit codes, findings with lines, the events file."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from conftest import DEMO_UOD, ROOT
+from pectus.cli.engine import main
+
+DEMO_METHOD = ROOT / "uods" / "demo_method.pcode"
+
+
+def write(tmp_path: Path, name: str, text: str) -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_validate_a_clean_uod_and_method(capsys):
+    assert main(["validate", "--uod", str(DEMO_UOD), str(DEMO_METHOD)]) == 0
+    out = capsys.readouterr().out
+    assert "UOD 'DemoUod' is valid" in out and "no findings" in out
+
+
+def test_validate_reports_every_finding_with_its_line(tmp_path, capsys):
+    method = write(tmp_path, "m.pcode", "Mark: a\nWatch: TT01 > 30\n    Mark: hot\nPU1: 50 %\n")
+    assert main(["validate", "--uod", str(DEMO_UOD), str(method)]) == 1
+    out = capsys.readouterr().out
+    assert f"{method}:2: error:" in out and "unit" in out
+    assert f"{method}:4: error:" in out and "did you mean 'PU01'" in out
+
+
+def test_validate_a_broken_uod_names_its_line(tmp_path, capsys):
+    uod = write(tmp_path, "bad_uod.py", DEMO_UOD.read_text().replace(
+        'with_process_value("FT01")', 'with_process_value("FT99")', 1))
+    assert uod.read_text() != DEMO_UOD.read_text()
+    assert main(["validate", "--uod", str(uod)]) == 1
+    err = capsys.readouterr().err
+    line = next(i for i, text in enumerate(uod.read_text().splitlines(), 1) if '"FT99"' in text)
+    assert f"bad_uod.py:{line}" in err and "FT99" in err
+
+
+def test_simulate_writes_events_and_a_summary(tmp_path, capsys):
+    events = tmp_path / "events.jsonl"
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(DEMO_METHOD), "--events", str(events)]) == 0
+    out = capsys.readouterr().out
+    assert "System State Stopped, Method Status OK" in out
+    records = [json.loads(line) for line in events.read_text().splitlines()]
+    kinds = {r["event"] for r in records}
+    assert {"tag", "runlog", "line", "state", "run_started", "run_stopped", "method"} <= kinds
+    assert all("process_time" in r for r in records)
+    marks = [r["arguments"] for r in records if r["event"] == "runlog" and r["instruction"] == "Mark"
+             and r["state"] == "completed"]
+    assert marks[0] == "Method started" and marks[-1] == "Method done"
+    states = [r["system_state"] for r in records if r["event"] == "state"]
+    assert states[0] == "Running" and states[-1] == "Stopped"
+    assert any(r["event"] == "tag" and r["name"] == "FT01" and r["unit"] == "L/h" for r in records)
+
+
+def test_simulate_stops_on_an_error_and_says_where(tmp_path, capsys):
+    method = write(tmp_path, "m.pcode", "Mark: a\nPU01: lots\nMark: b\n")
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "10"]) == 1
+    out = capsys.readouterr().out
+    assert "Method Status Error" in out and "line 2" in out
+
+
+def test_simulate_refuses_a_method_with_syntax_errors_whole(tmp_path, capsys):
+    method = write(tmp_path, "m.pcode", "Mark: a\n  Mark: b\n.5 Mark: c\n")
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(method)]) == 1
+    err = capsys.readouterr().err
+    assert "2 error(s)" in err and "line 2" in err and "line 3" in err
+
+
+def test_simulate_honours_max_seconds(tmp_path, capsys):
+    method = write(tmp_path, "m.pcode", "Mark: a\nWait: 1 h\nMark: b\n")
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "60"]) == 0
+    assert "Simulated 60.0 s" in capsys.readouterr().out
+
+
+def test_the_console_script_is_installed():
+    script = Path(sys.executable).parent / "pectus-engine"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0 and "validate" in result.stdout and "simulate" in result.stdout
+    result = subprocess.run([str(script)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
