@@ -172,9 +172,13 @@ class Simulator:
     def run_log(self) -> list[RunLogItem]:
         return list(self.engine.run_log)
 
+    def items(self, name: str) -> list[RunLogItem]:
+        """The run-log items named ``name`` (e.g. ``"Wait: 5 s"``), oldest first; maybe none."""
+        return [i for i in self.engine.run_log if i.name == name]
+
     def item(self, name: str, *, last: bool = True) -> RunLogItem:
-        """The run-log item named ``name`` (e.g. ``"Wait: 5 s"``); the latest one by default."""
-        items = [i for i in self.engine.run_log if i.name == name]
+        """The run-log item named ``name``; the latest one by default. KeyError when there is none."""
+        items = self.items(name)
         if not items:
             raise KeyError(f"No run-log item '{name}'; items are {[i.name for i in self.engine.run_log]}")
         return items[-1] if last else items[0]

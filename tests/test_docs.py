@@ -1,8 +1,9 @@
-"""The examples of docs/pcode.md run as tests on the demo unit.
+"""The examples of the docs run as tests.
 
-Each ```pcode block is followed by an HTML comment that states what its run must show, e.g.
-``<!-- marks: A, B; state: Stopped -->``: the marks in order and, optionally, the System State
-once the marks are there.
+* docs/pcode.md: each ```pcode block runs on the demo unit and is followed by an HTML comment
+  that states what its run must show, e.g. ``<!-- marks: A, B; state: Stopped -->``: the marks
+  in order and, optionally, the System State once the marks are there.
+* docs/uod.md and docs/testing.md: each ```python block runs as a script from the project root.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import re
 import pytest
 
 from conftest import DEMO_UOD, ROOT
+from pectus.pcode import units
 from pectus.testing import Simulator
 
 _EXAMPLE = re.compile(r"```pcode\n(?P<code>.*?)```\n<!-- (?P<expect>.*?) -->", re.S)
@@ -42,3 +44,20 @@ def test_example(code, expect):
     assert sim.method_status == "OK"
     if "state" in expect:
         sim.run_until(lambda: sim.system_state == expect["state"], max_seconds=10)
+
+
+def _python_examples():
+    found = []
+    for guide in ("uod.md", "testing.md"):
+        text = (ROOT / "docs" / guide).read_text(encoding="utf-8")
+        for match in re.finditer(r"```python\n(.*?)```", text, flags=re.S):
+            line = text.count("\n", 0, match.start()) + 2
+            found.append(pytest.param(guide, line, match.group(1), id=f"{guide}:{line}"))
+    return found
+
+
+@pytest.mark.parametrize("guide, line, code", _python_examples())
+def test_python_example(guide, line, code, monkeypatch):
+    monkeypatch.chdir(ROOT)
+    with units._scratch_units():  # an example may add units; they must not leak into other tests
+        exec(compile("\n" * (line - 1) + code, f"docs/{guide}", "exec"), {"__name__": "example"})

@@ -678,16 +678,3 @@ def test_demo_pump_command_refuses_more_than_100_percent(demo):
     assert pump.parse("-5 %") is None
     with pytest.raises(ValueError, match="PU01 takes 0 to 100 %"):
         pump.create(demo, "p2").execute(pump.parse("150 %"))
-
-
-# --- the guide's examples run --------------------------------------------------------------------
-
-
-def guide_examples() -> list[str]:
-    return re.findall(r"```python\n(.*?)```", UOD_GUIDE.read_text(), flags=re.S)
-
-
-@pytest.mark.parametrize("index", range(len(guide_examples())))
-def test_guide_example_runs(index):
-    with units._scratch_units():
-        exec(compile(guide_examples()[index], f"{UOD_GUIDE}:example{index + 1}", "exec"), {"__name__": "guide"})
