@@ -137,6 +137,8 @@ class Engine:
             for hook in overridden_hooks(tag):
                 self._listeners[hook].append(tag)
         self._timeline_tags = self._build_timelines()
+        #: the tags whose values a scope records when it starts (the zero of its timelines)
+        self.timeline_names = sorted({name for name, _ in self._timeline_tags.values()})
         self.commands = CommandManager(self)
         self.interpreter = Interpreter(self, self.method)
         self._apply_safe_values()
@@ -552,8 +554,6 @@ class Engine:
                 timelines[unit] = (main_tag, convert)
         return timelines
 
-    def timeline_names(self) -> list[str]:
-        return sorted({name for name, _ in self._timeline_tags.values()})
 
     def timeline(self, base: str) -> tuple[str, Any]:
         try:

@@ -124,7 +124,7 @@ class Interpreter:
 
     def _snapshot(self) -> dict[str, float]:
         tags = self.engine.tags
-        return {name: tags[name].get_value() or 0.0 for name in self.engine.timeline_names()}
+        return {name: tags[name].get_value() or 0.0 for name in self.engine.timeline_names}
 
     # -- the tick ------------------------------------------------------------------------
 

@@ -138,7 +138,10 @@ class Tag(EventListener):
         if value != self.value or type(value) is not type(self.value):
             self.value = value
             self.tick_time = tick_time
-            self._mark_changed()
+            if not self.changed:  # _mark_changed, inlined: this is the hottest call of a tick
+                self.changed = True
+                if self._table is not None:
+                    self._table.changed.append(self)
 
     def set_value_and_unit(self, value: Any, unit: str | None, tick_time: float) -> None:
         """Set a numeric value given in ``unit``, converted into the tag's unit."""
