@@ -1,51 +1,79 @@
 """``pectus-engine``: the process next to the equipment, and its offline tools.
 
-Subcommands available now:
+    pectus-engine -uod UOD.py [-ahn HOST] [-ap PORT] [-s] [-secret S] [--events FILE]
+    pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect]
+    pectus-engine simulate --uod UOD.py METHOD.pcode [--max-seconds N] [--events FILE]
 
-* ``validate --uod FILE.py [METHOD.pcode]`` - load and check a UOD, and analyse a method
-  against it. Prints every finding with its line; exit 0 only when there is none.
-* ``simulate --uod FILE.py METHOD.pcode`` - run a method on the UOD's simulated hardware on a
-  virtual clock, as fast as the CPU allows, writing the engine's events as JSON Lines.
+Without a subcommand the engine runs the unit: it connects the hardware, ticks every 0.1 s and
+takes run controls and methods (from the aggregator, once the uplink is there; until then it runs
+stand-alone and writes its events with --events). The flags keep Open Pectus' names.
 
-Exit codes: 0 success, 1 the UOD, the method or the run has errors, 2 wrong usage.
+Exit codes: 0 success or a clean stop, 1 the UOD, the method, the hardware or the run has
+errors, 2 wrong usage.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import logging
+import socket
 import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+log = logging.getLogger("pectus.engine")
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="pectus-engine",
-        description="Pectus engine: runs P-code methods against a unit operation.")
+        description="Pectus engine: runs P-code methods against a unit operation. Without a "
+                    "subcommand it runs the unit defined by -uod.")
+    parser.add_argument("-uod", "--uod", type=Path, help="the UOD file (Python) of the unit to run")
+    parser.add_argument("-ahn", "--aggregator_hostname", default="127.0.0.1",
+                        help="host name or IP address of the aggregator (default 127.0.0.1)")
+    parser.add_argument("-ap", "--aggregator_port", type=int,
+                        help="port of the aggregator (default 8300, or 443 with -s)")
+    parser.add_argument("-s", "--secure", action=argparse.BooleanOptionalAction, default=False,
+                        help="connect to the aggregator with TLS (wss://)")
+    parser.add_argument("-secret", "--secret", default="",
+                        help="shared secret the aggregator expects from engines (never logged)")
+    parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="lowest log level sent to Sentry as an event; Sentry is on only when "
+                             "the SENTRY_DSN environment variable is set (default WARNING)")
+    parser.add_argument("-rd", "--show_register_details", action="store_true",
+                        help="connect the hardware, print every register's value and exit "
+                             "(the same as 'validate --connect')")
+    parser.add_argument("--events", type=Path, help="append the engine's events to this file as JSON Lines")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="console log level (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     validate = commands.add_parser(
         "validate", help="check a UOD file and, optionally, a method against it",
         description="Load and validate a UOD; with a method, analyse it against the UOD. "
                     "Prints each finding as FILE:LINE: severity: message. Exit 0 only when clean.")
-    validate.add_argument("--uod", "-uod", required=True, type=Path, help="the UOD file (Python)")
+    validate.add_argument("--uod", "-uod", dest="validate_uod", required=True, type=Path,
+                          help="the UOD file (Python)")
     validate.add_argument("method", nargs="?", type=Path, help="a P-code method file to analyse")
+    validate.add_argument("--connect", action="store_true",
+                          help="also connect the hardware, check every register online and print its value")
 
     simulate = commands.add_parser(
         "simulate", help="run a method on the UOD's simulated hardware on a virtual clock",
         description="Start the method on a virtual clock and run it as fast as possible until it "
                     "stops, pauses on an error, or --max-seconds of run time have passed.")
-    simulate.add_argument("--uod", "-uod", required=True, type=Path, help="the UOD file (Python)")
+    simulate.add_argument("--uod", "-uod", dest="simulate_uod", required=True, type=Path,
+                          help="the UOD file (Python)")
     simulate.add_argument("method", type=Path, help="the P-code method file")
     simulate.add_argument("--max-seconds", type=float, default=3600.0,
                           help="stop after this much run time in seconds (process time plus time "
                                "paused or on hold; default 3600)")
     simulate.add_argument("--tick", type=float, default=0.1, help="tick length in seconds (default 0.1)")
-    simulate.add_argument("--events", type=Path,
+    simulate.add_argument("--events", dest="simulate_events", type=Path,
                           help="write the engine's events to this file as JSON Lines (see docs/simulate.md)")
     return parser
 
@@ -53,12 +81,17 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
     if args.command == "validate":
-        return _validate(args)
+        return _validate(args.validate_uod, args.method, args.connect)
     if args.command == "simulate":
         return _simulate(args)
-    parser.print_help(sys.stderr)
-    return EXIT_USAGE
+    if args.uod is None:
+        parser.print_help(sys.stderr)
+        return EXIT_USAGE
+    if args.show_register_details:
+        return _validate(args.uod, None, True)
+    return _run(args)
 
 
 def _load(path: Path):
@@ -91,14 +124,16 @@ def _analyze(engine, text: str) -> list:
                    base_units=list(uod.base_unit_provider))
 
 
-def _validate(args: argparse.Namespace) -> int:
-    uod = _load(args.uod)
+def _validate(uod_path: Path, method: Path | None, connect: bool) -> int:
+    uod = _load(uod_path)
     if uod is None:
         return EXIT_PROBLEMS
-    print(f"{args.uod}: UOD '{uod.instrument}' is valid: {len(uod.tags)} tags, {len(uod.commands)} commands")
-    if args.method is None:
+    print(f"{uod_path}: UOD '{uod.instrument}' is valid: {len(uod.tags)} tags, {len(uod.commands)} commands")
+    if connect and not _check_connection(uod):
+        return EXIT_PROBLEMS
+    if method is None:
         return EXIT_OK
-    text = _read(args.method)
+    text = _read(method)
     if text is None:
         return EXIT_PROBLEMS
     from pectus.pcode.engine import Engine
@@ -106,42 +141,69 @@ def _validate(args: argparse.Namespace) -> int:
     diagnostics = _analyze(Engine(uod), text)
     for diagnostic in diagnostics:
         hint = f" (did you mean '{diagnostic.fixes[0]}'?)" if diagnostic.fixes else ""
-        print(f"{args.method}:{diagnostic.line}: {diagnostic.severity}: {diagnostic.message}{hint}")
+        print(f"{method}:{diagnostic.line}: {diagnostic.severity}: {diagnostic.message}{hint}")
     if not diagnostics:
-        print(f"{args.method}: no findings")
+        print(f"{method}: no findings")
     return EXIT_PROBLEMS if diagnostics else EXIT_OK
+
+
+def _check_connection(uod) -> bool:
+    """Connect the hardware, validate it online and print every register's value."""
+    hardware = uod.hwl
+    try:
+        hardware.validate_offline()
+        hardware.connect()
+        try:
+            hardware.validate_online()
+            registers = [r for r in hardware.registers.values() if r.readable]
+            values = hardware.read_batch(registers) if registers else []
+        finally:
+            hardware.disconnect()
+    except Exception as error:
+        print(f"{hardware}: {error}", file=sys.stderr)
+        return False
+    for register, value in zip(registers, values):
+        shown = f"{value!r} ({type(value).__name__})"
+        if register.to_tag is not None:
+            try:
+                shown += f" -> {register.to_tag(value)!r}"
+            except Exception as error:
+                shown += f" -> to_tag failed: {error}"
+        print(f"  {register.name} = {shown}")
+    print(f"{hardware}: connected, {len(hardware.registers)} registers checked")
+    return True
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from pectus.pcode.engine import Engine
 
-    uod = _load(args.uod)
+    uod = _load(args.simulate_uod)
     if uod is None:
         return EXIT_PROBLEMS
     text = _read(args.method)
     if text is None:
         return EXIT_PROBLEMS
-    record = args.events is not None
+    record = args.simulate_events is not None
     engine = Engine(uod, record_events=record)
     outcome = engine.set_method(text)
     if not outcome:
         print(f"{args.method}: {outcome.reason}", file=sys.stderr)
         return EXIT_PROBLEMS
-    out = args.events.open("w", encoding="utf-8") if record else None
+    out = args.simulate_events.open("w", encoding="utf-8") if record else None
     try:
         if out is not None:
             for diagnostic in _analyze(engine, text):
                 out.write(json.dumps({"event": "diagnostic", "tick": -1, "time": 0.0, "process_time": 0.0,
                                       "line": diagnostic.line, "severity": diagnostic.severity.value,
                                       "id": diagnostic.id, "message": diagnostic.message}) + "\n")
-        result = _run(engine, args, out)
+        result = _simulate_run(engine, args, out)
     finally:
         if out is not None:
             out.close()
     return result
 
 
-def _run(engine, args: argparse.Namespace, out) -> int:
+def _simulate_run(engine, args: argparse.Namespace, out) -> int:
     tick, start = args.tick, 0.0
     engine.execute_control("Start")
     wall = time.perf_counter()
@@ -165,6 +227,36 @@ def _run(engine, args: argparse.Namespace, out) -> int:
     if engine.method_status == "Error":
         print(f"{args.method}: the run paused on an error: {engine.last_error}")
         return EXIT_PROBLEMS
+    return EXIT_OK
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the unit until SIGINT/SIGTERM."""
+    import trio
+
+    from pectus.actors.engine import EngineProcess
+    from pectus.sentry import flush, init_sentry, report_crash
+
+    uod = _load(args.uod)
+    if uod is None:
+        return EXIT_PROBLEMS
+    engine_id = f"{socket.gethostname()}_{uod.instrument}"
+    if init_sentry("engine", args.sentry_event_level, {"engine_id": engine_id, "uod_location": uod.location}):
+        log.info("Sentry error reporting is on")
+    port = args.aggregator_port or (443 if args.secure else 8300)
+    log.info("engine %s: unit '%s' from %s; aggregator %s:%s (the uplink arrives in a later version: "
+             "running stand-alone)", engine_id, uod.instrument, args.uod, args.aggregator_hostname, port)
+    if args.secret and not args.secure:
+        log.warning("a secret is configured without -s: it would travel unencrypted")
+    process = EngineProcess(uod, events_path=args.events, on_crash=report_crash)
+    try:
+        trio.run(process.run_until_signal)
+    except Exception as error:
+        log.error("the engine stopped on an error: %s", error)
+        return EXIT_PROBLEMS
+    finally:
+        flush()
+    log.info("engine stopped")
     return EXIT_OK
 
 

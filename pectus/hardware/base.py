@@ -85,6 +85,11 @@ class HardwareLayerBase:
     def is_connected(self) -> bool:
         return self._is_connected
 
+    @property
+    def connection_status(self) -> str:
+        """The ``Connection Status`` tag's value: Connected or Disconnected."""
+        return "Connected" if self.is_connected else "Disconnected"
+
     def connect(self) -> None:
         self._is_connected = True
 
@@ -115,7 +120,11 @@ class HardwareLayerBase:
 
 
 class NullHardware(HardwareLayerBase):
-    """No equipment: reads give None, writes are dropped. For tests and dry runs."""
+    """No equipment: reads give None, writes are dropped; always connected. For tests and dry runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._is_connected = True
 
     def read(self, register: Register) -> Any:
         return None

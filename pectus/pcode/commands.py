@@ -180,6 +180,10 @@ class CommandManager:
     def _step_unit_command(self, running: Running) -> None:
         engine = self.engine
         definition = engine.uod.commands[running.name]
+        hardware = engine.uod.hwl
+        if not hardware.is_connected:
+            raise CommandError(f"The unit's hardware is not available ({hardware.connection_status}); "
+                               f"'{running.name}' cannot run until the connection is back")
         if not running.started:
             for other in self.executing:
                 if other is not running and not other.done and (

@@ -36,6 +36,7 @@ from pectus.pcode.tags import (SystemTagName as S, Tag, TagDirection, TagTable, 
                                overridden_hooks)
 
 RUNNING, PAUSED, HOLDING, STOPPED, RESTARTING = "Running", "Paused", "Holding", "Stopped", "Restarting"
+_UNWRITTEN = object()  # differs from every value: the output is written at the next chance
 TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
 _DURATION_RE = re.compile(r"^\s*(?P<number>[0-9]+[.][0-9]*|[.][0-9]+|[0-9]+)\s*(?P<unit>s|min|h)\s*$")
 
@@ -126,7 +127,8 @@ class Engine:
         self._read_converters = [r.to_tag for r in self._read_registers]
         self._write_registers = [r for r in registers if r.writable and r.name in tags]
         self._write_tags = [tags[r.name] for r in self._write_registers]
-        self._written: list[Any] = [object()] * len(self._write_registers)
+        self._written: list[Any] = [_UNWRITTEN] * len(self._write_registers)
+        self._hardware_error: str | None = None
         self._derived = [t for t in tags if hasattr(t, "calculate")]
         self._listeners = {hook: [] for hook in ("on_start", "on_stop", "on_tick", "on_block_start",
                                                  "on_block_end", "on_runstate_change", "on_notify_command",
@@ -186,9 +188,10 @@ class Engine:
                     if to_tag is not None:
                         value = to_tag(value)
                     tag.set_value(value, tick_time)
+            self._hardware_error = None
         except Exception as error:
-            if self.method_status != "Error":
-                self.fail(error, None, prefix="Reading the hardware failed: ")
+            self._hardware_failed("Reading the hardware failed: ", error)
+        self._t[S.CONNECTION_STATUS].set_value(hwl.connection_status, tick_time)
         for tag in self._derived:
             tag.calculate(tick_time)
         if self.started and not (self.paused or self.holding):
@@ -247,8 +250,20 @@ class Engine:
             try:
                 self.uod.hwl.write_batch(values, registers)
             except Exception as error:
-                if self.method_status != "Error":
-                    self.fail(error, None, prefix="Writing the hardware failed: ")
+                for register in registers:  # not written: try again next tick
+                    written[self._write_registers.index(register)] = _UNWRITTEN
+                self._hardware_failed("Writing the hardware failed: ", error)
+
+    def _hardware_failed(self, prefix: str, error: Exception) -> None:
+        """A hardware error pauses a run (once); while no run is started it is only logged (once)."""
+        message = prefix + str(error)
+        if message == self._hardware_error:
+            return
+        self._hardware_error = message
+        if self.started and self.method_status != "Error":
+            self.fail(error, None, prefix=prefix)
+        else:
+            self.emit_log("error", message)
 
     # -- run control -----------------------------------------------------------------------
 
@@ -323,6 +338,16 @@ class Engine:
         if not restarting:
             self._write_outputs()
         self.started = False
+
+    def shutdown(self) -> None:
+        """The engine process is stopping: end a run, drive outputs to their safe values."""
+        if self.started:
+            self.commands.cancel_all()
+            self.stop()
+        else:
+            self._apply_safe_values()
+            self._write_outputs()
+        self._emit_hook("on_engine_shutdown")
 
     def pause(self) -> None:
         if self.paused:

@@ -1,0 +1,121 @@
+"""The engine process: the actors of one unit under one supervisor.
+
+    engine/scan                 ScanCycle: the 0.1 s tick, owns the engine core and its method
+    engine/hardware/<driver>    HardwareActor per connection to real equipment (none for simulated
+                                hardware, which runs inside the tick)
+    engine/events               EventsFile: writes the engine's events as JSON Lines (--events)
+
+The uplink to the aggregator attaches where EventsFile does: it is an event sink of the scan
+cycle and sends requests (controls, method saves...) to it.
+
+Shutdown (Ctrl-C, SIGTERM, or :meth:`EngineProcess.stop`): the run is stopped and every output
+goes to its safe value, the hardware actors write that out, then every actor is cancelled and the
+connections are closed - within 2 s, leaving no task or thread behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+
+from pectus.actors.core import ALWAYS, Actor, ActorTimeout, Restart, ask, supervise
+from pectus.actors.hardware import Flush, HardwareActor
+from pectus.actors.scan_cycle import Inspect, ScanCycle
+from pectus.hardware.base import HardwareLayerBase, NullHardware
+from pectus.hardware.recovery import RecoveryConfig
+from pectus.hardware.simulated import SimulatedHardware
+from pectus.pcode.engine import Engine
+from pectus.pcode.events import EngineEvent
+
+log = logging.getLogger("pectus.engine")
+
+SHUTDOWN_SECONDS = 2.0
+
+
+class EventsFile(Actor[list[EngineEvent]]):
+    """Appends the engine's events to a JSON Lines file, one batch per tick."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__("engine/events", capacity=1024)
+        self.file_path = path
+        self.dropped = 0
+
+    def sink(self, events: list[EngineEvent]) -> None:
+        if not self.offer(events):  # the disk cannot keep up: count it rather than stall the scan
+            self.dropped += len(events)
+
+    async def run(self) -> None:
+        async with await trio.open_file(self.file_path, "a", encoding="utf-8") as out:
+            async for events in self.inbox:
+                await out.write("".join(json.dumps(e.as_dict(), default=str) + "\n" for e in events))
+                await out.flush()
+
+
+def runs_inline(driver: HardwareLayerBase) -> bool:
+    """Simulated and null hardware do no I/O: they run inside the tick, without an actor."""
+    return isinstance(driver, (SimulatedHardware, NullHardware))
+
+
+class EngineProcess:
+    """Builds the actors for a loaded UOD; :meth:`run` runs them until :meth:`stop`."""
+
+    def __init__(self, uod: Any, *, interval: float = 0.1, events_path: Path | None = None,
+                 recovery: RecoveryConfig | None = None,
+                 on_crash: Callable[[str, BaseException], None] | None = None) -> None:
+        self.uod = uod
+        self.on_crash = on_crash
+        self.hardware: list[HardwareActor] = []
+        driver = uod.hwl
+        if not runs_inline(driver):
+            actor = HardwareActor(driver, f"engine/hardware/{type(driver).__name__.lower()}", config=recovery)
+            uod.hwl = actor.image  # the core reads and writes the process image
+            self.hardware.append(actor)
+        self.engine = Engine(uod, record_events=True)
+        self.events = EventsFile(events_path) if events_path is not None else None
+        sinks = [self.events.sink] if self.events is not None else []
+        self.scan = ScanCycle(self.engine, self.hardware, interval=interval, sinks=sinks)
+        self._cancel: trio.CancelScope | None = None
+        self._stopping = False
+
+    def add_sink(self, sink: Callable[[list[EngineEvent]], None]) -> None:
+        self.scan.sinks.append(sink)
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        actors: list[tuple[Actor[Any], Restart]] = [(self.scan, Restart(limit=3, window=60))]
+        actors += [(actor, ALWAYS) for actor in self.hardware]
+        if self.events is not None:
+            actors.append((self.events, Restart(limit=3, window=60)))
+        with trio.CancelScope() as self._cancel:
+            task_status.started()
+            await supervise(actors, self.on_crash)
+
+    async def stop(self) -> None:
+        """Safe outputs, written out, then cancel everything; at most SHUTDOWN_SECONDS."""
+        if self._stopping:
+            return
+        self._stopping = True
+        with trio.move_on_after(SHUTDOWN_SECONDS - 0.5):
+            try:
+                await ask(self.scan, lambda reply: Inspect(lambda engine: engine.shutdown(), reply), timeout=0.5)
+                for actor in self.hardware:
+                    await ask(actor, Flush, timeout=1.0)
+            except ActorTimeout as error:
+                log.warning("shutdown: %s; outputs may not have reached their safe values", error)
+        if self._cancel is not None:
+            self._cancel.cancel()
+
+    async def run_until_signal(self) -> None:
+        """Run; SIGINT or SIGTERM stops cleanly."""
+        async with trio.open_nursery() as nursery:
+            await nursery.start(self.run)
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for signum in signals:
+                    log.info("signal %s: stopping the engine", signal.Signals(signum).name)
+                    await self.stop()
+                    break
+            nursery.cancel_scope.cancel()
