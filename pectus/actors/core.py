@@ -152,10 +152,21 @@ class RateLimitedLog:
 
 async def supervise(actors: list[tuple[Actor[Any], Restart]],
                     on_crash: Callable[[str, BaseException], None] | None = None) -> None:
-    """Run ``actors`` until all return; restart crashed ones as their policy says."""
-    async with trio.open_nursery() as nursery:
-        for actor, policy in actors:
-            nursery.start_soon(_keep_running, actor, policy, on_crash, name=actor.path)
+    """Run ``actors`` until all return; restart crashed ones as their policy says.
+
+    Raises :class:`ActorCrashed` (not an exception group) when an actor's policy is exhausted.
+    """
+    try:
+        async with trio.open_nursery() as nursery:
+            for actor, policy in actors:
+                nursery.start_soon(_keep_running, actor, policy, on_crash, name=actor.path)
+    except BaseExceptionGroup as group:
+        crashed = group.subgroup(ActorCrashed)
+        if crashed is None:
+            raise
+        while isinstance(crashed, BaseExceptionGroup):
+            crashed = crashed.exceptions[0]
+        raise crashed from group
 
 
 async def _keep_running(actor: Actor[Any], policy: Restart,

@@ -257,13 +257,12 @@ class Engine:
     def _hardware_failed(self, prefix: str, error: Exception) -> None:
         """A hardware error pauses a run (once); while no run is started it is only logged (once)."""
         message = prefix + str(error)
-        if message == self._hardware_error:
-            return
-        self._hardware_error = message
-        if self.started and self.method_status != "Error":
-            self.fail(error, None, prefix=prefix)
-        else:
+        if self.started:
+            if self.method_status != "Error":
+                self.fail(error, None, prefix=prefix)
+        elif message != self._hardware_error:
             self.emit_log("error", message)
+        self._hardware_error = message
 
     # -- run control -----------------------------------------------------------------------
 
