@@ -73,6 +73,8 @@ T = TypeVar("T")
 DEFAULT_MAX_NODES = 1000
 #: At most this many children are listed in a "path cannot be found" message.
 CHILDREN_SHOWN = 50
+#: The session lifetime asked of the server, in milliseconds.
+SESSION_TIMEOUT_MS = 60_000
 #: Seconds the loop thread gives cancelled tasks to finish when it stops.
 _CLEANUP_SECONDS = 1.0
 
@@ -289,6 +291,9 @@ class _Connection:
 
     async def open(self) -> None:
         self._client = Client(self.host, timeout=self.timeout)
+        # Polling and asyncua's watchdog keep the session alive; a short timeout frees a PLC's
+        # session slot soon after a crashed engine (asyncua asks for an hour).
+        self._client.session_timeout = SESSION_TIMEOUT_MS
         await self._client.connect()
         self._opened = True
         limits = await self.client.read_attributes([self.client.get_node(n) for n in _LIMIT_NODES])
@@ -318,7 +323,7 @@ class _Connection:
     async def write(self, values: Sequence[Any], registers: Sequence[Register]) -> None:
         nodes = await self._resolve(registers)
         types = await self._write_types(registers, nodes)
-        datavalues = [ua.DataValue(_variant(value, register, variant_type))
+        datavalues = [ua.DataValue(self._variant(value, register, variant_type))
                       for value, register, variant_type in zip(values, registers, types, strict=True)]
         results: list[ua.StatusCode] = []
         for start in range(0, len(nodes), self.max_nodes_per_write):
@@ -405,22 +410,21 @@ class _Connection:
         variant_type = await data_type_to_variant_type(self.client.get_node(data_type.Value.Value))
         return None if variant_type is VariantType.Variant else variant_type
 
+    def _variant(self, value: Any, register: Register, variant_type: ua.VariantType | None) -> ua.Variant:
+        if variant_type is None:
+            return ua.Variant(value)
+        try:
+            converted = convert_value(value, variant_type)
+        except (ValueError, TypeError, OverflowError) as error:
+            raise HardwareError(f"OPC-UA {self.host}: cannot write {value!r} to register '{register.name}' "
+                                f"({register.options['path']}, {variant_type.name}): {error}") from error
+        if converted != value:
+            logger.warning("OPC-UA register '%s': writing %r as %r (%s)", register.name, value, converted,
+                           variant_type.name)
+        return ua.Variant(converted, variant_type)
+
     def _check_lost(self, statuses: Any) -> None:
         self.lost = self.lost or any(status.value in _LOST_STATUSES for status in statuses)
-
-
-def _variant(value: Any, register: Register, variant_type: ua.VariantType | None) -> ua.Variant:
-    if variant_type is None:
-        return ua.Variant(value)
-    try:
-        converted = convert_value(value, variant_type)
-    except (ValueError, TypeError, OverflowError) as error:
-        raise HardwareError(f"cannot write {value!r} to register '{register.name}' "
-                            f"({register.options['path']}, {variant_type.name}): {error}") from error
-    if converted != value:
-        logger.warning("OPC-UA register '%s': writing %r as %r (%s)", register.name, value, converted,
-                       variant_type.name)
-    return ua.Variant(converted, variant_type)
 
 
 def _limit(datavalue: ua.DataValue) -> int:

@@ -19,7 +19,8 @@ A Write register formats a command from the value::
     .with_hardware_register("Target", RegisterDirection.Write, command="S{value:.1f}", ack=r"^OK$")
 
 * ``command``: a format string whose only field is ``value``, e.g. ``"S{value:.1f}"`` or ``"T"``;
-* ``ack`` (optional): a regular expression the reply must match; without it no reply is read;
+* ``ack`` (optional): a regular expression the reply must match; without it (or with ``None``)
+  no reply is read;
 * a value of ``None`` is not sent, so a momentary command (a tare) maps its idle state to
   ``None`` with ``from_tag`` and is sent only when the tag asks for it.
 
@@ -65,7 +66,7 @@ else:
 REPR_LIMIT = 80
 
 
-def shown(data: bytes | str) -> str:
+def _shown(data: bytes | str) -> str:
     """``repr(data)``, cut to :data:`REPR_LIMIT` characters so one bad reply cannot flood the log."""
     text = repr(data)
     if len(text) <= REPR_LIMIT:
@@ -138,19 +139,19 @@ class SerialHardware(HardwareLayerBase):
         raw = self._exchange(register, query, reply_wanted=True)
         match = pattern.search(raw.decode(self.encoding, errors="replace"))
         if match is None:
-            raise HardwareError(f"{self._name}: register '{register.name}': the reply {shown(raw)} to "
+            raise HardwareError(f"{self._name}: register '{register.name}': the reply {_shown(raw)} to "
                                 f"{query!r} does not match pattern {pattern.pattern!r}")
         text = match.groupdict().get("value")
         if text is None:
             raise HardwareError(f"{self._name}: register '{register.name}': pattern {pattern.pattern!r} "
-                                f"has no group 'value' that matched in the reply {shown(raw)} to {query!r}")
+                                f"has no group 'value' that matched in the reply {_shown(raw)} to {query!r}")
         convert = register.options.get("convert", float)
         try:
             return convert(text)
         except Exception as error:  # a UOD's converter may raise anything; say where it failed
             name = getattr(convert, "__name__", repr(convert))
             raise HardwareError(f"{self._name}: register '{register.name}': {name}() cannot convert {text!r} "
-                                f"from the reply {shown(raw)} to {query!r}: {error}") from error
+                                f"from the reply {_shown(raw)} to {query!r}: {error}") from error
 
     def write(self, value: Any, register: Register) -> None:
         if not register.writable:
@@ -164,10 +165,10 @@ class SerialHardware(HardwareLayerBase):
         except (ValueError, TypeError, KeyError, IndexError, AttributeError) as error:
             raise HardwareError(f"{self._name}: register '{register.name}': cannot format command "
                                 f"{command!r} with value {value!r}: {error}") from error
-        ack = self._regex(register, "ack") if "ack" in register.options else None
+        ack = self._regex(register, "ack") if register.options.get("ack") is not None else None
         raw = self._exchange(register, line, reply_wanted=ack is not None)
         if ack is not None and ack.search(raw.decode(self.encoding, errors="replace")) is None:
-            raise HardwareError(f"{self._name}: register '{register.name}': the reply {shown(raw)} to "
+            raise HardwareError(f"{self._name}: register '{register.name}': the reply {_shown(raw)} to "
                                 f"{line!r} does not match ack {ack.pattern!r}")
 
     def _exchange(self, register: Register, line: str, reply_wanted: bool) -> bytes:
@@ -198,7 +199,7 @@ class SerialHardware(HardwareLayerBase):
                                 f"{line!r}: {_reason(error)}; is the instrument plugged in? The port is closed "
                                 "until the next connect()") from error
         if not reply.endswith(end):
-            got = "no reply" if not reply else f"an incomplete reply {shown(reply)} (no {line_ending!r})"
+            got = "no reply" if not reply else f"an incomplete reply {_shown(reply)} (no {line_ending!r})"
             raise HardwareError(f"{self._name}: register '{register.name}': {got} to {line!r} "
                                 f"within {timeout:g} s")
         return reply[:-len(end)]
@@ -244,7 +245,7 @@ class SerialHardware(HardwareLayerBase):
                 problems.append(f"convert= must be a function such as float or int, not {options['convert']!r}")
         if register.writable:
             problems += self._command_problems(options.get("command"))
-            if "ack" in options:
+            if options.get("ack") is not None:
                 problems += _regex_problems("ack", options["ack"], group=None)
         if "line_ending" in options:
             line_ending = options["line_ending"]

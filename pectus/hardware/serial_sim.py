@@ -49,6 +49,7 @@ import threading
 import time
 import tty
 from pathlib import Path
+from typing import Self
 
 log = logging.getLogger(__name__)
 
@@ -78,10 +79,6 @@ class SerialInstrument:
         if self.pty_path is None:
             raise RuntimeError(f"{type(self).__name__} is not running: call start() first")
         return self.pty_path
-
-    @property
-    def running(self) -> bool:
-        return self._thread is not None
 
     def reply(self, line: str) -> str | None:
         """The answer to one request line (without line endings), or None for no answer."""
@@ -123,7 +120,7 @@ class SerialInstrument:
             self.link.unlink(missing_ok=True)
         self.pty_path = None
 
-    def __enter__(self) -> SerialInstrument:
+    def __enter__(self) -> Self:
         self.start()
         return self
 
@@ -208,9 +205,10 @@ class SimulatedBalance(SerialInstrument):
 
 
 def main(argv: list[str]) -> None:
-    """Serve a filling balance until Ctrl-C; ``argv[1]``, if given, is a link path for its port."""
+    """Serve a filling balance until Ctrl-C or SIGTERM; ``argv[1]``, if given, is a link path for its port."""
     logging.basicConfig(level=logging.DEBUG, format="%(asctime)s %(message)s")
     balance = SimulatedBalance(load=250.0, fill_rate=0.5, link=argv[1] if len(argv) > 1 else None)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a kill stops it cleanly too
     port = balance.start()
     print(f"Simulated balance on {port} (Ctrl-C stops it). In another shell:\n"
           f"  PECTUS_SERIAL_PORT={port} pectus-engine validate --uod uods/serial_example.py --connect",

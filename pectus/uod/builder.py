@@ -141,8 +141,9 @@ class UodBuilder:
         return self.with_hardware(NullHardware())
 
     def with_hardware_opcua(self, host: str) -> UodBuilder:
-        raise NotImplementedError("OPC-UA support arrives with the engine's hardware drivers; "
-                                  f"with_hardware_opcua({host!r}) cannot be used yet")
+        """The OPC-UA server at ``host`` (``opc.tcp://...``); registers take a ``path`` option."""
+        from pectus.hardware.opcua import OPCUAHardware  # asyncua loads only for the units that use it
+        return self.with_hardware(OPCUAHardware(host))
 
     def with_hardware_labjack(self, serial_number: str | None = None) -> UodBuilder:
         raise NotImplementedError("LabJack support arrives with the engine's hardware drivers; "
