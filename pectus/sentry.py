@@ -1,8 +1,8 @@
 """Error reporting to Sentry: off unless SENTRY_DSN is set, and never with personal data.
 
 ``init_sentry`` turns on the SDK with logging only: warnings and errors become Sentry events,
-lower levels breadcrumbs. ``send_default_pii`` is off, request bodies and local variables are not
-sent, and events carry tags that locate the problem without naming a person: the component, the
+lower levels breadcrumbs. Personal data stays off (the SDK's default, which is not changed here),
+request bodies and local variables are not sent, and events carry tags that locate the problem without naming a person: the component, the
 engine id (host name and instrument), the UOD's location, and the actor that failed.
 """
 
@@ -30,7 +30,6 @@ def init_sentry(component: str, event_level: str = "WARNING", tags: dict[str, st
         release=f"pectus@{__version__}",
         default_integrations=False,
         integrations=[LoggingIntegration(level=logging.INFO, event_level=LEVELS[event_level])],
-        send_default_pii=False,
         include_local_variables=False,
         max_request_body_size="never",
         server_name="",  # the engine id tag names the machine; nothing else should

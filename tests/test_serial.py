@@ -20,6 +20,7 @@ from pectus.hardware.composite import CompositeHardware
 from pectus.hardware.serial import SerialHardware
 from pectus.hardware.serial_sim import SerialInstrument, SimulatedBalance
 from pectus.hardware.simulated import SimulatedHardware
+from pectus.testing import Simulator
 from pectus.uod import load_uod
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -394,8 +395,6 @@ def test_the_serial_example_uod_loads_and_validates(monkeypatch: pytest.MonkeyPa
 
 
 def test_the_serial_example_tares_once_from_a_method(monkeypatch: pytest.MonkeyPatch, balance: SimulatedBalance):
-    from pectus.testing import Simulator
-
     monkeypatch.setenv("PECTUS_SERIAL_PORT", balance.port)
     uod = load_uod(ROOT / "uods" / "serial_example.py")
     uod.hwl.connect()
