@@ -408,11 +408,6 @@ def test_loader_needs_create_and_a_definition(tmp_path):
         load_uod(tmp_path / "absent.py")
 
 
-def test_opcua_is_not_available_yet(tmp_path):
-    path = write_uod(tmp_path, "", identity='.with_hardware_opcua("opc.tcp://127.0.0.1:4840")')
-    assert "OPC-UA support arrives with the engine's hardware drivers" in problems_of(path)[0]
-
-
 def test_each_load_is_a_fresh_module(tmp_path):
     first, second = load_uod(DEMO_UOD), load_uod(DEMO_UOD)
     assert first.tags["FT01"] is not second.tags["FT01"]

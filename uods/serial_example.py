@@ -22,10 +22,8 @@ To adapt this file to your instrument, change ``query``/``pattern`` (Read) and `
 
 import os
 
-# SerialHardware is not exported by pectus.uod yet; import it from its module until it is.
-from pectus.hardware.serial import SerialHardware
-from pectus.uod import (Colors, PlotAxis, PlotConfiguration, RegisterDirection, SubPlot, UnitOperationDefinition,
-                        UodBuilder, UodCommand, tags)
+from pectus.uod import (Colors, PlotAxis, PlotConfiguration, RegisterDirection, SerialHardware, SubPlot,
+                        UnitOperationDefinition, UodBuilder, UodCommand, tags)
 
 PORT = os.environ.get("PECTUS_SERIAL_PORT", "/dev/ttyUSB0")
 

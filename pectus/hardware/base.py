@@ -4,9 +4,14 @@ A *register* is one value in the equipment (an OPC-UA node, a serial instrument'
 simulated signal). Its name ties it to the UOD tag of the same name: every readable register
 feeds that tag each tick, every writable register is written from it.
 
-The core calls these methods synchronously once per tick, so an implementation must return at
-once: drivers that talk to real equipment keep a process image that their own actor refreshes
-in the background (the engine's hardware actors), and answer from it.
+Two kinds of implementation:
+
+* drivers of real equipment (OPC-UA, serial, ...) do blocking I/O. The engine's hardware actor
+  calls them from a worker thread, one call at a time, and the engine core reads and writes a
+  process image instead (``pectus.actors.hardware``). Every call must end within its timeout and
+  every failure is a :class:`HardwareError`;
+* in-memory hardware (simulated, null) does no I/O and is called by the core directly, once per
+  tick, so it must return at once.
 """
 
 from __future__ import annotations

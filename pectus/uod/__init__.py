@@ -10,6 +10,8 @@ See docs/uod.md for the guide.
 """
 
 from pectus.hardware.base import HardwareError, HardwareLayerBase, Register, RegisterDirection
+from pectus.hardware.composite import CompositeHardware
+from pectus.hardware.serial import SerialHardware
 from pectus.hardware.simulated import SimulatedHardware
 from pectus.pcode import tags, units
 from pectus.uod.builder import UodBuilder
@@ -24,7 +26,8 @@ from pectus.uod.regex import (REGEX_BASE_ARG, REGEX_DURATION, REGEX_DURATION_OPT
 UnitOperationDefinitionBase = UnitOperationDefinition
 
 __all__ = [
-    "CommandDefinition", "Colors", "HardwareError", "HardwareLayerBase", "PlotAxis", "PlotColorRegion",
+    "CommandDefinition", "Colors", "CompositeHardware", "HardwareError", "HardwareLayerBase", "PlotAxis",
+    "PlotColorRegion", "SerialHardware",
     "PlotConfiguration", "REGEX_BASE_ARG", "REGEX_DURATION", "REGEX_DURATION_OPTIONAL", "REGEX_INT",
     "REGEX_TEXT", "Register", "RegisterDirection", "RegexCategorical", "RegexNumber", "RegexNumberOptional",
     "RegexText", "SimulatedHardware", "SubPlot", "UnitOperationDefinition", "UnitOperationDefinitionBase", "UodBuilder",
