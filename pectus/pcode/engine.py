@@ -13,7 +13,7 @@ One tick, in this order (as Open Pectus):
 4. time tags advance (Process Time only while Running; Run Time unless Stopped) and tags with an
    ``on_tick`` hook run;
 5. the command manager gives every scheduled command one step;
-6. changed tags are published; changed outputs are written to the hardware, while a run is started.
+6. changed tags are published; outputs whose value changed are written to the hardware.
 
 Invariants: the scan cycle never raises because of a method, a command or the hardware - any
 such error pauses the run with Method Status ``Error`` and an :class:`ErrorRaised` event; a
@@ -200,7 +200,7 @@ class Engine:
             self._advance_time(tick_time, increment_time)
         self.commands.tick()
         self._publish()
-        if self.started and self._write_registers:
+        if self._write_registers:  # on change only, so hand-operated equipment is left alone
             self._write_outputs()
 
     def _advance_time(self, tick_time: float, increment: float) -> None:
