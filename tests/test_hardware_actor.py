@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 
 import trio
 
@@ -195,3 +196,39 @@ def test_a_run_started_before_the_device_is_connected_pauses_on_error():
             await process.stop()
 
     trio.run(main)
+
+
+class SlowDevice(Device):
+    """Answers reads after 150 ms (modelled device latency), so an exchange is always under way
+    when the engine writes: the image it returns was read before the write."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.values["Valve"] = "Closed"
+        self.registers["Valve"] = Register("Valve", RegisterDirection.Both, safe_value="Closed")
+
+    def read_batch(self, registers):
+        time.sleep(0.15)
+        return super().read_batch(registers)
+
+
+def test_a_read_back_output_does_not_flip_back_while_its_write_is_under_way():
+    device = SlowDevice()
+    seen: list[str] = []
+
+    async def main():
+        process = EngineProcess(unit_on(device), recovery=FAST)
+        engine = process.engine
+        process.add_sink(lambda events: seen.extend(e.value for e in events if getattr(e, "name", "") == "Valve"))
+        async with trio.open_nursery() as nursery:
+            await nursery.start(process.run)
+            await wait_for(lambda: engine.value("FT01") == 10.0)
+            seen.clear()
+            assert await ask(process.scan, lambda r: Inject("Valve: Open", r), timeout=1)
+            await wait_for(lambda: device.values["Valve"] == "Open")
+            await trio.sleep(0.5)  # several more exchanges, each read back
+            assert engine.value("Valve") == "Open"
+            await process.stop()
+
+    trio.run(main)
+    assert seen == ["Open", "Closed"]  # opened once, closed (safe value) at shutdown, never flipped

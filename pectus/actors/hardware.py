@@ -75,8 +75,12 @@ class ProcessImage(HardwareLayerBase):
 
     def read_batch(self, registers: Sequence[Register]) -> list[Any]:
         self._check()
-        values = self.values
-        return [values.get(register.name) for register in registers]
+        values, pending = self.values, self.pending
+        if not pending:
+            return [values.get(register.name) for register in registers]
+        # A register that is also written reads back what the engine wrote until the write is
+        # done: the image was read before the write, and its old value would flip the tag back.
+        return [pending[r.name][1] if r.name in pending else values.get(r.name) for r in registers]
 
     def write_batch(self, values: Sequence[Any], registers: Sequence[Register]) -> None:
         self._check()

@@ -80,7 +80,7 @@ _CLEANUP_SECONDS = 1.0
 
 VariantType = ua.VariantType
 
-_INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
+_INTEGER_RANGES: dict[VariantType, tuple[int, int]] = {
     VariantType.SByte: (-2 ** 7, 2 ** 7 - 1), VariantType.Byte: (0, 2 ** 8 - 1),
     VariantType.Int16: (-2 ** 15, 2 ** 15 - 1), VariantType.UInt16: (0, 2 ** 16 - 1),
     VariantType.Int32: (-2 ** 31, 2 ** 31 - 1), VariantType.UInt32: (0, 2 ** 32 - 1),
@@ -89,6 +89,7 @@ _INTEGER_RANGES: dict[ua.VariantType, tuple[int, int]] = {
 # The spec clamps negative values to 0 for these; Byte is unsigned too, but the spec treats it as Int*.
 _CLAMPED = frozenset({VariantType.UInt16, VariantType.UInt32, VariantType.UInt64})
 _FLOAT32_MAX = 3.4028234663852886e38
+_CONVERTED = frozenset({VariantType.Boolean, VariantType.Float, VariantType.Double, *_INTEGER_RANGES})
 
 # Status codes that mean the session is gone for good: only a new connection helps.
 _LOST_STATUSES = frozenset(getattr(ua.StatusCodes, name) for name in (
@@ -129,21 +130,20 @@ def register_problems(register: Register) -> list[str]:
         problem = path_problem(register.options["path"])
         if problem is not None:
             problems.append(problem)
-    if "type" in register.options and not isinstance(register.options["type"], ua.VariantType):
+    if "type" in register.options and not isinstance(register.options["type"], VariantType):
         problems.append(f"the type option must be an asyncua.ua.VariantType such as ua.VariantType.Double, "
                         f"not {register.options['type']!r}")
     return problems
 
 
-def convert_value(value: Any, variant_type: ua.VariantType) -> Any:
+def convert_value(value: Any, variant_type: VariantType) -> Any:
     """``value`` as a node of ``variant_type`` takes it (spec 10.2's table).
 
     Boolean -> ``bool``; Byte and Int* -> ``int`` (floats rounded); UInt* -> ``int`` with negative
     values clamped to 0; Float, Double -> ``float``; other types are sent as they are. Raises
     ValueError (or OverflowError) for a value that is not a number or does not fit the type.
     """
-    if variant_type is not VariantType.Boolean and variant_type not in _INTEGER_RANGES \
-            and variant_type not in (VariantType.Float, VariantType.Double):
+    if variant_type not in _CONVERTED:
         return value
     if value is None or isinstance(value, (str, bytes)):
         raise ValueError(f"{value!r} is not a number; map it to a number with the register's from_tag")
@@ -212,7 +212,8 @@ class LoopThread:
             raise
 
     def stop(self, timeout: float) -> None:
-        """Stop the loop and join the thread; RuntimeError if it is still alive after ``timeout`` s."""
+        """Stop the loop and join the thread; RuntimeError if it is still alive after ``timeout``
+        seconds (plus the time the loop gives cancelled tasks to finish)."""
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout + _CLEANUP_SECONDS)
@@ -226,7 +227,7 @@ class LoopThread:
 class _NodeFacts(NamedTuple):
     """What validate_online needs to know about a register's node."""
 
-    variant_type: ua.VariantType | None  # None: the node takes any type (BaseDataType, Number...)
+    variant_type: VariantType | None  # None: the node takes any type (BaseDataType, Number...)
     access: set[ua.AccessLevel]
     problem: str | None  # set when the node has no data type or access level: not a variable
 
@@ -244,7 +245,7 @@ class _Connection:
         self._client: Client | None = None
         self._opened = False
         self._nodes: dict[str, Node] = {}
-        self._types: dict[str, ua.VariantType | None] = {}
+        self._types: dict[str, VariantType | None] = {}
         self._thread = LoopThread(f"opcua {host}")
 
     def run(self, coroutine: Coroutine[Any, Any, T], what: str) -> T:
@@ -316,7 +317,6 @@ class _Connection:
         failures = [f"'{r.name}' ({r.options['path']}): {_status(dv.StatusCode)}"
                     for r, dv in zip(registers, datavalues) if dv.StatusCode.is_bad()]
         if failures:
-            self._check_lost(dv.StatusCode for dv in datavalues)
             raise HardwareError(f"OPC-UA {self.host}: reading failed for " + "; ".join(failures))
         return [dv.Value.Value if dv.Value is not None else None for dv in datavalues]
 
@@ -334,7 +334,6 @@ class _Connection:
         failures = [f"'{r.name}' ({r.options['path']}): {_status(status)}"
                     for r, status in zip(registers, results) if not status.is_good()]
         if failures:
-            self._check_lost(results)
             raise HardwareError(f"OPC-UA {self.host}: the server refused the write of " + "; ".join(failures))
 
     async def facts(self, registers: Sequence[Register]) -> list[_NodeFacts]:
@@ -393,24 +392,24 @@ class _Connection:
         return (f"OPC-UA {self.host}: register '{register.name}': path '{path}' cannot be found: "
                 f"'{parent_path}' has no child '{elements[depth]}'; its children are: {shown or '(none)'}")
 
-    async def _write_types(self, registers: Sequence[Register], nodes: Sequence[Node]) -> list[ua.VariantType | None]:
+    async def _write_types(self, registers: Sequence[Register], nodes: Sequence[Node]) -> list[VariantType | None]:
         """Each register's type: its ``type`` option, else the node's data type (asked once per connection)."""
         unknown = [(r, n) for r, n in zip(registers, nodes) if "type" not in r.options and r.name not in self._types]
         for chunk in _chunks(unknown, self.max_nodes_per_read):
             data_types = await self.client.read_attributes([node for _, node in chunk], ua.AttributeIds.DataType)
             for (register, _), data_type in zip(chunk, data_types):
                 if data_type.StatusCode.is_bad():
-                    raise HardwareError(f"OPC-UA {self.host}: register '{register.name}' "
-                                        f"({register.options['path']}) is not a variable: {_status(data_type.StatusCode)}")
+                    raise HardwareError(f"OPC-UA {self.host}: register '{register.name}' ({register.options['path']}) "
+                                        f"is not a variable: {_status(data_type.StatusCode)}")
                 self._types[register.name] = await self._variant_type(data_type)
         return [r.options["type"] if "type" in r.options else self._types[r.name] for r in registers]
 
-    async def _variant_type(self, data_type: ua.DataValue) -> ua.VariantType | None:
+    async def _variant_type(self, data_type: ua.DataValue) -> VariantType | None:
         assert data_type.Value is not None
         variant_type = await data_type_to_variant_type(self.client.get_node(data_type.Value.Value))
         return None if variant_type is VariantType.Variant else variant_type
 
-    def _variant(self, value: Any, register: Register, variant_type: ua.VariantType | None) -> ua.Variant:
+    def _variant(self, value: Any, register: Register, variant_type: VariantType | None) -> ua.Variant:
         if variant_type is None:
             return ua.Variant(value)
         try:
@@ -422,9 +421,6 @@ class _Connection:
             logger.warning("OPC-UA register '%s': writing %r as %r (%s)", register.name, value, converted,
                            variant_type.name)
         return ua.Variant(converted, variant_type)
-
-    def _check_lost(self, statuses: Any) -> None:
-        self.lost = self.lost or any(status.value in _LOST_STATUSES for status in statuses)
 
 
 def _limit(datavalue: ua.DataValue) -> int:
