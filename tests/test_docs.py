@@ -3,7 +3,8 @@
 * docs/pcode.md: each ```pcode block runs on the demo unit and is followed by an HTML comment
   that states what its run must show, e.g. ``<!-- marks: A, B; state: Stopped -->``: the marks
   in order and, optionally, the System State once the marks are there.
-* docs/uod.md and docs/testing.md: each ```python block runs as a script from the project root.
+* docs/uod.md, docs/testing.md and docs/engine.md: each ```python block runs as a script from the
+  project root.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def test_example(code, expect):
 
 def _python_examples():
     found = []
-    for guide in ("uod.md", "testing.md"):
+    for guide in ("uod.md", "testing.md", "engine.md"):
         text = (ROOT / "docs" / guide).read_text(encoding="utf-8")
         for match in re.finditer(r"```python\n(.*?)```", text, flags=re.S):
             line = text.count("\n", 0, match.start()) + 2

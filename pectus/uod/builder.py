@@ -146,8 +146,9 @@ class UodBuilder:
         return self.with_hardware(OPCUAHardware(host))
 
     def with_hardware_labjack(self, serial_number: str | None = None) -> UodBuilder:
-        raise NotImplementedError("LabJack support arrives with the engine's hardware drivers; "
-                                  f"with_hardware_labjack({serial_number!r}) cannot be used yet")
+        raise NotImplementedError(f"with_hardware_labjack({serial_number!r}): LabJack devices are not "
+                                  "supported (they need LabJack's native LJM library); use with_hardware() "
+                                  "with a driver of your own")
 
     def with_hardware_register(self, name: str, direction: RegisterDirection = RegisterDirection.Read,
                                **options: Any) -> UodBuilder:
