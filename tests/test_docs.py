@@ -61,4 +61,5 @@ def _python_examples():
 def test_python_example(guide, line, code, monkeypatch):
     monkeypatch.chdir(ROOT)
     with units._scratch_units():  # an example may add units; they must not leak into other tests
-        exec(compile("\n" * (line - 1) + code, f"docs/{guide}", "exec"), {"__name__": "example"})
+        exec(compile("\n" * (line - 1) + code, f"docs/{guide}", "exec"),
+             {"__name__": "example", "__file__": str(ROOT / "docs" / guide)})
