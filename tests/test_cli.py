@@ -86,3 +86,37 @@ def test_the_console_script_is_installed():
     assert result.returncode == 0 and "validate" in result.stdout and "simulate" in result.stdout
     result = subprocess.run([str(script)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
+
+
+def test_the_engine_runs_writes_events_and_stops_cleanly_on_sigterm(tmp_path):
+    import signal
+    import time
+
+    events = tmp_path / "events.jsonl"
+    script = Path(sys.executable).parent / "pectus-engine"
+    engine = subprocess.Popen([str(script), "-uod", str(DEMO_UOD), "--events", str(events)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 30
+        while not (events.exists() and '"Connection Status"' in events.read_text()):
+            assert engine.poll() is None, engine.communicate()
+            assert time.monotonic() < deadline, "no events within 30 s"
+            time.sleep(0.05)
+        engine.send_signal(signal.SIGTERM)
+        began = time.monotonic()
+        _, err = engine.communicate(timeout=10)
+        took = time.monotonic() - began
+    finally:
+        engine.kill()
+    assert engine.returncode == 0, err
+    assert took < 2.0 and "engine stopped" in err
+    first = json.loads(events.read_text().splitlines()[0])
+    assert first["event"] == "tag" and first["tick"] == 0
+
+
+def test_the_engine_refuses_a_broken_uod_with_its_line(tmp_path):
+    uod = write(tmp_path, "broken.py", "def create():\n    return undefined_name\n")
+    script = Path(sys.executable).parent / "pectus-engine"
+    result = subprocess.run([str(script), "-uod", str(uod)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "broken.py:2" in result.stderr and "undefined_name" in result.stderr
