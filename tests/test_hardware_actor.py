@@ -232,3 +232,36 @@ def test_a_read_back_output_does_not_flip_back_while_its_write_is_under_way():
 
     trio.run(main)
     assert seen == ["Open", "Closed"]  # opened once, closed (safe value) at shutdown, never flipped
+
+
+def test_each_device_of_a_composite_has_its_own_connection_and_recovery():
+    from pectus.hardware.composite import CompositeHardware
+
+    pump, meter = Device(), Device()
+    pump.values["TT01"] = 21.0  # the pump's controller also reports a temperature: it is polled
+    composite = CompositeHardware()
+    composite.registers = {"FT01": Register("FT01", RegisterDirection.Read, hardware=meter),
+                           "TT01": Register("TT01", RegisterDirection.Read, hardware=pump),
+                           "PU01": Register("PU01", RegisterDirection.Write, hardware=pump, safe_value=0.0)}
+
+    async def main():
+        process = EngineProcess(unit_on(composite), recovery=FAST)
+        assert [a.path for a in process.hardware] == ["engine/hardware/device", "engine/hardware/device-2"]
+        meter_actor, pump_actor = process.hardware  # devices in order of first appearance
+        engine = process.engine
+        async with trio.open_nursery() as nursery:
+            await nursery.start(process.run)
+            await wait_for(lambda: engine.value("FT01") == 10.0 and engine.value("Connection Status") == "Connected")
+            pump.broken = True
+            meter.values["FT01"] = 12.0
+            await wait_for(lambda: pump_actor.recovery.state is State.RECONNECT)
+            await wait_for(lambda: engine.value("FT01") == 12.0)  # the meter goes on
+            assert meter_actor.recovery.state is State.OK
+            assert await ask(process.scan, lambda r: Inject("PU01: 10 %", r), timeout=1)
+            await wait_for(lambda: engine.method_status == "Error")  # the pump cannot take a command
+            pump.broken = False
+            await wait_for(lambda: pump_actor.recovery.state is State.OK)
+            await process.stop()
+        assert pump.values["PU01"] == 0.0
+
+    trio.run(main)

@@ -26,7 +26,8 @@ import trio
 from pectus.actors.core import ALWAYS, Actor, ActorTimeout, Restart, ask, supervise
 from pectus.actors.hardware import Flush, HardwareActor
 from pectus.actors.scan_cycle import Inspect, ScanCycle
-from pectus.hardware.base import HardwareLayerBase, NullHardware
+from pectus.hardware.base import HardwareLayerBase, NullHardware, Register
+from pectus.hardware.composite import CompositeHardware
 from pectus.hardware.recovery import RecoveryConfig
 from pectus.hardware.simulated import SimulatedHardware
 from pectus.pcode.engine import Engine
@@ -70,17 +71,41 @@ class EngineProcess:
         self.uod = uod
         self.on_crash = on_crash
         self.hardware: list[HardwareActor] = []
-        driver = uod.hwl
-        if not runs_inline(driver):
-            actor = HardwareActor(driver, f"engine/hardware/{type(driver).__name__.lower()}", config=recovery)
-            uod.hwl = actor.image  # the core reads and writes the process image
-            self.hardware.append(actor)
+        self._recovery = recovery
+        uod.hwl = self._per_connection(uod.hwl)  # the core reads and writes process images
         self.engine = Engine(uod, record_events=True)
         self.events = EventsFile(events_path) if events_path is not None else None
         sinks = [self.events.sink] if self.events is not None else []
         self.scan = ScanCycle(self.engine, self.hardware, interval=interval, sinks=sinks)
         self._cancel: trio.CancelScope | None = None
         self._stopping = False
+
+    def _per_connection(self, driver: HardwareLayerBase) -> HardwareLayerBase:
+        """What the core uses instead of ``driver``: a hardware actor's process image per connection.
+
+        A composite keeps its shape, but each of its devices gets an actor of its own, so one
+        device that fails does not take the others' values (or recovery) with it.
+        """
+        if runs_inline(driver):
+            return driver
+        if not isinstance(driver, CompositeHardware):
+            return self._actor(driver).image
+        driver.assign_registers()
+        replaced = {id(device): self._per_connection(device) for device in driver.devices}
+        composite = CompositeHardware()
+        for name, register in driver.registers.items():
+            device = replaced[id(register.options["hardware"])]
+            composite.registers[name] = Register(name, register.direction, **{**register.options, "hardware": device})
+        composite.connect()  # connects nothing: its devices are images and in-memory hardware
+        return composite
+
+    def _actor(self, driver: HardwareLayerBase) -> HardwareActor:
+        name = type(driver).__name__.lower()
+        taken = sum(1 for actor in self.hardware if actor.path.startswith(f"engine/hardware/{name}"))
+        actor = HardwareActor(driver, f"engine/hardware/{name}" + (f"-{taken + 1}" if taken else ""),
+                              config=self._recovery)
+        self.hardware.append(actor)
+        return actor
 
     def add_sink(self, sink: Callable[[list[EngineEvent]], None]) -> None:
         self.scan.sinks.append(sink)

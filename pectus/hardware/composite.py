@@ -52,7 +52,7 @@ class CompositeHardware(HardwareLayerBase):
         return self._is_connected and all(device.is_connected for device in self.devices)
 
     def connect(self) -> None:
-        self._assign_registers()
+        self.assign_registers()
         for device in self.devices:
             device.connect()
         super().connect()
@@ -112,7 +112,8 @@ class CompositeHardware(HardwareLayerBase):
             groups.setdefault(id(device), (device, []))[1].append(index)
         return list(groups.values())
 
-    def _assign_registers(self) -> None:
+    def assign_registers(self) -> None:
+        """Give each device the registers that name it (its own validation and reads use them)."""
         assigned: dict[int, dict[str, Register]] = {id(device): {} for device in self.devices}
         for register in self.registers.values():
             device = register.options.get("hardware")
@@ -125,7 +126,7 @@ class CompositeHardware(HardwareLayerBase):
         """Every register names a device that is not a composite, and every device validates."""
         problems = [f"register '{register.name}': {_device_problem(register)}"
                     for register in self.registers.values() if not _is_device(register.options.get("hardware"))]
-        self._assign_registers()
+        self.assign_registers()
         for device in self.devices:
             try:
                 device.validate_offline()
@@ -135,7 +136,7 @@ class CompositeHardware(HardwareLayerBase):
             raise _combined("the offline check failed", problems)
 
     def validate_online(self) -> None:
-        self._assign_registers()
+        self.assign_registers()
         problems = []
         for device in self.devices:
             try:
