@@ -1,0 +1,345 @@
+"""Uplink: the engine's durable, ordered connection to the aggregator.
+
+Every tick the scan cycle hands its events to :meth:`Uplink.sink`. A :class:`RecordBuilder` turns
+them into *records* - run started/stopped, states, tag samples once per data-log interval, run-log
+and line changes, methods, errors - and *live values* (the latest tag values, for the browsers).
+Records go into the :class:`Outbox`, a SQLite file next to the engine, and get a sequence number.
+They are sent in order and deleted only when the aggregator acknowledges them as stored.
+
+Invariants:
+
+* nothing is lost: a record is in the outbox before it is sent, and stays there until acknowledged;
+  after a network cut, an aggregator restart or an engine restart, sending resumes after the
+  aggregator's ``last_seq``; sequence numbers are never reused (AUTOINCREMENT);
+* nothing is doubled for the record: the aggregator drops records it already stored;
+* order is kept: records are sent in sequence order, one connection at a time;
+* the scan cycle never waits for the disk or the network: the sink only queues.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any, Callable
+
+import trio
+from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+
+from pectus import __version__
+from pectus.actors.core import Actor, RateLimitedLog, ask
+from pectus.actors.scan_cycle import Cancel, Control, Force, Inject, SaveMethod, ScanCycle
+from pectus.events import protocol as p
+from pectus.pcode import events as ev
+from pectus.pcode.engine import Engine, Outcome
+
+log = logging.getLogger("pectus.engine.uplink")
+
+BATCH = 500  # records per frame
+
+
+class Outbox:
+    """The records not yet acknowledged, in a SQLite file. Blocking: use from a worker thread."""
+
+    def __init__(self, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged tick must survive a power cut
+        self._db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL)")
+
+    def append(self, records: list[dict[str, Any]]) -> int:
+        """Store records (their ``seq`` is assigned here); returns the last seq."""
+        with self._lock:
+            self._db.execute("BEGIN")
+            seq = 0
+            for record in records:
+                seq = self._db.execute("INSERT INTO outbox (record) VALUES (?)", (json.dumps(record),)).lastrowid
+            self._db.execute("COMMIT")
+            return seq
+
+    def pending(self, after: int, limit: int = BATCH) -> list[dict[str, Any]]:
+        with self._lock:
+            rows = self._db.execute("SELECT seq, record FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+                                    (after, limit)).fetchall()
+        return [{"seq": seq, **json.loads(record)} for seq, record in rows]
+
+    def ack(self, seq: int) -> None:
+        with self._lock:
+            self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
+
+    def count(self) -> int:
+        with self._lock:
+            return self._db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class RecordBuilder:
+    """Engine events -> records and live values (sans-I/O)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.interval = float(engine.uod.data_log_interval_seconds)
+        self._values: dict[str, Any] = {tag.name: tag.get_value() for tag in engine.tags}
+        self._changed: set[str] = set()
+        self._last_sample: float | None = None
+        self._run: str | None = None
+
+    def describe(self, time: float) -> dict[str, Any]:
+        uod = self.engine.uod
+        readings = [{"kind": r.kind, "tag_name": r.tag_name, "entry_data_type": r.entry_data_type,
+                     "execute_command_name": r.execute_command_name, "command_options": r.command_options}
+                    for r in uod.readings]
+        commands = [{"name": name, "help": c.help, "examples": c.examples()} for name, c in uod.commands.items()]
+        tags = [{"name": t.name, "unit": t.unit, "direction": str(t.direction)} for t in self.engine.tags]
+        return {"kind": "uod", "time": time, "run": self._run, "data": {
+            "uod_name": uod.instrument, "uod_author_name": uod.author_name, "uod_author_email": uod.author_email,
+            "uod_filename": str(uod.filename), "location": uod.location, "hardware": str(uod.hwl),
+            "tags": tags, "readings": readings, "commands": commands,
+            "plot_configuration": uod.plot_configuration.to_dict(),
+            "data_log_interval_seconds": self.interval, "required_roles": sorted(uod.required_roles)}}
+
+    def feed(self, events: list[ev.EngineEvent]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        records: list[dict[str, Any]] = []
+        live: list[dict[str, Any]] = []
+        runlog: dict[int, dict[str, Any]] = {}
+        lines: dict[str, str] = {}
+        time = events[-1].time
+        for event in events:
+            kind = event.kind
+            if kind == "tag":
+                self._values[event.name] = event.value
+                self._changed.add(event.name)
+                live.append({"name": event.name, "value": event.value, "unit": event.unit, "time": event.time,
+                             "simulated": event.simulated})
+            elif kind == "run_started":
+                self._run = event.run_id
+                self._last_sample = None
+                records.append(self._record("run_started", event.time, {}))
+            elif kind == "run_stopped":
+                records.extend(self._sample(event.time, force=True))
+                records.append(self._record("run_stopped", event.time, {}))
+                self._run = None
+            elif kind == "state":
+                records.append(self._record("state", event.time, {"system_state": event.system_state,
+                                                                   "method_status": event.method_status}))
+            elif kind == "runlog":
+                runlog[event.id] = {"id": event.id, "line": event.line, "name": f"{event.instruction}: "
+                                    f"{event.arguments}" if event.arguments else event.instruction,
+                                    "state": event.state, "progress": event.progress, "time": event.time,
+                                    "cancellable": event.cancellable, "forcible": event.forcible,
+                                    "cancelled": event.cancelled, "forced": event.forced}
+            elif kind == "line":
+                lines[event.line_id] = event.state
+            elif kind == "error":
+                records.append(self._record("error", event.time, {"severity": "error", "message": event.message,
+                                                                  "line": event.line}))
+            elif kind == "log" and event.level in ("warning", "error"):
+                records.append(self._record("error", event.time, {"severity": event.level, "message": event.message,
+                                                                  "line": event.line}))
+            elif kind == "method":
+                records.append(self._record("method", event.time, {
+                    "version": event.version, "lines": [{"id": n.id, "text": n.text} for n in self.engine.method.lines]}))
+        if runlog:
+            records.append(self._record("runlog", time, {"items": list(runlog.values())}))
+        if lines:
+            records.append(self._record("lines", time, {"version": self.engine.method_version, "states": lines}))
+        records.extend(self._sample(time))
+        return records, live
+
+    def _record(self, kind: str, time: float, data: dict[str, Any]) -> dict[str, Any]:
+        return {"kind": kind, "time": time, "run": self._run, "data": data}
+
+    def _sample(self, time: float, force: bool = False) -> list[dict[str, Any]]:
+        """A sample per data-log interval during a run: the values changed since the last one."""
+        if self._run is None:
+            return []
+        first = self._last_sample is None
+        if not (first or force or time - self._last_sample >= self.interval - 1e-6):
+            return []
+        names = self._values if first else self._changed
+        values = {name: self._values[name] for name in names if _json_value(self._values[name])}
+        self._changed = set()
+        self._last_sample = time
+        if not values:
+            return []
+        return [self._record("samples", time, {"samples": [{"time": time, "values": values}]})]
+
+
+def _json_value(value: Any) -> bool:
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+class Uplink(Actor[list[dict[str, Any]]]):
+    """Connects to ``url`` (ws://host:port/engine), sends the outbox, answers requests."""
+
+    def __init__(self, scan: ScanCycle, outbox: Path, url: str, *, engine_id: str, computer_name: str,
+                 secret: str = "", heartbeat: float = 5.0) -> None:
+        super().__init__("engine/uplink", capacity=100_000)
+        self.scan = scan
+        self.engine = scan.engine
+        self.builder = RecordBuilder(scan.engine)
+        self.outbox = Outbox(outbox)
+        self.url = url
+        self.hello = p.Hello(p.PROTOCOL_VERSION, engine_id, computer_name, scan.engine.uod.instrument,
+                             __version__, secret)
+        self.heartbeat = heartbeat
+        self.connected = False
+        self.last_acked = 0
+        self._live: dict[str, dict[str, Any]] = {}
+        self._new = trio.Event()
+        self._broken = RateLimitedLog(log)
+        self.lost = 0
+
+    def sink(self, events: list[ev.EngineEvent]) -> None:
+        """Called by the scan cycle each tick: queue, never wait."""
+        records, live = self.builder.feed(events)
+        for value in live:
+            self._live[value["name"]] = value
+        if records and not self.offer(records):
+            self.lost += len(records)  # 100,000 ticks behind the disk: report it, do not stall the unit
+            log.error("uplink queue full: %d records could not be kept", self.lost)
+        if live or records:
+            self._new.set()
+
+    async def run(self) -> None:
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._store)
+                nursery.start_soon(self._connect_forever)
+        finally:
+            with trio.CancelScope(shield=True):
+                await trio.to_thread.run_sync(self.outbox.close)
+
+    async def _store(self) -> None:
+        """Mailbox -> outbox, in a worker thread; batches of ticks become one transaction."""
+        first = [self.builder.describe(self.engine.clock)]
+        await trio.to_thread.run_sync(self.outbox.append, first)
+        while True:
+            records = await self.inbox.receive()
+            while True:
+                try:
+                    records = records + self.inbox.receive_nowait()
+                except trio.WouldBlock:
+                    break
+            await trio.to_thread.run_sync(self.outbox.append, records)
+            self._new.set()
+
+    async def _connect_forever(self) -> None:
+        backoff = 0.25
+        while True:
+            try:
+                async with open_websocket_url(self.url, max_message_size=p.MAX_FRAME) as ws:
+                    await self._session(ws)
+                backoff = 0.25
+            except (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError) as error:
+                self._broken(logging.WARNING, f"aggregator {self.url}: {error or type(error).__name__}")
+            finally:
+                self.connected = False
+            await trio.sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _session(self, ws) -> None:
+        await ws.send_message(p.encode(self.hello))
+        with trio.fail_after(10):
+            answer = p.decode(await ws.get_message(), allowed=p.FROM_AGGREGATOR)
+        if isinstance(answer, p.Refused):
+            log.error("the aggregator refused this engine: %s", answer.reason)
+            await trio.sleep(30)  # a refusal needs a person; do not hammer the aggregator
+            return
+        if not isinstance(answer, p.Welcome):
+            raise p.ProtocolError(f"expected welcome, got {answer.type}")
+        self.last_acked = answer.last_seq
+        await trio.to_thread.run_sync(self.outbox.ack, answer.last_seq)
+        self.connected = True
+        log.info("connected to the aggregator %s; resuming after record %d", self.url, answer.last_seq)
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._send, ws)
+            nursery.start_soon(self._receive, ws, nursery.cancel_scope)
+            nursery.start_soon(self._beat, ws)
+
+    async def _send(self, ws) -> None:
+        sent = self.last_acked
+        while True:
+            self._new = trio.Event()
+            if self._live:
+                live, self._live = list(self._live.values()), {}
+                await ws.send_message(p.encode(p.Live(live)))
+            while True:
+                records = await trio.to_thread.run_sync(self.outbox.pending, sent)
+                if not records:
+                    break
+                await ws.send_message(p.encode(p.Records(records)))
+                sent = records[-1]["seq"]
+            await self._new.wait()
+
+    async def _receive(self, ws, cancel: trio.CancelScope) -> None:
+        async for message in _messages(ws):
+            if isinstance(message, p.Ack):
+                self.last_acked = message.seq
+                await trio.to_thread.run_sync(self.outbox.ack, message.seq)
+            elif isinstance(message, p.Request):
+                outcome = await self._answer(message)
+                await ws.send_message(p.encode(p.Reply(message.request_id, outcome.accepted, outcome.reason,
+                                                       "changed by someone else" in outcome.reason)))
+        cancel.cancel()
+
+    async def _beat(self, ws) -> None:
+        while True:
+            await trio.sleep(self.heartbeat)
+            await ws.send_message(p.encode(p.Heartbeat()))
+
+    async def _answer(self, request: p.Request) -> Outcome:
+        """A user's request, applied by the scan cycle between two ticks."""
+        detail = request.detail
+        make: Callable[[Any], Any] | None
+        try:
+            if request.request == "control":
+                command = str(detail["command"])
+                make = lambda reply: Control(command, reply)  # noqa: E731
+            elif request.request == "inject":
+                code = str(detail["code"])
+                make = lambda reply: Inject(code, reply)  # noqa: E731
+            elif request.request == "save_method":
+                lines = [(str(line["id"]), str(line["text"])) for line in detail["lines"]]
+                version = int(detail["version"])
+                make = lambda reply: SaveMethod(lines, version, reply)  # noqa: E731
+            elif request.request in ("cancel", "force"):
+                item, kind = int(detail["item"]), Cancel if request.request == "cancel" else Force
+                make = lambda reply: kind(item, reply)  # noqa: E731
+            elif request.request == "process_value":
+                code = self._process_value_code(detail)
+                make = lambda reply: Inject(code, reply)  # noqa: E731
+            else:
+                return Outcome(False, f"unknown request '{request.request}'")
+        except (KeyError, TypeError, ValueError) as error:
+            return Outcome(False, f"bad {request.request} request: {error}")
+        return await ask(self.scan, make, timeout=5)
+
+    def _process_value_code(self, detail: dict[str, Any]) -> str:
+        """The P-code a process value's entry or choice runs (as Open Pectus' aggregator builds it)."""
+        tag = str(detail["tag"])
+        reading = next((r for r in self.engine.uod.readings if r.tag_name == tag), None)
+        if reading is None or reading.kind == "reading":
+            raise ValueError(f"'{tag}' is not an editable process value")
+        if reading.kind == "reading_with_choice":
+            options = reading.command_options or {}
+            if detail["value"] not in options:
+                raise ValueError(f"'{detail['value']}' is not a choice of '{tag}': {', '.join(options)}")
+            return options[detail["value"]]
+        unit = detail.get("unit")
+        return f"{reading.execute_command_name or tag}: {detail['value']}" + (f" {unit}" if unit else "")
+
+
+async def _messages(ws):
+    while True:
+        try:
+            frame = await ws.get_message()
+        except ConnectionClosed:
+            return
+        yield p.decode(frame, allowed=p.FROM_AGGREGATOR)

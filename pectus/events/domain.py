@@ -1,0 +1,196 @@
+"""The domain events: every fact the aggregator records, as a closed catalogue.
+
+Each event is a frozen dataclass. What every event has (the envelope) is stored beside its own
+fields: ``time`` (UTC epoch seconds), ``unit`` (the engine id, e.g. ``host-7_DemoUod``), ``run``
+(the run id, or None outside a run), ``actor`` (who: an engine, a user with id and name, or
+the aggregator itself) and, for facts an engine reported, ``seq``: the engine's sequence number of
+that record, by which the aggregator knows what it already stored. ``to_data`` gives the JSON payload stored in the event store; ``decode``
+turns a stored record back into the event.
+
+Invariants: the catalogue is closed (``EVENT_TYPES``); a payload holds only JSON values; an event
+never changes once stored - a correction is a new event.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, ClassVar
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    """Who caused an event: ``kind`` is ``engine``, ``user`` or ``aggregator``."""
+
+    kind: str
+    id: str
+    name: str
+
+    @classmethod
+    def engine(cls, unit: str) -> "Actor":
+        return cls("engine", unit, unit)
+
+    @classmethod
+    def user(cls, id: str, name: str) -> "Actor":
+        return cls("user", id, name)
+
+
+AGGREGATOR = Actor("aggregator", "aggregator", "aggregator")
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class DomainEvent:
+    type: ClassVar[str] = ""
+    time: float
+    unit: str
+    run: str | None = None
+    actor: Actor = AGGREGATOR
+    seq: int | None = None  # the engine's sequence number of the record this event came from
+
+    def to_data(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def stream(self) -> str:
+        return f"unit:{self.unit}"
+
+
+# -- engines ---------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineRegistered(DomainEvent):
+    type: ClassVar[str] = "EngineRegistered"
+    computer_name: str
+    uod_name: str
+    engine_version: str
+    protocol: int
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineConnected(DomainEvent):
+    type: ClassVar[str] = "EngineConnected"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineDisconnected(DomainEvent):
+    type: ClassVar[str] = "EngineDisconnected"
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UodDescribed(DomainEvent):
+    """The unit as its UOD defines it: identity, tags with units, process values, commands, plot."""
+
+    type: ClassVar[str] = "UodDescribed"
+    uod_name: str
+    uod_author_name: str
+    uod_author_email: str
+    uod_filename: str
+    location: str
+    hardware: str
+    tags: list[dict[str, Any]]  # {name, unit, direction}
+    readings: list[dict[str, Any]]  # {kind, tag_name, entry_data_type, execute_command_name, command_options}
+    commands: list[dict[str, Any]]  # {name, help, examples}
+    plot_configuration: dict[str, Any]
+    data_log_interval_seconds: float
+    required_roles: list[str] = field(default_factory=list)
+
+
+# -- runs ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStarted(DomainEvent):
+    type: ClassVar[str] = "RunStarted"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunStopped(DomainEvent):
+    type: ClassVar[str] = "RunStopped"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class StateChanged(DomainEvent):
+    """System State / Method Status of the unit changed (old -> new)."""
+
+    type: ClassVar[str] = "StateChanged"
+    system_state: str
+    method_status: str
+    old_system_state: str | None = None
+    old_method_status: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class TagSamples(DomainEvent):
+    """Tag values sampled once per data-log interval: ``samples`` is [{time, values: {tag: value}}],
+    each with the values that changed since the previous sample (the first one: all tags)."""
+
+    type: ClassVar[str] = "TagSamples"
+    samples: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunLogChanged(DomainEvent):
+    """Run-log items that started, progressed or ended: [{id, line, name, state, progress, start,
+    end, cancellable, forcible, cancelled, forced}]."""
+
+    type: ClassVar[str] = "RunLogChanged"
+    items: list[dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class LinesChanged(DomainEvent):
+    """Method lines that became started / executed / failed: {line_id: state}."""
+
+    type: ClassVar[str] = "LinesChanged"
+    version: int
+    states: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class MethodRevised(DomainEvent):
+    """A new version of the unit's method, by a user (saved) or the engine (loaded)."""
+
+    type: ClassVar[str] = "MethodRevised"
+    version: int
+    lines: list[dict[str, str]]  # [{id, text}]
+    base_version: int | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class ErrorLogged(DomainEvent):
+    type: ClassVar[str] = "ErrorLogged"
+    severity: str  # error | warning | info
+    message: str
+    line: int | None = None
+
+
+# -- what users asked for (each with its outcome) ----------------------------------------------
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class UserRequested(DomainEvent):
+    """A user's request to a unit and the engine's answer.
+
+    ``request`` is control | inject | save_method | cancel | force | process_value; ``detail``
+    holds what was asked (the control name, the code, the item id, the tag with old and new value).
+    """
+
+    type: ClassVar[str] = "UserRequested"
+    request: str
+    detail: dict[str, Any]
+    accepted: bool
+    reason: str = ""
+
+
+EVENT_TYPES: dict[str, type[DomainEvent]] = {
+    cls.type: cls for cls in (EngineRegistered, EngineConnected, EngineDisconnected, UodDescribed, RunStarted,
+                              RunStopped, StateChanged, TagSamples, RunLogChanged, LinesChanged, MethodRevised,
+                              ErrorLogged, UserRequested)
+}
+
+
+def decode(type_name: str, data: dict[str, Any]) -> DomainEvent:
+    """A stored payload back to its event; KeyError for a type outside the catalogue."""
+    cls = EVENT_TYPES[type_name]
+    values = {f.name: data[f.name] for f in fields(cls) if f.name in data}
+    if isinstance(values.get("actor"), dict):
+        values["actor"] = Actor(**values["actor"])
+    return cls(**values)
