@@ -94,7 +94,7 @@ def test_the_engine_runs_writes_events_and_stops_cleanly_on_sigterm(tmp_path):
 
     events = tmp_path / "events.jsonl"
     script = Path(sys.executable).parent / "pectus-engine"
-    engine = subprocess.Popen([str(script), "-uod", str(DEMO_UOD), "--events", str(events)],
+    engine = subprocess.Popen([str(script), "-uod", str(DEMO_UOD), "--standalone", "--events", str(events)],
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 30

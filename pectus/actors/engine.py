@@ -4,9 +4,8 @@
     engine/hardware/<driver>    HardwareActor per connection to real equipment (none for simulated
                                 hardware, which runs inside the tick)
     engine/events               EventsFile: writes the engine's events as JSON Lines (--events)
-
-The uplink to the aggregator attaches where EventsFile does: it is an event sink of the scan
-cycle and sends requests (controls, method saves...) to it.
+    engine/uplink               Uplink: the durable connection to the aggregator (an event sink of
+                                the scan cycle; it sends the users' requests to it)
 
 Shutdown (Ctrl-C, SIGTERM, or :meth:`EngineProcess.stop`): the run is stopped and every output
 goes to its safe value, the hardware actors write that out, then every actor is cancelled and the
@@ -26,6 +25,7 @@ import trio
 from pectus.actors.core import ALWAYS, Actor, ActorTimeout, Restart, ask, supervise
 from pectus.actors.hardware import Flush, HardwareActor
 from pectus.actors.scan_cycle import Inspect, ScanCycle
+from pectus.actors.uplink import Uplink
 from pectus.hardware.base import HardwareLayerBase, NullHardware, Register
 from pectus.hardware.composite import CompositeHardware
 from pectus.hardware.recovery import RecoveryConfig
@@ -66,8 +66,10 @@ class EngineProcess:
     """Builds the actors for a loaded UOD; :meth:`run` runs them until :meth:`stop`."""
 
     def __init__(self, uod: Any, *, interval: float = 0.1, events_path: Path | None = None,
-                 recovery: RecoveryConfig | None = None,
+                 recovery: RecoveryConfig | None = None, uplink: dict[str, Any] | None = None,
                  on_crash: Callable[[str, BaseException], None] | None = None) -> None:
+        """``uplink``: the keyword arguments of :class:`~pectus.actors.uplink.Uplink` (``outbox``,
+        ``url``, ``engine_id``, ``computer_name``, ``secret``), or None to run stand-alone."""
         self.uod = uod
         self.on_crash = on_crash
         self.hardware: list[HardwareActor] = []
@@ -77,6 +79,9 @@ class EngineProcess:
         self.events = EventsFile(events_path) if events_path is not None else None
         sinks = [self.events.sink] if self.events is not None else []
         self.scan = ScanCycle(self.engine, self.hardware, interval=interval, sinks=sinks)
+        self.uplink = Uplink(self.scan, **uplink) if uplink is not None else None
+        if self.uplink is not None:
+            self.scan.sinks.append(self.uplink.sink)
         self._cancel: trio.CancelScope | None = None
         self._stopping = False
 
@@ -115,6 +120,8 @@ class EngineProcess:
         actors += [(actor, ALWAYS) for actor in self.hardware]
         if self.events is not None:
             actors.append((self.events, Restart(limit=3, window=60)))
+        if self.uplink is not None:
+            actors.append((self.uplink, ALWAYS))
         with trio.CancelScope() as self._cancel:
             task_status.started()
             await supervise(actors, self.on_crash)

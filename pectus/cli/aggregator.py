@@ -1,19 +1,147 @@
 """``pectus-aggregator``: the central server that keeps the record of every run.
 
-The server itself is not part of this release yet; the command exists so that deployments
-can already install both console scripts. It states that plainly and exits with status 2.
+    pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--secret S]
+    pectus-aggregator verify [--data-dir DIR | --file STORE]
+    pectus-aggregator backup DEST [--data-dir DIR]
+    pectus-aggregator replay [--data-dir DIR] [--output FILE]
+
+Exit codes: 0 success, 1 a problem (a broken chain, a failed backup), 2 wrong usage.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
+import logging
+import os
 import sys
+import time
+from pathlib import Path
 from typing import Sequence
+
+log = logging.getLogger("pectus.aggregator")
+EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pectus-aggregator",
+                                     description="Pectus aggregator: engines report to it, operators use its UI, "
+                                                 "and it keeps the permanent, verifiable record of every run.")
+    parser.add_argument("-host", "--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    parser.add_argument("-p", "--port", type=int, default=8300, help="port (default 8300)")
+    parser.add_argument("--data-dir", type=Path, default=Path("data"),
+                        help="directory of the event store open_pectus_aggregator.sqlite3 (default ./data)")
+    parser.add_argument("-secret", "--secret", default=os.environ.get("PECTUS_SECRET", ""),
+                        help="shared secret engines must present (default: $PECTUS_SECRET; never logged)")
+    parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="lowest log level sent to Sentry as an event; Sentry is on only when SENTRY_DSN is set")
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    verify = commands.add_parser("verify", help="walk the hash chain of a store; exit 1 at the first broken link")
+    verify.add_argument("--file", type=Path, help="a store file (default: the one in --data-dir)")
+    backup = commands.add_parser("backup", help="a consistent copy of the store, also while the aggregator runs")
+    backup.add_argument("dest", type=Path, help="the file to write")
+    replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
+    replay.add_argument("--output", type=Path, help="write the rebuilt projections (canonical JSON) to this file")
+    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print("pectus-aggregator: the aggregator server is not available in this version of Pectus; "
-          "use 'pectus-engine simulate' to run methods offline.", file=sys.stderr)
-    return 2
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
+    store_file = args.data_dir / "open_pectus_aggregator.sqlite3"
+    if args.command == "verify":
+        return _verify(args.file or store_file)
+    if args.command == "backup":
+        return _backup(store_file, args.dest)
+    if args.command == "replay":
+        return _replay(store_file, args.output)
+    return _serve(args)
+
+
+def _verify(path: Path) -> int:
+    from pectus.events.store import verify
+
+    result = verify(path)
+    if result.ok:
+        print(f"{path}: the chain of {result.checked} events is intact")
+        return EXIT_OK
+    print(f"{path}: BROKEN at event {result.position}: {result.problem} ({result.checked} events checked)",
+          file=sys.stderr)
+    return EXIT_PROBLEMS
+
+
+def _backup(store_file: Path, dest: Path) -> int:
+    from pectus.events.store import SQLiteEventStore, backup
+
+    if not store_file.exists():
+        print(f"no store at {store_file}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    store = SQLiteEventStore(store_file)
+    try:
+        last = backup(store, dest)
+    except Exception as error:
+        print(f"backup failed: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    finally:
+        store.close()
+    print(f"{dest}: {last} events copied")
+    return EXIT_OK
+
+
+def _replay(store_file: Path, output: Path | None) -> int:
+    import socket
+
+    from pectus import __version__
+    from pectus.events.store import SQLiteEventStore
+    from pectus.projections.views import Projector
+
+    store = SQLiteEventStore(store_file)
+    views = Projector(aggregator_name=socket.gethostname(), aggregator_version=__version__)
+    began = time.perf_counter()
+    count = 0
+    try:
+        for record in store.iter():
+            views.apply(record)
+            count += 1
+    finally:
+        store.close()
+    elapsed = time.perf_counter() - began
+    snapshot = views.snapshot()
+    if output is not None:
+        output.write_bytes(snapshot)
+    print(f"replayed {count} events in {elapsed:.2f} s ({count / max(elapsed, 1e-9):,.0f} events/s); "
+          f"projections sha256 {hashlib.sha256(snapshot).hexdigest()}")
+    return EXIT_OK
+
+
+def _serve(args: argparse.Namespace) -> int:
+    import trio
+
+    from pectus.actors.aggregator import AggregatorProcess
+    from pectus.sentry import flush, init_sentry
+
+    if init_sentry("aggregator", args.sentry_event_level):
+        log.info("Sentry error reporting is on")
+    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port, secret=args.secret)
+
+    async def run() -> None:
+        import signal
+
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(lambda: process.run(shutdown=shutdown))
+            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+                async for _ in signals:
+                    log.info("stopping the aggregator")
+                    shutdown.set()
+                    break
+
+    try:
+        trio.run(run)
+    finally:
+        flush()
+    return EXIT_OK
 
 
 if __name__ == "__main__":  # pragma: no cover

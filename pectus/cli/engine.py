@@ -4,9 +4,9 @@
     pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect]
     pectus-engine simulate --uod UOD.py METHOD.pcode [--max-seconds N] [--events FILE]
 
-Without a subcommand the engine runs the unit: it connects the hardware, ticks every 0.1 s and
-takes run controls and methods (from the aggregator, once the uplink is there; until then it runs
-stand-alone and writes its events with --events). The flags keep Open Pectus' names.
+Without a subcommand the engine runs the unit: it connects the hardware, ticks every 0.1 s,
+reports to the aggregator and takes run controls and methods from it (or runs stand-alone with
+--standalone). The flags keep Open Pectus' names.
 
 Exit codes: 0 success or a clean stop, 1 the UOD, the method, the hardware or the run has
 errors, 2 wrong usage.
@@ -48,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="connect the hardware, print every register's value and exit "
                              "(the same as 'validate --connect')")
     parser.add_argument("--events", type=Path, help="append the engine's events to this file as JSON Lines")
+    parser.add_argument("--outbox", type=Path,
+                        help="the engine's outbox: records not yet stored by the aggregator "
+                             "(default data/<engine id>.outbox.sqlite3)")
+    parser.add_argument("--standalone", action="store_true", help="do not connect to an aggregator")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="console log level (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -244,11 +248,20 @@ def _run(args: argparse.Namespace) -> int:
     if init_sentry("engine", args.sentry_event_level, {"engine_id": engine_id, "uod_location": uod.location}):
         log.info("Sentry error reporting is on")
     port = args.aggregator_port or (443 if args.secure else 8300)
-    log.info("engine %s: unit '%s' from %s; aggregator %s:%s (the uplink arrives in a later version: "
-             "running stand-alone)", engine_id, uod.instrument, args.uod, args.aggregator_hostname, port)
-    if args.secret and not args.secure:
-        log.warning("a secret is configured without -s: it would travel unencrypted")
-    process = EngineProcess(uod, events_path=args.events, on_crash=report_crash)
+    uplink = None
+    if args.standalone:
+        log.info("engine %s: unit '%s' from %s, stand-alone", engine_id, uod.instrument, args.uod)
+    else:
+        url = f"{'wss' if args.secure else 'ws'}://{args.aggregator_hostname}:{port}/engine"
+        outbox = args.outbox or Path("data") / f"{engine_id}.outbox.sqlite3"
+        outbox.parent.mkdir(parents=True, exist_ok=True)
+        uplink = {"outbox": outbox, "url": url, "engine_id": engine_id, "computer_name": socket.gethostname(),
+                  "secret": args.secret}
+        log.info("engine %s: unit '%s' from %s; aggregator %s; outbox %s", engine_id, uod.instrument, args.uod,
+                 url, outbox)
+        if args.secret and not args.secure:
+            log.warning("a secret is configured without -s: it travels unencrypted")
+    process = EngineProcess(uod, events_path=args.events, uplink=uplink, on_crash=report_crash)
     try:
         trio.run(process.run_until_signal)
     except Exception as error:

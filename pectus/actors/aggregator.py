@@ -1,0 +1,162 @@
+"""The aggregator process: the actors that keep the record, and the web server in front of them.
+
+    aggregator/engines/<id>   EngineSession per connected engine (pectus.actors.engine_session)
+    aggregator/writer         EventWriter: the single writer of the event store, group commit
+    aggregator/projector      Projector: follows the log, keeps the views, publishes their changes
+    UiHub                     fan-out of live changes to the browsers' WebSocket subscriptions
+
+At start the projections are rebuilt by replaying the whole store (in a worker thread), then the
+web server (Quart on hypercorn, Trio worker) opens: engines connect to ``/engine``, browsers use
+the REST API under ``/api`` and the WebSocket ``/api/ws``.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+import time
+from pathlib import Path
+from typing import Any, Iterator
+
+import trio
+
+from pectus import __version__
+from pectus.actors.core import Actor, Restart, supervise
+from pectus.actors.engine_session import Engines, EngineSession
+from pectus.actors.event_writer import EventWriter
+from pectus.actors.ui_hub import UiHub
+from pectus.events.domain import Actor as Who, UserRequested
+from pectus.events.store import Record, SQLiteEventStore
+from pectus.projections.export import csv_rows, jsonl_lines
+from pectus.projections.views import Projector
+from pectus.web.app import Outcome, create_app
+
+log = logging.getLogger("pectus.aggregator")
+
+STORE_FILE = "open_pectus_aggregator.sqlite3"
+
+
+class ProjectorActor(Actor[list[Record]]):
+    """Applies committed records to the views in order and publishes what changed."""
+
+    def __init__(self, views: Projector, hub: UiHub) -> None:
+        super().__init__("aggregator/projector", capacity=4096)
+        self.views = views
+        self.hub = hub
+
+    async def run(self) -> None:
+        async for records in self.inbox:
+            for record in records:
+                self.hub.publish(self.views.apply(record))
+
+
+class Backend:
+    """What the web API uses (pectus.web.app.Backend): views, live values, requests, exports."""
+
+    def __init__(self, store: SQLiteEventStore, views: Projector, engines: Engines, hub: UiHub) -> None:
+        self.store = store
+        self.views = views
+        self.engines = engines
+        self.hub = hub
+        self.version = __version__
+
+    def live_values(self, unit_id: str) -> list[dict] | None:
+        memory = self.engines.units.get(unit_id)
+        if memory is None:
+            return None
+        return list(memory.live.values())
+
+    async def request(self, unit_id: str, request: str, detail: dict, user: Who) -> Outcome:
+        session = self.engines.sessions.get(unit_id)
+        if session is None:
+            if self.views.unit(unit_id) is None:
+                raise KeyError(unit_id)
+            return Outcome(False, f"unit '{unit_id}' is offline")
+        if request == "process_value":
+            old = self.engines.memory(unit_id).live.get(str(detail.get("tag")), {}).get("value")
+            detail = {**detail, "old": old}
+        reply = await session.request(request, detail, user)
+        run = self.engines.memory(unit_id).live.get("Run Id", {}).get("value")
+        await self.engines.writer.append([UserRequested(time=time.time(), unit=unit_id, run=run, actor=user,
+                                                        request=request, detail=detail, accepted=reply.accepted,
+                                                        reason=reply.reason)])
+        data = {"version": int(detail["version"]) + 1} if request == "save_method" and reply.accepted else None
+        return Outcome(reply.accepted, reply.reason, reply.conflict, data)
+
+    def subscribe(self):
+        return self.hub.subscribe()
+
+    def csv(self, run_id: str) -> Iterator[str] | None:
+        if self.views.run(run_id) is None:
+            return None
+        return csv_rows(self.store.iter(), run_id, self.views)
+
+    def events(self, run_id: str) -> Iterator[str] | None:
+        if self.views.run(run_id) is None:
+            return None
+        return jsonl_lines(self.store.iter(), run_id)
+
+    def health(self) -> dict[str, Any]:
+        return {"status": "ok", "version": __version__, "events": self.store.last_position(),
+                "engines": sorted(self.engines.sessions)}
+
+
+class AggregatorProcess:
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, secret: str = "",
+                 hostname: str | None = None) -> None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        self.host, self.port = host, port
+        self.store = SQLiteEventStore(data_dir / STORE_FILE)
+        self.hub = UiHub()
+        self.views = Projector(aggregator_name=hostname or socket.gethostname(), aggregator_version=__version__)
+        self.projector = ProjectorActor(self.views, self.hub)
+        self.writer = EventWriter(self.store, self.projector.send)
+        self.engines = Engines(self.writer, self.hub, secret)
+        self.backend = Backend(self.store, self.views, self.engines, self.hub)
+        self.app = create_app(self.backend)
+        self._add_engine_route()
+        self.bound: list[str] = []
+
+    def _add_engine_route(self) -> None:
+        from quart import websocket
+
+        engines = self.engines
+
+        @self.app.websocket("/engine")
+        async def engine() -> None:
+            session = EngineSession(engines, websocket.send, websocket.receive)
+            await session.serve(time.time)
+
+    def replay(self) -> int:
+        """Rebuild the views and the engines' memory from the whole store (blocking)."""
+        count = 0
+        for record in self.store.iter():
+            self.views.apply(record)
+            self.engines.remember(record.type, record.data)
+            count += 1
+        return count
+
+    async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
+                  shutdown: trio.Event | None = None) -> None:
+        from hypercorn.config import Config
+        from hypercorn.trio import serve
+
+        began = time.perf_counter()
+        count = await trio.to_thread.run_sync(self.replay)
+        log.info("replayed %d events in %.2f s", count, time.perf_counter() - began)
+        config = Config()
+        config.bind = [f"{self.host}:{self.port}"]
+        config.accesslog = None
+        config.websocket_ping_interval = 20
+        shutdown = shutdown or trio.Event()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3))])
+                self.bound = await nursery.start(lambda task_status: serve(
+                    self.app, config, shutdown_trigger=shutdown.wait, task_status=task_status))
+                log.info("serving on %s", ", ".join(self.bound))
+                task_status.started(self.bound)
+                await shutdown.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.store.close()
