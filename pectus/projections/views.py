@@ -1,0 +1,550 @@
+"""Run views: what the UI and the REST API show, folded from the event log.
+
+The :class:`Projector` reads stored records one by one, in log order, and keeps a small model
+of every unit and every run: who the unit is and whether it is online, its latest process
+values, its method and line states, the run log, the error log, the audit trail, the plot
+series. Queries turn that model into plain JSON-able dicts and lists, which the REST API serves
+as they are; :meth:`Projector.apply` also says what changed (:class:`Delta`), so the UI hub can
+push it to live browsers.
+
+Invariants
+    * The projection is a pure fold: the same records in the same order give the same state,
+      so a projector rebuilt by replaying the log from zero equals the live one byte for byte
+      (:meth:`Projector.snapshot`). Nothing here reads a clock or the environment; every time
+      is the event's own (UTC epoch seconds inside, ISO 8601 UTC with ``Z`` in query results,
+      except plot series, which keep epoch seconds because charts want numbers).
+    * Records are applied once, in increasing position (asserted).
+    * Unit-level facts (connection, UOD, system state, latest values, the method) update the
+      unit whatever run the event names. Run-scoped facts (run log, line states, errors,
+      requests, samples for plots and CSV, method revisions, state changes for the audit) go
+      to the run named in the event's envelope: a late event of a finished run still lands in
+      that run. Facts outside any run and the unit's idle error log are the only exception.
+    * Live views of a unit (``run_log``, ``error_log``, ``method``...) show its active run; a
+      delta is emitted only when one of those live views changed.
+    * Memory grows with the number of units and runs (and each run's log, errors, revisions and
+      audit entries), plus the plot series, which keep one point per change of a plotted tag.
+      Every other tag keeps only its latest value.
+    * Every query returns fresh objects (callers may serialize them later) and ``None`` for an
+      id it does not know.
+
+Differences from Open Pectus, on purpose: a unit card also shows ``paused`` and ``holding``
+(the reference shows them as ready); the method keeps its revision history per run; contributors
+are users whose request was accepted (a refused request changed nothing); error-log times are
+UTC (the reference used local time).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass, field, fields
+from datetime import UTC, datetime
+from typing import Any
+
+from pectus.events.domain import (DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered,
+                                  ErrorLogged, LinesChanged, MethodRevised, RunLogChanged, RunStarted,
+                                  RunStopped, StateChanged, TagSamples, UodDescribed, UserRequested, decode)
+from pectus.events.store import Record
+
+# An idle unit in a fault loop may log distinct errors for months; keep only the newest ones.
+IDLE_ERROR_LIMIT = 200
+
+_ENVELOPE = {f.name for f in fields(DomainEvent)}
+_RUN_TOPICS = ("units", "control_state", "method", "run_log", "error_log", "runs")
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """A live view that changed: ``unit`` (None for the global list of runs), the topic, and the
+    new content. ``values`` carries only the tags that changed ({tag: {value, time}}); every
+    other topic carries the view's whole new content, as its query returns it."""
+
+    unit: str | None
+    topic: str
+    data: Any
+
+
+def iso(time: float | None) -> str | None:
+    """UTC epoch seconds as ISO 8601 with milliseconds and ``Z``; None stays None."""
+    if time is None:
+        return None
+    return datetime.fromtimestamp(time, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class MethodState:
+    """A method as the unit holds it, and the state of its lines in the current run."""
+
+    version: int = 0
+    lines: list[dict[str, str]] = field(default_factory=list)
+    last_author: str | None = None
+    line_states: dict[str, str] = field(default_factory=dict)
+
+    def without_states(self) -> MethodState:
+        return MethodState(self.version, self.lines, self.last_author)
+
+    def view(self) -> dict[str, Any]:
+        return {"version": self.version, "lines": [dict(line) for line in self.lines],
+                "line_states": dict(self.line_states), "last_author": self.last_author}
+
+
+@dataclass
+class ErrorLog:
+    """Errors oldest first; a repeat of the last entry (same severity and message) counts up
+    ``occurrences`` and moves its ``time`` forward instead of adding an entry."""
+
+    limit: int | None = None
+    entries: list[dict[str, Any]] = field(default_factory=list)
+
+    def add(self, event: ErrorLogged) -> None:
+        last = self.entries[-1] if self.entries else None
+        if last is not None and (last["severity"], last["message"]) == (event.severity, event.message):
+            last["occurrences"] += 1
+            last["time"] = event.time
+            last["line"] = event.line
+            return
+        self.entries.append({"severity": event.severity, "message": event.message, "line": event.line,
+                             "first_time": event.time, "time": event.time, "occurrences": 1})
+        if self.limit is not None:
+            del self.entries[:-self.limit]
+
+    def view(self) -> list[dict[str, Any]]:
+        """Newest first."""
+        return [{**entry, "first_time": iso(entry["first_time"]), "time": iso(entry["time"])}
+                for entry in reversed(self.entries)]
+
+
+@dataclass
+class UnitView:
+    id: str
+    computer_name: str = ""
+    uod_name: str = ""
+    engine_version: str = ""
+    protocol: int = 0
+    online: bool = False
+    last_seen: float | None = None
+    description: dict[str, Any] = field(default_factory=dict)  # the UodDescribed fields
+    system_state: str | None = None
+    method_status: str | None = None
+    values: dict[str, tuple[Any, float]] = field(default_factory=dict)  # tag -> (value, time)
+    method: MethodState = field(default_factory=MethodState)
+    run: str | None = None  # the active run
+    idle_errors: ErrorLog = field(default_factory=lambda: ErrorLog(IDLE_ERROR_LIMIT))
+
+    @property
+    def name(self) -> str:
+        return f"{self.computer_name} ({self.uod_name})"
+
+
+@dataclass
+class RunView:
+    id: str
+    unit: str
+    started: float
+    method: MethodState  # shared with the unit while the run is active
+    initial_method: dict[str, Any]  # version, lines and author in force at the start
+    completed: float | None = None
+    identity: dict[str, Any] = field(default_factory=dict)  # engine and UOD metadata
+    plot_configuration: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, str | None] = field(default_factory=dict)  # tag -> unit, in CSV order
+    series: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)  # plotted tags only
+    contributors: dict[str, str] = field(default_factory=dict)  # user id -> name, first come first
+    revisions: list[dict[str, Any]] = field(default_factory=list)
+    run_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> latest item
+    errors: ErrorLog = field(default_factory=ErrorLog)
+    audit: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Projector:
+    """Folds stored records into unit and run views; sans-I/O, one instance per log reader."""
+
+    def __init__(self, aggregator_name: str, aggregator_version: str) -> None:
+        self.aggregator_name = aggregator_name
+        self.aggregator_version = aggregator_version
+        self._position = 0
+        self._units: dict[str, UnitView] = {}
+        self._runs: dict[str, RunView] = {}
+
+    @property
+    def position(self) -> int:
+        """The position of the last record applied (0 before any)."""
+        return self._position
+
+    # -- folding -------------------------------------------------------------------------------
+
+    def apply(self, record: Record) -> list[Delta]:
+        assert record.position > self._position, f"record {record.position} after {self._position}"
+        self._position = record.position
+        event = decode(record.type, record.data)
+        unit = self._units.get(event.unit)
+        if unit is None:
+            unit = self._units[event.unit] = UnitView(event.unit)
+        # A user's request tells nothing about whether the engine is alive.
+        if event.actor.kind != "user":
+            unit.last_seen = event.time if unit.last_seen is None else max(unit.last_seen, event.time)
+        run = self._runs.get(event.run) if event.run is not None else None
+        match event:
+            case EngineRegistered():
+                return self._registered(unit, event)
+            case EngineConnected():
+                unit.online = True
+                return [self._delta(unit, "units")]
+            case EngineDisconnected():
+                unit.online = False
+                return [self._delta(unit, "units")]
+            case UodDescribed():
+                return self._described(unit, event)
+            case RunStarted():
+                return self._run_started(unit, event)
+            case RunStopped():
+                return self._run_stopped(unit, event)
+            case StateChanged():
+                return self._state_changed(unit, run, event)
+            case TagSamples():
+                return self._samples(unit, run, event)
+            case RunLogChanged():
+                return self._run_log_changed(unit, run, event)
+            case LinesChanged():
+                return self._lines_changed(unit, run, event)
+            case MethodRevised():
+                return self._method_revised(unit, run, event)
+            case ErrorLogged():
+                return self._error_logged(unit, run, event)
+            case UserRequested():
+                return self._user_requested(unit, run, event)
+        raise AssertionError(f"no projection for {record.type}")
+
+    def _registered(self, unit: UnitView, event: EngineRegistered) -> list[Delta]:
+        unit.computer_name = event.computer_name
+        unit.uod_name = event.uod_name
+        unit.engine_version = event.engine_version
+        unit.protocol = event.protocol
+        self._refresh_active_run(unit)
+        return [self._delta(unit, "units")]
+
+    def _described(self, unit: UnitView, event: UodDescribed) -> list[Delta]:
+        unit.description = {name: value for name, value in event.to_data().items() if name not in _ENVELOPE}
+        self._refresh_active_run(unit)
+        return [self._delta(unit, "units")]
+
+    def _run_started(self, unit: UnitView, event: RunStarted) -> list[Delta]:
+        if event.run is None or event.run in self._runs:
+            return []  # a duplicate start changes nothing
+        deltas = self._close_run(unit, event.time) if unit.run is not None else []
+        unit.method = unit.method.without_states()
+        initial = {"version": unit.method.version, "lines": unit.method.lines, "last_author": unit.method.last_author}
+        run = self._runs[event.run] = RunView(event.run, unit.id, event.time, unit.method, initial)
+        unit.run = run.id
+        unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
+        self._refresh_active_run(unit)
+        return deltas + self._run_deltas(unit, run)
+
+    def _run_stopped(self, unit: UnitView, event: RunStopped) -> list[Delta]:
+        if event.run is None or event.run != unit.run:
+            return []  # a duplicate or late stop changes nothing
+        return self._close_run(unit, event.time)
+
+    def _close_run(self, unit: UnitView, time: float) -> list[Delta]:
+        assert unit.run is not None
+        run = self._runs[unit.run]
+        run.completed = time
+        unit.run = None
+        # The run keeps the method object it shared with the unit; the unit carries on with a copy.
+        unit.method = unit.method.without_states()
+        unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
+        return self._run_deltas(unit, run)
+
+    def _refresh_active_run(self, unit: UnitView) -> None:
+        """Copy the unit's identity and UOD into its active run: an engine that reconnects
+        during a run registers and describes itself again, possibly with a new UOD."""
+        if unit.run is None:
+            return
+        run = self._runs[unit.run]
+        description = unit.description
+        run.identity = {
+            "engine_name": unit.name, "engine_computer_name": unit.computer_name,
+            "engine_version": unit.engine_version, "engine_hardware_str": description.get("hardware", ""),
+            "uod_name": unit.uod_name, "uod_filename": description.get("uod_filename", ""),
+            "uod_author_name": description.get("uod_author_name", ""),
+            "uod_author_email": description.get("uod_author_email", ""),
+            "location": description.get("location", ""),
+            "required_roles": list(description.get("required_roles", [])),
+        }
+        run.plot_configuration = description.get("plot_configuration", {})
+        for tag in description.get("tags", []):
+            run.columns[tag["name"]] = tag.get("unit") or None
+        for name in _plotted_tags(description):
+            run.series.setdefault(name, [])
+
+    def _state_changed(self, unit: UnitView, run: RunView | None, event: StateChanged) -> list[Delta]:
+        old_system = event.old_system_state if event.old_system_state is not None else unit.system_state
+        old_status = event.old_method_status if event.old_method_status is not None else unit.method_status
+        unit.system_state = event.system_state
+        unit.method_status = event.method_status
+        if run is not None:
+            self._audit(run, event, "state changed", {
+                "old": {"system_state": old_system, "method_status": old_status},
+                "new": {"system_state": event.system_state, "method_status": event.method_status}})
+        return [self._delta(unit, "units"), self._delta(unit, "control_state")]
+
+    def _samples(self, unit: UnitView, run: RunView | None, event: TagSamples) -> list[Delta]:
+        changed: dict[str, dict[str, Any]] = {}
+        for sample in event.samples:
+            time = sample["time"]
+            for tag, value in sample["values"].items():
+                unit.values[tag] = (value, time)
+                changed[tag] = {"value": value, "time": iso(time)}
+                if run is not None:
+                    run.columns.setdefault(tag, None)
+                    points = run.series.get(tag)
+                    if points is not None:
+                        points.append((time, value))
+        return [Delta(unit.id, "values", changed)] if changed else []
+
+    def _run_log_changed(self, unit: UnitView, run: RunView | None, event: RunLogChanged) -> list[Delta]:
+        if run is None:
+            return []  # a run log outside a run has nowhere to go
+        for item in event.items:
+            run.run_log[str(item["id"])] = item
+        return [self._delta(unit, "run_log")] if run.id == unit.run else []
+
+    def _lines_changed(self, unit: UnitView, run: RunView | None, event: LinesChanged) -> list[Delta]:
+        method = run.method if run is not None else unit.method
+        method.line_states.update(event.states)
+        return [self._delta(unit, "method")] if method is unit.method else []
+
+    def _method_revised(self, unit: UnitView, run: RunView | None, event: MethodRevised) -> list[Delta]:
+        old_version = unit.method.version
+        unit.method.version = event.version
+        unit.method.lines = event.lines
+        unit.method.last_author = event.actor.name
+        if run is not None:
+            run.revisions.append({"time": event.time, "author": _actor(event), "version": event.version,
+                                  "base_version": event.base_version, "lines": event.lines})
+            self._audit(run, event, "method revised", {
+                "old_version": old_version, "new_version": event.version, "base_version": event.base_version})
+        return [self._delta(unit, "method")]
+
+    def _error_logged(self, unit: UnitView, run: RunView | None, event: ErrorLogged) -> list[Delta]:
+        (run.errors if run is not None else unit.idle_errors).add(event)
+        shown = run.id if run is not None else None
+        return [self._delta(unit, "error_log")] if shown == unit.run else []
+
+    def _user_requested(self, unit: UnitView, run: RunView | None, event: UserRequested) -> list[Delta]:
+        if run is None:
+            return []  # outside a run there is no audit trail to add to
+        self._audit(run, event, event.request,
+                    {"asked": event.detail, "accepted": event.accepted, "reason": event.reason})
+        actor = event.actor
+        if not event.accepted or actor.kind != "user" or actor.id in run.contributors:
+            return []
+        run.contributors[actor.id] = actor.name
+        deltas = [Delta(None, "runs", self.run(run.id))]
+        return [self._delta(unit, "units"), *deltas] if run.id == unit.run else deltas
+
+    @staticmethod
+    def _audit(run: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> None:
+        run.audit.append({"time": event.time, "actor": _actor(event), "what": what, "detail": detail})
+
+    def _run_deltas(self, unit: UnitView, run: RunView) -> list[Delta]:
+        """A run started or ended: every live view of the unit changed."""
+        return [Delta(None, "runs", self.run(run.id)) if topic == "runs" else self._delta(unit, topic)
+                for topic in _RUN_TOPICS]
+
+    def _delta(self, unit: UnitView, topic: str) -> Delta:
+        queries = {"units": self.unit, "control_state": self.control_state, "method": self.method,
+                   "run_log": self.run_log, "error_log": self.error_log}
+        return Delta(unit.id, topic, queries[topic](unit.id))
+
+    # -- unit queries --------------------------------------------------------------------------
+
+    def units(self) -> list[dict[str, Any]]:
+        """Every unit ever seen, in order of first appearance."""
+        return [self._unit_summary(unit) for unit in self._units.values()]
+
+    def unit(self, unit_id: str) -> dict[str, Any] | None:
+        unit = self._units.get(unit_id)
+        return self._unit_summary(unit) if unit is not None else None
+
+    def _unit_summary(self, unit: UnitView) -> dict[str, Any]:
+        run = self._runs[unit.run] if unit.run is not None else None
+        run_time = unit.values.get("Run Time") if run is not None else None
+        description = unit.description
+        return {
+            "id": unit.id, "name": unit.name, "computer_name": unit.computer_name, "uod_name": unit.uod_name,
+            "engine_version": unit.engine_version, "location": description.get("location", ""),
+            "uod_author_name": description.get("uod_author_name", ""),
+            "uod_author_email": description.get("uod_author_email", ""),
+            "state": "online" if unit.online else "offline", "run_state": _run_state(unit),
+            "last_seen": iso(unit.last_seen), "run_id": unit.run,
+            "run_started": iso(run.started) if run is not None else None,
+            "run_time": run_time[0] if run_time is not None else None,
+            "contributors": _contributors(run) if run is not None else [],
+            "required_roles": list(description.get("required_roles", [])),
+        }
+
+    def process_values(self, unit_id: str) -> list[dict[str, Any]] | None:
+        """The latest value of every sampled tag: UOD tags in the UOD's order, then the rest."""
+        unit = self._units.get(unit_id)
+        if unit is None:
+            return None
+        tags = {tag["name"]: tag for tag in unit.description.get("tags", [])}
+        readings = {reading["tag_name"]: reading for reading in unit.description.get("readings", [])}
+        helps = {command["name"]: command.get("help", "") for command in unit.description.get("commands", [])}
+        values = []
+        for name in [*(name for name in tags if name in unit.values), *(name for name in unit.values if name not in tags)]:
+            value, time = unit.values[name]
+            tag = tags.get(name, {})
+            reading = readings.get(name)
+            values.append({"name": name, "value": value, "unit": tag.get("unit") or None, "time": iso(time),
+                           "direction": tag.get("direction"),
+                           "kind": reading["kind"] if reading is not None else None,
+                           "commands": _reading_commands(reading, helps) if reading is not None else []})
+        return values
+
+    def control_state(self, unit_id: str) -> dict[str, Any] | None:
+        """``is_running`` while a run is active (also paused or holding); paused and holding
+        follow System State, where paused wins when both hold."""
+        unit = self._units.get(unit_id)
+        if unit is None:
+            return None
+        return {"system_state": unit.system_state, "method_status": unit.method_status,
+                "is_running": unit.run is not None, "is_paused": unit.system_state == "Paused",
+                "is_holding": unit.system_state == "Holding"}
+
+    def method(self, unit_id: str) -> dict[str, Any] | None:
+        unit = self._units.get(unit_id)
+        return unit.method.view() if unit is not None else None
+
+    def run_log(self, unit_id: str) -> list[dict[str, Any]] | None:
+        """The active run's items, in order of first appearance; empty without a run."""
+        unit = self._units.get(unit_id)
+        if unit is None:
+            return None
+        return self.run_log_of(unit.run) if unit.run is not None else []
+
+    def error_log(self, unit_id: str) -> list[dict[str, Any]] | None:
+        """The active run's errors newest first; without a run, those since the last run."""
+        unit = self._units.get(unit_id)
+        if unit is None:
+            return None
+        return self._runs[unit.run].errors.view() if unit.run is not None else unit.idle_errors.view()
+
+    def plot_configuration(self, unit_or_run_id: str) -> dict[str, Any] | None:
+        """A unit's current plot configuration, or the one a run used."""
+        unit = self._units.get(unit_or_run_id)
+        if unit is not None:
+            return copy.deepcopy(unit.description.get("plot_configuration", {}))
+        run = self._runs.get(unit_or_run_id)
+        return copy.deepcopy(run.plot_configuration) if run is not None else None
+
+    def plot_series(self, unit_or_run_id: str) -> dict[str, list[list[Any]]] | None:
+        """{tag: [[epoch seconds, value], ...]} for every plotted tag (plot configuration and
+        readings) of a run, or of a unit's active run ({} without one). One point per change:
+        a value holds until the next point."""
+        unit = self._units.get(unit_or_run_id)
+        if unit is not None:
+            return self.plot_series(unit.run) if unit.run is not None else {}
+        run = self._runs.get(unit_or_run_id)
+        if run is None:
+            return None
+        return {tag: [[time, value] for time, value in points] for tag, points in run.series.items()}
+
+    # -- run queries ---------------------------------------------------------------------------
+
+    def runs(self) -> list[dict[str, Any]]:
+        """Every run, newest first, each as :meth:`run` gives it."""
+        return [self._run_summary(run) for run in reversed(self._runs.values())]
+
+    def run(self, run_id: str) -> dict[str, Any] | None:
+        run = self._runs.get(run_id)
+        return self._run_summary(run) if run is not None else None
+
+    def _run_summary(self, run: RunView) -> dict[str, Any]:
+        return {"run_id": run.id, "engine_id": run.unit, **run.identity,
+                "aggregator_computer_name": self.aggregator_name, "aggregator_version": self.aggregator_version,
+                "started_date": iso(run.started), "completed_date": iso(run.completed),
+                "contributors": _contributors(run)}
+
+    def run_columns(self, run_id: str) -> list[tuple[str, str | None]] | None:
+        """The tags of a run with their units, in CSV column order: the UOD's tags in the UOD's
+        order, then tags only seen in samples, in order of first appearance."""
+        run = self._runs.get(run_id)
+        return list(run.columns.items()) if run is not None else None
+
+    def run_method(self, run_id: str) -> dict[str, Any] | None:
+        """The run's final method and line states, the method in force at its start, and every
+        revision saved during the run."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        initial = run.initial_method
+        return {**run.method.view(),
+                "initial": {**initial, "lines": [dict(line) for line in initial["lines"]]},
+                "revisions": [{**revision, "time": iso(revision["time"]), "author": dict(revision["author"]),
+                               "lines": [dict(line) for line in revision["lines"]]}
+                              for revision in run.revisions]}
+
+    def run_log_of(self, run_id: str) -> list[dict[str, Any]] | None:
+        run = self._runs.get(run_id)
+        return [dict(item) for item in run.run_log.values()] if run is not None else None
+
+    def run_error_log(self, run_id: str) -> list[dict[str, Any]] | None:
+        run = self._runs.get(run_id)
+        return run.errors.view() if run is not None else None
+
+    def audit_trail(self, run_id: str) -> list[dict[str, Any]] | None:
+        """Who did what and when in a run, in log order: every request (accepted or refused,
+        with the reason), method revision (old -> new version) and state change (old -> new)."""
+        run = self._runs.get(run_id)
+        if run is None:
+            return None
+        return [copy.deepcopy({**entry, "time": iso(entry["time"])}) for entry in run.audit]
+
+    # -- the whole state -----------------------------------------------------------------------
+
+    def snapshot(self) -> bytes:
+        """The projected state as canonical JSON (sorted keys, no spaces): equal projections
+        give equal bytes."""
+        state = {"position": self._position, "units": self._units, "runs": self._runs}
+        return json.dumps(state, default=vars, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _actor(event: DomainEvent) -> dict[str, str]:
+    return {"kind": event.actor.kind, "id": event.actor.id, "name": event.actor.name}
+
+
+def _contributors(run: RunView) -> list[dict[str, str]]:
+    return [{"id": user_id, "name": name} for user_id, name in run.contributors.items()]
+
+
+def _run_state(unit: UnitView) -> str:
+    """offline > error (a run interrupted by an error) > running / paused / holding > ready."""
+    if not unit.online:
+        return "offline"
+    if unit.run is not None and unit.method_status == "Error":
+        return "error"
+    return {"Running": "running", "Paused": "paused", "Holding": "holding"}.get(unit.system_state or "", "ready")
+
+
+def _plotted_tags(description: dict[str, Any]) -> list[str]:
+    """The tags a run keeps series of: those its plot configuration mentions, then readings."""
+    plot = description.get("plot_configuration", {})
+    names = [*plot.get("process_value_names_to_annotate", []),
+             *(region["process_value_name"] for region in plot.get("color_regions", [])),
+             *(name for sub_plot in plot.get("sub_plots", []) for axis in sub_plot["axes"]
+               for name in axis["process_value_names"]),
+             *plot.get("x_axis_process_value_names", []),
+             *(reading["tag_name"] for reading in description.get("readings", []))]
+    return list(dict.fromkeys(names))
+
+
+def _reading_commands(reading: dict[str, Any], helps: dict[str, str]) -> list[dict[str, Any]]:
+    """What a user can do with a process value: enter a value, or pick one of the choices."""
+    if reading["kind"] == "reading_with_entry":
+        name = reading.get("execute_command_name") or reading["tag_name"]
+        return [{"name": name, "value_type": reading.get("entry_data_type"), "help": helps.get(name, "")}]
+    if reading["kind"] == "reading_with_choice":
+        options = reading.get("command_options") or {}
+        return [{"name": reading["tag_name"], "value_type": "choice", "options": list(options)}]
+    return []
