@@ -39,7 +39,7 @@ import copy
 import json
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from pectus.events.domain import (DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered,
                                   ErrorLogged, LinesChanged, MethodRevised, RunLogChanged, RunStarted,
@@ -64,6 +64,10 @@ class Delta:
     data: Any
 
 
+@overload
+def iso(time: float) -> str: ...
+@overload
+def iso(time: None) -> None: ...
 def iso(time: float | None) -> str | None:
     """UTC epoch seconds as ISO 8601 with milliseconds and ``Z``; None stays None."""
     if time is None:

@@ -1,0 +1,122 @@
+"""Exports of one run: the CSV of its process values, and its raw events as JSON Lines.
+
+Both read the log once, in order, and yield one line at a time, so a caller can stream them to
+a browser or a file. Memory stays flat however long the run: the CSV holds only the current row
+(the projector already knows the metadata and the columns), the JSONL only the current record.
+
+The CSV keeps Open Pectus' layout, so spreadsheets and scripts written for it keep working:
+
+* metadata rows ``# <label>,<value>`` with Open Pectus' 14 labels in its order (``# Run Id``,
+  ``# Engine Id``, ``# Engine Name``, ``# Engine Computer Name``, ``# Open Pectus Engine
+  Version``, ``# Engine Hardware string``, ``# UOD Author Name``, ``# UOD Author Email``,
+  ``# UOD File Name``, ``# Aggregator Computer Name``, ``# Open Pectus Aggregator Version``,
+  ``# Started Date (UTC)``, ``# Completed Date (UTC)``, ``# Contributors``, the last with one
+  cell per contributor);
+* one empty row;
+* a header row of ``Name [unit]`` (``Name`` alone for a tag without a unit);
+* one row per data-log sample of the run, ascending, each cell holding the tag's latest value at
+  that sample (forward fill);
+* Python's ``csv`` default dialect: comma, minimal quoting, **CRLF** line ends (RFC 4180, and
+  what Open Pectus writes). Each yielded string is one row with its ``\\r\\n``.
+
+Where Open Pectus' CSV has quirks, this one differs on purpose:
+
+* **Stable column order**: the UOD's tag order, then tags that only appeared in samples, in
+  order of first appearance (the reference's order came from a Python set: random per run).
+* **All tags of the run**, not only readings and plotted tags.
+* **A first column ``Time (UTC)``** with each sample's time (the reference had no time column
+  unless a time tag happened to be logged).
+* **Dates in ISO 8601 UTC** with milliseconds and ``Z`` (``2025-01-09T20:15:02.926Z``), in the
+  metadata and the time column (the reference wrote ``str(datetime)``).
+* **Contributors as names**, one per cell (the reference wrote a pydantic repr,
+  ``id='...' name='...'``).
+* **No back fill**: before a tag's first sample its cell is empty (the reference copied the
+  first sample backwards, showing values that were not measured yet); a unit never renders as
+  ``[]``.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from pectus.events.domain import TagSamples, decode
+from pectus.events.store import Record
+from pectus.projections.views import Projector, iso
+
+TIME_COLUMN = "Time (UTC)"
+
+
+class _Echo:
+    """A file for :func:`csv.writer` that hands back what it is given: ``writerow`` then returns
+    the formatted row, with the csv module's quoting, without buffering anything."""
+
+    def write(self, text: str) -> str:
+        return text
+
+
+def csv_rows(records: Iterable[Record], run_id: str, projector: Projector) -> Iterator[str]:
+    """The CSV of a run, one row at a time. ``records`` is the log (or the unit's part of it), in
+    order; ``projector`` has applied it, and gives the metadata and the columns. KeyError for a
+    run the projector does not know."""
+    run = projector.run(run_id)
+    columns = projector.run_columns(run_id)
+    if run is None or columns is None:
+        raise KeyError(run_id)
+    writer = csv.writer(_Echo())
+    for row in _metadata(run):
+        yield writer.writerow(row)
+    yield writer.writerow([])
+    yield writer.writerow([TIME_COLUMN, *(f"{name} [{unit}]" if unit else name for name, unit in columns)])
+    index = {name: i for i, (name, _) in enumerate(columns, start=1)}
+    # Cells keep the text of the latest value: a sample carries only what changed, so most cells
+    # are formatted once rather than once per row.
+    row = [""] * (len(columns) + 1)
+    for record in records:
+        if record.type != TagSamples.type:
+            continue  # most of a unit's log is samples; the rest need not be decoded
+        event = decode(record.type, record.data)
+        assert isinstance(event, TagSamples)
+        if event.run != run_id:
+            continue
+        for sample in event.samples:
+            for tag, value in sample["values"].items():
+                i = index.get(tag)
+                if i is not None:
+                    row[i] = "" if value is None else str(value)
+            row[0] = iso(sample["time"])
+            yield writer.writerow(row)
+
+
+def _metadata(run: dict[str, Any]) -> list[list[str]]:
+    return [
+        ["# Run Id", run["run_id"]],
+        ["# Engine Id", run["engine_id"]],
+        ["# Engine Name", run["engine_name"]],
+        ["# Engine Computer Name", run["engine_computer_name"]],
+        ["# Open Pectus Engine Version", run["engine_version"]],
+        ["# Engine Hardware string", run["engine_hardware_str"]],
+        ["# UOD Author Name", run["uod_author_name"]],
+        ["# UOD Author Email", run["uod_author_email"]],
+        ["# UOD File Name", run["uod_filename"]],
+        ["# Aggregator Computer Name", run["aggregator_computer_name"]],
+        ["# Open Pectus Aggregator Version", run["aggregator_version"]],
+        ["# Started Date (UTC)", run["started_date"]],
+        ["# Completed Date (UTC)", run["completed_date"] or ""],
+        ["# Contributors", *(contributor["name"] for contributor in run["contributors"])],
+    ]
+
+
+def jsonl_lines(records: Iterable[Record], run_id: str) -> Iterator[str]:
+    """The run's stored events, in log order, one JSON object per line (ending ``\\n``): position,
+    stream, type, time, prev_hash, hash and data, as stored. The hashes let an auditor match each
+    line against the store; the chain itself links every event of the store, so checking it
+    needs the whole log (``pectus-aggregator verify``), not one run's part."""
+    for record in records:
+        if record.data.get("run") != run_id:
+            continue
+        yield json.dumps({"position": record.position, "stream": record.stream, "type": record.type,
+                          "time": record.time, "prev_hash": record.prev_hash, "hash": record.hash,
+                          "data": record.data}, sort_keys=True, ensure_ascii=False) + "\n"

@@ -1,0 +1,659 @@
+"""The aggregator's HTTP and WebSocket surface: a JSON REST API plus one live WebSocket.
+
+The browser reads the state of units and runs with plain GETs and acts on a unit with POSTs.
+It does not poll: it opens one WebSocket (``/api/ws``), says which units it follows, and gets
+every change (a *delta*: unit, topic, data) as it happens. After (re)connecting it subscribes,
+waits for the ``{"subscribed": [...]}`` acknowledgement, then refetches over REST; from then on
+the deltas keep its copy fresh.
+
+Everything this layer knows about the rest of the aggregator is the ``Backend`` protocol below:
+the Projector's query methods (``views``), the freshest tag values, a way to forward a user's
+request to a unit, a stream of deltas and the exports. The tests drive it with a fake backend.
+
+One table, ``ROUTES``, lists every route with its summary, parameters, request body schema and
+responses. ``create_app`` registers the routes from it, request bodies are validated against
+the schemas in it, and ``openapi_document`` describes the API from it, so the document cannot
+drift from what the server does.
+
+Errors are always JSON: ``{"error": {"status", "message", "field"?}}`` with a status that says
+what went wrong: 400 body not JSON, 404 unknown unit / run / route, 409 the unit refused the
+request in its current state (or the method changed underneath the editor), 413 body over
+1 MiB, 422 a bad argument, named by ``field``.
+
+Nothing here blocks the Trio loop: projections are in-memory queries, exports are streamed in
+batches with a scheduler checkpoint between them, and a slow browser is disconnected (close
+code 1013, "try again later") instead of being waited for.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import trio
+from quart import Response, current_app, request, websocket
+from quart.wrappers import Websocket
+from quart_trio import QuartTrio
+from werkzeug.exceptions import HTTPException
+
+from pectus.events.domain import Actor
+
+MAX_BODY_BYTES = 1024 * 1024
+WS_BUFFER = 1000  # deltas waiting for one browser before it counts as too slow
+WS_CLOSE_TIMEOUT = 5.0  # a browser that cannot even take the close frame is dropped after this
+STREAM_BATCH = 256  # export lines per chunk: few enough sends, yet a checkpoint every chunk
+GLOBAL_TOPICS = frozenset({"units", "runs"})  # sent to every socket, whatever it follows
+CONTROLS = ("Start", "Stop", "Pause", "Unpause", "Hold", "Unhold", "Restart")
+
+
+# -- what the web layer needs from the aggregator ---------------------------------------------
+
+@dataclass(frozen=True)
+class Outcome:
+    """A unit's answer to a user's request.
+
+    ``conflict`` means the request was made against a stale state (e.g. a method version that is
+    no longer current) and is always a 409. Otherwise a refusal (``accepted`` False) is a 409 for
+    control / cancel / force (not valid in the unit's current state) and a 422 naming the field
+    for inject / save_method / process_value (the unit rejected what was sent). ``data`` is
+    returned to the client on success (e.g. ``{"version": 4}`` for a saved method).
+    """
+
+    accepted: bool
+    reason: str = ""
+    conflict: bool = False
+    data: dict | None = None
+
+
+@dataclass(frozen=True)
+class Delta:
+    """Something changed: ``topic`` of ``unit`` (None for the global topics) is now ``data``."""
+
+    unit: str | None
+    topic: str
+    data: Any
+
+
+class Subscription(Protocol):
+    """One consumer's feed of deltas; ``close`` releases it (the feed then ends)."""
+
+    def __aiter__(self) -> AsyncIterator[Delta]: ...
+
+    def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    views: Any  # the Projector: query methods returning JSON-able values (None = unknown)
+
+    def live_values(self, unit_id: str) -> list[dict] | None:
+        """Freshest tag values ``{name, value, unit, time, simulated}``; None for an unknown unit."""
+        ...
+
+    async def request(self, unit_id: str, request: str, detail: dict, user: Actor) -> Outcome:
+        """Forward a user's request: control {command} | inject {code} | save_method {lines,
+        version} | cancel {item} | force {item} | process_value {tag, value, unit?}.
+        Raises KeyError for an unknown or offline unit."""
+        ...
+
+    def subscribe(self) -> Subscription: ...
+
+    def csv(self, run_id: str) -> Iterator[str] | None:
+        """The run's CSV export line by line; None for an unknown run."""
+        ...
+
+    def events(self, run_id: str) -> Iterator[str] | None:
+        """The run's events as JSON Lines; None for an unknown run."""
+        ...
+
+    def health(self) -> dict:
+        """``{"status": "ok" | "degraded", ...}``."""
+        ...
+
+    version: str
+
+
+def request_user(headers: Mapping[str, str]) -> Actor:
+    """Who is asking. Until authentication exists, whoever the client says it is.
+
+    ``X-Pectus-User: <name>`` (and optionally ``X-Pectus-User-Id``) names the user; without it the
+    request is anonymous. Authentication replaces this function and nothing else.
+    """
+    name = headers.get("X-Pectus-User", "").strip()
+    if not name:
+        return Actor.user("anonymous", "Anonymous")
+    return Actor.user(headers.get("X-Pectus-User-Id", "").strip() or name, name)
+
+
+# -- errors and validation --------------------------------------------------------------------
+
+class ApiError(Exception):
+    """An answer other than success, turned into the JSON error body by the app."""
+
+    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.field = field
+
+    def body(self) -> dict[str, Any]:
+        error: dict[str, Any] = {"status": self.status, "message": self.message}
+        if self.field is not None:
+            error["field"] = self.field
+        return {"error": error}
+
+
+def _has_type(value: Any, name: str) -> bool:
+    if isinstance(value, bool):  # a bool is an int to Python, never a number to JSON Schema
+        return name == "boolean"
+    kinds: dict[str, type | tuple[type, ...]] = {
+        "string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list,
+    }
+    return isinstance(value, kinds[name])
+
+
+def check(schema: Mapping[str, Any], value: Any, field: str = "") -> None:
+    """Validate ``value`` against the subset of JSON Schema the route table uses (type, enum,
+    minLength, minimum, required, properties, items); ApiError 422 names the first bad field."""
+    label = field or "the body"
+    names = schema.get("type")
+    if names is not None:
+        names = [names] if isinstance(names, str) else names
+        if not any(_has_type(value, name) for name in names):
+            raise ApiError(422, f"{label} must be of type {' or '.join(names)}", field or None)
+    if "enum" in schema and value not in schema["enum"]:
+        raise ApiError(422, f"{label} must be one of {', '.join(map(str, schema['enum']))}", field)
+    if len(value) < schema.get("minLength", 0) if isinstance(value, str) else False:
+        raise ApiError(422, f"{label} must not be empty", field)
+    if "minimum" in schema and value < schema["minimum"]:
+        raise ApiError(422, f"{label} must be at least {schema['minimum']}", field)
+    if isinstance(value, dict):
+        prefix = f"{field}." if field else ""
+        for name in schema.get("required", ()):
+            if name not in value:
+                raise ApiError(422, f"{prefix}{name} is required", prefix + name)
+        for name, property_schema in schema.get("properties", {}).items():
+            if name in value:
+                check(property_schema, value[name], prefix + name)
+    if isinstance(value, list) and "items" in schema:
+        for index, item in enumerate(value):
+            check(schema["items"], item, f"{field}[{index}]")
+
+
+async def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's JSON body, validated; 413 (over the limit) is raised by Quart while reading."""
+    raw = await request.get_data(cache=False)
+    try:
+        body = json.loads(raw)
+    except ValueError:
+        raise ApiError(400, "the request body is not JSON") from None
+    check(schema, body)
+    return body
+
+
+# -- handlers ---------------------------------------------------------------------------------
+# Each handler takes the backend, the validated ``body`` when its route has a schema, and the
+# path parameters; it returns a JSON value or a ready Response.
+
+Handler = Callable[..., Awaitable[Any]]
+NOUNS = {"unit": "process unit", "run": "run"}
+
+
+def _projection(query: str) -> Handler:
+    """A GET answered by one Projector query of the route's single path parameter."""
+
+    async def handler(backend: Backend, **params: str) -> Any:
+        ((key, value),) = params.items()
+        result = getattr(backend.views, query)(value)
+        if result is None:
+            raise ApiError(404, f"unknown {NOUNS[key]} {value!r}")
+        return result
+
+    handler.__doc__ = f"views.{query}"
+    return handler
+
+
+def _listing(query: str) -> Handler:
+    """A GET answered by one parameterless Projector query."""
+
+    async def handler(backend: Backend) -> Any:
+        return getattr(backend.views, query)()
+
+    return handler
+
+
+async def _health(backend: Backend) -> Response:
+    report = backend.health()
+    response = current_app.json.response(report)
+    response.status_code = 200 if report.get("status") == "ok" else 503
+    return response
+
+
+async def _version(backend: Backend) -> dict[str, str]:
+    return {"version": backend.version}
+
+
+async def _openapi(backend: Backend) -> dict[str, Any]:
+    return openapi_document(backend.version)
+
+
+def merge_process_values(recorded: list[dict] | None, live: list[dict] | None) -> list[dict] | None:
+    """The projected readings (with their commands) updated by the live values, by tag name.
+
+    The fresher of the two wins (the live one on a tie: it is the feed the projection follows);
+    a live tag the projection does not list yet is added. None when neither knows the unit.
+    """
+    if recorded is None and live is None:
+        return None
+    merged = {value["name"]: dict(value) for value in recorded or ()}
+    for value in live or ():
+        known = merged.setdefault(value["name"], {})
+        if (value.get("time") or 0) >= (known.get("time") or 0):
+            known.update(value)
+    return list(merged.values())
+
+
+async def _process_values(backend: Backend, unit: str) -> list[dict]:
+    merged = merge_process_values(backend.views.process_values(unit), backend.live_values(unit))
+    if merged is None:
+        raise ApiError(404, f"unknown process unit {unit!r}")
+    return merged
+
+
+async def _ask(backend: Backend, unit: str, kind: str, detail: dict, refused_field: str | None = None) -> dict:
+    """Forward a request to the unit and turn its Outcome into a response (see ``Outcome``)."""
+    try:
+        outcome = await backend.request(unit, kind, detail, request_user(request.headers))
+    except KeyError:
+        raise ApiError(404, f"process unit {unit!r} is unknown or offline") from None
+    if outcome.conflict or (not outcome.accepted and refused_field is None):
+        raise ApiError(409, outcome.reason or f"{kind} is not possible now")
+    if not outcome.accepted:
+        raise ApiError(422, outcome.reason or f"{kind} was refused", refused_field)
+    return {"accepted": True, **(outcome.data or {})}
+
+
+async def _control(backend: Backend, body: dict, unit: str) -> dict:
+    return await _ask(backend, unit, "control", {"command": body["command"]})
+
+
+async def _save_method(backend: Backend, body: dict, unit: str) -> dict:
+    return await _ask(backend, unit, "save_method", {"lines": body["lines"], "version": body["version"]}, "lines")
+
+
+async def _inject(backend: Backend, body: dict, unit: str) -> dict:
+    return await _ask(backend, unit, "inject", {"code": body["code"]}, "code")
+
+
+async def _set_process_value(backend: Backend, body: dict, unit: str, tag: str) -> dict:
+    detail = {"tag": tag, "value": body["value"]} | ({"unit": body["unit"]} if "unit" in body else {})
+    return await _ask(backend, unit, "process_value", detail, "value")
+
+
+def _run_log_item(kind: str) -> Handler:
+    """Cancel or force a run-log item: no body, the item is in the path."""
+
+    async def handler(backend: Backend, unit: str, item: str) -> dict:
+        return await _ask(backend, unit, kind, {"item": item})
+
+    return handler
+
+
+def export_filename(run: Mapping[str, Any], extension: str) -> str:
+    """``<unit>_<start as YYYYmmdd_HHMMSS UTC>.<extension>``, as the reference names its CSVs.
+
+    ``run`` is the Projector's run summary: ``unit`` and ``started`` (UTC epoch seconds). The
+    unit id is reduced to filename-safe characters so it can sit in a header unquoted.
+    """
+    unit = re.sub(r"[^A-Za-z0-9._-]", "_", str(run["unit"]))
+    started = datetime.fromtimestamp(run["started"], UTC)
+    return f"{unit}_{started:%Y%m%d_%H%M%S}.{extension}"
+
+
+async def _batched(lines: Iterator[str], end_of_line: str) -> AsyncIterator[bytes]:
+    """Lines as byte chunks of STREAM_BATCH lines, each line ending in ``end_of_line`` unless the
+    backend already ended it; a checkpoint per chunk keeps a long export from starving the loop."""
+    batch: list[str] = []
+    for line in lines:
+        batch.append(line if line.endswith("\n") else line + end_of_line)
+        if len(batch) == STREAM_BATCH:
+            yield "".join(batch).encode()
+            batch.clear()
+            await trio.lowlevel.checkpoint()
+    if batch:
+        yield "".join(batch).encode()
+
+
+def _export(source: str, extension: str, mimetype: str, end_of_line: str) -> Handler:
+    """A streamed download of one of the backend's per-run exports (``csv`` or ``events``)."""
+
+    async def handler(backend: Backend, run: str) -> Response:
+        summary = backend.views.run(run)
+        lines = None if summary is None else getattr(backend, source)(run)
+        if lines is None:
+            raise ApiError(404, f"unknown run {run!r}")
+        response = Response(_batched(lines, end_of_line), mimetype=mimetype)
+        response.headers["Content-Disposition"] = f'attachment; filename="{export_filename(summary, extension)}"'
+        response.timeout = None  # a long run's export may take longer than Quart's response timeout
+        return response
+
+    return handler
+
+
+# -- the live WebSocket -----------------------------------------------------------------------
+
+WS_REQUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "subscribe": {"type": "array", "items": {"type": "string"}},
+        "unsubscribe": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+class LiveSocket:
+    """One browser on ``/api/ws``: the units it follows and the messages waiting for it.
+
+    Three tasks work on it: ``read_requests`` applies the browser's (un)subscriptions,
+    ``follow`` filters the backend's deltas into the outbox and ``send_outbox`` writes the outbox
+    to the socket. Only ``send_outbox`` ever waits on the browser, so the backend's feed is
+    drained at its own pace. When the outbox is full the browser is too slow to keep a correct
+    picture: it is closed with 1013 and will reconnect and refetch.
+    """
+
+    def __init__(self, socket: Websocket, scope: trio.CancelScope) -> None:
+        self.socket = socket
+        self.scope = scope
+        self.units: set[str] = set()
+        self.close_code: int | None = None
+        self.close_reason = ""
+        self._outbox, self._pending = trio.open_memory_channel[dict[str, Any]](WS_BUFFER)
+
+    def offer(self, message: dict[str, Any]) -> None:
+        try:
+            self._outbox.send_nowait(message)
+        except trio.WouldBlock:
+            self.end(1013, "too slow: reconnect and refetch")
+
+    def end(self, code: int, reason: str) -> None:
+        self.close_code, self.close_reason = code, reason
+        self.scope.cancel()
+
+    async def send_outbox(self) -> None:
+        async for message in self._pending:
+            await self.socket.send(json.dumps(message, separators=(",", ":")))
+
+    async def follow(self, subscription: Subscription) -> None:
+        async for delta in subscription:
+            if delta.topic in GLOBAL_TOPICS or delta.unit in self.units:
+                self.offer({"unit": delta.unit, "topic": delta.topic, "data": delta.data})
+        self.end(1001, "the aggregator is shutting down")
+
+    async def read_requests(self) -> None:
+        while True:
+            raw = await self.socket.receive()
+            try:
+                self.apply(raw)
+            except ApiError as error:
+                self.offer(error.body())
+            else:
+                self.offer({"subscribed": sorted(self.units)})
+
+    def apply(self, raw: str | bytes) -> None:
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "the message is not JSON") from None
+        check(WS_REQUEST_SCHEMA, message)
+        if not message.keys() & {"subscribe", "unsubscribe"}:
+            raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
+        self.units.update(message.get("subscribe", ()))
+        self.units.difference_update(message.get("unsubscribe", ()))
+
+
+async def _live(backend: Backend) -> None:
+    """Live deltas. The browser sends ``{"subscribe": [unit ids]}`` or ``{"unsubscribe": [...]}``
+    and gets ``{"subscribed": [unit ids]}`` back; a malformed message gets ``{"error": {...}}``
+    and the socket stays open. The server sends ``{"unit", "topic", "data"}`` for each change of
+    a followed unit and of the global topics ``units`` and ``runs``. Close code 1013 means the
+    browser fell more than 1000 deltas behind, 1001 that the aggregator is going away: reconnect,
+    resubscribe and refetch."""
+    socket = websocket._get_current_object()
+    await socket.accept()
+    subscription = backend.subscribe()
+    try:
+        async with trio.open_nursery() as nursery:
+            live = LiveSocket(socket, nursery.cancel_scope)
+            nursery.start_soon(live.send_outbox)
+            nursery.start_soon(live.follow, subscription)
+            await live.read_requests()
+    finally:
+        subscription.close()
+    if live.close_code is not None:
+        with trio.move_on_after(WS_CLOSE_TIMEOUT):
+            await socket.close(live.close_code, live.close_reason)
+
+
+# -- the route table --------------------------------------------------------------------------
+
+JSON = "application/json"
+ANY: dict[str, Any] = {}  # any JSON value: the Projector's shape, documented with the projections
+OUTCOME = {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}}
+HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "degraded"]}}}
+PROCESS_VALUE = {
+    "type": "object",
+    "required": ["name", "value"],
+    "properties": {"name": {"type": "string"}, "value": {}, "unit": {"type": ["string", "null"]},
+                   "time": {"type": ["number", "null"]}, "simulated": {"type": "boolean"},
+                   "commands": {"type": "array"}},
+}
+
+
+@dataclass(frozen=True)
+class Route:
+    """One route: how it is served and how it is documented.
+
+    ``method`` is GET, POST or WEBSOCKET. A request body is read, parsed and checked against
+    ``body`` before the handler runs. 404 is implied by path parameters, and 400 / 413 / 422 by a
+    body; ``errors`` lists the other failure statuses the route can answer.
+    """
+
+    method: str
+    path: str
+    summary: str
+    handler: Handler
+    returns: str = "OK"
+    schema: Mapping[str, Any] = ANY  # of a successful answer
+    media: str = JSON
+    body: Mapping[str, Any] | None = None
+    errors: tuple[int, ...] = ()
+
+    @property
+    def endpoint(self) -> str:
+        return f"{self.method.lower()}_{re.sub(r'[^A-Za-z0-9]+', '_', self.path).strip('_')}"
+
+    @property
+    def parameters(self) -> list[str]:
+        return re.findall(r"<(?:\w+:)?(\w+)>", self.path)
+
+
+UNIT = "/api/process_units/<unit>"
+RUN = "/api/runs/<run>"
+ROUTES: tuple[Route, ...] = (
+    Route("GET", "/health", "Is the aggregator healthy", _health, "healthy", HEALTH, errors=(503,)),
+    Route("GET", "/api/version", "The aggregator's version", _version, "the version",
+          {"type": "object", "properties": {"version": {"type": "string"}}}),
+    Route("GET", "/api/openapi.json", "This API description (OpenAPI 3.1)", _openapi, "the document"),
+    Route("GET", "/api/process_units", "Process units: online, and offline ones seen recently",
+          _listing("units"), "the units", {"type": "array"}),
+    Route("GET", UNIT, "One process unit", _projection("unit"), "the unit"),
+    Route("GET", f"{UNIT}/process_values", "Current tag values; readings carry their commands",
+          _process_values, "the values", {"type": "array", "items": PROCESS_VALUE}),
+    Route("GET", f"{UNIT}/control_state", "Whether the unit is running, paused, holding",
+          _projection("control_state"), "the control state"),
+    Route("GET", f"{UNIT}/method", "The unit's method: lines, version, line states",
+          _projection("method"), "the method"),
+    Route("GET", f"{UNIT}/run_log", "The current run's log", _projection("run_log"), "the run log"),
+    Route("GET", f"{UNIT}/error_log", "The current run's errors and warnings",
+          _projection("error_log"), "the error log"),
+    Route("GET", f"{UNIT}/plot_configuration", "How the unit's plot is laid out",
+          _projection("plot_configuration"), "the plot configuration"),
+    Route("GET", f"{UNIT}/plot_log", "The current run's plot series", _projection("plot_series"), "the series"),
+    Route("POST", f"{UNIT}/control", "Start, stop, pause, hold or restart the unit", _control,
+          "accepted", OUTCOME, errors=(409,),
+          body={"type": "object", "required": ["command"],
+                "properties": {"command": {"type": "string", "enum": list(CONTROLS)}}}),
+    Route("POST", f"{UNIT}/method", "Save a new version of the method (optimistic concurrency)",
+          _save_method, "saved: the new version",
+          {"type": "object", "required": ["accepted", "version"],
+           "properties": {"accepted": {"const": True}, "version": {"type": "integer"}}},
+          errors=(409,),
+          body={"type": "object", "required": ["lines", "version"],
+                "properties": {
+                    "lines": {"type": "array", "items": {
+                        "type": "object", "required": ["id", "text"],
+                        "properties": {"id": {"type": "string"}, "text": {"type": "string"}}}},
+                    "version": {"type": "integer", "minimum": 0,
+                                "description": "the version the edit was based on"}}}),
+    Route("POST", f"{UNIT}/inject", "Run P-code now, beside the method", _inject, "accepted", OUTCOME,
+          errors=(409,),
+          body={"type": "object", "required": ["code"],
+                "properties": {"code": {"type": "string", "minLength": 1}}}),
+    Route("POST", f"{UNIT}/process_values/<tag>", "Set a process value through its command",
+          _set_process_value, "accepted", OUTCOME, errors=(409,),
+          body={"type": "object", "required": ["value"],
+                "properties": {"value": {"type": ["string", "number"]}, "unit": {"type": "string"}}}),
+    Route("POST", f"{UNIT}/run_log/<item>/cancel", "Cancel a run-log item", _run_log_item("cancel"),
+          "accepted", OUTCOME, errors=(409,)),
+    Route("POST", f"{UNIT}/run_log/<item>/force", "Force a run-log item", _run_log_item("force"),
+          "accepted", OUTCOME, errors=(409,)),
+    Route("GET", "/api/runs", "Recorded runs", _listing("runs"), "the runs", {"type": "array"}),
+    Route("GET", RUN, "One run", _projection("run"), "the run"),
+    Route("GET", f"{RUN}/method", "The run's method and its revisions", _projection("run_method"), "the method"),
+    Route("GET", f"{RUN}/run_log", "The run's log", _projection("run_log_of"), "the run log"),
+    Route("GET", f"{RUN}/error_log", "The run's errors and warnings", _projection("run_error_log"),
+          "the error log"),
+    Route("GET", f"{RUN}/plot_log", "The run's plot series", _projection("plot_series"), "the series"),
+    Route("GET", f"{RUN}/audit", "Who did what, when, during the run", _projection("audit_trail"),
+          "the audit trail"),
+    Route("GET", f"{RUN}/csv", "The run's data as CSV (streamed download)",
+          _export("csv", "csv", "text/csv", "\r\n"), "the CSV file", {"type": "string"}, "text/csv"),
+    Route("GET", f"{RUN}/events.jsonl", "The run's recorded events as JSON Lines (streamed download)",
+          _export("events", "jsonl", "application/x-ndjson", "\n"), "one event per line",
+          {"type": "string"}, "application/x-ndjson"),
+    Route("WEBSOCKET", "/api/ws", "Live deltas of followed units and of the unit and run lists", _live),
+)
+
+PARAMETERS = {
+    "unit": "process unit (engine) id, e.g. host-7_DemoUod",
+    "run": "run id",
+    "tag": "tag name, e.g. FT01",
+    "item": "run-log item id",
+}
+STATUSES = {
+    400: "the body is not JSON",
+    404: "unknown process unit, run or route",
+    409: "the unit refused the request in its current state, or the method version is stale",
+    413: "the body is larger than 1 MiB",
+    422: "a bad argument, named by field",
+    503: "degraded: the same health report, saying what is wrong",
+}
+ERROR = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {"error": {
+        "type": "object", "required": ["status", "message"],
+        "properties": {"status": {"type": "integer"}, "message": {"type": "string"}, "field": {"type": "string"}}}},
+}
+
+
+def _operation(route: Route) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "operationId": route.endpoint,
+        "summary": route.summary,
+        "parameters": [{"name": name, "in": "path", "required": True, "description": PARAMETERS[name],
+                        "schema": {"type": "string"}} for name in route.parameters],
+    }
+    if route.method == "WEBSOCKET":
+        operation["description"] = _live.__doc__
+        operation["responses"] = {"101": {"description": "switched to the WebSocket protocol"}}
+        return operation
+    if route.body is not None:
+        operation["requestBody"] = {"required": True, "content": {JSON: {"schema": route.body}}}
+    responses = {"200": {"description": route.returns, "content": {route.media: {"schema": route.schema}}}}
+    failures = set(route.errors) | ({404} if route.parameters else set()) | ({400, 413, 422} if route.body else set())
+    for status in sorted(failures):
+        # a degraded health check still answers with the health report, everything else with an error
+        schema = route.schema if status == 503 else {"$ref": "#/components/schemas/Error"}
+        responses[str(status)] = {"description": STATUSES[status], "content": {JSON: {"schema": schema}}}
+    operation["responses"] = responses
+    return operation
+
+
+def openapi_document(version: str) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every route in ROUTES."""
+    paths: dict[str, dict[str, Any]] = {}
+    for route in ROUTES:
+        path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.path)
+        method = "get" if route.method == "WEBSOCKET" else route.method.lower()
+        paths.setdefault(path, {})[method] = _operation(route)
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Pectus aggregator", "version": version},
+        "paths": paths,
+        "components": {"schemas": {"Error": ERROR}},
+    }
+
+
+# -- the app ----------------------------------------------------------------------------------
+
+def _view(route: Route, backend: Backend) -> Callable[..., Awaitable[Any]]:
+    async def view(**params: str) -> Any:
+        if route.body is not None:
+            params["body"] = await _json_body(route.body)  # type: ignore[assignment]
+        result = await route.handler(backend, **params)
+        return result if isinstance(result, Response) or result is None else current_app.json.response(result)
+
+    return view
+
+
+def _error_response(error: ApiError) -> Response:
+    response = current_app.json.response(error.body())
+    response.status_code = error.status
+    return response
+
+
+def create_app(backend: Backend) -> QuartTrio:
+    """The aggregator's web app over ``backend``; serve it with hypercorn's trio worker."""
+    app = QuartTrio(__name__, static_folder=None)
+    app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
+    app.json.sort_keys = False  # keep documents in the order they were written (OpenAPI reads better)
+    for route in ROUTES:
+        if route.method == "WEBSOCKET":
+            app.add_websocket(route.path, route.endpoint, _view(route, backend))
+        else:
+            app.add_url_rule(route.path, route.endpoint, _view(route, backend), methods=[route.method])
+
+    @app.errorhandler(ApiError)
+    async def api_error(error: ApiError) -> Response:
+        return _error_response(error)
+
+    @app.errorhandler(HTTPException)
+    async def http_error(error: HTTPException) -> Response:
+        response = _error_response(ApiError(error.code or 500, error.description or error.name))
+        # keep what the status needs besides the body, e.g. Allow on a 405
+        for name, value in error.get_headers():
+            if name.lower() != "content-type":
+                response.headers[name] = value
+        return response
+
+    @app.after_request
+    async def no_store(response: Response) -> Response:
+        # live process data: a cached answer is a wrong answer
+        response.headers["Cache-Control"] = "no-store"
+        return response
+
+    return app
