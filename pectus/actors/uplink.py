@@ -110,8 +110,21 @@ class RecordBuilder:
         runlog: dict[int, dict[str, Any]] = {}
         lines: dict[str, str] = {}
         time = events[-1].time
+
+        def flush() -> None:
+            """The tick's run-log and line changes, as one record each (before a run starts or ends)."""
+            if runlog:
+                records.append(self._record("runlog", time, {"items": list(runlog.values())}))
+                runlog.clear()
+            if lines:
+                records.append(self._record("lines", time, {"version": self.engine.method_version,
+                                                            "states": dict(lines)}))
+                lines.clear()
+
         for event in events:
             kind = event.kind
+            if kind in ("run_started", "run_stopped"):
+                flush()
             if kind == "tag":
                 self._values[event.name] = event.value
                 self._changed.add(event.name)
@@ -145,10 +158,7 @@ class RecordBuilder:
             elif kind == "method":
                 records.append(self._record("method", event.time, {
                     "version": event.version, "lines": [{"id": n.id, "text": n.text} for n in self.engine.method.lines]}))
-        if runlog:
-            records.append(self._record("runlog", time, {"items": list(runlog.values())}))
-        if lines:
-            records.append(self._record("lines", time, {"version": self.engine.method_version, "states": lines}))
+        flush()
         records.extend(self._sample(time))
         return records, live
 

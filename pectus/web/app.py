@@ -30,7 +30,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
@@ -146,13 +146,15 @@ class ApiError(Exception):
         return {"error": error}
 
 
+JSON_TYPES: dict[str, type | tuple[type, ...]] = {
+    "string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list,
+}
+
+
 def _has_type(value: Any, name: str) -> bool:
     if isinstance(value, bool):  # a bool is an int to Python, never a number to JSON Schema
         return name == "boolean"
-    kinds: dict[str, type | tuple[type, ...]] = {
-        "string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list,
-    }
-    return isinstance(value, kinds[name])
+    return isinstance(value, JSON_TYPES[name])
 
 
 def check(schema: Mapping[str, Any], value: Any, field: str = "") -> None:
@@ -166,9 +168,9 @@ def check(schema: Mapping[str, Any], value: Any, field: str = "") -> None:
             raise ApiError(422, f"{label} must be of type {' or '.join(names)}", field or None)
     if "enum" in schema and value not in schema["enum"]:
         raise ApiError(422, f"{label} must be one of {', '.join(map(str, schema['enum']))}", field)
-    if len(value) < schema.get("minLength", 0) if isinstance(value, str) else False:
+    if isinstance(value, str) and len(value) < schema.get("minLength", 0):
         raise ApiError(422, f"{label} must not be empty", field)
-    if "minimum" in schema and value < schema["minimum"]:
+    if _has_type(value, "number") and value < schema.get("minimum", value):
         raise ApiError(422, f"{label} must be at least {schema['minimum']}", field)
     if isinstance(value, dict):
         prefix = f"{field}." if field else ""
@@ -212,7 +214,6 @@ def _projection(query: str) -> Handler:
             raise ApiError(404, f"unknown {NOUNS[key]} {value!r}")
         return result
 
-    handler.__doc__ = f"views.{query}"
     return handler
 
 
@@ -335,7 +336,7 @@ def _export(source: str, extension: str, mimetype: str, end_of_line: str) -> Han
         lines = None if summary is None else getattr(backend, source)(run)
         if lines is None:
             raise ApiError(404, f"unknown run {run!r}")
-        response = Response(_batched(lines, end_of_line), mimetype=mimetype)
+        response = current_app.response_class(_batched(lines, end_of_line), mimetype=mimetype)
         response.headers["Content-Disposition"] = f'attachment; filename="{export_filename(summary, extension)}"'
         response.timeout = None  # a long run's export may take longer than Quart's response timeout
         return response
@@ -364,13 +365,23 @@ class LiveSocket:
     picture: it is closed with 1013 and will reconnect and refetch.
     """
 
-    def __init__(self, socket: Websocket, scope: trio.CancelScope) -> None:
+    def __init__(self, socket: Websocket) -> None:
         self.socket = socket
-        self.scope = scope
+        self.scope = trio.CancelScope()
         self.units: set[str] = set()
         self.close_code: int | None = None
         self.close_reason = ""
         self._outbox, self._pending = trio.open_memory_channel[dict[str, Any]](WS_BUFFER)
+
+    async def serve(self, subscription: Subscription) -> None:
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.send_outbox)
+                nursery.start_soon(self.follow, subscription)
+                await self.read_requests()
+        if self.close_code is not None:
+            with trio.move_on_after(WS_CLOSE_TIMEOUT):
+                await self.socket.close(self.close_code, self.close_reason)
 
     def offer(self, message: dict[str, Any]) -> None:
         try:
@@ -425,22 +436,14 @@ async def _live(backend: Backend) -> None:
     await socket.accept()
     subscription = backend.subscribe()
     try:
-        async with trio.open_nursery() as nursery:
-            live = LiveSocket(socket, nursery.cancel_scope)
-            nursery.start_soon(live.send_outbox)
-            nursery.start_soon(live.follow, subscription)
-            await live.read_requests()
+        await LiveSocket(socket).serve(subscription)
     finally:
         subscription.close()
-    if live.close_code is not None:
-        with trio.move_on_after(WS_CLOSE_TIMEOUT):
-            await socket.close(live.close_code, live.close_reason)
 
 
 # -- the route table --------------------------------------------------------------------------
 
 JSON = "application/json"
-ANY: dict[str, Any] = {}  # any JSON value: the Projector's shape, documented with the projections
 OUTCOME = {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}}
 HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "degraded"]}}}
 PROCESS_VALUE = {
@@ -466,7 +469,7 @@ class Route:
     summary: str
     handler: Handler
     returns: str = "OK"
-    schema: Mapping[str, Any] = ANY  # of a successful answer
+    schema: Mapping[str, Any] = field(default_factory=dict)  # of a successful answer; {} = any JSON
     media: str = JSON
     body: Mapping[str, Any] | None = None
     errors: tuple[int, ...] = ()
