@@ -7,6 +7,7 @@ tests pin the on-disk format down as well as the behaviour.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import math
@@ -68,14 +69,15 @@ def assert_valid_chain(records: list[Record]) -> None:
 
 def sample(n: int, stream: str = "unit:host_DemoUod", start: int = 0) -> list[NewEvent]:
     return [
-        NewEvent(stream, "TagSample", 1_700_000_000.0 + i, {"tag": "PU01", "value": i * 0.5, "unit": "%"})
+        NewEvent(stream, "TagSample", 1.7e9 + i, {"tag": "PU01", "value": i * 0.5, "unit": "%"})
         for i in range(start, start + n)
     ]
 
 
 json_values = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    lambda inner: st.lists(inner, max_size=4)
+    | st.dictionaries(st.text(max_size=8), inner, max_size=4),
     max_leaves=20,
 )
 new_events = st.builds(
@@ -175,7 +177,13 @@ class EventStoreContract:
         assert [(r.position, r.stream_version) for r in more] == [(4, 4), (5, 5)]
         assert_valid_chain(store.read())
 
-    @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    # One property, run once per backend: "differing executors" is the point here, and an example
+    # saved by one backend is a fair test for the other.
+    @settings(
+        max_examples=40,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
+    )
     @given(batches=st.lists(st.lists(new_events, min_size=1, max_size=8), max_size=5))
     def test_any_batches_read_back_identically_with_a_valid_chain(
         self, batches: list[list[NewEvent]]
@@ -259,8 +267,8 @@ class TestSQLiteEventStore(EventStoreContract):
 
     def test_append_and_read_are_fast(self, tmp_path: Path) -> None:
         # The targets are 1,000 events appended in well under 50 ms and reads at >= 100,000
-        # events/s (this machine: about 17 ms and 120,000/s). The bounds below leave room for a
-        # busy test machine; best-of-3 keeps one hiccup from failing the test.
+        # events/s (the development machine: 16-28 ms and 120,000-140,000/s). The asserted bounds
+        # are twice as loose, for a busy test machine; best-of-3 rides out a single hiccup.
         store = SQLiteEventStore(tmp_path / "store.sqlite3")
         batch = sample(1_000)
         append_seconds = min(timed(lambda: store.append(batch)) for _ in range(3))
@@ -268,8 +276,8 @@ class TestSQLiteEventStore(EventStoreContract):
             store.append(batch)
         read_seconds = min(timed(lambda: sum(1 for _ in store.iter())) for _ in range(3))
         store.close()
-        print(f"append 1,000: {append_seconds * 1e3:.1f} ms; read: {100_000 / read_seconds:,.0f} events/s")
-        assert append_seconds < 0.050
+        print(f"append 1,000: {append_seconds * 1e3:.1f} ms; read {100_000 / read_seconds:,.0f}/s")
+        assert append_seconds < 0.100
         assert 100_000 / read_seconds > 50_000
 
 
@@ -279,17 +287,9 @@ def timed(action: Any) -> float:
     return time.perf_counter() - start
 
 
-class raw:
-    """A plain sqlite3 connection, closed on exit (sqlite3's own context manager only commits)."""
-
-    def __init__(self, path: Path) -> None:
-        self.db = sqlite3.connect(path, isolation_level=None)
-
-    def __enter__(self) -> sqlite3.Connection:
-        return self.db
-
-    def __exit__(self, *exc: object) -> None:
-        self.db.close()
+def raw(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    """A plain sqlite3 connection in autocommit mode, closed on exit."""
+    return contextlib.closing(sqlite3.connect(path, isolation_level=None))
 
 
 # --- tamper evidence --------------------------------------------------------------------------
@@ -299,22 +299,24 @@ class raw:
 def live(tmp_path: Path) -> Iterator[SQLiteEventStore]:
     store = SQLiteEventStore(tmp_path / "open_pectus_aggregator.sqlite3")
     for start in range(0, 10, 5):
-        store.append(sample(5, start=start) + [NewEvent("aggregator", "Tick", float(start), {"n": start})])
+        tick = NewEvent("aggregator", "Tick", float(start), {"n": start})
+        store.append(sample(5, start=start) + [tick])
     yield store
     store.close()
 
 
-def tampered_copy(store: SQLiteEventStore, dest: Path) -> raw:
+def tampered_copy(store: SQLiteEventStore, dest: Path) -> contextlib.closing[sqlite3.Connection]:
     """A copy of the store with the append-only triggers dropped, as a tamperer would."""
     backup(store, dest)
-    copy = raw(dest)
+    db = sqlite3.connect(dest, isolation_level=None)
     for verb in ("update", "delete"):
-        copy.db.execute(f"DROP TRIGGER {EVENTS_TABLE}_no_{verb}")
-    return copy
+        db.execute(f"DROP TRIGGER {EVENTS_TABLE}_no_{verb}")
+    return contextlib.closing(db)
 
 
 def state_of(db: sqlite3.Connection, position: int) -> bytes:
-    return db.execute(f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?", (position,)).fetchone()[0]
+    query = f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?"
+    return db.execute(query, (position,)).fetchone()[0]
 
 
 def flip_one_byte(db: sqlite3.Connection) -> None:
@@ -434,7 +436,7 @@ class Writer:
 
     def __enter__(self) -> Writer:
         self.thread.start()
-        while self.store.last_position() < 500:
+        while self.store.last_position() < 500 and self.thread.is_alive():
             time.sleep(0.005)
         return self
 
@@ -452,17 +454,21 @@ def assert_a_verified_prefix(store: SQLiteEventStore, copy_path: Path, last: int
     copy.close()
 
 
-def test_backup_while_appending_is_a_verified_prefix(live: SQLiteEventStore, tmp_path: Path) -> None:
+def test_backup_while_appending_is_a_verified_prefix(
+    live: SQLiteEventStore, tmp_path: Path
+) -> None:
     dest = tmp_path / "backup.sqlite3"
     with Writer(live):
         last = backup(live, dest)
         assert last >= 500
     assert live.last_position() >= last
-    assert not (tmp_path / "backup.sqlite3.partial").exists()
+    assert sorted(p.name for p in tmp_path.glob("backup*")) == ["backup.sqlite3"]  # one file
     assert_a_verified_prefix(live, dest, last)
 
 
-def test_a_plain_sqlite3_backup_of_a_live_store_verifies(live: SQLiteEventStore, tmp_path: Path) -> None:
+def test_a_plain_sqlite3_backup_of_a_live_store_verifies(
+    live: SQLiteEventStore, tmp_path: Path
+) -> None:
     dest = tmp_path / "cli-backup.sqlite3"
     with Writer(live):
         if shutil.which("sqlite3"):

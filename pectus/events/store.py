@@ -142,10 +142,24 @@ class StoreConflict(RuntimeError):
 
 
 class EventStore(Protocol):
-    def append(self, events: Sequence[NewEvent]) -> list[Record]: ...
-    def read(self, after: int = 0, limit: int | None = None) -> list[Record]: ...
-    def iter(self, after: int = 0, batch: int = 10_000) -> Iterator[Record]: ...
-    def last_position(self) -> int: ...
+    """What the aggregator writes to and projections read from, whatever the backend."""
+
+    def append(self, events: Sequence[NewEvent]) -> list[Record]:
+        """Commits the batch in one transaction - all or nothing - and returns its records."""
+        ...
+
+    def read(self, after: int = 0, limit: int | None = None) -> list[Record]:
+        """Records with position > ``after``, ascending; at most ``limit`` of them."""
+        ...
+
+    def iter(self, after: int = 0, batch: int = 10_000) -> Iterator[Record]:
+        """Like :meth:`read`, streamed ``batch`` records at a time: memory stays flat."""
+        ...
+
+    def last_position(self) -> int:
+        """The position of the last committed event; 0 for an empty store."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -256,8 +270,7 @@ class _ChainedStore:
             return list(self.iter(after))
         if limit < 1:
             return []
-        notifications = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
-        return [_record(n.state) for n in notifications]
+        return [_record(state) for state in self._select_states(after, limit)]
 
     def iter(self, after: int = 0, batch: int = 10_000) -> Iterator[Record]:
         """Streams events with position > ``after``, ``batch`` rows per query: flat memory."""
@@ -270,6 +283,10 @@ class _ChainedStore:
 
     def last_position(self) -> int:
         return self._recorder.max_notification_id() or 0
+
+    def _select_states(self, after: int, limit: int) -> list[bytes]:
+        notifications = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
+        return [n.state for n in notifications]
 
 
 class MemoryEventStore(_ChainedStore):
@@ -316,8 +333,8 @@ class SQLiteEventStore(_ChainedStore):
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        # Text originator ids: the file holds the same uuid hex as with "uuid", but reads skip
-        # building a UUID object per row.
+        # Originator ids go in as uuid hex, which is what the recorder stores for a UUID anyway;
+        # "text" hands them back as they are instead of parsing a UUID per row.
         self._datastore = SQLiteDatastore(str(self.path), originator_id_type="text")
         recorder = _ChainedSQLiteRecorder(self._datastore, events_table_name=EVENTS_TABLE)
         recorder.create_table()
@@ -325,6 +342,16 @@ class SQLiteEventStore(_ChainedStore):
 
     def _insert(self, stored: list[StoredEvent], first_position: int) -> None:
         self._recorder.insert_events(stored, first_position=first_position)
+
+    def _select_states(self, after: int, limit: int) -> list[bytes]:
+        # The recorder's select_notifications builds a Notification per row from all columns;
+        # ``state`` alone holds the record, and selecting just it reads half again as fast.
+        with self._datastore.transaction(commit=False) as c:
+            c.execute(
+                f"SELECT state FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+            return [row[0] for row in c.fetchall()]
 
     def close(self) -> None:
         self._datastore.close()
@@ -336,13 +363,12 @@ def verify(path: Path) -> Verification:
     Never raises for a damaged, foreign or unreadable file: that is reported as the problem.
     """
     path = Path(path)
-    if not path.is_file():
-        return Verification(False, 0, None, f"cannot read {path}: no such file")
     checked = 0
     try:
-        with contextlib.closing(
-            sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        ) as db:
+        if not path.is_file():
+            return Verification(False, 0, None, f"cannot read {path}: no such file")
+        read_only = f"{path.resolve().as_uri()}?mode=ro"
+        with contextlib.closing(sqlite3.connect(read_only, uri=True)) as db:
             tables = db.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (EVENTS_TABLE,)
             ).fetchall()
@@ -356,7 +382,7 @@ def verify(path: Path) -> Verification:
             for rowid, originator_id, version, topic, state in rows:
                 position = checked + 1
                 if rowid != position:
-                    problem = f"missing event at position {position} (the next one stored is {rowid})"
+                    problem = f"missing event at position {position} (the next stored is {rowid})"
                 else:
                     problem = _check(position, originator_id, version, topic, state, prev_hash)
                 if problem:
@@ -369,7 +395,12 @@ def verify(path: Path) -> Verification:
 
 
 def _check(
-    position: int, originator_id: object, version: object, topic: object, state: object, prev_hash: str
+    position: int,
+    originator_id: object,
+    version: object,
+    topic: object,
+    state: object,
+    prev_hash: str,
 ) -> str:
     """The problem with the event stored at ``position``, or "" when it is sound."""
     malformed = f"malformed event at position {position}"
@@ -381,11 +412,13 @@ def _check(
     body = state[:-_TAIL_LENGTH] + b"}"
     if hashlib.sha256(body).hexdigest().encode() != _stored_hash(state):
         return f"hash mismatch at position {position}: the event was changed"
-    try:
+    try:  # a forger can hash anything, so what hashes right may still not parse
         event = json.loads(state)
-    except ValueError:
+    except (ValueError, RecursionError):
         return malformed
-    if not isinstance(event, dict) or event.keys() != _FIELDS or not isinstance(event["stream"], str):
+    if not isinstance(event, dict) or event.keys() != _FIELDS:
+        return malformed
+    if not isinstance(event["stream"], str):
         return malformed
     if event["position"] != position:
         return (
@@ -422,6 +455,8 @@ def backup(store: SQLiteEventStore, dest: Path) -> int:
             source.backup(target)
             # A single self-contained file: nothing left in a -wal beside it to lose in the move.
             target.execute("PRAGMA journal_mode=DELETE")
-            (last,) = target.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}").fetchone()
+            (last,) = target.execute(
+                f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}"
+            ).fetchone()
     os.replace(partial, dest)
     return last

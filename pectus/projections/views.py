@@ -292,18 +292,25 @@ class Projector:
         return [self._delta(unit, "units"), self._delta(unit, "control_state")]
 
     def _samples(self, unit: UnitView, run: RunView | None, event: TagSamples) -> list[Delta]:
-        changed: dict[str, dict[str, Any]] = {}
+        # This is the hot path of a replay (most events are samples): one pass per sample, and
+        # the per-batch work (new CSV columns, the delta) once per tag rather than per value.
+        changed: dict[str, str] = {}  # tag -> ISO time of its latest sample
         for sample in event.samples:
-            time = sample["time"]
-            for tag, value in sample["values"].items():
+            time, values = sample["time"], sample["values"]
+            stamp = iso(time)
+            for tag, value in values.items():
                 unit.values[tag] = (value, time)
-                changed[tag] = {"value": value, "time": iso(time)}
-                if run is not None:
-                    run.columns.setdefault(tag, None)
-                    points = run.series.get(tag)
-                    if points is not None:
-                        points.append((time, value))
-        return [Delta(unit.id, "values", changed)] if changed else []
+                changed[tag] = stamp
+            if run is not None:
+                for tag in run.series.keys() & values.keys():
+                    run.series[tag].append((time, values[tag]))
+        if run is not None:
+            for tag in changed:
+                run.columns.setdefault(tag, None)
+        if not changed:
+            return []
+        return [Delta(unit.id, "values", {tag: {"value": unit.values[tag][0], "time": stamp}
+                                          for tag, stamp in changed.items()})]
 
     def _run_log_changed(self, unit: UnitView, run: RunView | None, event: RunLogChanged) -> list[Delta]:
         if run is None:

@@ -20,9 +20,10 @@ what went wrong: 400 body not JSON, 404 unknown unit / run / route, 409 the unit
 request in its current state (or the method changed underneath the editor), 413 body over
 1 MiB, 422 a bad argument, named by ``field``.
 
-Nothing here blocks the Trio loop: projections are in-memory queries, exports are streamed in
-batches with a scheduler checkpoint between them, and a slow browser is disconnected (close
-code 1013, "try again later") instead of being waited for.
+Nothing here blocks the Trio loop. The backend's queries and export iterators are expected to
+be in-memory and cheap per step (the Projector keeps its views in memory); exports are streamed
+in batches with a scheduler checkpoint between them; a slow browser is disconnected (close code
+1013, "try again later") instead of being waited for.
 """
 
 from __future__ import annotations
@@ -170,7 +171,7 @@ def check(schema: Mapping[str, Any], value: Any, field: str = "") -> None:
         raise ApiError(422, f"{label} must be one of {', '.join(map(str, schema['enum']))}", field)
     if isinstance(value, str) and len(value) < schema.get("minLength", 0):
         raise ApiError(422, f"{label} must not be empty", field)
-    if _has_type(value, "number") and value < schema.get("minimum", value):
+    if "minimum" in schema and _has_type(value, "number") and value < schema["minimum"]:
         raise ApiError(422, f"{label} must be at least {schema['minimum']}", field)
     if isinstance(value, dict):
         prefix = f"{field}." if field else ""
@@ -614,9 +615,9 @@ def openapi_document(version: str) -> dict[str, Any]:
 # -- the app ----------------------------------------------------------------------------------
 
 def _view(route: Route, backend: Backend) -> Callable[..., Awaitable[Any]]:
-    async def view(**params: str) -> Any:
+    async def view(**params: Any) -> Any:
         if route.body is not None:
-            params["body"] = await _json_body(route.body)  # type: ignore[assignment]
+            params["body"] = await _json_body(route.body)
         result = await route.handler(backend, **params)
         return result if isinstance(result, Response) or result is None else current_app.json.response(result)
 

@@ -1,0 +1,544 @@
+"""The aggregator's web surface, driven through Quart's test client against a fake backend.
+
+The fake answers the Projector queries from dicts, records every request a user makes, and
+fans deltas out to its subscribers without ever waiting (as the real hub must). The last test
+serves the app with hypercorn's trio worker on a loopback port and talks to it with a raw HTTP
+request and trio-websocket, to prove the real server path.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import math
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from typing import Any
+
+import pytest
+import trio
+import trio_websocket
+from hypercorn.config import Config
+from hypercorn.trio import serve
+from quart.testing.connections import WebsocketDisconnectError
+
+from pectus.events.domain import Actor
+from pectus.web import Delta, Outcome, create_app
+from pectus.web.app import MAX_BODY_BYTES, WS_BUFFER, merge_process_values
+
+UNIT = "host-7_DemoUod"
+RUN = "run-1"
+STARTED = 1736453702.9  # 2025-01-09 20:15:02 UTC
+
+
+def trio_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
+    @functools.wraps(test)
+    def run(*args: Any, **kwargs: Any) -> None:
+        trio.run(functools.partial(test, *args, **kwargs))
+
+    return run
+
+
+class FakeViews:
+    """The Projector's queries, each answered from a dict by unit or run id (None otherwise)."""
+
+    def __init__(self) -> None:
+        self.answers: dict[str, dict[str, Any]] = {
+            "unit": {UNIT: {"id": UNIT, "name": "host-7 (DemoUod)", "state": "ready"}},
+            "process_values": {UNIT: [
+                {"name": "FT01", "value": 10.0, "unit": "L/h", "time": 100.0, "commands": [{"name": "FT01"}]},
+                {"name": "Valve", "value": "Open", "unit": None, "time": 300.0, "commands": []},
+            ]},
+            "control_state": {UNIT: {"is_running": False, "is_holding": False, "is_paused": False}},
+            "method": {UNIT: {"lines": [{"id": "a", "text": "Mark: A"}], "version": 3}},
+            "run_log": {UNIT: {"lines": []}},
+            "error_log": {UNIT: {"entries": []}},
+            "plot_configuration": {UNIT: {"axes": []}},
+            "plot_series": {UNIT: {"entries": {"FT01": [1, 2]}}, RUN: {"entries": {"FT01": [1]}}},
+            "run": {RUN: {"id": RUN, "unit": UNIT, "started": STARTED, "stopped": STARTED + 60}},
+            "run_method": {RUN: {"lines": [], "version": 1}},
+            "run_log_of": {RUN: {"lines": [{"name": "Start"}]}},
+            "run_error_log": {RUN: {"entries": [{"message": "Oops"}]}},
+            "audit_trail": {RUN: [{"who": "Ann", "what": "Start"}]},
+        }
+
+    def units(self) -> list[dict]:
+        return [self.answers["unit"][UNIT]]
+
+    def runs(self) -> list[dict]:
+        return [self.answers["run"][RUN]]
+
+    def __getattr__(self, query: str) -> Callable[[str], Any]:
+        return self.answers[query].get
+
+
+class FakeSubscription:
+    def __init__(self, backend: FakeBackend) -> None:
+        self.backend = backend
+        self.send, self.receive = trio.open_memory_channel[Delta](math.inf)
+
+    async def __aiter__(self) -> AsyncIterator[Delta]:
+        async for delta in self.receive:
+            yield delta
+
+    def close(self) -> None:
+        self.backend.subscriptions.remove(self)
+        self.send.close()
+
+
+class FakeBackend:
+    version = "1.2.3"
+
+    def __init__(self) -> None:
+        self.views = FakeViews()
+        self.live = {UNIT: [
+            {"name": "FT01", "value": 12.5, "unit": "L/h", "time": 200.0, "simulated": False},
+            {"name": "Valve", "value": "Closed", "unit": None, "time": 250.0, "simulated": False},
+            {"name": "TT01", "value": 21.0, "unit": "degC", "time": 200.0, "simulated": True},
+        ]}
+        self.outcomes: dict[str, Outcome] = {}
+        self.requests: list[tuple[str, str, dict, Actor]] = []
+        self.subscriptions: list[FakeSubscription] = []
+        self.health_report: dict[str, Any] = {"status": "ok", "engines": 1}
+
+    def live_values(self, unit_id: str) -> list[dict] | None:
+        return self.live.get(unit_id)
+
+    async def request(self, unit_id: str, request: str, detail: dict, user: Actor) -> Outcome:
+        if unit_id != UNIT:
+            raise KeyError(unit_id)
+        self.requests.append((unit_id, request, detail, user))
+        return self.outcomes.get(request, Outcome(True))
+
+    def subscribe(self) -> FakeSubscription:
+        subscription = FakeSubscription(self)
+        self.subscriptions.append(subscription)
+        return subscription
+
+    def publish(self, delta: Delta) -> None:
+        for subscription in self.subscriptions:
+            subscription.send.send_nowait(delta)
+
+    def csv(self, run_id: str) -> Iterator[str] | None:
+        if run_id != RUN:
+            return None
+        # more lines than one streamed chunk; some already terminated, as csv.writer does
+        return iter(["# Run Id,run-1\r\n", "", "FT01 [L/h],Valve"] + [f"{i},Open" for i in range(600)])
+
+    def events(self, run_id: str) -> Iterator[str] | None:
+        return iter([json.dumps({"type": "RunStarted"}), json.dumps({"type": "RunStopped"})]) if run_id == RUN else None
+
+    def health(self) -> dict:
+        return self.health_report
+
+
+@pytest.fixture
+def backend() -> FakeBackend:
+    return FakeBackend()
+
+
+def assert_error(response: Any, body: Any, status: int, field: str | None = None) -> str:
+    assert response.status_code == status, body
+    error = body["error"]
+    assert error["status"] == status
+    assert error.get("field") == field
+    return error["message"]
+
+
+# -- reading ----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("path", "expected"), [
+    (f"/api/process_units/{UNIT}", ("unit", UNIT)),
+    (f"/api/process_units/{UNIT}/control_state", ("control_state", UNIT)),
+    (f"/api/process_units/{UNIT}/method", ("method", UNIT)),
+    (f"/api/process_units/{UNIT}/run_log", ("run_log", UNIT)),
+    (f"/api/process_units/{UNIT}/error_log", ("error_log", UNIT)),
+    (f"/api/process_units/{UNIT}/plot_configuration", ("plot_configuration", UNIT)),
+    (f"/api/process_units/{UNIT}/plot_log", ("plot_series", UNIT)),
+    (f"/api/runs/{RUN}", ("run", RUN)),
+    (f"/api/runs/{RUN}/method", ("run_method", RUN)),
+    (f"/api/runs/{RUN}/run_log", ("run_log_of", RUN)),
+    (f"/api/runs/{RUN}/error_log", ("run_error_log", RUN)),
+    (f"/api/runs/{RUN}/plot_log", ("plot_series", RUN)),
+    (f"/api/runs/{RUN}/audit", ("audit_trail", RUN)),
+])
+@trio_test
+async def test_projection_routes_answer_the_projector_query_and_404_for_unknown_ids(
+        backend: FakeBackend, path: str, expected: tuple[str, str]) -> None:
+    client = create_app(backend).test_client()
+    query, key = expected
+    response = await client.get(path)
+    assert response.status_code == 200
+    assert await response.get_json() == backend.views.answers[query][key]
+    assert response.headers["Cache-Control"] == "no-store"
+
+    unknown = await client.get(path.replace(key, "nope"))
+    message = assert_error(unknown, await unknown.get_json(), 404)
+    assert "'nope'" in message
+
+
+@trio_test
+async def test_lists_version_and_health(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    assert await (await client.get("/api/process_units")).get_json() == backend.views.units()
+    assert await (await client.get("/api/runs")).get_json() == backend.views.runs()
+    assert await (await client.get("/api/version")).get_json() == {"version": "1.2.3"}
+
+    healthy = await client.get("/health")
+    assert (healthy.status_code, await healthy.get_json()) == (200, {"status": "ok", "engines": 1})
+    backend.health_report = {"status": "degraded", "store": "not writable"}
+    degraded = await client.get("/health")
+    assert (degraded.status_code, await degraded.get_json()) == (503, backend.health_report)
+
+
+@trio_test
+async def test_process_values_are_live_values_merged_over_the_projection(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    values = await (await client.get(f"/api/process_units/{UNIT}/process_values")).get_json()
+    assert values == [
+        # live is fresher: its value, the reading's commands kept
+        {"name": "FT01", "value": 12.5, "unit": "L/h", "time": 200.0, "commands": [{"name": "FT01"}],
+         "simulated": False},
+        # the projection is fresher: it stays
+        {"name": "Valve", "value": "Open", "unit": None, "time": 300.0, "commands": []},
+        # only live knows it yet
+        {"name": "TT01", "value": 21.0, "unit": "degC", "time": 200.0, "simulated": True},
+    ]
+    response = await client.get("/api/process_units/nope/process_values")
+    assert_error(response, await response.get_json(), 404)
+
+
+def test_merge_process_values_needs_one_side_to_know_the_unit() -> None:
+    assert merge_process_values(None, None) is None
+    assert merge_process_values([], None) == []
+    assert merge_process_values(None, [{"name": "A", "value": 1, "time": None}]) == [
+        {"name": "A", "value": 1, "time": None}]
+
+
+@trio_test
+async def test_unknown_route_is_a_json_404(backend: FakeBackend) -> None:
+    response = await create_app(backend).test_client().get("/api/nothing/here")
+    assert_error(response, await response.get_json(), 404)
+
+
+# -- exports ----------------------------------------------------------------------------------
+
+@trio_test
+async def test_csv_is_streamed_as_an_attachment_named_after_unit_and_start(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    response = await client.get(f"/api/runs/{RUN}/csv")
+    assert response.status_code == 200
+    assert response.mimetype == "text/csv"
+    assert response.headers["Content-Disposition"] == f'attachment; filename="{UNIT}_20250109_201502.csv"'
+    text = (await response.get_data()).decode()
+    assert text.startswith("# Run Id,run-1\r\n\r\nFT01 [L/h],Valve\r\n0,Open\r\n")
+    assert text.endswith("599,Open\r\n")
+    assert text.count("\r\n") == 603
+
+    unknown = await client.get("/api/runs/nope/csv")
+    assert_error(unknown, await unknown.get_json(), 404)
+
+
+@trio_test
+async def test_events_are_streamed_as_json_lines(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    response = await client.get(f"/api/runs/{RUN}/events.jsonl")
+    assert response.status_code == 200
+    assert response.mimetype == "application/x-ndjson"
+    assert response.headers["Content-Disposition"].endswith(f'filename="{UNIT}_20250109_201502.jsonl"')
+    lines = (await response.get_data()).decode().splitlines()
+    assert [json.loads(line) for line in lines] == [{"type": "RunStarted"}, {"type": "RunStopped"}]
+
+    unknown = await client.get("/api/runs/nope/events.jsonl")
+    assert_error(unknown, await unknown.get_json(), 404)
+
+
+# -- acting -----------------------------------------------------------------------------------
+
+@trio_test
+async def test_each_action_reaches_the_backend_with_its_detail_and_the_user(backend: FakeBackend) -> None:
+    backend.outcomes["save_method"] = Outcome(True, data={"version": 4})
+    client = create_app(backend).test_client()
+    user = {"X-Pectus-User": "Ann Operator", "X-Pectus-User-Id": "oid-42"}
+    lines = [{"id": "a", "text": "Mark: A"}, {"id": "b", "text": "Stop"}]
+    calls = [
+        ("control", {"command": "Start"}, {"command": "Start"}),
+        ("method", {"lines": lines, "version": 3}, {"lines": lines, "version": 3}),
+        ("inject", {"code": "Mark: X"}, {"code": "Mark: X"}),
+        ("process_values/FT01", {"value": 5, "unit": "L/h"}, {"tag": "FT01", "value": 5, "unit": "L/h"}),
+        ("process_values/Valve", {"value": "Open"}, {"tag": "Valve", "value": "Open"}),
+        ("run_log/item-9/cancel", None, {"item": "item-9"}),
+        ("run_log/item-9/force", None, {"item": "item-9"}),
+    ]
+    for path, body, _ in calls:
+        response = await client.post(f"/api/process_units/{UNIT}/{path}", json=body, headers=user)
+        assert response.status_code == 200, await response.get_data()
+        expected = {"accepted": True, "version": 4} if path == "method" else {"accepted": True}
+        assert await response.get_json() == expected
+    ann = Actor.user("oid-42", "Ann Operator")
+    kinds = ["control", "save_method", "inject", "process_value", "process_value", "cancel", "force"]
+    assert backend.requests == [(UNIT, kind, detail, ann) for kind, (_, _, detail) in zip(kinds, calls)]
+
+
+@trio_test
+async def test_the_user_header_names_the_actor_else_anonymous(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    path = f"/api/process_units/{UNIT}/control"
+    await client.post(path, json={"command": "Stop"}, headers={"X-Pectus-User": "Bob"})
+    await client.post(path, json={"command": "Stop"})
+    assert [user for *_, user in backend.requests] == [Actor.user("Bob", "Bob"), Actor.user("anonymous", "Anonymous")]
+
+
+@trio_test
+async def test_refusals_and_stale_versions_are_conflicts_with_the_reason(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    backend.outcomes["save_method"] = Outcome(False, "method version 3 is stale: the unit has version 5", conflict=True)
+    stale = await client.post(f"/api/process_units/{UNIT}/method", json={"lines": [], "version": 3})
+    assert assert_error(stale, await stale.get_json(), 409) == "method version 3 is stale: the unit has version 5"
+
+    backend.outcomes["control"] = Outcome(False, "Unpause is not possible: the unit is not paused")
+    refused = await client.post(f"/api/process_units/{UNIT}/control", json={"command": "Unpause"})
+    assert assert_error(refused, await refused.get_json(), 409) == "Unpause is not possible: the unit is not paused"
+
+    for kind in ("cancel", "force"):
+        backend.outcomes[kind] = Outcome(False, "item-9 has ended")
+        response = await client.post(f"/api/process_units/{UNIT}/run_log/item-9/{kind}")
+        assert assert_error(response, await response.get_json(), 409) == "item-9 has ended"
+
+
+@trio_test
+async def test_content_the_unit_rejects_is_a_422_naming_the_field(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    backend.outcomes["inject"] = Outcome(False, "line 1: unknown command 'Frobnicate'")
+    response = await client.post(f"/api/process_units/{UNIT}/inject", json={"code": "Frobnicate"})
+    assert assert_error(response, await response.get_json(), 422, "code") == "line 1: unknown command 'Frobnicate'"
+
+
+@trio_test
+async def test_acting_on_an_unknown_or_offline_unit_is_a_404(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    response = await client.post("/api/process_units/nope/control", json={"command": "Start"})
+    assert "'nope'" in assert_error(response, await response.get_json(), 404)
+    response = await client.post("/api/process_units/nope/run_log/1/force")
+    assert_error(response, await response.get_json(), 404)
+
+
+@pytest.mark.parametrize(("path", "body", "field"), [
+    ("control", {}, "command"),
+    ("control", {"command": "Explode"}, "command"),
+    ("control", {"command": 1}, "command"),
+    ("method", {"lines": []}, "version"),
+    ("method", {"lines": [], "version": "3"}, "version"),
+    ("method", {"lines": [], "version": True}, "version"),
+    ("method", {"lines": [], "version": -1}, "version"),
+    ("method", {"lines": "Mark: A", "version": 3}, "lines"),
+    ("method", {"lines": [{"id": "a"}], "version": 3}, "lines[0].text"),
+    ("method", {"lines": [{"id": "a", "text": "x"}, {"id": 2, "text": "y"}], "version": 3}, "lines[1].id"),
+    ("inject", {"code": ""}, "code"),
+    ("inject", {}, "code"),
+    ("process_values/FT01", {"unit": "L/h"}, "value"),
+    ("process_values/FT01", {"value": None}, "value"),
+    ("process_values/FT01", {"value": 1, "unit": 2}, "unit"),
+    ("control", ["Start"], None),
+])
+@trio_test
+async def test_bad_arguments_are_422_with_the_field(backend: FakeBackend, path: str, body: Any, field: str | None) -> None:
+    response = await create_app(backend).test_client().post(f"/api/process_units/{UNIT}/{path}", json=body)
+    assert_error(response, await response.get_json(), 422, field)
+    assert backend.requests == []
+
+
+@trio_test
+async def test_a_body_that_is_not_json_is_a_400(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    for data in (b"{command: Start", b"", b"\xff\xfe"):
+        response = await client.post(f"/api/process_units/{UNIT}/control", data=data,
+                                     headers={"Content-Type": "application/json"})
+        assert_error(response, await response.get_json(), 400)
+
+
+@trio_test
+async def test_a_body_over_one_mebibyte_is_a_413(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    code = "Mark: A\n" * (MAX_BODY_BYTES // 8)
+    response = await client.post(f"/api/process_units/{UNIT}/inject", json={"code": code})
+    assert_error(response, await response.get_json(), 413)
+    assert backend.requests == []
+
+
+@trio_test
+async def test_a_wrong_method_is_a_json_405_with_allow(backend: FakeBackend) -> None:
+    response = await create_app(backend).test_client().delete(f"/api/process_units/{UNIT}/control")
+    assert_error(response, await response.get_json(), 405)
+    assert "POST" in response.headers["Allow"]
+
+
+# -- OpenAPI ----------------------------------------------------------------------------------
+
+@trio_test
+async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend) -> None:
+    app = create_app(backend)
+    document = await (await app.test_client().get("/api/openapi.json")).get_json()
+    assert document["openapi"].startswith("3.1")
+    assert document["info"]["version"] == "1.2.3"
+
+    documented = {(method.upper(), path) for path, operations in document["paths"].items() for method in operations}
+    registered = {
+        (method, rule.rule.replace("<", "{").replace(">", "}"))
+        for rule in app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}
+    }
+    assert documented == registered
+
+    for path, operations in document["paths"].items():
+        for operation in operations.values():
+            names = [parameter["name"] for parameter in operation["parameters"]]
+            assert [f"{{{name}}}" for name in names] == [part for part in path.split("/") if part.startswith("{")]
+            assert operation["summary"] and operation["responses"]
+    control = document["paths"]["/api/process_units/{unit}/control"]["post"]
+    assert control["requestBody"]["content"]["application/json"]["schema"]["properties"]["command"]["enum"][0] == "Start"
+    assert set(control["responses"]) == {"200", "400", "404", "409", "413", "422"}
+    assert document["paths"]["/api/ws"]["get"]["responses"] == {"101": {"description": "switched to the WebSocket protocol"}}
+    json.dumps(document)
+
+
+# -- the live WebSocket -----------------------------------------------------------------------
+
+@trio_test
+async def test_websocket_fans_out_deltas_of_followed_units_and_global_topics(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    with trio.fail_after(5):
+        async with client.websocket("/api/ws") as first, client.websocket("/api/ws") as second:
+            await first.send_json({"subscribe": [UNIT, "other"]})
+            assert await first.receive_json() == {"subscribed": [UNIT, "other"]}
+            await second.send_json({"subscribe": ["other"]})
+            assert await second.receive_json() == {"subscribed": ["other"]}
+
+            backend.publish(Delta(UNIT, "control_state", {"is_running": True}))
+            backend.publish(Delta("other", "run_log", {"lines": []}))
+            backend.publish(Delta("third", "method", {}))
+            backend.publish(Delta(None, "units", [{"id": UNIT}]))
+            assert [await first.receive_json() for _ in range(3)] == [
+                {"unit": UNIT, "topic": "control_state", "data": {"is_running": True}},
+                {"unit": "other", "topic": "run_log", "data": {"lines": []}},
+                {"unit": None, "topic": "units", "data": [{"id": UNIT}]},
+            ]
+            assert [await second.receive_json() for _ in range(2)] == [
+                {"unit": "other", "topic": "run_log", "data": {"lines": []}},
+                {"unit": None, "topic": "units", "data": [{"id": UNIT}]},
+            ]
+
+            await first.send_json({"unsubscribe": [UNIT]})
+            assert await first.receive_json() == {"subscribed": ["other"]}
+            backend.publish(Delta(UNIT, "method", {"version": 9}))
+            backend.publish(Delta(None, "runs", []))
+            assert await first.receive_json() == {"unit": None, "topic": "runs", "data": []}
+    assert backend.subscriptions == []  # each socket's subscription is closed with it
+
+
+@pytest.mark.parametrize("message", [
+    "not json",
+    json.dumps(["u1"]),
+    json.dumps({"subscribe": "u1"}),
+    json.dumps({"subscribe": [1]}),
+    json.dumps({"hello": []}),
+])
+@trio_test
+async def test_a_malformed_websocket_message_gets_an_error_and_the_socket_stays_open(
+        backend: FakeBackend, message: str) -> None:
+    client = create_app(backend).test_client()
+    with trio.fail_after(5):
+        async with client.websocket("/api/ws") as socket:
+            await socket.send(message)
+            reply = await socket.receive_json()
+            assert set(reply) == {"error"} and reply["error"]["message"]
+            await socket.send_json({"subscribe": [UNIT]})
+            assert await socket.receive_json() == {"subscribed": [UNIT]}
+
+
+@trio_test
+async def test_a_slow_websocket_client_is_closed_with_1013_without_holding_up_the_others(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    with trio.fail_after(10):
+        async with client.websocket("/api/ws") as slow, client.websocket("/api/ws") as fast:
+            await slow.send_json({"subscribe": [UNIT]})
+            assert await slow.receive_json() == {"subscribed": [UNIT]}
+            await fast.send_json({"subscribe": []})
+            assert await fast.receive_json() == {"subscribed": []}
+
+            # the slow browser reads nothing while far more than its buffer is published
+            for index in range(WS_BUFFER + 100):
+                backend.publish(Delta(UNIT, "run_log", {"index": index}))
+            backend.publish(Delta(None, "units", []))
+            assert await fast.receive_json() == {"unit": None, "topic": "units", "data": []}
+
+            received = 0
+            with pytest.raises(WebsocketDisconnectError) as closed:
+                while True:
+                    await slow.receive()
+                    received += 1
+            assert closed.value.args[0] == 1013
+            assert received < WS_BUFFER + 100
+
+
+@trio_test
+async def test_the_websocket_closes_with_1001_when_the_feed_ends(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    with trio.fail_after(5):
+        async with client.websocket("/api/ws") as socket:
+            await socket.send_json({"subscribe": []})
+            await socket.receive_json()
+            backend.subscriptions[0].send.close()
+            with pytest.raises(WebsocketDisconnectError) as closed:
+                await socket.receive()
+            assert closed.value.args[0] == 1001
+
+
+# -- the real server --------------------------------------------------------------------------
+
+async def http_get(port: int, path: str) -> tuple[str, dict[str, str], bytes]:
+    """One raw HTTP/1.1 GET: status line, headers and the body as sent (chunked framing kept).
+
+    It reads until the message is complete (Content-Length, or the last chunk) rather than
+    until the server closes: hypercorn keeps the connection until the client goes away.
+    """
+    async with await trio.open_tcp_stream("127.0.0.1", port) as stream:
+        await stream.send_all(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n".encode())
+        received = b""
+        while True:
+            received += await stream.receive_some()
+            head, separator, body = received.partition(b"\r\n\r\n")
+            if not separator:
+                continue
+            status, *header_lines = head.decode().split("\r\n")
+            headers = {name.lower(): value.strip() for name, value in (line.split(":", 1) for line in header_lines)}
+            if "content-length" in headers and len(body) >= int(headers["content-length"]):
+                return status, headers, body
+            if headers.get("transfer-encoding") == "chunked" and body.endswith(b"0\r\n\r\n"):
+                return status, headers, body
+
+
+@trio_test
+async def test_served_by_hypercorn_trio_on_a_loopback_port(backend: FakeBackend) -> None:
+    config = Config()
+    config.bind = ["127.0.0.1:0"]
+    stop = trio.Event()
+    with trio.fail_after(20):
+        async with trio.open_nursery() as nursery:
+            binds = await nursery.start(functools.partial(serve, create_app(backend), config, shutdown_trigger=stop.wait))
+            port = int(binds[0].rsplit(":", 1)[1])
+
+            status, headers, body = await http_get(port, "/health")
+            assert status == "HTTP/1.1 200 "
+            assert headers["content-type"] == "application/json"
+            assert json.loads(body) == {"status": "ok", "engines": 1}
+
+            status, headers, body = await http_get(port, f"/api/runs/{RUN}/csv")
+            assert status == "HTTP/1.1 200 "
+            assert headers["transfer-encoding"] == "chunked"  # streamed, not built in memory first
+            assert b"599,Open\r\n" in body
+
+            async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/api/ws") as socket:
+                await socket.send_message(json.dumps({"subscribe": [UNIT]}))
+                assert json.loads(await socket.get_message()) == {"subscribed": [UNIT]}
+                backend.publish(Delta(UNIT, "method", {"version": 4}))
+                assert json.loads(await socket.get_message()) == {"unit": UNIT, "topic": "method", "data": {"version": 4}}
+            stop.set()
