@@ -15,13 +15,14 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/pectus-engine simulate --uod uods/demo_uod.py uods/demo_method.pcode --max-seconds 120
+	$(BIN)/python -m pectus.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
 	$(BIN)/python bench/pcode_bench.py
+	$(BIN)/python bench/engine_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
