@@ -80,11 +80,19 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
                 refused = await api.post(f"/api/process_units/{unit}/control", json={"command": "Start"})
                 assert refused.status_code == 409
 
+                async def running():
+                    return (await api.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
+                await wait_for(running)
+                changed = await api.post(f"/api/process_units/{unit}/process_values/PU01",
+                                         json={"value": 60, "unit": "%"})
+                assert changed.status_code == 200, changed.text
+
                 async def finished():
                     runs = (await api.get("/api/runs")).json()
-                    return [r for r in runs if r.get("completed")]
+                    return [r for r in runs if r.get("completed_date")]
                 runs = await wait_for(finished)
-                run = runs[0]["run_id"] if "run_id" in runs[0] else runs[0]["id"]
+                run = runs[0]["run_id"]
+                assert [c["name"] for c in runs[0]["contributors"]] == ["Ann"]
                 run_log = (await api.get(f"/api/runs/{run}/run_log")).json()
                 names = [item["name"] for item in run_log]
                 assert ["Mark: Started", "Mark: Loaded", "Mark: Done"] == [n for n in names if n.startswith("Mark")]
@@ -103,8 +111,9 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
     header = next(row for row in rows if row and not row[0].startswith("#"))
     assert "FT01 [L/h]" in header and "PU01 [%]" in header
     assert len(rows) > 5  # one row per data-log sample (1 s) over a ~6 s run
-    assert any(entry["actor"]["name"] == "Ann" for entry in audit)
-    assert any("Start" in str(entry) for entry in audit)
+    by_ann = {entry["what"]: entry["detail"] for entry in audit if entry["actor"]["name"] == "Ann"}
+    assert by_ann["process_value"]["asked"] == {"tag": "PU01", "value": 60, "unit": "%", "old": 0.0}
+    assert by_ann["control"]["accepted"] is False and "only possible when" in by_ann["control"]["reason"]
     assert any(v["name"] == "FT01" and v.get("unit") == "L/h" for v in values)
 
     store_file = data / STORE_FILE

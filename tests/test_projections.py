@@ -24,6 +24,7 @@ from pectus.events.domain import (Actor, DomainEvent, EngineConnected, EngineDis
                                   StateChanged, TagSamples, UodDescribed, UserRequested)
 from pectus.events.store import MemoryEventStore, NewEvent, Record
 from pectus.projections import Delta, Projector, csv_rows, jsonl_lines
+from pectus.projections.views import IDLE_ERROR_LIMIT
 
 T0 = 1_736_450_000.0  # 2025-01-09T19:13:20Z
 UNIT = "host-7_DemoUod"
@@ -60,7 +61,8 @@ def described(unit: str) -> UodDescribed:
                   {"kind": "reading_with_entry", "tag_name": "PU01", "entry_data_type": "float",
                    "execute_command_name": None, "command_options": None},
                   {"kind": "reading_with_choice", "tag_name": "Valve", "entry_data_type": None,
-                   "execute_command_name": None, "command_options": {"Open": "Valve: Open", "Closed": "Valve: Closed"}}],
+                   "execute_command_name": None,
+                   "command_options": {"Open": "Valve: Open", "Closed": "Valve: Closed"}}],
         commands=[{"name": "PU01", "help": "PU01: 50 %", "examples": []}],
         plot_configuration=PLOT, data_log_interval_seconds=5.0, required_roles=["operator"])
 
@@ -243,10 +245,11 @@ def test_error_log_collapses_consecutive_repeats_newest_first():
     story(log)
     finish_first_run(log)
     entries = log.live.run_error_log("run-1")
-    assert [(e["severity"], e["message"], e["occurrences"], e["first_time"], e["time"]) for e in entries] == [
-        ("warning", "FT01 reading is noisy", 1, "2025-01-09T19:14:14.000Z", "2025-01-09T19:14:14.000Z"),
-        ("error", "Valve stuck", 1, "2025-01-09T19:14:13.000Z", "2025-01-09T19:14:13.000Z"),
-        ("warning", "FT01 reading is noisy", 3, "2025-01-09T19:14:10.000Z", "2025-01-09T19:14:12.000Z")]
+    assert [(e["id"], e["severity"], e["message"], e["occurrences"], e["first_time"], e["time"])
+            for e in entries] == [
+        (2, "warning", "FT01 reading is noisy", 1, "2025-01-09T19:14:14.000Z", "2025-01-09T19:14:14.000Z"),
+        (1, "error", "Valve stuck", 1, "2025-01-09T19:14:13.000Z", "2025-01-09T19:14:13.000Z"),
+        (0, "warning", "FT01 reading is noisy", 3, "2025-01-09T19:14:10.000Z", "2025-01-09T19:14:12.000Z")]
     assert [e["message"] for e in log.live.error_log(UNIT)] == ["Pump PU01 overload"]
 
 
@@ -258,6 +261,10 @@ def test_an_idle_unit_shows_the_errors_since_its_last_run():
     assert log.live.error_log(UNIT) == []
     log.emit(error(301, None, "error", "Sensor lost"), error(302, None, "error", "Sensor lost"))
     assert [(e["message"], e["occurrences"]) for e in log.live.error_log(UNIT)] == [("Sensor lost", 2)]
+    # A unit left idle in a fault loop keeps only the newest errors; ids stay as they were.
+    log.emit(*(error(303 + i, None, "error", f"Fault {i % 2}") for i in range(IDLE_ERROR_LIMIT + 10)))
+    entries = log.live.error_log(UNIT)
+    assert len(entries) == IDLE_ERROR_LIMIT and entries[0]["id"] == IDLE_ERROR_LIMIT + 10
 
 
 def test_plots_keep_one_point_per_change_of_a_plotted_tag(log: Log):
@@ -310,17 +317,23 @@ def test_deltas_say_what_changed_for_live_browsers():
     deltas = log.emit(samples(UNIT, "run-1", (at(56), {"FT01": 11.0}), (at(57), {"FT01": 11.5, "PU01": 40.0})))
     assert deltas == [Delta(UNIT, "values", {"FT01": {"value": 11.5, "time": "2025-01-09T19:14:17.000Z"},
                                              "PU01": {"value": 40.0, "time": "2025-01-09T19:14:17.000Z"}})]
-    deltas = log.emit(RunLogChanged(time=at(58), unit=UNIT, run="run-1", actor=ENGINE,
-                                    items=[item(2, "PU01", "completed", at(20), at(58))]))
-    assert deltas == [Delta(UNIT, "run_log", log.live.run_log(UNIT))]
+    # Logs send only what changed, named by run, to be merged by id.
+    completed = item(2, "PU01", "completed", at(20), at(58))
+    deltas = log.emit(RunLogChanged(time=at(58), unit=UNIT, run="run-1", actor=ENGINE, items=[completed]))
+    assert deltas == [Delta(UNIT, "run_log", {"run": "run-1", "changed": [completed]})]
+    assert log.live.run_log(UNIT)[1] == completed
     assert log.emit(request(59, "run-1", CAROL, "control", {"name": "Stop"}, accepted=False)) == []
     deltas = log.emit(request(60, "run-1", CAROL, "control", {"name": "Unpause"}))
     assert [(d.unit, d.topic) for d in deltas] == [(UNIT, "units"), (None, "runs")]
     assert deltas[1].data["contributors"][-1] == {"id": "u-carol", "name": "Carol"}
     deltas = log.emit(error(61, "run-1", "error", "Valve stuck"))
-    assert deltas == [Delta(UNIT, "error_log", log.live.error_log(UNIT))]
+    assert deltas == [Delta(UNIT, "error_log", {"run": "run-1", "changed": [log.live.error_log(UNIT)[0]]})]
+    assert deltas[0].data["changed"][0]["occurrences"] == 2
     deltas = log.emit(RunStopped(time=at(62), unit=UNIT, run="run-1", actor=ENGINE))
-    assert {d.topic for d in deltas} == {"units", "control_state", "method", "run_log", "error_log", "runs"}
+    assert [(d.unit, d.topic) for d in deltas] == [(UNIT, "units"), (UNIT, "control_state"), (UNIT, "method"),
+                                                   (UNIT, "run_log"), (UNIT, "error_log"), (None, "runs")]
+    assert deltas[3].data == deltas[4].data == {"run": None, "changed": []}
+    assert deltas[2].data == log.live.method(UNIT) and deltas[2].data["line_states"] == {}
     # A late error of the finished run lands in that run, and no live view changes.
     assert log.emit(error(63, "run-1", "error", "late")) == []
     assert log.live.run_error_log("run-1")[0]["message"] == "late"
@@ -353,6 +366,38 @@ def test_a_projection_rebuilt_from_zero_equals_the_live_one_byte_for_byte(log: L
     assert set(snapshot) == {"position", "units", "runs"} and set(snapshot["runs"]) == {"run-1", "run-2", "other-run"}
 
 
+def test_replay_of_a_busy_log_costs_the_same_per_event_however_long_the_run():
+    """Errors that never repeat back to back, run-log progress, samples and state changes: the
+    logs grow all along, and the deltas must not (each carries only what changed)."""
+    log = Log()
+    story(log)
+    finish_first_run(log)
+
+    def busy(i: int) -> DomainEvent:
+        t = 300 + i
+        match i % 4:
+            case 0:
+                return error(t, "run-2", "warning", f"Alarm {i % 3}")
+            case 1:
+                return RunLogChanged(time=at(t), unit=UNIT, run="run-2", actor=ENGINE,
+                                     items=[item(i % 50, "Wait", "started", at(t))])
+            case 2:
+                return samples(UNIT, "run-2", (at(t), {"FT01": float(i), "Mark": str(i)}))
+        return state(t, "run-2", "Paused" if i % 8 == 3 else "Running")
+
+    log.emit(*(busy(i) for i in range(20_000)))
+    replayed = Projector("agg-host", "1.2.3")
+    records = list(log.store.iter())
+    started = time.perf_counter()
+    for record in records:
+        replayed.apply(record)
+    seconds = time.perf_counter() - started
+    print(f"\nreplay of a busy log: {len(records)} events in {seconds:.2f} s = {len(records) / seconds:,.0f} events/s")
+    assert replayed.snapshot() == log.live.snapshot()
+    assert len(replayed.run_error_log("run-2")) == 5_001
+    assert len(records) / seconds > 5_000
+
+
 def parse(rows: list[str]) -> list[list[str]]:
     return list(csv.reader(io.StringIO("".join(rows), newline="")))
 
@@ -370,7 +415,8 @@ def test_csv_of_a_run_has_metadata_stable_columns_and_forward_filled_rows(log: L
         ["# Started Date (UTC)", "2025-01-09T19:13:30.000Z"], ["# Completed Date (UTC)", "2025-01-09T19:15:00.000Z"],
         ["# Contributors", "Alice", "Bob"], []]
     # The UOD's tag order, then the tag seen only in samples; no "[]" for an empty unit.
-    assert table[15] == ["Time (UTC)", "Run Time [s]", "System State", "FT01 [L/h]", "PU01 [%]", "Valve", "Block", "Mark"]
+    assert table[15] == ["Time (UTC)", "Run Time [s]", "System State", "FT01 [L/h]", "PU01 [%]", "Valve", "Block",
+                         "Mark"]
     assert table[16:] == [
         ["2025-01-09T19:13:30.000Z", "0.0", "Running", "0.0", "0.0", "Closed", "", ""],
         ["2025-01-09T19:13:35.000Z", "5.0", "Running", "10.5", "0.0", "Closed", "Equilibrate", ""],
@@ -379,6 +425,15 @@ def test_csv_of_a_run_has_metadata_stable_columns_and_forward_filled_rows(log: L
     assert '"A, first"' in rows[-1]  # a value with a comma is quoted
     with pytest.raises(KeyError):
         next(csv_rows(log.store.iter(), "nope", log.live))
+
+
+def test_csv_quotes_cells_as_the_csv_module_reads_them(log: Log):
+    tricky = {"Mark": 'said "stop"\r\nnow', "Block": "a,b", "Valve": "", "PU01": True, "FT01": None}
+    log.emit(samples(UNIT, "run-2", (at(220), tricky)))
+    table = parse(list(csv_rows(log.store.iter(), "run-2", log.live)))
+    assert dict(zip(table[15], table[-1])) == {
+        "Time (UTC)": "2025-01-09T19:17:00.000Z", "Run Time [s]": "10.0", "System State": "", "FT01 [L/h]": "",
+        "PU01 [%]": "True", "Valve": "", "Block": "a,b", "Mark": 'said "stop"\r\nnow'}
 
 
 def test_jsonl_holds_the_runs_raw_events_in_order(log: Log):
@@ -400,12 +455,24 @@ def test_jsonl_holds_the_runs_raw_events_in_order(log: Log):
 
 DAY_TAGS = [f"TAG{i:03d}" for i in range(200)]
 DAY_SAMPLES = 24 * 3600
-CHANGED_PER_SAMPLE = 20  # a sample carries only what changed
+CHANGED_PER_SAMPLE = 20  # a sample carries only what changed: each tag changes every 10 s
 PER_EVENT = 10  # samples batched per stored event
+PERIOD = 600  # the values repeat every 10 minutes
 
 
 def day_value(tag: int, second: int) -> float:
-    return round(tag + second / 1000, 3)
+    return round((tag * 31 + second % PERIOD) * 0.137, 3)
+
+
+def day_changes(second: int) -> dict[str, float]:
+    changed = range(200) if second == 0 else (
+        (second * CHANGED_PER_SAMPLE + k) % 200 for k in range(CHANGED_PER_SAMPLE))
+    return {DAY_TAGS[tag]: day_value(tag, second) for tag in changed}
+
+
+# Made once and shared by the samples that repeat them, so that making the records allocates
+# little: tracemalloc then measures the exporter, not the test's own generator.
+DAY_CHANGES = [day_changes(second) for second in range(PERIOD)]
 
 
 def day_records(after: int) -> Iterator[Record]:
@@ -414,11 +481,8 @@ def day_records(after: int) -> Iterator[Record]:
     # One event's payload as the template of all: to_data() deep-copies, too slow for 8,640.
     template = samples(UNIT, "day", (at(0), {})).to_data()
     for first in range(0, DAY_SAMPLES, PER_EVENT):
-        rows = []
-        for second in range(first, first + PER_EVENT):
-            changed = range(200) if second == 0 else (
-                (second * CHANGED_PER_SAMPLE + k) % 200 for k in range(CHANGED_PER_SAMPLE))
-            rows.append({"time": at(second), "values": {DAY_TAGS[tag]: day_value(tag, second) for tag in changed}})
+        rows = [{"time": at(second), "values": day_changes(0) if second == 0 else DAY_CHANGES[second % PERIOD]}
+                for second in range(first, first + PER_EVENT)]
         data = {**template, "time": rows[-1]["time"], "samples": rows}
         yield Record(next(positions), f"unit:{UNIT}", 0, TagSamples.type, data["time"], data, "", "")
     stop = RunStopped(time=at(DAY_SAMPLES), unit=UNIT, run="day", actor=ENGINE)
@@ -438,6 +502,9 @@ def test_a_day_of_200_tags_replays_and_exports_in_seconds_with_flat_memory():
              request(0, "day", ALICE, "control", {"name": "Start"}))
     header = log.store.last_position()
 
+    def export() -> Iterator[str]:
+        return csv_rows(itertools.chain(log.store.iter(), day_records(header)), "day", log.live)
+
     started = time.perf_counter()
     applied = 0
     for record in day_records(header):
@@ -445,26 +512,28 @@ def test_a_day_of_200_tags_replays_and_exports_in_seconds_with_flat_memory():
         applied += 1
     replay_seconds = time.perf_counter() - started
 
-    tracemalloc.start()
     started = time.perf_counter()
     count, size, last = 0, 0, ""
-    for row in csv_rows(itertools.chain(log.store.iter(), day_records(header)), "day", log.live):
+    for row in export():
         count, size, last = count + 1, size + len(row), row
     export_seconds = time.perf_counter() - started
+
+    tracemalloc.start()
+    for _ in export():
+        pass
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
 
-    print(f"\nreplay: {applied} events ({DAY_SAMPLES} samples) in {replay_seconds:.2f} s = "
-          f"{applied / replay_seconds:,.0f} events/s, {DAY_SAMPLES / replay_seconds:,.0f} samples/s"
-          f"\nCSV export 24 h x 200 tags: {count} rows, {size / 1e6:.1f} MB in {export_seconds:.2f} s "
-          f"(generating the records included, under tracemalloc), peak traced memory {peak / 1e6:.2f} MB")
+    print(f"\nreplay through the projector: {applied} events ({DAY_SAMPLES} samples of 200 tags) in "
+          f"{replay_seconds:.2f} s = {applied / replay_seconds:,.0f} events/s, {DAY_SAMPLES / replay_seconds:,.0f} "
+          f"samples/s\nCSV export 24 h x 200 tags at 1 s: {count} rows, {size / 1e6:.1f} MB in {export_seconds:.2f} s"
+          f"; tracemalloc peak {peak / 1e6:.2f} MB")
     assert count == 14 + 1 + 1 + DAY_SAMPLES
     (row,) = parse([last])
     final = DAY_SAMPLES - 1
-    # Every tag holds the value of the last sample that changed it.
-    expected = {tag: max(s for s in range(final - 9, final + 1) if tag in {(s * CHANGED_PER_SAMPLE + k) % 200
-                                                                           for k in range(CHANGED_PER_SAMPLE)})
-                for tag in range(200)}
-    assert row == ["2025-01-10T19:13:19.000Z", *(str(day_value(tag, second)) for tag, second in expected.items())]
+    # Every tag holds the value of the last sample that changed it (each changes once in 10 s).
+    expected = {tag: second for second in range(final - 9, final + 1) for tag in range(200)
+                if DAY_TAGS[tag] in DAY_CHANGES[second % PERIOD]}
+    assert row == ["2025-01-10T19:13:19.000Z", *(str(day_value(tag, expected[tag])) for tag in range(200))]
     assert log.live.run("day")["contributors"] == [{"id": "u-alice", "name": "Alice"}]
     assert peak < 20e6

@@ -22,6 +22,7 @@ from hypercorn.trio import serve
 from quart.testing.connections import WebsocketDisconnectError
 
 from pectus.events.domain import Actor
+from pectus.projections.views import iso
 from pectus.web import Delta, Outcome, create_app
 from pectus.web.app import MAX_BODY_BYTES, WS_BUFFER, merge_process_values
 
@@ -54,7 +55,8 @@ class FakeViews:
             "error_log": {UNIT: {"entries": []}},
             "plot_configuration": {UNIT: {"axes": []}},
             "plot_series": {UNIT: {"entries": {"FT01": [1, 2]}}, RUN: {"entries": {"FT01": [1]}}},
-            "run": {RUN: {"id": RUN, "unit": UNIT, "started": STARTED, "stopped": STARTED + 60}},
+            "run": {RUN: {"run_id": RUN, "engine_id": UNIT, "started_date": iso(STARTED),
+                          "completed_date": iso(STARTED + 60)}},
             "run_method": {RUN: {"lines": [], "version": 1}},
             "run_log_of": {RUN: {"lines": [{"name": "Start"}]}},
             "run_error_log": {RUN: {"entries": [{"message": "Oops"}]}},

@@ -28,7 +28,7 @@ from pectus.actors.ui_hub import UiHub
 from pectus.events.domain import Actor as Who, UserRequested
 from pectus.events.store import Record, SQLiteEventStore
 from pectus.projections.export import csv_rows, jsonl_lines
-from pectus.projections.views import Projector
+from pectus.projections.views import Projector, iso
 from pectus.web.app import Outcome, create_app
 
 log = logging.getLogger("pectus.aggregator")
@@ -64,7 +64,8 @@ class Backend:
         memory = self.engines.units.get(unit_id)
         if memory is None:
             return None
-        return list(memory.live.values())
+        # Times as the projections give them (ISO UTC), so the freshest value can be picked.
+        return [{**value, "time": iso(value.get("time"))} for value in memory.live.values()]
 
     async def request(self, unit_id: str, request: str, detail: dict, user: Who) -> Outcome:
         session = self.engines.sessions.get(unit_id)
@@ -148,7 +149,7 @@ class AggregatorProcess:
         config.bind = [f"{self.host}:{self.port}"]
         config.accesslog = None
         config.websocket_ping_interval = 20
-        shutdown = shutdown or trio.Event()
+        shutdown = shutdown if shutdown is not None else trio.Event()
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3))])

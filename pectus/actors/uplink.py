@@ -194,7 +194,8 @@ class Uplink(Actor[list[dict[str, Any]]]):
         self.scan = scan
         self.engine = scan.engine
         self.builder = RecordBuilder(scan.engine)
-        self.outbox = Outbox(outbox)
+        self.outbox_path = outbox
+        self.outbox: Outbox | None = None  # open while the actor runs
         self.url = url
         self.hello = p.Hello(p.PROTOCOL_VERSION, engine_id, computer_name, scan.engine.uod.instrument,
                              __version__, secret)
@@ -218,6 +219,7 @@ class Uplink(Actor[list[dict[str, Any]]]):
             self._new.set()
 
     async def run(self) -> None:
+        self.outbox = await trio.to_thread.run_sync(Outbox, self.outbox_path)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._store)
@@ -228,8 +230,7 @@ class Uplink(Actor[list[dict[str, Any]]]):
 
     async def _store(self) -> None:
         """Mailbox -> outbox, in a worker thread; batches of ticks become one transaction."""
-        first = [self.builder.describe(self.engine.clock)]
-        await trio.to_thread.run_sync(self.outbox.append, first)
+        await trio.to_thread.run_sync(self.outbox.append, [self.builder.describe(self.engine.clock)])
         while True:
             records = await self.inbox.receive()
             while True:
@@ -269,11 +270,11 @@ class Uplink(Actor[list[dict[str, Any]]]):
         self.connected = True
         log.info("connected to the aggregator %s; resuming after record %d", self.url, answer.last_seq)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._send, ws)
+            nursery.start_soon(self._transmit, ws)
             nursery.start_soon(self._receive, ws, nursery.cancel_scope)
             nursery.start_soon(self._beat, ws)
 
-    async def _send(self, ws) -> None:
+    async def _transmit(self, ws) -> None:
         sent = self.last_acked
         while True:
             self._new = trio.Event()

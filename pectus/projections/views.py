@@ -18,7 +18,8 @@ Invariants
       unit whatever run the event names. Run-scoped facts (run log, line states, errors,
       requests, samples for plots and CSV, method revisions, state changes for the audit) go
       to the run named in the event's envelope: a late event of a finished run still lands in
-      that run. Facts outside any run and the unit's idle error log are the only exception.
+      that run. Without a run, errors go to the unit's idle error log (those since the last run
+      started or stopped) and requests, run-log items and revisions are in no run's record.
     * Live views of a unit (``run_log``, ``error_log``, ``method``...) show its active run; a
       delta is emitted only when one of those live views changed.
     * Memory grows with the number of units and runs (and each run's log, errors, revisions and
@@ -50,14 +51,21 @@ from pectus.events.store import Record
 IDLE_ERROR_LIMIT = 200
 
 _ENVELOPE = {f.name for f in fields(DomainEvent)}
-_RUN_TOPICS = ("units", "control_state", "method", "run_log", "error_log", "runs")
 
 
 @dataclass(frozen=True, slots=True)
 class Delta:
-    """A live view that changed: ``unit`` (None for the global list of runs), the topic, and the
-    new content. ``values`` carries only the tags that changed ({tag: {value, time}}); every
-    other topic carries the view's whole new content, as its query returns it."""
+    """A live view that changed: ``unit`` (None for the global list of runs), the topic, and
+    what changed.
+
+    Views that are small carry their whole new content: ``units`` (:meth:`Projector.unit`),
+    ``control_state``, ``method`` (the unit's query of that name) and ``runs``
+    (:meth:`Projector.run` of the run that changed). Views that grow carry only what changed,
+    for the browser to merge by key, so a long run costs the same per event as a short one:
+    ``values`` is {tag: {value, time}}; ``run_log`` and ``error_log`` are {run, changed}, the
+    items or entries added or updated (by their ``id``) in the log of that run (None: the unit
+    is between runs). When ``run`` differs from the one a browser shows, its view starts
+    afresh: a run start or stop sends each of them with ``changed`` empty."""
 
     unit: str | None
     topic: str
@@ -95,27 +103,36 @@ class MethodState:
 @dataclass
 class ErrorLog:
     """Errors oldest first; a repeat of the last entry (same severity and message) counts up
-    ``occurrences`` and moves its ``time`` forward instead of adding an entry."""
+    ``occurrences`` and moves its ``time`` forward instead of adding an entry. Each entry has an
+    ``id``, its number in the log (0, 1, ...), which stays when older entries are dropped."""
 
     limit: int | None = None
+    added: int = 0
     entries: list[dict[str, Any]] = field(default_factory=list)
 
-    def add(self, event: ErrorLogged) -> None:
+    def add(self, event: ErrorLogged) -> dict[str, Any]:
+        """The entry added or counted up, as :meth:`view` shows it."""
         last = self.entries[-1] if self.entries else None
         if last is not None and (last["severity"], last["message"]) == (event.severity, event.message):
             last["occurrences"] += 1
             last["time"] = event.time
             last["line"] = event.line
-            return
-        self.entries.append({"severity": event.severity, "message": event.message, "line": event.line,
-                             "first_time": event.time, "time": event.time, "occurrences": 1})
+            return _error_view(last)
+        entry = {"id": self.added, "severity": event.severity, "message": event.message, "line": event.line,
+                 "first_time": event.time, "time": event.time, "occurrences": 1}
+        self.added += 1
+        self.entries.append(entry)
         if self.limit is not None:
             del self.entries[:-self.limit]
+        return _error_view(entry)
 
     def view(self) -> list[dict[str, Any]]:
         """Newest first."""
-        return [{**entry, "first_time": iso(entry["first_time"]), "time": iso(entry["time"])}
-                for entry in reversed(self.entries)]
+        return [_error_view(entry) for entry in reversed(self.entries)]
+
+
+def _error_view(entry: dict[str, Any]) -> dict[str, Any]:
+    return {**entry, "first_time": iso(entry["first_time"]), "time": iso(entry["time"])}
 
 
 @dataclass
@@ -317,7 +334,7 @@ class Projector:
             return []  # a run log outside a run has nowhere to go
         for item in event.items:
             run.run_log[str(item["id"])] = item
-        return [self._delta(unit, "run_log")] if run.id == unit.run else []
+        return [_log_delta(unit, "run_log", [dict(item) for item in event.items])] if run.id == unit.run else []
 
     def _lines_changed(self, unit: UnitView, run: RunView | None, event: LinesChanged) -> list[Delta]:
         method = run.method if run is not None else unit.method
@@ -337,9 +354,9 @@ class Projector:
         return [self._delta(unit, "method")]
 
     def _error_logged(self, unit: UnitView, run: RunView | None, event: ErrorLogged) -> list[Delta]:
-        (run.errors if run is not None else unit.idle_errors).add(event)
+        entry = (run.errors if run is not None else unit.idle_errors).add(event)
         shown = run.id if run is not None else None
-        return [self._delta(unit, "error_log")] if shown == unit.run else []
+        return [_log_delta(unit, "error_log", [entry])] if shown == unit.run else []
 
     def _user_requested(self, unit: UnitView, run: RunView | None, event: UserRequested) -> list[Delta]:
         if run is None:
@@ -358,19 +375,22 @@ class Projector:
         run.audit.append({"time": event.time, "actor": _actor(event), "what": what, "detail": detail})
 
     def _run_deltas(self, unit: UnitView, run: RunView) -> list[Delta]:
-        """A run started or ended: every live view of the unit changed."""
-        return [Delta(None, "runs", self.run(run.id)) if topic == "runs" else self._delta(unit, topic)
-                for topic in _RUN_TOPICS]
+        """A run started or ended: every live view of the unit changed. The run log and the
+        error log of the unit now belong to another run (or none), and start empty."""
+        return [self._delta(unit, "units"), self._delta(unit, "control_state"), self._delta(unit, "method"),
+                _log_delta(unit, "run_log", []), _log_delta(unit, "error_log", []),
+                Delta(None, "runs", self.run(run.id))]
 
     def _delta(self, unit: UnitView, topic: str) -> Delta:
-        queries = {"units": self.unit, "control_state": self.control_state, "method": self.method,
-                   "run_log": self.run_log, "error_log": self.error_log}
+        queries = {"units": self.unit, "control_state": self.control_state, "method": self.method}
         return Delta(unit.id, topic, queries[topic](unit.id))
 
     # -- unit queries --------------------------------------------------------------------------
 
     def units(self) -> list[dict[str, Any]]:
-        """Every unit ever seen, in order of first appearance."""
+        """Every unit ever seen, in order of first appearance: identity, ``state`` (online or
+        offline), ``run_state`` (ready, running, paused, holding, error or offline), the active
+        run with its start, ``run_time`` (the engine's ``Run Time`` tag, s) and contributors."""
         return [self._unit_summary(unit) for unit in self._units.values()]
 
     def unit(self, unit_id: str) -> dict[str, Any] | None:
@@ -403,7 +423,8 @@ class Projector:
         readings = {reading["tag_name"]: reading for reading in unit.description.get("readings", [])}
         helps = {command["name"]: command.get("help", "") for command in unit.description.get("commands", [])}
         values = []
-        for name in [*(name for name in tags if name in unit.values), *(name for name in unit.values if name not in tags)]:
+        order = [*(name for name in tags if name in unit.values), *(name for name in unit.values if name not in tags)]
+        for name in order:
             value, time = unit.values[name]
             tag = tags.get(name, {})
             reading = readings.get(name)
@@ -519,6 +540,10 @@ class Projector:
         give equal bytes."""
         state = {"position": self._position, "units": self._units, "runs": self._runs}
         return json.dumps(state, default=vars, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _log_delta(unit: UnitView, topic: str, changed: list[dict[str, Any]]) -> Delta:
+    return Delta(unit.id, topic, {"run": unit.run, "changed": changed})
 
 
 def _actor(event: DomainEvent) -> dict[str, str]:

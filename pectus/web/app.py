@@ -307,11 +307,11 @@ def _run_log_item(kind: str) -> Handler:
 def export_filename(run: Mapping[str, Any], extension: str) -> str:
     """``<unit>_<start as YYYYmmdd_HHMMSS UTC>.<extension>``, as the reference names its CSVs.
 
-    ``run`` is the Projector's run summary: ``unit`` and ``started`` (UTC epoch seconds). The
+    ``run`` is the Projector's run summary: ``engine_id`` and ``started_date`` (ISO 8601 UTC). The
     unit id is reduced to filename-safe characters so it can sit in a header unquoted.
     """
-    unit = re.sub(r"[^A-Za-z0-9._-]", "_", str(run["unit"]))
-    started = datetime.fromtimestamp(run["started"], UTC)
+    unit = re.sub(r"[^A-Za-z0-9._-]", "_", str(run["engine_id"]))
+    started = datetime.fromisoformat(run["started_date"].replace("Z", "+00:00"))
     return f"{unit}_{started:%Y%m%d_%H%M%S}.{extension}"
 
 
