@@ -157,6 +157,8 @@ class EngineSession:
                 channel = self._pending.pop(message.request_id, None)
                 if channel is not None:
                     channel.send_nowait(message)
+            elif isinstance(message, p.Heartbeat):
+                await self._send(p.encode(p.Heartbeat()))  # so the engine knows the link is alive
             elif isinstance(message, p.Hello):
                 raise SessionClosed("a second hello in one session")
 

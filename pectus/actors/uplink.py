@@ -38,6 +38,7 @@ from pectus.pcode.engine import Engine, Outcome
 log = logging.getLogger("pectus.engine.uplink")
 
 BATCH = 500  # records per frame
+_CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError)
 
 
 class Outbox:
@@ -245,10 +246,12 @@ class Uplink(Actor[list[dict[str, Any]]]):
         backoff = 0.25
         while True:
             try:
-                async with open_websocket_url(self.url, max_message_size=p.MAX_FRAME) as ws:
+                async with open_websocket_url(self.url, max_message_size=p.MAX_FRAME, connect_timeout=5,
+                                              disconnect_timeout=1) as ws:
                     await self._session(ws)
                 backoff = 0.25
-            except (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError) as error:
+            except* _CONNECTION_ERRORS as group:  # the session's tasks report them in a group
+                error = group.exceptions[0]
                 self._broken(logging.WARNING, f"aggregator {self.url}: {error or type(error).__name__}")
             finally:
                 self.connected = False
@@ -290,7 +293,8 @@ class Uplink(Actor[list[dict[str, Any]]]):
             await self._new.wait()
 
     async def _receive(self, ws, cancel: trio.CancelScope) -> None:
-        async for message in _messages(ws):
+        # The aggregator answers every heartbeat: silence for three beats means the link is dead.
+        async for message in _messages(ws, timeout=3 * self.heartbeat):
             if isinstance(message, p.Ack):
                 self.last_acked = message.seq
                 await trio.to_thread.run_sync(self.outbox.ack, message.seq)
@@ -347,10 +351,11 @@ class Uplink(Actor[list[dict[str, Any]]]):
         return f"{reading.execute_command_name or tag}: {detail['value']}" + (f" {unit}" if unit else "")
 
 
-async def _messages(ws):
+async def _messages(ws, timeout: float):
     while True:
         try:
-            frame = await ws.get_message()
+            with trio.fail_after(timeout):
+                frame = await ws.get_message()
         except ConnectionClosed:
             return
         yield p.decode(frame, allowed=p.FROM_AGGREGATOR)
