@@ -135,9 +135,11 @@ def test_kills_restarts_and_cuts_lose_and_double_nothing(tmp_path):
 
                 processes[1].send_signal(signal.SIGKILL)  # the engine dies mid-run
                 processes[1].wait()
+                before = _produced(outbox)
                 processes[1] = engine()
-                await wait_for(online)
-                await wait_for(lambda: _outbox_empty(outbox), timeout=30)
+                # The restarted engine describes its unit again (a new record) and sends what the
+                # dead one left in the outbox; done when everything is acknowledged.
+                await wait_for(lambda: _sent_all_after(outbox, before), timeout=30)
             nursery.cancel_scope.cancel()
 
     try:
@@ -151,7 +153,7 @@ def test_kills_restarts_and_cuts_lose_and_double_nothing(tmp_path):
             except subprocess.TimeoutExpired:
                 process.kill()
 
-    produced = sqlite3.connect(outbox).execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0]
+    produced = _produced(outbox)
     store = SQLiteEventStore(data / STORE_FILE)
     records = [r for r in store.iter() if r.data.get("unit") == UNIT]
     store.close()
@@ -170,8 +172,14 @@ async def _at_least(query, count: int) -> bool:
     return len(await query()) >= count
 
 
-async def _outbox_empty(path: Path) -> bool:
-    def count() -> int:
+def _produced(path: Path) -> int:
+    """The last sequence number the engine's outbox handed out."""
+    with sqlite3.connect(path) as db:
+        return db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()[0]
+
+
+async def _sent_all_after(path: Path, before: int) -> bool:
+    def check() -> bool:
         with sqlite3.connect(path) as db:
-            return db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0]
-    return await trio.to_thread.run_sync(count) == 0
+            return _produced(path) > before and db.execute("SELECT COUNT(*) FROM outbox").fetchone()[0] == 0
+    return await trio.to_thread.run_sync(check)

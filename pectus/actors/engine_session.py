@@ -31,6 +31,7 @@ log = logging.getLogger("pectus.aggregator.engines")
 
 ENGINE_ID = re.compile(r"^[\w.\-() ]{1,200}$")
 REQUEST_TIMEOUT = 5.0
+SILENCE = 15.0  # engines send a heartbeat every 5 s: three missed beats mean the link is dead
 
 
 class SessionClosed(Exception):
@@ -78,6 +79,7 @@ class EngineSession:
         self.unit = ""
         self._pending: dict[int, trio.MemorySendChannel[p.Reply]] = {}
         self._next_request = 1
+        self._scope = trio.CancelScope()
 
     async def serve(self, now: Callable[[], float]) -> None:
         """Run the session until the engine goes away; raises nothing for a bad engine."""
@@ -89,6 +91,10 @@ class EngineSession:
             return
         self.unit = unit = hello.engine_id
         memory = engines.memory(unit)
+        previous = engines.sessions.get(unit)
+        if previous is not None:  # the engine restarted before its old link timed out: the new one wins
+            log.warning("engine %s connected again; closing its previous session", unit)
+            previous.close()
         engines.sessions[unit] = self
         actor = d.Actor.engine(unit)
         reason = "the aggregator is stopping"
@@ -100,12 +106,16 @@ class EngineSession:
                 d.EngineConnected(time=now(), unit=unit, actor=actor)])
             await self._send(p.encode(p.Welcome(p.PROTOCOL_VERSION, unit, memory.last_seq)))
             log.info("engine %s connected; it resumes after record %d", unit, memory.last_seq)
-            reason = await self._follow(memory, actor)
+            with self._scope:
+                reason = await self._follow(memory, actor)
+            if self._scope.cancelled_caught:
+                reason = "replaced by a new connection of the same engine"
         except (SessionClosed, p.ProtocolError) as error:
             reason = str(error)
             log.warning("engine %s: %s; closing its session", unit, reason)
         finally:
-            engines.sessions.pop(unit, None)
+            if engines.sessions.get(unit) is self:
+                del engines.sessions[unit]
             for channel in self._pending.values():
                 channel.close()
             # Shielded, so a cancelled session still records that it ended; bounded, for a stopping writer.
@@ -129,9 +139,10 @@ class EngineSession:
             await self._refuse("the secret does not match the aggregator's")
         if not ENGINE_ID.match(hello.engine_id):
             await self._refuse(f"engine id {hello.engine_id!r} is not valid")
-        if hello.engine_id in self.engines.sessions:
-            await self._refuse(f"an engine with id '{hello.engine_id}' is already connected")
         return hello
+
+    def close(self) -> None:
+        self._scope.cancel()
 
     async def _refuse(self, reason: str) -> None:
         await self._send(p.encode(p.Refused(reason)))
@@ -140,7 +151,10 @@ class EngineSession:
     async def _follow(self, memory: UnitMemory, actor: d.Actor) -> str:
         while True:
             try:
-                frame = await self._receive()
+                with trio.fail_after(SILENCE):
+                    frame = await self._receive()
+            except trio.TooSlowError:
+                return f"no message for {SILENCE:g} s"
             except (ConnectionError, trio.ClosedResourceError, trio.BrokenResourceError):
                 return "connection closed"
             if frame is None:
