@@ -1,0 +1,129 @@
+"""The aggregator against a misbehaving engine, over a real WebSocket, and its command line.
+
+A malformed, oversized, out-of-order or unknown frame is refused with a logged reason and the
+session is closed cleanly; nothing of it is stored. The CLI verifies, backs up and replays a store.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+import trio
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
+from pectus.cli.aggregator import main
+from pectus.events import protocol as p
+
+HELLO = p.Hello(p.PROTOCOL_VERSION, "rogue_Unit", "rogue", "Unit", "0.1.0", "")
+
+
+def record(seq: int, kind: str = "state", **data) -> dict:
+    return {"seq": seq, "kind": kind, "time": 1_800_000_000.0 + seq, "run": None,
+            "data": data or {"system_state": "Stopped", "method_status": "OK"}}
+
+
+async def session(port: int, frames: list[str], *, hello: p.Hello = HELLO) -> list[p.Message]:
+    """Say hello, send ``frames``, return what the aggregator answered until it closed or went quiet."""
+    answers: list[p.Message] = []
+    async with open_websocket_url(f"ws://127.0.0.1:{port}/engine", disconnect_timeout=1) as ws:
+        await ws.send_message(p.encode(hello))
+        try:
+            answers.append(p.decode(await ws.get_message()))
+            for frame in frames:
+                await ws.send_message(frame)
+            with trio.move_on_after(1):
+                while True:
+                    answers.append(p.decode(await ws.get_message()))
+        except ConnectionClosed:
+            pass
+    return answers
+
+
+def run_against_aggregator(tmp_path, scenario, secret: str = ""):
+    aggregator = AggregatorProcess(tmp_path / "data", port=0, secret=secret)
+
+    async def main_():
+        shutdown = trio.Event()
+        async with trio.open_nursery() as nursery:
+            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
+            result = await scenario(int(bound[0].rsplit(":", 1)[1]), aggregator)
+            shutdown.set()
+        return result
+
+    return trio.run(main_)
+
+
+def stored_types(aggregator: AggregatorProcess) -> list[str]:
+    return [r.type for r in aggregator.store.read()]
+
+
+@pytest.mark.parametrize("frame, reason", [
+    ("{not json", "not JSON"),
+    (json.dumps({"type": "launch"}), "unknown message type"),
+    (json.dumps({"type": "records", "records": [record(1), record(3)]}), "record 3 arrived where 2 was due"),
+    (json.dumps({"type": "records", "records": [record(1, kind="vibes")]}), "unknown kind 'vibes'"),
+    (json.dumps({"type": "records", "records": [record(1, kind="run_started"), record(2, kind="uod", bad=1)]}),
+     "bad data"),
+    (json.dumps({"type": "welcome", "protocol": 1, "engine_id": "x", "last_seq": 0}), "not expected here"),
+    ("x" * (p.MAX_FRAME + 10), "over the limit"),
+])
+def test_a_bad_frame_closes_the_session_with_a_logged_reason_and_stores_none_of_it(tmp_path, caplog, frame, reason):
+    async def scenario(port, aggregator):
+        answers = await session(port, [frame])
+        await trio.sleep(0.2)
+        return answers, stored_types(aggregator)
+
+    with caplog.at_level(logging.WARNING, logger="pectus.aggregator.engines"):
+        answers, types = run_against_aggregator(tmp_path, scenario)
+    assert isinstance(answers[0], p.Welcome) and not any(isinstance(a, p.Ack) for a in answers)
+    assert types == ["EngineRegistered", "EngineConnected", "EngineDisconnected"]  # nothing of the frame
+    assert any(reason in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
+
+
+def test_good_records_are_acknowledged_once_stored_and_resent_ones_are_dropped(tmp_path):
+    async def scenario(port, aggregator):
+        first = await session(port, [p.encode(p.Records([record(1), record(2)]))])
+        again = await session(port, [p.encode(p.Records([record(2), record(3)]))])
+        return first, again, stored_types(aggregator)
+
+    first, again, types = run_against_aggregator(tmp_path, scenario)
+    assert first[0] == p.Welcome(p.PROTOCOL_VERSION, "rogue_Unit", 0) and p.Ack(2) in first
+    assert again[0].last_seq == 2 and p.Ack(3) in again
+    assert types.count("StateChanged") == 3  # 1, 2 and 3: the resent 2 was dropped
+
+
+def test_the_handshake_refuses_another_protocol_version_and_a_wrong_secret(tmp_path):
+    async def scenario(port, aggregator):
+        old = await session(port, [], hello=p.Hello(0, "old_Unit", "old", "Unit", "0.0.1", "s3cret"))
+        wrong = await session(port, [], hello=p.Hello(p.PROTOCOL_VERSION, "x_Unit", "x", "Unit", "0.1.0", "guess"))
+        return old, wrong, stored_types(aggregator)
+
+    old, wrong, types = run_against_aggregator(tmp_path, scenario, secret="s3cret")
+    assert isinstance(old[0], p.Refused) and "protocol version 0" in old[0].reason and "version 1" in old[0].reason
+    assert isinstance(wrong[0], p.Refused) and "secret" in wrong[0].reason
+    assert types == []
+
+
+def test_verify_backup_and_replay_from_the_command_line(tmp_path, capsys):
+    async def scenario(port, aggregator):
+        await session(port, [p.encode(p.Records([record(n) for n in range(1, 21)]))])
+
+    run_against_aggregator(tmp_path, scenario)
+    data = tmp_path / "data"
+    assert main(["--data-dir", str(data), "verify"]) == 0
+    assert "chain of 23 events is intact" in capsys.readouterr().out
+    assert main(["--data-dir", str(data), "backup", str(tmp_path / "copy.sqlite3")]) == 0
+    assert main(["verify", "--file", str(tmp_path / "copy.sqlite3")]) == 0
+    assert main(["--data-dir", str(data), "replay", "--output", str(tmp_path / "views.json")]) == 0
+    out = capsys.readouterr().out
+    assert "replayed 23 events" in out and json.loads((tmp_path / "views.json").read_text())
+
+    import sqlite3
+    with sqlite3.connect(tmp_path / "copy.sqlite3") as db:  # an attacker without the triggers
+        db.execute("DROP TRIGGER IF EXISTS pectus_events_no_update")
+        db.execute("UPDATE pectus_events SET state = replace(state, 'Stopped', 'Stoppet') WHERE rowid = 10")
+    assert main(["verify", "--file", str(tmp_path / "copy.sqlite3")]) == 1
+    assert "BROKEN at event 10" in capsys.readouterr().err
