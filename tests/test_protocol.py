@@ -80,3 +80,11 @@ def test_the_decoder_never_raises_anything_else_on_any_object(kind, fields):
     except p.ProtocolError:
         return
     assert p.decode(p.encode(message)) == message
+
+
+def test_the_protocol_document_shows_the_catalogue_of_the_code():
+    from conftest import ROOT
+
+    text = (ROOT / "docs" / "protocol.md").read_text(encoding="utf-8")
+    embedded = text.split("<!-- catalogue -->\n", 1)[1].split("\n<!-- /catalogue -->", 1)[0]
+    assert embedded == p.catalogue_markdown()

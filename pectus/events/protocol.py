@@ -174,3 +174,20 @@ def _check_record(record: Any) -> None:
     if run is not None and not isinstance(run, str):
         raise ProtocolError(f"record {seq}: run must be a string or null")
 
+
+
+def catalogue_markdown() -> str:
+    """The message catalogue as a Markdown table (docs/protocol.md embeds it; a test keeps it current)."""
+    rows = ["| message | from | fields |", "|---|---|---|"]
+    for name, cls in MESSAGES.items():
+        hints = get_type_hints(cls)
+        side = " and ".join(s for s, names in (("engine", FROM_ENGINE), ("aggregator", FROM_AGGREGATOR))
+                            if name in names)
+        described = ", ".join(f"`{f.name}`: {getattr(hints[f.name], '__name__', str(hints[f.name]))}"
+                              for f in fields(cls)) or "(none)"
+        rows.append(f"| `{name}` | {side} | {described} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    print(catalogue_markdown())
