@@ -13,7 +13,8 @@ never changes once stored - a correction is a new event.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+import functools
+from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
 
@@ -47,7 +48,11 @@ class DomainEvent:
     seq: int | None = None  # the engine's sequence number of the record this event came from
 
     def to_data(self) -> dict[str, Any]:
-        return asdict(self)
+        # Shallow on purpose: dataclasses.asdict deep-copies every sample and run-log item, and this
+        # runs for every event the aggregator stores.
+        data = {name: getattr(self, name) for name in _field_names(type(self))}
+        data["actor"] = {"kind": self.actor.kind, "id": self.actor.id, "name": self.actor.name}
+        return data
 
     @property
     def stream(self) -> str:
@@ -185,6 +190,11 @@ EVENT_TYPES: dict[str, type[DomainEvent]] = {
                               RunStopped, StateChanged, TagSamples, RunLogChanged, LinesChanged, MethodRevised,
                               ErrorLogged, UserRequested)
 }
+
+
+@functools.cache
+def _field_names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
 
 
 def decode(type_name: str, data: dict[str, Any]) -> DomainEvent:

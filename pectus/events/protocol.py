@@ -27,7 +27,7 @@ ill-typed fields. This module does no I/O.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, ClassVar, Union, get_type_hints
 
 PROTOCOL_VERSION = 1
@@ -119,7 +119,8 @@ _CHECKS = {int: lambda v: isinstance(v, int) and not isinstance(v, bool), str: l
 
 
 def encode(message: Message) -> str:
-    data = asdict(message)
+    # Shallow, not dataclasses.asdict: a records frame holds thousands of nested values.
+    data = {f.name: getattr(message, f.name) for f in fields(message)}
     data["type"] = message.type
     return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
 
