@@ -44,7 +44,7 @@ from typing import Any, overload
 
 from pectus.events.domain import (DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered,
                                   ErrorLogged, LinesChanged, MethodRevised, RunLogChanged, RunStarted,
-                                  RunStopped, StateChanged, TagSamples, UodDescribed, UserRequested, decode)
+                                  RunStopped, StateChanged, UodDescribed, UserRequested, decode)
 from pectus.events.store import Record
 
 # An idle unit in a fault loop may log distinct errors for months; keep only the newest ones.
@@ -196,6 +196,8 @@ class Projector:
     def apply(self, record: Record) -> list[Delta]:
         assert record.position > self._position, f"record {record.position} after {self._position}"
         self._position = record.position
+        if record.type == "TagSamples":
+            return self._samples_record(record.data)
         event = decode(record.type, record.data)
         unit = self._units.get(event.unit)
         if unit is None:
@@ -221,8 +223,6 @@ class Projector:
                 return self._run_stopped(unit, event)
             case StateChanged():
                 return self._state_changed(unit, run, event)
-            case TagSamples():
-                return self._samples(unit, run, event)
             case RunLogChanged():
                 return self._run_log_changed(unit, run, event)
             case LinesChanged():
@@ -308,26 +308,36 @@ class Projector:
                 "new": {"system_state": event.system_state, "method_status": event.method_status}})
         return [self._delta(unit, "units"), self._delta(unit, "control_state")]
 
-    def _samples(self, unit: UnitView, run: RunView | None, event: TagSamples) -> list[Delta]:
-        # This is the hot path of a replay (most events are samples): one pass per sample, and
-        # the per-batch work (new CSV columns, the delta) once per tag rather than per value.
-        changed: dict[str, str] = {}  # tag -> ISO time of its latest sample
-        for sample in event.samples:
+    def _samples_record(self, data: dict[str, Any]) -> list[Delta]:
+        """TagSamples, folded straight from the stored payload: most events of a log are samples,
+        so this path skips building the event object (the other kinds go through ``decode``)."""
+        unit = self._units.get(data["unit"])
+        if unit is None:
+            unit = self._units[data["unit"]] = UnitView(data["unit"])
+        time = data["time"]
+        unit.last_seen = time if unit.last_seen is None else max(unit.last_seen, time)
+        run_id = data.get("run")
+        run = self._runs.get(run_id) if run_id is not None else None
+        # One pass per sample; the per-batch work (new CSV columns, the delta) once per tag.
+        changed: dict[str, float] = {}  # tag -> time of its latest sample
+        values_of_unit = unit.values
+        for sample in data["samples"]:
             time, values = sample["time"], sample["values"]
-            stamp = iso(time)
             for tag, value in values.items():
-                unit.values[tag] = (value, time)
-                changed[tag] = stamp
+                values_of_unit[tag] = (value, time)
+                changed[tag] = time
             if run is not None:
-                for tag in run.series.keys() & values.keys():
-                    run.series[tag].append((time, values[tag]))
+                series = run.series
+                for tag in series.keys() & values.keys():
+                    series[tag].append((time, values[tag]))
         if run is not None:
             for tag in changed:
                 run.columns.setdefault(tag, None)
         if not changed:
             return []
-        return [Delta(unit.id, "values", {tag: {"value": unit.values[tag][0], "time": stamp}
-                                          for tag, stamp in changed.items()})]
+        stamps = {time: iso(time) for time in set(changed.values())}  # a few sample times, many tags
+        return [Delta(unit.id, "values", {tag: {"value": values_of_unit[tag][0], "time": stamps[time]}
+                                          for tag, time in changed.items()})]
 
     def _run_log_changed(self, unit: UnitView, run: RunView | None, event: RunLogChanged) -> list[Delta]:
         if run is None:
