@@ -7,20 +7,20 @@ commit), so a burst from many engines is written in few transactions.
 
 Invariants: exactly one writer per store (this actor); a batch is appended in one transaction,
 all or nothing; committed records are handed to ``on_commit`` in position order, before any later
-batch is written.
+batch is written. Backups do not need the writer: SQLite's online backup copies one committed
+snapshot of the live file (``pectus-aggregator backup``).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Awaitable, Callable, Sequence
 
 import trio
 
 from pectus.actors.core import Actor, Reply
 from pectus.events.domain import DomainEvent
-from pectus.events.store import EventStore, NewEvent, Record, SQLiteEventStore, backup
+from pectus.events.store import EventStore, NewEvent, Record
 
 MAX_GROUP = 1000  # requests per transaction
 
@@ -31,13 +31,7 @@ class Append:
     reply: Reply[list[Record]]
 
 
-@dataclass(frozen=True, slots=True)
-class Backup:
-    dest: Path
-    reply: Reply[int]
-
-
-class EventWriter(Actor[Append | Backup]):
+class EventWriter(Actor[Append]):
     def __init__(self, store: EventStore, on_commit: Callable[[list[Record]], Awaitable[None]]) -> None:
         super().__init__("aggregator/writer", capacity=4096)
         self.store = store
@@ -51,23 +45,13 @@ class EventWriter(Actor[Append | Backup]):
 
     async def run(self) -> None:
         async for message in self.inbox:
-            if isinstance(message, Backup):
-                await self._backup(message)
-                continue
             group = [message]
             while len(group) < MAX_GROUP:
                 try:
-                    more = self.inbox.receive_nowait()
+                    group.append(self.inbox.receive_nowait())
                 except trio.WouldBlock:
                     break
-                if isinstance(more, Backup):
-                    await self._write(group)
-                    group = []
-                    await self._backup(more)
-                    continue
-                group.append(more)
-            if group:
-                await self._write(group)
+            await self._write(group)
 
     async def _write(self, group: list[Append]) -> None:
         new = [NewEvent(event.stream, event.type, event.time, event.to_data())
@@ -84,12 +68,3 @@ class EventWriter(Actor[Append | Backup]):
         for request in group:
             request.reply.set(records[start:start + len(request.events)])
             start += len(request.events)
-
-    async def _backup(self, message: Backup) -> None:
-        if not isinstance(self.store, SQLiteEventStore):
-            message.reply.fail(ValueError("only a SQLite store can be backed up"))
-            return
-        try:
-            message.reply.set(await trio.to_thread.run_sync(backup, self.store, message.dest))
-        except Exception as error:
-            message.reply.fail(error)
