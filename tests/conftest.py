@@ -8,9 +8,12 @@ progress, an overlap group, a failing command, commands with parsed arguments.
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
+from typing import Any, Callable
 
 import pytest
+import trio
 
 from pectus.testing import Simulator
 from pectus.uod import RegexNumber, RegisterDirection, UodBuilder, UodCommand, tags
@@ -106,3 +109,23 @@ def simulate():
             assert sim.start()
         return sim
     return factory
+
+
+async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, step: float = 0.02,
+                   ignore: tuple[type[Exception], ...] = ()) -> Any:
+    """Wait until ``condition()`` (a function or a coroutine function) is truthy; return its value.
+
+    Fails with trio.TooSlowError after ``timeout`` seconds: tests wait on conditions with a
+    deadline, never for a fixed time. Exceptions in ``ignore`` (a server not up yet) count as false.
+    """
+    with trio.fail_after(timeout):
+        while True:
+            try:
+                result = condition()
+                if inspect.isawaitable(result):
+                    result = await result
+                if result:
+                    return result
+            except ignore:
+                pass
+            await trio.sleep(step)

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import trio
 
-from conftest import DEMO_UOD
+from conftest import DEMO_UOD, wait_for
 from pectus import __version__
 from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
 from pectus.actors.engine import EngineProcess
@@ -33,15 +33,6 @@ Block: Load
 Mark: Done
 Stop
 """
-
-
-async def wait_for(condition, timeout: float = 20.0, step: float = 0.05):
-    with trio.fail_after(timeout):
-        while True:
-            result = await condition()
-            if result:
-                return result
-            await trio.sleep(step)
 
 
 def engine_for(port: int, tmp_path: Path) -> EngineProcess:
@@ -67,7 +58,7 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
                 async def online():
                     units = (await api.get("/api/process_units")).json()
                     return [u for u in units if u["id"] == unit and u["state"] != "offline"]
-                await wait_for(online)
+                await wait_for(online, timeout=20)
                 method = (await api.get(f"/api/process_units/{unit}/method")).json()
                 lines = [{"id": str(i), "text": text} for i, text in enumerate(METHOD.splitlines(), 1)]
                 saved = await api.post(f"/api/process_units/{unit}/method",
@@ -82,7 +73,7 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
 
                 async def running():
                     return (await api.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
-                await wait_for(running)
+                await wait_for(running, timeout=20)
                 changed = await api.post(f"/api/process_units/{unit}/process_values/PU01",
                                          json={"value": 60, "unit": "%"})
                 assert changed.status_code == 200, changed.text
@@ -90,7 +81,7 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
                 async def finished():
                     runs = (await api.get("/api/runs")).json()
                     return [r for r in runs if r.get("completed_date")]
-                runs = await wait_for(finished)
+                runs = await wait_for(finished, timeout=20)
                 run = runs[0]["run_id"]
                 assert [c["name"] for c in runs[0]["contributors"]] == ["Ann"]
                 run_log = (await api.get(f"/api/runs/{run}/run_log")).json()

@@ -10,7 +10,7 @@ import threading
 import pytest
 import trio
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from pectus.actors.core import ask
 from pectus.actors.engine import EngineProcess
 from pectus.actors.scan_cycle import Control, SaveMethod
@@ -36,12 +36,6 @@ def server(monkeypatch):
     monkeypatch.setenv("PECTUS_OPCUA_HOST", server.url)
     yield server
     server.stop()
-
-
-async def wait_for(condition, timeout: float = 10.0) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 async def started(process: EngineProcess, server: OpcuaTestServer) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import trio
 
-from conftest import ROOT
+from conftest import ROOT, wait_for
 from pectus.actors.core import ask
 from pectus.actors.engine import EngineProcess
 from pectus.actors.scan_cycle import Inject
@@ -14,12 +14,6 @@ from pectus.hardware.serial_sim import SimulatedBalance
 from pectus.uod import load_uod
 
 FAST = RecoveryConfig(reconnect_timeout_seconds=0.6, error_timeout_seconds=30, retry_after_seconds=(0.2, 0.4))
-
-
-async def wait_for(condition, timeout: float = 5.0) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(0.02)
 
 
 def test_reads_writes_a_garbled_reply_and_a_vanishing_port(tmp_path, monkeypatch):

@@ -13,7 +13,7 @@ import time
 
 import trio
 
-from conftest import make_unit
+from conftest import make_unit, wait_for
 from pectus.actors.core import ask
 from pectus.actors.engine import EngineProcess
 from pectus.actors.scan_cycle import Control, Inject, SaveMethod
@@ -54,12 +54,6 @@ class Device(HardwareLayerBase):
 
     def __str__(self) -> str:
         return "Device()"
-
-
-async def wait_for(condition, timeout: float = 5.0, step: float = 0.02) -> None:
-    with trio.fail_after(timeout):
-        while not condition():
-            await trio.sleep(step)
 
 
 def unit_on(device: Device):

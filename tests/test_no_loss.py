@@ -5,6 +5,7 @@ store's chain verifies."""
 
 from __future__ import annotations
 
+import functools
 import os
 import signal
 import socket
@@ -16,13 +17,17 @@ from pathlib import Path
 import httpx
 import trio
 
-from conftest import DEMO_UOD
+from conftest import DEMO_UOD, wait_for
 from pectus.actors.aggregator import STORE_FILE
 from pectus.events.store import SQLiteEventStore, verify
 
 BIN = Path(sys.executable).parent
 UNIT = f"{socket.gethostname()}_DemoUod"
 METHOD = "Base: s\n" + "".join(f"Mark: m{i}\nWait: 0.5 s\n" for i in range(60)) + "Stop\n"
+
+
+# Servers restart during this test: a refused connection is "not yet", not a failure.
+patiently = functools.partial(wait_for, timeout=30, step=0.1, ignore=(httpx.HTTPError, OSError))
 
 
 def free_port() -> int:
@@ -70,17 +75,6 @@ class Relay:
         self.scopes = []
 
 
-async def wait_for(condition, timeout: float = 30.0):
-    with trio.fail_after(timeout):
-        while True:
-            try:
-                if result := await condition():
-                    return result
-            except (httpx.HTTPError, OSError):
-                pass
-            await trio.sleep(0.1)
-
-
 def test_kills_restarts_and_cuts_lose_and_double_nothing(tmp_path):
     port, relay_port = free_port(), free_port()
     data, outbox = tmp_path / "data", tmp_path / "engine.outbox.sqlite3"
@@ -114,24 +108,24 @@ def test_kills_restarts_and_cuts_lose_and_double_nothing(tmp_path):
                     items = items.get("items", items) if isinstance(items, dict) else items
                     return [i["name"] for i in items if i["name"].startswith("Mark") and i["state"] == "completed"]
 
-                await wait_for(online)
+                await patiently(online)
                 version = (await api.get(f"/api/process_units/{UNIT}/method")).json()["version"]
                 lines = [{"id": str(i), "text": t} for i, t in enumerate(METHOD.splitlines(), 1)]
                 assert (await api.post(f"/api/process_units/{UNIT}/method",
                                        json={"lines": lines, "version": version})).status_code == 200
                 assert (await api.post(f"/api/process_units/{UNIT}/control",
                                        json={"command": "Start"})).status_code == 200
-                await wait_for(lambda: _at_least(marks, 4))
+                await patiently(lambda: _at_least(marks, 4))
 
                 processes[0].send_signal(signal.SIGKILL)  # the aggregator dies mid-run
                 processes[0].wait()
                 await trio.sleep(1.5)  # the engine runs on; its records wait in the outbox
                 processes[0] = aggregator()
-                await wait_for(online)
-                await wait_for(lambda: _at_least(marks, 10))
+                await patiently(online)
+                await patiently(lambda: _at_least(marks, 10))
 
                 relay.cut()  # the network drops every connection
-                await wait_for(lambda: _at_least(marks, 16))
+                await patiently(lambda: _at_least(marks, 16))
 
                 processes[1].send_signal(signal.SIGKILL)  # the engine dies mid-run
                 processes[1].wait()
@@ -139,7 +133,7 @@ def test_kills_restarts_and_cuts_lose_and_double_nothing(tmp_path):
                 processes[1] = engine()
                 # The restarted engine describes its unit again (a new record) and sends what the
                 # dead one left in the outbox; done when everything is acknowledged.
-                await wait_for(lambda: _sent_all_after(outbox, before), timeout=30)
+                await patiently(lambda: _sent_all_after(outbox, before), timeout=30)
             nursery.cancel_scope.cancel()
 
     try:
