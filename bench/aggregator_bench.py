@@ -28,23 +28,19 @@ from pathlib import Path
 
 import psutil
 import trio
+from measure import percentile
 from trio_websocket import open_websocket_url
 
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.store import NewEvent, SQLiteEventStore
+from pectus.hardware.opcua_server import free_port
 from pectus.projections.export import csv_rows
 from pectus.projections.views import Projector
 
 BIN = Path(sys.executable).parent
 BATCH = 20  # records per frame: an engine's backlog after a short cut; live it sends one or two
 TAGS = 10  # tag values per sample record
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def start_aggregator(data: Path, port: int) -> subprocess.Popen:
@@ -156,10 +152,6 @@ async def browser_latency(port: int, samples: int) -> list[float]:
                 await trio.sleep(0.1)
     return latencies
 
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q / 100 * len(ordered)))]
 
 
 def csv_export_bench(folder: Path) -> None:

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import trio
+from measure import percentile
 
 from pectus.actors.core import ask
 from pectus.actors.engine import EngineProcess
@@ -52,10 +53,6 @@ def rss_mb() -> float:
             return int(line.split()[1]) / 1024
     return float("nan")
 
-
-def percentile(values: list[float], p: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 async def measure(uod, method: str, seconds: float) -> dict[str, float]:

@@ -20,6 +20,7 @@ import trio
 from conftest import DEMO_UOD, wait_for
 from pectus.actors.aggregator import STORE_FILE
 from pectus.events.store import SQLiteEventStore, verify
+from pectus.hardware.opcua_server import free_port
 
 BIN = Path(sys.executable).parent
 UNIT = f"{socket.gethostname()}_DemoUod"
@@ -28,12 +29,6 @@ METHOD = "Base: s\n" + "".join(f"Mark: m{i}\nWait: 0.5 s\n" for i in range(60)) 
 
 # Servers restart during this test: a refused connection is "not yet", not a failure.
 patiently = functools.partial(wait_for, timeout=30, step=0.1, ignore=(httpx.HTTPError, OSError))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Relay:
