@@ -1,0 +1,112 @@
+"""Fixtures for the browser tests: a real aggregator and a real demo engine, each its own process on
+loopback, and Debian's Chromium driven by Playwright (never a downloaded browser).
+
+Screenshots go to tests/artifacts/ (not committed).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import httpx
+import pytest
+
+from conftest import DEMO_UOD, ROOT
+from pectus.hardware.opcua_server import free_port
+
+CHROMIUM = "/usr/bin/chromium"
+ARTIFACTS = ROOT / "tests" / "artifacts"
+BIN = Path(sys.executable).parent
+UNIT = f"{socket.gethostname()}_DemoUod"
+# The flags keep Chromium from calling out of this machine, which has no network beyond loopback.
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@dataclass
+class System:
+    url: str
+    unit: str
+    data: Path
+    aggregator: subprocess.Popen
+    engines: list[subprocess.Popen]
+    port: int
+
+    def restart_aggregator(self) -> None:
+        self.aggregator.send_signal(signal.SIGTERM)
+        self.aggregator.wait(10)
+        self.aggregator = _aggregator(self.port, self.data)
+        _wait_until_up(self.url)
+
+
+def _aggregator(port: int, data: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data),
+                             "--log-level", "WARNING"], stderr=(data.parent / "aggregator.log").open("a"))
+
+
+def _wait_until_up(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"the aggregator at {url} did not come up")
+
+
+@pytest.fixture
+def system(tmp_path) -> Iterator[System]:
+    """An aggregator and the demo engine, connected; the unit is online when the test starts."""
+    port = free_port()
+    data = tmp_path / "data"
+    data.mkdir()
+    url = f"http://127.0.0.1:{port}"
+    aggregator = _aggregator(port, data)
+    _wait_until_up(url)
+    engine = subprocess.Popen([str(BIN / "pectus-engine"), "-uod", str(DEMO_UOD), "-ap", str(port),
+                               "--outbox", str(tmp_path / "engine.outbox.sqlite3"), "--log-level", "WARNING"],
+                              stderr=(tmp_path / "engine.log").open("a"), env={**os.environ})
+    running = System(url, UNIT, data, aggregator, [engine], port)
+    deadline = time.monotonic() + 30
+    while not any(u["id"] == UNIT and u["state"] == "online" for u in httpx.get(f"{url}/api/process_units").json()):
+        assert time.monotonic() < deadline, "the demo engine did not come online"
+        time.sleep(0.1)
+    try:
+        yield running
+    finally:
+        for process in [*running.engines, running.aggregator]:
+            process.send_signal(signal.SIGTERM)
+        for process in [*running.engines, running.aggregator]:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+@pytest.fixture
+def browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def screenshot(page, name: str) -> Path:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    path = ARTIFACTS / name
+    page.screenshot(path=str(path), full_page=True)
+    return path
