@@ -424,6 +424,13 @@ class Projector:
             "required_roles": list(description.get("required_roles", [])),
         }
 
+    def uod_description(self, unit_id: str) -> dict[str, Any] | None:
+        """The unit's UOD as it described itself: tags with units, readings, commands, plot..."""
+        unit = self._units.get(unit_id)
+        if unit is None or not unit.description:
+            return None
+        return copy.deepcopy(unit.description)
+
     def process_values(self, unit_id: str) -> list[dict[str, Any]] | None:
         """The latest value of every sampled tag: UOD tags in the UOD's order, then the rest."""
         unit = self._units.get(unit_id)

@@ -33,6 +33,7 @@ import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 import trio
@@ -40,8 +41,12 @@ from quart import Response, current_app, request, websocket
 from quart.wrappers import Websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
+from werkzeug.security import safe_join
 
 from pectus.events.domain import Actor
+from pectus.pcode import units as pcode_units
+from pectus.pcode.analyzer import analyze
+from pectus.pcode.diagnostics import Diagnostic
 
 MAX_BODY_BYTES = 1024 * 1024
 WS_BUFFER = 1000  # deltas waiting for one browser before it counts as too slow
@@ -345,6 +350,185 @@ def _export(source: str, extension: str, mimetype: str, end_of_line: str) -> Han
     return handler
 
 
+# -- the browser UI: pages and static files ---------------------------------------------------
+# The UI is hand-written ES modules and CSS in pectus/web/static (no build step). Every page
+# path answers index.html; the router in app.js picks the page from the location.
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+CONTENT_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".mjs": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".json": "application/json",
+    ".map": "application/json",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".woff2": "font/woff2",
+    ".txt": "text/plain; charset=utf-8",
+    ".md": "text/markdown; charset=utf-8",
+}
+# Our own files change with every release: the browser revalidates them (ETag) on each load.
+# Vendored libraries change only when their file is replaced: a week without asking.
+REVALIDATE = "no-cache"
+VENDOR_CACHE = "public, max-age=604800"
+
+
+async def _static_response(name: str) -> Response:
+    """A file of STATIC_DIR with its content type, cache policy and ETag (304 when unchanged).
+
+    ``name`` is relative to STATIC_DIR; anything outside it (``..``, absolute paths) is a 404.
+    """
+    joined = safe_join(str(STATIC_DIR), name)
+    path = trio.Path(joined) if joined is not None else None
+    if path is None or not await path.is_file():
+        raise ApiError(404, f"no file {name!r}")
+    stat = await path.stat()
+    etag = f'"{stat.st_mtime_ns:x}-{stat.st_size:x}"'
+    cache = VENDOR_CACHE if name.startswith("vendor/") else REVALIDATE
+    if etag in {tag.strip() for tag in request.headers.get("If-None-Match", "").split(",")}:
+        response = current_app.response_class(b"", status=304)
+    else:
+        content_type = CONTENT_TYPES.get(Path(name).suffix.lower(), "application/octet-stream")
+        response = current_app.response_class(await path.read_bytes(), content_type=content_type)
+    response.headers["ETag"] = etag
+    response.headers["Cache-Control"] = cache
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    return response
+
+
+async def _page(backend: Backend, **params: str) -> Response:
+    """A page of the UI: always index.html; the page's data comes from the API."""
+    return await _static_response("index.html")
+
+
+async def _static(backend: Backend, file: str) -> Response:
+    return await _static_response(file)
+
+
+# -- what P-code a unit understands: analysis, completion, command examples --------------------
+
+# The engine's system tags and their units (pectus.pcode.engine): every unit has them.
+# The accumulator tags (Accumulated Volume, Block CV...) exist only on some units; they come
+# from the unit's own tag list.
+SYSTEM_TAGS: dict[str, str | None] = {
+    "Base": None, "Run Counter": None, "Block": None, "Process Time": "s", "Run Time": "s",
+    "Clock": "s", "System State": None, "Method Status": None, "Connection Status": None,
+    "Run Id": None, "Mark": None, "Block Time": "s", "Scope Time": "s", "Batch Name": None,
+}
+TIME_BASE_UNITS = ("s", "min", "h")
+# One example of each built-in instruction, for the commands panel and completion.
+INSTRUCTION_EXAMPLES: tuple[tuple[str, str], ...] = (
+    ("Mark", "Mark: Equilibration done"),
+    ("Info", "Info: Sample taken"),
+    ("Warning", "Warning: Check the pressure"),
+    ("Error", "Error: Column packed wrongly"),
+    ("Wait", "Wait: 30 s"),
+    ("Block", "Block: Wash\n    Wait: 2 min\n    End block"),
+    ("End block", "End block"),
+    ("End blocks", "End blocks"),
+    ("Watch", "Watch: Block Time > 5 min\n    Mark: Five minutes in the block"),
+    ("Alarm", "Alarm: Run Time > 2 h\n    Pause"),
+    ("Base", "Base: min"),
+    ("Pause", "Pause"),
+    ("Unpause", "Unpause"),
+    ("Hold", "Hold"),
+    ("Unhold", "Unhold"),
+    ("Stop", "Stop"),
+    ("Restart", "Restart"),
+    ("Batch", "Batch: Lot 2024-17"),
+    ("Notify", "Notify: Ready for the next step"),
+    ("Run counter", "Run counter: 0"),
+    ("Increment run counter", "Increment run counter"),
+    ("Macro", "Macro: Rinse\n    Wait: 10 s"),
+    ("Call macro", "Macro: Rinse\n    Wait: 10 s\nCall macro: Rinse"),
+    ("Simulate", "Simulate: Run Time = 10 s"),
+    ("Simulate off", "Simulate off: Run Time"),
+)
+
+
+def _accept_any(argument: str | None) -> bool:
+    """The aggregator does not have the UOD's argument parsers: any argument may be right."""
+    return True
+
+
+def _vocabulary(backend: Backend, unit: str) -> dict[str, Any]:
+    """The tag names with their units, the UOD commands and the Base units of ``unit``.
+
+    The UOD's own description wins when the Projector offers it (query ``uod_description``);
+    otherwise the tags are the unit's known process values plus the system tags, and the
+    command names are unknown (``commands`` None: the analyzer then does not check them; the
+    commands of the process values are still ``listed`` for the commands panel).
+    """
+    views = backend.views
+    if views.unit(unit) is None:
+        raise ApiError(404, f"unknown process unit {unit!r}")
+    tags: dict[str, str | None] = dict(SYSTEM_TAGS)
+    listed: dict[str, dict[str, Any]] = {}
+    for value in merge_process_values(views.process_values(unit), backend.live_values(unit)) or ():
+        tags[value["name"]] = value.get("unit") or None
+        for command in value.get("commands") or ():
+            if command.get("name"):
+                listed.setdefault(command["name"], {"name": command["name"], "help": command.get("help", ""),
+                                                    "reading": True})
+    describe = getattr(views, "uod_description", None)
+    description = describe(unit) if callable(describe) else None
+    commands: dict[str, dict[str, Any]] | None = None
+    readings: list[dict[str, Any]] = []
+    if description:
+        for tag in description.get("tags", ()):
+            tags[tag["name"]] = tag.get("unit") or None
+        commands = {command["name"]: command for command in description.get("commands", ())}
+        readings = list(description.get("readings", ()))
+        for reading in readings:
+            name = reading.get("execute_command_name") or reading["tag_name"]
+            commands.setdefault(name, {"name": name})
+            commands[name] = {**commands[name], "reading": True}
+        listed = commands
+    base_units = list(TIME_BASE_UNITS)
+    if "Accumulated Volume" in tags:
+        base_units += pcode_units.compatible_units(tags["Accumulated Volume"]) or [tags["Accumulated Volume"] or "L"]
+    if "Accumulated CV" in tags:
+        base_units.append("CV")
+    return {"tags": tags, "commands": commands, "listed": listed, "base_units": list(dict.fromkeys(base_units))}
+
+
+def diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
+    return {"line": diagnostic.line, "end_line": diagnostic.end_line, "column": diagnostic.column,
+            "severity": str(diagnostic.severity), "id": diagnostic.id, "message": diagnostic.message,
+            "fixes": list(diagnostic.fixes)}
+
+
+async def _analyze(backend: Backend, body: dict, unit: str) -> dict[str, Any]:
+    vocabulary = _vocabulary(backend, unit)
+    commands = vocabulary["commands"]
+    parsers = {name: _accept_any for name in commands} if commands is not None else None
+
+    def run() -> list[Diagnostic]:
+        return analyze(body["text"], tags=vocabulary["tags"], commands=parsers, base_units=vocabulary["base_units"])
+
+    # a few milliseconds for a real method; a megabyte of text must not stall the loop
+    diagnostics = await trio.to_thread.run_sync(run) if len(body["text"]) > 20_000 else run()
+    return {"diagnostics": [diagnostic_json(diagnostic) for diagnostic in diagnostics]}
+
+
+async def _vocabulary_route(backend: Backend, unit: str) -> dict[str, Any]:
+    vocabulary = _vocabulary(backend, unit)
+    return {
+        "tags": [{"name": name, "unit": tag_unit,
+                  "valid_units": list(dict.fromkeys(
+                      ([tag_unit] if tag_unit else []) + pcode_units.compatible_units(tag_unit)))}
+                 for name, tag_unit in vocabulary["tags"].items()],
+        "commands": [{"name": name, "help": command.get("help", ""),
+                      "examples": list(command.get("examples") or []),
+                      "reading": bool(command.get("reading"))}
+                     for name, command in vocabulary["listed"].items()],
+        "instructions": [{"name": name, "example": example} for name, example in INSTRUCTION_EXAMPLES],
+        "base_units": vocabulary["base_units"],
+    }
+
+
 # -- the live WebSocket -----------------------------------------------------------------------
 
 WS_REQUEST_SCHEMA = {
@@ -462,7 +646,8 @@ class Route:
 
     ``method`` is GET, POST or WEBSOCKET. A request body is read, parsed and checked against
     ``body`` before the handler runs. 404 is implied by path parameters, and 400 / 413 / 422 by a
-    body; ``errors`` lists the other failure statuses the route can answer.
+    body; ``errors`` lists the other failure statuses the route can answer. ``ui`` routes serve
+    the browser UI (pages, static files); the OpenAPI document leaves them out.
     """
 
     method: str
@@ -474,6 +659,7 @@ class Route:
     media: str = JSON
     body: Mapping[str, Any] | None = None
     errors: tuple[int, ...] = ()
+    ui: bool = False  # a page or file of the browser UI: served, but not part of the API document
 
     @property
     def endpoint(self) -> str:
@@ -534,12 +720,27 @@ ROUTES: tuple[Route, ...] = (
           "accepted", OUTCOME, errors=(409,)),
     Route("POST", f"{UNIT}/run_log/<item>/force", "Force a run-log item", _run_log_item("force"),
           "accepted", OUTCOME, errors=(409,)),
+    Route("POST", f"{UNIT}/analyze", "Diagnostics of a P-code text for this unit (the method editor's lint)",
+          _analyze, "the diagnostics, by line",
+          {"type": "object", "required": ["diagnostics"], "properties": {"diagnostics": {"type": "array", "items": {
+              "type": "object", "required": ["line", "end_line", "column", "severity", "id", "message", "fixes"],
+              "properties": {"line": {"type": "integer"}, "end_line": {"type": "integer"},
+                             "column": {"type": "integer"},
+                             "severity": {"enum": ["error", "warning", "info"]}, "id": {"type": "string"},
+                             "message": {"type": "string"},
+                             "fixes": {"type": "array", "items": {"type": "string"}}}}}}},
+          body={"type": "object", "required": ["text"], "properties": {"text": {"type": "string"}}}),
+    Route("GET", f"{UNIT}/vocabulary",
+          "What P-code the unit understands: tags with units, UOD commands with examples, instructions",
+          _vocabulary_route, "the vocabulary"),
     Route("GET", "/api/runs", "Recorded runs", _listing("runs"), "the runs", {"type": "array"}),
     Route("GET", RUN, "One run", _projection("run"), "the run"),
     Route("GET", f"{RUN}/method", "The run's method and its revisions", _projection("run_method"), "the method"),
     Route("GET", f"{RUN}/run_log", "The run's log", _projection("run_log_of"), "the run log"),
     Route("GET", f"{RUN}/error_log", "The run's errors and warnings", _projection("run_error_log"),
           "the error log"),
+    Route("GET", f"{RUN}/plot_configuration", "How the run's plot was laid out",
+          _projection("plot_configuration"), "the plot configuration"),
     Route("GET", f"{RUN}/plot_log", "The run's plot series", _projection("plot_series"), "the series"),
     Route("GET", f"{RUN}/audit", "Who did what, when, during the run", _projection("audit_trail"),
           "the audit trail"),
@@ -549,6 +750,12 @@ ROUTES: tuple[Route, ...] = (
           _export("events", "jsonl", "application/x-ndjson", "\n"), "one event per line",
           {"type": "string"}, "application/x-ndjson"),
     Route("WEBSOCKET", "/api/ws", "Live deltas of followed units and of the unit and run lists", _live),
+    # the browser UI (not in the OpenAPI document)
+    Route("GET", "/", "The dashboard page", _page, "index.html", media="text/html", ui=True),
+    Route("GET", "/units/<unit>", "A process unit's page", _page, "index.html", media="text/html", ui=True),
+    Route("GET", "/runs/<run>", "A recorded run's page", _page, "index.html", media="text/html", ui=True),
+    Route("GET", "/static/<path:file>", "A file of the UI (modules, styles, vendored libraries)", _static,
+          "the file", media="application/octet-stream", ui=True),
 )
 
 PARAMETERS = {
@@ -556,6 +763,7 @@ PARAMETERS = {
     "run": "run id",
     "tag": "tag name, e.g. FT01",
     "item": "run-log item id",
+    "file": "path of a UI file under /static",
 }
 STATUSES = {
     400: "the body is not JSON",
@@ -598,9 +806,11 @@ def _operation(route: Route) -> dict[str, Any]:
 
 
 def openapi_document(version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every route in ROUTES."""
+    """The OpenAPI 3.1 description of every API route in ROUTES (the UI's pages are not API)."""
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
+        if route.ui:
+            continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.path)
         method = "get" if route.method == "WEBSOCKET" else route.method.lower()
         paths.setdefault(path, {})[method] = _operation(route)
@@ -656,8 +866,9 @@ def create_app(backend: Backend) -> QuartTrio:
 
     @app.after_request
     async def no_store(response: Response) -> Response:
-        # live process data: a cached answer is a wrong answer
-        response.headers["Cache-Control"] = "no-store"
+        # live process data: a cached answer is a wrong answer (the UI's files set their own policy)
+        if "Cache-Control" not in response.headers:
+            response.headers["Cache-Control"] = "no-store"
         return response
 
     return app

@@ -1,0 +1,433 @@
+// The aggregator's API as the pages use it: REST calls, the live WebSocket, and the small
+// helpers every page shares (DOM building, formatting, toasts, confirmation dialog).
+//
+// Live data: one WebSocket (/api/ws). A page "watches" some units: the client subscribes to
+// them, waits for the {"subscribed": [...]} acknowledgement, then asks the page to refetch
+// over REST (resync). Deltas that arrive while a page refetches are held back and replayed
+// after its snapshot, so none is lost or applied out of order. When the socket drops the
+// client reconnects with back-off and every page resyncs again.
+
+// -- REST --------------------------------------------------------------------------------------
+
+export class ApiError extends Error {
+  constructor(status, message, field) {
+    super(message);
+    this.status = status;
+    this.field = field;
+  }
+}
+
+const USER_KEY = "pectus.user";
+
+export function userName() {
+  return localStorage.getItem(USER_KEY) || "";
+}
+
+export function setUserName(name) {
+  if (name) localStorage.setItem(USER_KEY, name);
+  else localStorage.removeItem(USER_KEY);
+}
+
+function headers(json) {
+  const result = {Accept: "application/json"};
+  if (json) result["Content-Type"] = "application/json";
+  const name = userName();
+  if (name) result["X-Pectus-User"] = name;
+  return result;
+}
+
+async function answer(response, path) {
+  let body = null;
+  const text = await response.text();
+  if (text) {
+    try {
+      body = JSON.parse(text);
+    } catch {
+      body = null;
+    }
+  }
+  if (!response.ok) {
+    const error = body && body.error;
+    throw new ApiError(response.status, (error && error.message) || `${response.status} ${response.statusText} (${path})`,
+      error && error.field);
+  }
+  return body;
+}
+
+async function call(method, path, body) {
+  let response;
+  try {
+    response = await fetch(path, {
+      method,
+      headers: headers(body !== undefined),
+      body: body !== undefined ? JSON.stringify(body) : undefined,
+      cache: "no-store",
+    });
+  } catch (error) {
+    throw new ApiError(0, `The aggregator cannot be reached (${path}).`);
+  }
+  return answer(response, path);
+}
+
+export const api = {
+  get: (path) => call("GET", path),
+  post: (path, body) => call("POST", path, body),
+  unit: (id) => `/api/process_units/${encodeURIComponent(id)}`,
+  run: (id) => `/api/runs/${encodeURIComponent(id)}`,
+};
+
+// -- the live WebSocket --------------------------------------------------------------------------
+
+const BACKOFF = [500, 1000, 2000, 4000, 8000, 15000]; // ms, then the last one again
+
+export class LiveClient extends EventTarget {
+  constructor(url) {
+    super();
+    this.url = url || `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/api/ws`;
+    this.socket = null;
+    this.state = "connecting"; // connecting | live | offline
+    this.attempt = 0;
+    this.retryAt = 0;
+    this.watchers = new Set();
+    this.subscribed = new Set();
+    this.acks = []; // resolvers of the pending (un)subscribe requests, in order
+    this.timer = null;
+  }
+
+  start() {
+    if (!this.socket && !this.timer) this.connect();
+  }
+
+  connect() {
+    this.timer = null;
+    this.setState("connecting");
+    let socket;
+    try {
+      socket = new WebSocket(this.url);
+    } catch {
+      this.scheduleReconnect();
+      return;
+    }
+    this.socket = socket;
+    socket.addEventListener("open", () => this.opened(socket));
+    socket.addEventListener("message", (event) => this.received(socket, event.data));
+    socket.addEventListener("close", () => this.closed(socket));
+    socket.addEventListener("error", () => {
+      /* a close event follows */
+    });
+  }
+
+  async opened(socket) {
+    this.subscribed = new Set();
+    const units = this.wantedUnits();
+    await this.request({subscribe: [...units]});
+    if (socket !== this.socket) return;
+    units.forEach((unit) => this.subscribed.add(unit));
+    this.attempt = 0;
+    this.setState("live");
+    for (const watcher of this.watchers) this.resync(watcher);
+  }
+
+  closed(socket) {
+    if (socket !== this.socket) return;
+    this.socket = null;
+    this.acks.splice(0).forEach((resolve) => resolve(null));
+    this.scheduleReconnect();
+  }
+
+  scheduleReconnect() {
+    const delay = BACKOFF[Math.min(this.attempt, BACKOFF.length - 1)] * (0.8 + Math.random() * 0.4);
+    this.attempt += 1;
+    this.retryAt = Date.now() + delay;
+    this.setState("offline");
+    this.timer = setTimeout(() => this.connect(), delay);
+  }
+
+  /** Reconnect now (the banner's "Retry now" button). */
+  retryNow() {
+    if (this.state !== "offline") return;
+    clearTimeout(this.timer);
+    this.connect();
+  }
+
+  setState(state) {
+    this.state = state;
+    this.dispatchEvent(new CustomEvent("state", {detail: state}));
+  }
+
+  request(message) {
+    return new Promise((resolve) => {
+      if (!this.socket || this.socket.readyState !== WebSocket.OPEN) {
+        resolve(null);
+        return;
+      }
+      this.acks.push(resolve);
+      this.socket.send(JSON.stringify(message));
+    });
+  }
+
+  received(socket, raw) {
+    if (socket !== this.socket) return;
+    let message;
+    try {
+      message = JSON.parse(raw);
+    } catch {
+      return;
+    }
+    if ("subscribed" in message || "error" in message) {
+      const resolve = this.acks.shift();
+      if (resolve) resolve(message);
+      if (message.error) console.warn("live socket:", message.error.message);
+      return;
+    }
+    if (typeof message.topic !== "string") return;
+    for (const watcher of this.watchers) {
+      const global = message.topic === "units" || message.topic === "runs";
+      const wanted = (watcher.globals && global) || (message.unit != null && watcher.units.has(message.unit));
+      if (!wanted) continue;
+      if (watcher.held) watcher.held.push(message);
+      else deliver(watcher, message);
+    }
+  }
+
+  wantedUnits() {
+    const units = new Set();
+    for (const watcher of this.watchers) watcher.units.forEach((unit) => units.add(unit));
+    return units;
+  }
+
+  /**
+   * Follow `units` (and, with `globals`, the unit and run lists). `resync()` is called (and
+   * awaited) after every (re)connection: refetch everything over REST there. `delta(message)`
+   * gets each {unit, topic, data} after the resync that preceded it. Returns `stop()`.
+   */
+  watch({units = [], globals = false, resync, delta}) {
+    const watcher = {units: new Set(units), globals, resync, delta, held: null};
+    this.watchers.add(watcher);
+    this.start();
+    if (this.state === "live") {
+      const fresh = [...watcher.units].filter((unit) => !this.subscribed.has(unit));
+      watcher.held = [];
+      (async () => {
+        if (fresh.length) {
+          await this.request({subscribe: fresh});
+          fresh.forEach((unit) => this.subscribed.add(unit));
+        }
+        await this.resync(watcher);
+      })();
+    }
+    return () => {
+      this.watchers.delete(watcher);
+      const remaining = this.wantedUnits();
+      const gone = [...this.subscribed].filter((unit) => !remaining.has(unit));
+      if (gone.length && this.state === "live") {
+        gone.forEach((unit) => this.subscribed.delete(unit));
+        this.request({unsubscribe: gone});
+      }
+    };
+  }
+
+  async resync(watcher) {
+    if (!this.watchers.has(watcher)) return;
+    watcher.held = watcher.held || [];
+    try {
+      await watcher.resync();
+    } catch (error) {
+      console.error("refetch failed", error);
+      if (error instanceof ApiError && error.status !== 0) toast(error.message, "error");
+    } finally {
+      const held = watcher.held || [];
+      watcher.held = null;
+      for (const message of held) deliver(watcher, message);
+    }
+  }
+}
+
+function deliver(watcher, message) {
+  try {
+    watcher.delta(message);
+  } catch (error) {
+    console.error("applying a live change failed", message, error);
+  }
+}
+
+export const live = new LiveClient();
+
+// -- DOM helpers ---------------------------------------------------------------------------------
+
+/**
+ * h("button.primary#save", {type: "button", onclick}, "Save") -> element. Attributes: `class`,
+ * `dataset`, `on<event>` handlers, `hidden`/`disabled`/... booleans, others as attributes.
+ */
+export function h(tag, attributes, ...children) {
+  const [name, ...rest] = tag.split(/(?=[.#])/);
+  const element = document.createElement(name || "div");
+  for (const part of rest) {
+    if (part[0] === ".") element.classList.add(part.slice(1));
+    else element.id = part.slice(1);
+  }
+  if (attributes && (typeof attributes !== "object" || attributes instanceof Node || Array.isArray(attributes))) {
+    children.unshift(attributes);
+    attributes = null;
+  }
+  for (const [key, value] of Object.entries(attributes || {})) {
+    if (value === undefined || value === null || value === false) continue;
+    if (key === "class") element.className = [element.className, value].filter(Boolean).join(" ");
+    else if (key === "dataset") Object.assign(element.dataset, value);
+    else if (key.startsWith("on") && typeof value === "function") element.addEventListener(key.slice(2), value);
+    else if (key === "text") element.textContent = value;
+    else if (value === true) element.setAttribute(key, "");
+    else element.setAttribute(key, String(value));
+  }
+  append(element, children);
+  return element;
+}
+
+function append(element, children) {
+  for (const child of children.flat(Infinity)) {
+    if (child === null || child === undefined || child === false) continue;
+    element.append(child instanceof Node ? child : document.createTextNode(String(child)));
+  }
+}
+
+export function clear(element, ...children) {
+  element.replaceChildren();
+  append(element, children);
+  return element;
+}
+
+/** A collapsible panel whose open state is kept per page path. */
+export function panel(id, title, body, {open = true, actions = null, className = ""} = {}) {
+  const key = `pectus.panel:${location.pathname}:${id}`;
+  const stored = localStorage.getItem(key);
+  const details = h(`details.panel#${id}`, {class: className, open: stored === null ? open : stored === "1"},
+    h("summary", h("h2", title)),
+    actions ? h("div.panel-actions", actions) : null,
+    h("div.panel-body", body));
+  details.addEventListener("toggle", () => localStorage.setItem(key, details.open ? "1" : "0"));
+  return details;
+}
+
+// -- formatting ------------------------------------------------------------------------------------
+
+const pad = (n, width = 2) => String(n).padStart(width, "0");
+
+/** ISO time (or epoch seconds) -> "2025-01-09 21:15:02" in the browser's time zone. */
+export function formatDate(time, {millis = false} = {}) {
+  const date = toDate(time);
+  if (!date) return "";
+  const text = `${date.getFullYear()}-${pad(date.getMonth() + 1)}-${pad(date.getDate())} ` +
+    `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+  return millis ? `${text}.${pad(date.getMilliseconds(), 3)}` : text;
+}
+
+export function formatTime(time) {
+  const date = toDate(time);
+  if (!date) return "";
+  return `${pad(date.getHours())}:${pad(date.getMinutes())}:${pad(date.getSeconds())}`;
+}
+
+export function toDate(time) {
+  if (time === null || time === undefined || time === "") return null;
+  const date = typeof time === "number" ? new Date(time * 1000) : new Date(time);
+  return Number.isNaN(date.getTime()) ? null : date;
+}
+
+/** ISO time or epoch seconds -> epoch seconds (null when absent). */
+export function toSeconds(time) {
+  if (time === null || time === undefined || time === "") return null;
+  if (typeof time === "number") return time;
+  const ms = Date.parse(time);
+  return Number.isNaN(ms) ? null : ms / 1000;
+}
+
+/** Seconds -> "1:02:03" (or "2:03" under an hour). */
+export function formatDuration(seconds) {
+  if (seconds === null || seconds === undefined || !Number.isFinite(Number(seconds))) return "";
+  const total = Math.max(0, Math.floor(Number(seconds)));
+  const hours = Math.floor(total / 3600);
+  const minutes = Math.floor((total % 3600) / 60);
+  const secs = total % 60;
+  return hours ? `${hours}:${pad(minutes)}:${pad(secs)}` : `${minutes}:${pad(secs)}`;
+}
+
+export function formatNumber(value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return String(value);
+  if (Number.isInteger(value)) return String(value);
+  const magnitude = Math.abs(value);
+  const digits = magnitude >= 100 ? 1 : magnitude >= 1 ? 2 : 3;
+  return value.toFixed(digits);
+}
+
+/** A process value as text: numbers rounded, durations as a clock, nothing as an em dash. */
+export function formatValue(value, unit, name = "") {
+  if (value === null || value === undefined || value === "") return "—";
+  if (typeof value === "number" && unit === "s" && / Time$/.test(name)) return formatDuration(value);
+  if (typeof value === "number") return formatNumber(value);
+  if (typeof value === "boolean") return value ? "true" : "false";
+  return String(value);
+}
+
+export const UNIT_STATES = {
+  ready: {label: "Ready", icon: "✓"},
+  running: {label: "Running", icon: "▶"},
+  paused: {label: "Paused", icon: "⏸"},
+  holding: {label: "On hold", icon: "✋"},
+  error: {label: "Interrupted by error", icon: "⚠"},
+  offline: {label: "Offline", icon: "⊘"},
+};
+
+export function stateBadge(state) {
+  const known = UNIT_STATES[state] || {label: state || "Unknown", icon: "?"};
+  return h("span.state-badge", {class: `state-${state || "unknown"}`, "data-testid": "unit-state", "data-state": state},
+    h("span.state-icon", {"aria-hidden": "true"}, known.icon), " ", known.label);
+}
+
+// -- toasts and confirmations ----------------------------------------------------------------
+
+/** A short message in the toast region (errors stay until dismissed or 30 s). */
+export function toast(message, kind = "info") {
+  const region = document.getElementById("toasts");
+  if (!region) return;
+  const item = h("div.toast", {class: `toast-${kind}`, role: kind === "error" ? "alert" : "status", "data-testid": "toast"},
+    h("span", message),
+    h("button.icon-button", {type: "button", "aria-label": "Dismiss", onclick: () => item.remove()}, "×"));
+  region.append(item);
+  setTimeout(() => item.remove(), kind === "error" ? 30000 : 6000);
+}
+
+/**
+ * Ask before doing something that cannot be undone: a modal dialog (Escape cancels).
+ * Resolves true when confirmed. Buttons: data-testid confirm-ok / confirm-cancel.
+ */
+export function confirmDialog(title, message, {ok = "OK", danger = false} = {}) {
+  return new Promise((resolve) => {
+    const okButton = h("button", {type: "submit", value: "ok", class: danger ? "danger" : "primary",
+      "data-testid": "confirm-ok"}, ok);
+    const dialog = h("dialog.confirm", {"data-testid": "confirm-dialog", "aria-labelledby": "confirm-title"},
+      h("form", {method: "dialog"},
+        h("h2#confirm-title", title),
+        h("p", message),
+        h("div.dialog-buttons",
+          h("button", {type: "submit", value: "cancel", "data-testid": "confirm-cancel"}, "Cancel"),
+          okButton)));
+    document.body.append(dialog);
+    dialog.addEventListener("close", () => {
+      resolve(dialog.returnValue === "ok");
+      dialog.remove();
+    });
+    dialog.showModal();
+    okButton.focus();
+  });
+}
+
+/** Save `text` (or a Blob) as a file download. */
+export function download(filename, content, type = "application/json") {
+  const blob = content instanceof Blob ? content : new Blob([content], {type});
+  const url = URL.createObjectURL(blob);
+  const link = h("a", {href: url, download: filename, hidden: true});
+  document.body.append(link);
+  link.click();
+  link.remove();
+  setTimeout(() => URL.revokeObjectURL(url), 10000);
+}

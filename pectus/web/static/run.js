@@ -1,0 +1,202 @@
+// The recent run page: what a run was (metadata), its plot, its method with the executed lines,
+// its run log and error log, who did what (the audit trail), and the downloads (CSV, raw events,
+// audit trail as JSON). A run still in progress keeps updating from its unit's deltas.
+
+import {api, clear, download, formatDate, h, live, panel, toSeconds} from "./api.js";
+import {ProcessPlot} from "./plot.js";
+import {ErrorLogView, RunLogView, lineStateSets, loadEditor} from "./unit.js";
+
+export function mount(root, [runId]) {
+  const base = api.run(runId);
+  document.title = `Run ${runId} — Pectus`;
+  const breadcrumb = document.getElementById("breadcrumb");
+  clear(breadcrumb, h("a", {href: "/"}, "Dashboard"), " / ", h("span", {"aria-current": "page"}, `Run ${runId}`));
+
+  let run = null;
+  let plot = null;
+  let editor = null;
+  let audit = [];
+  let destroyed = false;
+  let stopUnit = null;
+
+  const title = h("h1.page-title", {"data-testid": "run-title"}, "Run");
+  const meta = h("dl.run-meta", {"data-testid": "run-meta"});
+  const missing = h("div.banner.banner-error", {role: "alert", "data-testid": "run-missing", hidden: true});
+  const downloads = h("div.downloads.toolbar", {role: "group", "aria-label": "Downloads"},
+    h("a.button", {href: `${base}/csv`, download: "", "data-testid": "download-csv"}, "CSV data"),
+    h("a.button", {href: `${base}/events.jsonl`, download: "", "data-testid": "download-events"}, "Raw events (JSON Lines)"),
+    h("button", {type: "button", "data-testid": "download-audit", onclick: () => download(`${fileBase()}_audit.json`,
+      JSON.stringify(audit, null, 2))}, "Audit trail (JSON)"));
+  const plotHost = h("div.plot-host#run-plot", {"data-testid": "plot"});
+  const editorHost = h("div.editor-host#run-method", {"data-testid": "method-editor"});
+  const revisions = h("div.revisions", {"data-testid": "method-revisions"});
+  const runLog = new RunLogView();
+  const errorLog = new ErrorLogView();
+  const auditTable = h("table.audit-table", {"data-testid": "audit-table"});
+
+  const layout = h("div.run-layout",
+    panel("run-plot-panel", "Plot", [plotHost], {className: "area-plot"}),
+    panel("run-method-panel", "Method", [editorHost, revisions], {className: "area-method"}),
+    panel("run-log-panel", "Run log", [runLog.element], {className: "area-runlog"}),
+    panel("run-errors-panel", "Error log", [errorLog.element], {className: "area-errors"}),
+    panel("run-audit-panel", "Audit trail", [h("div.table-scroll", auditTable)], {className: "area-audit"}),
+  );
+  root.append(h("header.run-header", title, meta, downloads), missing, layout);
+
+  function fileBase() {
+    const unit = String(run && run.engine_id || "run").replace(/[^A-Za-z0-9._-]/g, "_");
+    const started = run && run.started_date ? run.started_date.replace(/[-:]/g, "").replace("T", "_").slice(0, 15) : runId;
+    return `${unit}_${started}`;
+  }
+
+  function renderMeta() {
+    if (!run) return;
+    title.textContent = `${run.engine_name || run.engine_id} — run of ${formatDate(run.started_date)}`;
+    document.title = `${run.engine_name || run.engine_id} run — Pectus`;
+    const row = (label, value) => [h("dt", label), h("dd", value || "—")];
+    clear(meta,
+      row("Unit", run.engine_id ? h("a", {href: `/units/${encodeURIComponent(run.engine_id)}`}, run.engine_name || run.engine_id) : ""),
+      row("Started", formatDate(run.started_date)),
+      row("Completed", run.completed_date ? formatDate(run.completed_date) : h("span.badge.running", {"data-testid": "run-in-progress"}, "In progress")),
+      row("Contributors", (run.contributors || []).map((c) => c.name).join(", ")),
+      row("UOD", [run.uod_name, run.uod_filename ? ` (${run.uod_filename})` : ""].join("")),
+      row("UOD author", [run.uod_author_name, run.uod_author_email ? ` <${run.uod_author_email}>` : ""].join("")),
+      row("Engine", [run.engine_computer_name, run.engine_version ? ` · version ${run.engine_version}` : ""].join("")),
+      row("Hardware", run.engine_hardware_str),
+      row("Aggregator", [run.aggregator_computer_name, run.aggregator_version ? ` · version ${run.aggregator_version}` : ""].join("")),
+      row("Run id", h("code", run.run_id)));
+  }
+
+  function renderRevisions(method) {
+    const list = method.revisions || [];
+    clear(revisions, list.length
+      ? [h("h3", "Revisions during the run"), h("ol", list.map((revision) => h("li",
+        `Version ${revision.version} by ${(revision.author && revision.author.name) || "?"} at ${formatDate(revision.time)}`)))]
+      : h("p.muted", `The method was not changed during the run (version ${method.version ?? "?"}).`));
+  }
+
+  function auditDetail(entry) {
+    const detail = entry.detail || {};
+    if (entry.what === "state changed" && detail.old && detail.new) {
+      return `${detail.old.system_state ?? "?"} → ${detail.new.system_state ?? "?"}` +
+        (detail.old.method_status !== detail.new.method_status ? ` (method ${detail.old.method_status ?? "?"} → ${detail.new.method_status ?? "?"})` : "");
+    }
+    if (entry.what === "method revised") return `version ${detail.old_version ?? "?"} → ${detail.new_version ?? "?"}`;
+    if ("accepted" in detail) {
+      const asked = detail.asked || {};
+      const what = asked.command || asked.code || (asked.tag ? `${asked.tag} = ${asked.value}${asked.unit ? ` ${asked.unit}` : ""}` : "") ||
+        (asked.item !== undefined ? `item ${asked.item}` : asked.version !== undefined ? `version ${asked.version}` : JSON.stringify(asked));
+      return [h("span", what), " ", detail.accepted ? h("span.ok", "accepted") : h("span.refused", `refused: ${detail.reason || ""}`)];
+    }
+    return JSON.stringify(detail);
+  }
+
+  function renderAudit() {
+    clear(auditTable,
+      h("caption.visually-hidden", "Audit trail: who did what, when"),
+      h("thead", h("tr", ["Time", "Who", "What", "Detail"].map((label) => h("th", {scope: "col"}, label)))),
+      h("tbody", audit.length ? audit.map((entry) => h("tr", {"data-testid": "audit-row"},
+        h("td.time", formatDate(entry.time, {millis: true})),
+        h("td", (entry.actor && entry.actor.name) || ""),
+        h("td", entry.what),
+        h("td", auditDetail(entry)))) : h("tr", h("td", {colspan: 4}, "Nothing recorded."))));
+  }
+
+  async function load() {
+    try {
+      run = await api.get(base);
+    } catch (error) {
+      if (error.status === 404) {
+        missing.hidden = false;
+        clear(missing, h("strong", `There is no run '${runId}'.`), " ", h("a", {href: "/"}, "Back to the dashboard"));
+        layout.hidden = true;
+        downloads.hidden = true;
+        return;
+      }
+      throw error;
+    }
+    const [method, items, errors, series, configuration, trail] = await Promise.all([
+      api.get(`${base}/method`), api.get(`${base}/run_log`), api.get(`${base}/error_log`),
+      api.get(`${base}/plot_log`), api.get(`${base}/plot_configuration`).catch(() => ({})), api.get(`${base}/audit`)]);
+    let units = {};
+    try {
+      const vocabulary = await api.get(`${api.unit(run.engine_id)}/vocabulary`);
+      for (const tag of vocabulary.tags || []) if (tag.unit) units[tag.name] = tag.unit;
+    } catch {
+      units = {};
+    }
+    if (destroyed) return;
+    renderMeta();
+    runLog.reset(items || []);
+    errorLog.reset(errors || []);
+    audit = trail || [];
+    renderAudit();
+    if (plot) plot.destroy();
+    plot = new ProcessPlot(plotHost, {configuration, units, storageKey: `run:${run.engine_id}`});
+    plot.setSeries(series || {});
+    const createEditor = await loadEditor();
+    if (destroyed) return;
+    if (editor && editor.destroy) editor.destroy();
+    editorHost.replaceChildren();
+    editor = createEditor(editorHost, {lines: method.lines || [], readOnly: true, label: "Method of the run (read-only)"});
+    if (editor.setReadOnly) editor.setReadOnly(true);
+    editor.setLineStates(lineStateSets(method.line_states));
+    renderRevisions(method);
+    if (!run.completed_date && !stopUnit) followUnit();
+  }
+
+  /** A run still in progress: its unit's deltas that belong to this run. */
+  function followUnit() {
+    stopUnit = live.watch({
+      units: [run.engine_id],
+      async resync() {
+        const [items, errors, series] = await Promise.all([
+          api.get(`${base}/run_log`), api.get(`${base}/error_log`), api.get(`${base}/plot_log`)]);
+        runLog.reset(items || []);
+        errorLog.reset(errors || []);
+        if (plot) plot.setSeries(series || {});
+      },
+      delta({topic, data}) {
+        if (topic === "run_log" && data.run === runId) runLog.merge(data.changed || []);
+        else if (topic === "error_log" && data.run === runId) errorLog.merge(data.changed || []);
+        else if (topic === "method" && editor) editor.setLineStates(lineStateSets(data.line_states));
+        else if (topic === "values" && plot && !run.completed_date) {
+          const changes = Array.isArray(data) ? data : Object.entries(data || {}).map(([name, value]) => ({name, ...value}));
+          for (const change of changes) {
+            const time = toSeconds(change.time);
+            if (time !== null) plot.append(time, {[change.name]: change.value});
+          }
+        }
+      },
+    });
+  }
+
+  const stopGlobal = live.watch({
+    globals: true,
+    resync: () => load(),
+    delta({topic, data}) {
+      if (topic === "runs" && data && data.run_id === runId) {
+        run = {...run, ...data};
+        renderMeta();
+        if (run.completed_date && stopUnit) {
+          stopUnit();
+          stopUnit = null;
+          api.get(`${base}/audit`).then((trail) => {
+            audit = trail || [];
+            renderAudit();
+          }).catch(() => {});
+        }
+      }
+    },
+  });
+
+  return {
+    unmount() {
+      destroyed = true;
+      stopGlobal();
+      if (stopUnit) stopUnit();
+      if (plot) plot.destroy();
+      if (editor && editor.destroy) editor.destroy();
+    },
+  };
+}

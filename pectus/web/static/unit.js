@@ -1,0 +1,981 @@
+// The process unit page: header with run controls, process values, commands, the method
+// editor, the run log, the live plot and the error log. Everything live arrives as deltas of
+// the unit (topics values, run_log, method, control_state, error_log and the unit's `units`
+// summary); after every (re)connection the page refetches its state over REST.
+//
+// RunLogView, ErrorLogView and loadEditor are shared with the recent run page (run.js).
+
+import {
+  ApiError, api, clear, confirmDialog, formatDate, formatTime, formatValue, h, live, panel, stateBadge, toSeconds, toast,
+  userName,
+} from "./api.js";
+import {ProcessPlot} from "./plot.js";
+
+const STOP_UNLOCK_MS = 4000;
+const LOCK_CLOSED = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">' +
+  '<rect x="3" y="7" width="10" height="8" rx="1.5" fill="currentColor"/>' +
+  '<path d="M5 7V5a3 3 0 0 1 6 0v2" fill="none" stroke="currentColor" stroke-width="1.6"/></svg>';
+const LOCK_OPEN = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">' +
+  '<rect x="3" y="7" width="10" height="8" rx="1.5" fill="currentColor"/>' +
+  '<path d="M5 7V5a3 3 0 0 1 5.8-1" fill="none" stroke="currentColor" stroke-width="1.6"/></svg>';
+
+function icon(svg) {
+  const span = document.createElement("span");
+  span.className = "icon";
+  span.innerHTML = svg; // a constant of this module, never data
+  return span;
+}
+const DIRECTIONS = [["input", "Input"], ["output", "Output"], ["na", "N/A"], ["unspecified", "Unspecified"]];
+
+// -- the method editor (editor.js), with a plain fallback -----------------------------------------
+
+/** createEditor from editor.js; a <textarea> with the same API if it cannot be loaded. */
+export async function loadEditor() {
+  try {
+    const module = await import("./editor.js");
+    return module.createEditor;
+  } catch (error) {
+    console.error("editor.js could not be loaded; using a plain text box", error);
+    return plainEditor;
+  }
+}
+
+function plainEditor(parent, {text = "", lines = null, onChange = null, readOnly = false, label = "P-code method"} = {}) {
+  const area = h("textarea.plain-editor", {"aria-label": label, spellcheck: "false", readonly: readOnly});
+  let ids = [];
+  let saved = "";
+  const load = (newLines) => {
+    ids = newLines.map((line) => String(line.id));
+    area.value = newLines.map((line) => line.text).join("\n");
+    saved = area.value;
+  };
+  load(lines || text.split("\n").map((line, index) => ({id: `id_${index + 1}`, text: line})));
+  area.addEventListener("input", () => onChange && onChange(area.value, area.value !== saved));
+  parent.append(area);
+  return {
+    getText: () => area.value,
+    setText: (value) => load(String(value).split("\n").map((line, index) => ({id: `id_${index + 1}`, text: line}))),
+    getLines: () => area.value.split("\n").map((line, index) => ({id: ids[index] || `new_${Date.now()}_${index}`, text: line})),
+    setLines: load,
+    isDirty: () => area.value !== saved,
+    markSaved: () => {
+      saved = area.value;
+    },
+    setLineStates: () => {},
+    setReadOnly: (on) => {
+      area.readOnly = Boolean(on);
+    },
+    destroy: () => area.remove(),
+  };
+}
+
+/** {line_id: state} -> {executed: [ids], started: [ids], failed: [ids]}. */
+export function lineStateSets(lineStates) {
+  const sets = {executed: [], started: [], failed: []};
+  for (const [id, state] of Object.entries(lineStates || {})) if (sets[state]) sets[state].push(id);
+  return sets;
+}
+
+// -- run log ---------------------------------------------------------------------------------------
+
+function itemStart(item, firstSeen) {
+  if (item.start != null) return item.start;
+  if (firstSeen.has(item.id)) return firstSeen.get(item.id);
+  return item.state === "started" ? item.time : null;
+}
+
+function itemEnd(item) {
+  if (item.end != null) return item.end;
+  return item.state && item.state !== "started" ? item.time : null;
+}
+
+function valueChips(values) {
+  const entries = Object.entries(values || {});
+  if (!entries.length) return h("span.muted", "none recorded");
+  return h("ul.chips", entries.map(([name, value]) => h("li.chip", h("span.chip-name", name), " ", formatValue(value, null, name))));
+}
+
+export class RunLogView {
+  /** `act(kind, item)` (kind "force" | "cancel") is called after confirmation; null: read-only. */
+  constructor({act = null} = {}) {
+    this.act = act;
+    this.items = new Map(); // id -> {item, row, details}
+    this.firstSeen = new Map();
+    this.filter = "";
+    this.runningOnly = false;
+    this.tbody = h("tbody");
+    this.status = h("p.table-status", {role: "status", "data-testid": "run-log-status"});
+    const filterInput = h("input#run-log-filter", {type: "search", "data-testid": "run-log-filter", placeholder: "Time or instruction",
+      oninput: () => {
+        this.filter = filterInput.value.trim().toLowerCase();
+        this.applyFilter();
+      }});
+    const running = h("input#run-log-running", {type: "checkbox", "data-testid": "run-log-running-only", onchange: () => {
+      this.runningOnly = running.checked;
+      this.applyFilter();
+    }});
+    this.element = h("div.run-log", {"data-testid": "run-log"},
+      h("div.toolbar",
+        h("label", {for: "run-log-filter"}, "Filter"), filterInput,
+        h("label.checkbox", running, " Running only"),
+        h("button", {type: "button", "data-testid": "run-log-expand-all", onclick: () => this.expandAll(true)}, "Expand all"),
+        h("button", {type: "button", "data-testid": "run-log-collapse-all", onclick: () => this.expandAll(false)}, "Collapse all")),
+      h("div.table-scroll.run-log-scroll",
+        h("table.run-log-table",
+          h("caption.visually-hidden", "Run log: each instruction that ran, in start order"),
+          h("thead", h("tr", h("th", {scope: "col"}, "Start"), h("th", {scope: "col"}, "End"),
+            h("th", {scope: "col"}, "Instruction"), h("th", {scope: "col"}, h("span.visually-hidden", "Actions")))),
+          this.tbody)),
+      this.status);
+    this.updateStatus();
+  }
+
+  reset(items) {
+    this.items.clear();
+    this.tbody.replaceChildren();
+    this.merge(items || []);
+  }
+
+  merge(changed) {
+    const now = Date.now() / 1000;
+    for (const update of changed) {
+      const id = update.id;
+      if (!this.firstSeen.has(id)) this.firstSeen.set(id, update.start ?? (update.state === "started" ? update.time ?? now : null));
+      const known = this.items.get(id);
+      const item = known ? {...known.item, ...update} : {...update};
+      if (known) {
+        known.item = item;
+        this.fill(known);
+      } else {
+        const entry = {item, row: h("tr.run-log-row"), details: null, expanded: false};
+        this.items.set(id, entry);
+        this.fill(entry);
+        this.insert(entry);
+      }
+    }
+    this.applyFilter();
+  }
+
+  insert(entry) {
+    const id = Number(entry.item.id);
+    let before = null;
+    for (const row of this.tbody.children) {
+      if (row.classList.contains("run-log-row") && Number(row.dataset.itemId) > id) {
+        before = row;
+        break;
+      }
+    }
+    this.tbody.insertBefore(entry.row, before);
+    if (entry.details) entry.row.after(entry.details);
+  }
+
+  fill(entry) {
+    const {item, row} = entry;
+    const start = itemStart(item, this.firstSeen);
+    const end = itemEnd(item);
+    const state = item.forced ? "forced" : item.cancelled ? "cancelled" : item.state || "started";
+    row.dataset.itemId = String(item.id);
+    row.dataset.state = state;
+    row.dataset.testid = "run-log-row";
+    row.setAttribute("data-testid", "run-log-row");
+    row.className = `run-log-row state-${state}`;
+    let endCell;
+    if (end != null) {
+      endCell = formatTime(end);
+    } else if (item.progress != null) {
+      const percent = Math.round(Math.max(0, Math.min(1, item.progress)) * 100);
+      endCell = h("span.progress", h("progress", {max: 100, value: percent, "aria-label": `${item.name}: ${percent}%`}), ` ${percent}%`);
+    } else {
+      endCell = h("span.progress", h("progress", {"aria-label": `${item.name}: running`}), " running");
+    }
+    const toggle = h("button.expand", {type: "button", "aria-expanded": entry.expanded ? "true" : "false",
+      "data-testid": "run-log-expand", title: "Values at start and end", onclick: () => this.toggle(entry)}, entry.expanded ? "▾" : "▸");
+    const actions = [];
+    if (this.act && item.state === "started") {
+      if (item.forcible) {
+        actions.push(h("button.small", {type: "button", "data-testid": "run-log-force", "aria-label": `Force ${item.name}`,
+          onclick: () => this.confirm("force", item)}, "Force"));
+      }
+      if (item.cancellable) {
+        actions.push(h("button.small.danger-outline", {type: "button", "data-testid": "run-log-cancel", "aria-label": `Cancel ${item.name}`,
+          onclick: () => this.confirm("cancel", item)}, "Cancel"));
+      }
+    }
+    const badge = state === "started" ? null : h("span.item-state", ` (${state})`);
+    clear(row,
+      h("td.time", start != null ? formatTime(start) : "—"),
+      h("td.time", endCell),
+      h("td.instruction", toggle, " ", h("span", item.name), badge, item.line ? h("span.muted", ` line ${item.line}`) : null),
+      h("td.actions", actions));
+    row.dataset.search = [start != null ? formatTime(start) : "", end != null ? formatTime(end) : "", item.name || ""]
+      .join(" ").toLowerCase();
+    if (entry.expanded) this.fillDetails(entry);
+  }
+
+  fillDetails(entry) {
+    const {item} = entry;
+    if (!entry.details) {
+      entry.details = h("tr.run-log-details", {"data-testid": "run-log-details", "data-item-id": String(item.id)});
+      entry.row.after(entry.details);
+    }
+    const hasValues = item.start_values !== undefined || item.end_values !== undefined;
+    clear(entry.details, h("td", {colspan: 4},
+      hasValues
+        ? h("dl.values-at",
+          h("dt", "At start:"), h("dd", valueChips(item.start_values)),
+          h("dt", "At end:"), h("dd", item.end_values ? valueChips(item.end_values) : h("span.muted", "not ended")))
+        : h("span.muted", "No values were recorded for this item.")));
+    entry.details.hidden = entry.row.hidden;
+  }
+
+  toggle(entry, open = !entry.expanded) {
+    entry.expanded = open;
+    if (open) this.fillDetails(entry);
+    else if (entry.details) {
+      entry.details.remove();
+      entry.details = null;
+    }
+    const button = entry.row.querySelector("button.expand");
+    if (button) {
+      button.setAttribute("aria-expanded", open ? "true" : "false");
+      button.textContent = open ? "▾" : "▸";
+    }
+  }
+
+  expandAll(open) {
+    for (const entry of this.items.values()) this.toggle(entry, open);
+  }
+
+  async confirm(kind, item) {
+    const verb = kind === "force" ? "Force" : "Cancel";
+    const detail = kind === "force"
+      ? "Forcing ends the wait or condition of this instruction now and goes on with the method."
+      : "Cancelling stops this instruction; the method goes on without it.";
+    if (await confirmDialog(`${verb} '${item.name}'?`, detail, {ok: verb, danger: kind === "cancel"})) this.act(kind, item);
+  }
+
+  applyFilter() {
+    let shown = 0;
+    for (const entry of this.items.values()) {
+      const visible = (!this.runningOnly || entry.item.state === "started") &&
+        (!this.filter || entry.row.dataset.search.includes(this.filter));
+      entry.row.hidden = !visible;
+      if (entry.details) entry.details.hidden = !visible;
+      if (visible) shown += 1;
+    }
+    this.updateStatus(shown);
+  }
+
+  updateStatus(shown = 0) {
+    this.status.textContent = this.items.size === 0 ? "No run log yet."
+      : shown === 0 ? "No item matches the filter." : `${shown} of ${this.items.size} items`;
+  }
+}
+
+// -- error log ---------------------------------------------------------------------------------------
+
+export class ErrorLogView {
+  constructor() {
+    this.entries = new Map();
+    this.list = h("ol.error-log", {"data-testid": "error-log", "aria-label": "Errors and warnings, newest first"});
+    this.status = h("p.table-status", {role: "status"});
+    this.element = h("div", this.list, this.status);
+    this.render();
+  }
+
+  reset(entries) {
+    this.entries.clear();
+    this.merge(entries || []);
+  }
+
+  merge(changed) {
+    for (const entry of changed) this.entries.set(entry.id, {...(this.entries.get(entry.id) || {}), ...entry});
+    this.render();
+  }
+
+  render() {
+    const entries = [...this.entries.values()].sort((a, b) => Number(b.id) - Number(a.id));
+    clear(this.list, entries.map((entry) => {
+      const count = entry.occurrences > 99 ? "99+" : String(entry.occurrences || 1);
+      return h("li.error-entry", {class: `severity-${entry.severity}`, "data-testid": "error-log-entry",
+        "data-entry-id": String(entry.id), "data-severity": entry.severity},
+      h("time", {datetime: entry.time}, formatDate(entry.time, {millis: true})), " ",
+      h("span.severity", `[${entry.severity === "warning" ? "warn" : entry.severity}]`), " ",
+      h("span.message", entry.message),
+      entry.line ? h("span.muted", ` (line ${entry.line})`) : null,
+      (entry.occurrences || 1) > 1
+        ? h("span.count", {"data-testid": "error-count", title: `Occurred ${entry.occurrences} times, first at ${formatDate(entry.first_time)}`,
+          "aria-label": `occurred ${entry.occurrences} times`}, count)
+        : null);
+    }));
+    this.status.textContent = entries.length ? "" : "No errors or warnings.";
+  }
+}
+
+// -- the page ------------------------------------------------------------------------------------------
+
+export function mount(root, [unitId]) {
+  const base = api.unit(unitId);
+  document.title = `${unitId} — Pectus`;
+  clear(document.getElementById("breadcrumb"), h("a", {href: "/"}, "Dashboard"), " / ", h("span", {"aria-current": "page"}, unitId));
+
+  let unit = null;
+  let control = {is_running: false, is_paused: false, is_holding: false};
+  let vocabulary = {tags: [], commands: [], instructions: [], base_units: []};
+  let vocabularyReady = null;
+  const values = new Map(); // name -> process value
+  let showAll = false;
+  let runId = null; // the unit's active run (the plot shows it)
+  let logRun = null; // the run the run log shows
+  let errorRun = null; // the run the error log shows (null: the unit between runs)
+  let plot = null;
+  let plotConfigJson = null;
+  let editor = null;
+  let method = null; // the server's latest {version, lines, line_states, last_author}
+  let baseVersion = null; // the version our editor text is based on
+  let conflict = null;
+  let saving = false;
+  let stopTimer = null;
+  let destroyed = false;
+
+  // -- header and run controls
+
+  const title = h("h1.unit-name", {"data-testid": "unit-name"}, unitId);
+  const facts = h("p.unit-facts");
+  const stateSlot = h("span.unit-state-slot");
+  const errorBanner = h("div.banner.banner-error", {role: "alert", "data-testid": "unit-error-banner", hidden: true},
+    h("strong", "Interrupted by error!"), " The run is paused on an error: see the error log below.");
+  const offlineBanner = h("div.banner.banner-offline", {role: "status", "data-testid": "unit-offline-banner", hidden: true},
+    h("strong", "The unit is offline."), " Shown is what it last reported; it cannot be controlled until its engine reconnects.");
+  const missing = h("div.banner.banner-error", {role: "alert", "data-testid": "unit-missing", hidden: true});
+
+  const controlButton = (id, label, onclick) => h(`button.control#${id}`, {type: "button", "data-testid": id, "aria-pressed": "false", onclick}, label);
+  const startButton = controlButton("control-start", "Start", () => sendControl("Start", startButton));
+  const pauseButton = controlButton("control-pause", "Pause", () => sendControl(control.is_paused ? "Unpause" : "Pause", pauseButton));
+  const holdButton = controlButton("control-hold", "Hold", () => sendControl(control.is_holding ? "Unhold" : "Hold", holdButton));
+  const stopButton = h("button.control.danger#control-stop", {type: "button", "data-testid": "control-stop", disabled: true,
+    "aria-describedby": "control-stop-hint", onclick: stopClicked}, "Stop");
+  const stopLock = h("button.control.lock#control-stop-lock", {type: "button", "data-testid": "control-stop-lock",
+    "aria-pressed": "false", onclick: toggleStopLock}, icon(LOCK_CLOSED), "Unlock Stop");
+  const controls = h("div.run-controls#run-controls", {role: "group", "aria-label": "Run controls", "data-testid": "run-controls"},
+    startButton, pauseButton, holdButton, h("span.stop-pair", stopLock, stopButton),
+    h("span#control-stop-hint.visually-hidden", "Stop is locked: unlock it first, then confirm."));
+
+  const header = h("header.unit-header",
+    h("div.unit-title", title, stateSlot), facts, controls, errorBanner, offlineBanner, missing);
+
+  // -- process values
+
+  const tiles = h("div.tiles", {"data-testid": "process-values"});
+  const allToggle = h("input#values-all", {type: "checkbox", "data-testid": "values-all", onchange: () => {
+    showAll = allToggle.checked;
+    renderTiles();
+  }});
+  const tileElements = new Map(); // name -> {element, value, unit, simulated, editorOpen}
+
+  // -- commands
+
+  const exampleList = h("ul.example-list", {"data-testid": "command-examples", "aria-label": "Command examples"});
+  const examplePreview = h("div.example-preview", {"data-testid": "command-example-preview", "aria-live": "polite"},
+    h("p.muted", "Choose an example to see it here."));
+  const injectBox = h("textarea#inject-code", {"data-testid": "inject-code", rows: 5, spellcheck: "false",
+    placeholder: "e.g. Mark: Sample taken", onkeydown: (event) => {
+      if (event.key === "Enter" && (event.ctrlKey || event.metaKey)) {
+        event.preventDefault();
+        inject();
+      }
+    }});
+  const injectError = h("p.field-error", {role: "alert", "data-testid": "inject-error"});
+  const injectButton = h("button.primary#inject-run", {type: "button", "data-testid": "inject-run", onclick: () => inject()}, "Run now");
+
+  // -- method
+
+  const editorHost = h("div.editor-host#method-editor", {"data-testid": "method-editor"});
+  const saveButton = h("button.primary#method-save", {type: "button", "data-testid": "method-save", onclick: () => save()}, "Save method");
+  const methodStatus = h("span.method-status", {"data-testid": "method-status", role: "status"});
+  const conflictBanner = h("div.banner.banner-warning", {role: "alert", "data-testid": "method-conflict", hidden: true});
+
+  // -- run log, plot, errors
+
+  const runLog = new RunLogView({act: (kind, item) => runLogAction(kind, item)});
+  const errorLog = new ErrorLogView();
+  const plotHost = h("div.plot-host#unit-plot", {"data-testid": "plot"});
+
+  const layout = h("div.unit-layout",
+    panel("values-panel", "Process values", [tiles], {className: "area-values",
+      actions: h("label.checkbox", allToggle, " All process values")}),
+    panel("method-panel", "Method", [conflictBanner, editorHost], {className: "area-method",
+      actions: [saveButton, methodStatus]}),
+    panel("commands-panel", "Commands", [
+      h("div.commands",
+        h("div.commands-examples", h("h3", "Examples"), exampleList),
+        h("div.commands-preview", h("h3", "Example"), examplePreview),
+        h("div.commands-inject",
+          h("label", {for: "inject-code"}, h("h3", "P-code to run now")),
+          injectBox, h("div.toolbar", injectButton, h("span.muted", "Ctrl+Enter runs it")), injectError)),
+    ], {className: "area-commands"}),
+    panel("run-log-panel", "Run log", [runLog.element], {className: "area-runlog"}),
+    panel("plot-panel", "Plot", [plotHost], {className: "area-plot"}),
+    panel("error-log-panel", "Error log", [errorLog.element], {className: "area-errors"}),
+  );
+  root.append(header, layout);
+
+  // -- header rendering
+
+  function renderHeader() {
+    if (!unit) return;
+    title.textContent = unit.name || unit.id;
+    document.title = `${unit.name || unit.id} — Pectus`;
+    const state = unit.run_state || (unit.state === "offline" ? "offline" : "ready");
+    clear(stateSlot, stateBadge(state));
+    const author = unit.uod_author_name
+      ? [h("span", "UOD by ", unit.uod_author_name), unit.uod_author_email ? [" ", h("a", {href: `mailto:${unit.uod_author_email}`}, `<${unit.uod_author_email}>`)] : null]
+      : null;
+    clear(facts,
+      author, author ? " · " : null,
+      unit.location ? [h("span", "Location: ", unit.location), " · "] : null,
+      unit.run_id ? h("span", "Run started ", formatDate(unit.run_started)) : h("span", "No run"),
+      (unit.contributors || []).length ? [" · ", h("span", "Contributors: ", unit.contributors.map((c) => c.name).join(", "))] : null);
+    errorBanner.hidden = state !== "error";
+    offlineBanner.hidden = unit.state !== "offline";
+    renderControls();
+  }
+
+  function renderControls() {
+    const offline = !unit || unit.state === "offline";
+    const running = Boolean(control.is_running);
+    controls.dataset.state = !running ? "stopped" : control.is_paused ? "paused" : control.is_holding ? "holding" : "running";
+    startButton.setAttribute("aria-pressed", String(running));
+    startButton.disabled = offline || running;
+    pauseButton.textContent = control.is_paused ? "Unpause" : "Pause";
+    pauseButton.setAttribute("aria-pressed", String(Boolean(control.is_paused)));
+    pauseButton.disabled = offline || !running;
+    holdButton.textContent = control.is_holding ? "Unhold" : "Hold";
+    holdButton.setAttribute("aria-pressed", String(Boolean(control.is_holding)));
+    holdButton.disabled = offline || !running;
+    stopButton.setAttribute("aria-pressed", String(!running));
+    const unlocked = stopTimer !== null;
+    stopLock.disabled = offline || !running;
+    stopButton.disabled = offline || !running || !unlocked;
+    if ((offline || !running) && unlocked) lockStop();
+    for (const button of [startButton, pauseButton, holdButton, stopButton]) button.removeAttribute("aria-busy");
+  }
+
+  function toggleStopLock() {
+    if (stopTimer !== null) {
+      lockStop();
+      return;
+    }
+    stopTimer = setTimeout(lockStop, STOP_UNLOCK_MS);
+    stopLock.setAttribute("aria-pressed", "true");
+    clear(stopLock, icon(LOCK_OPEN), "Lock Stop");
+    renderControls();
+    stopButton.focus();
+  }
+
+  function lockStop() {
+    clearTimeout(stopTimer);
+    stopTimer = null;
+    stopLock.setAttribute("aria-pressed", "false");
+    clear(stopLock, icon(LOCK_CLOSED), "Unlock Stop");
+    stopButton.disabled = true;
+  }
+
+  async function stopClicked() {
+    clearTimeout(stopTimer); // the dialog is the second step: keep unlocked while it is open
+    stopTimer = -1;
+    const sure = await confirmDialog("Stop the run?", "The method ends now. A stopped run cannot be resumed.", {ok: "Stop the run", danger: true});
+    lockStop();
+    renderControls();
+    if (sure) sendControl("Stop", stopButton);
+  }
+
+  async function sendControl(command, button) {
+    button.setAttribute("aria-busy", "true");
+    try {
+      await api.post(`${base}/control`, {command});
+    } catch (error) {
+      button.removeAttribute("aria-busy");
+      toast(`${command}: ${error.message}`, "error");
+      return;
+    }
+    setTimeout(() => button.removeAttribute("aria-busy"), 1500);
+  }
+
+  // -- process values
+
+  function visibleValues() {
+    const all = [...values.values()];
+    if (showAll) return all;
+    const readings = all.filter((value) => value.kind || (value.commands && value.commands.length));
+    return readings.length ? readings : all;
+  }
+
+  function renderTiles() {
+    tileElements.clear();
+    if (!values.size) {
+      clear(tiles, h("p.empty", "No process values yet."));
+      return;
+    }
+    if (!showAll) {
+      clear(tiles, h("div.tile-grid", visibleValues().map(tile)));
+      return;
+    }
+    const groups = new Map(DIRECTIONS.map(([key]) => [key, []]));
+    for (const value of values.values()) {
+      const key = groups.has(value.direction) ? value.direction : "unspecified";
+      groups.get(key).push(value);
+    }
+    clear(tiles, DIRECTIONS.filter(([key]) => groups.get(key).length).map(([key, label]) => h("section.tile-group",
+      {"aria-label": label, "data-direction": key},
+      h("h3", label),
+      h("div.tile-grid", groups.get(key).sort((a, b) => a.name.localeCompare(b.name)).map(tile)))));
+  }
+
+  function tile(value) {
+    const commands = value.commands || [];
+    const valueText = h("span.tile-value", {"data-testid": "tile-value"});
+    const unitText = h("span.tile-unit", {"data-testid": "tile-unit-label"});
+    const simulated = h("span.badge.simulated", {"data-testid": "tile-simulated", hidden: true, title: "Simulated value"}, "Simulated");
+    const nameId = `tile-name-${cssId(value.name)}`;
+    const body = h("div.tile-body", h("span.tile-name", {id: nameId}, value.name), h("span.tile-reading", valueText, " ", unitText), simulated);
+    const element = h("div.tile", {"data-testid": "tile", "data-tag": value.name, role: "group", "aria-labelledby": nameId});
+    const entry = {element, valueText, unitText, simulated, editor: null};
+    tileElements.set(value.name, entry);
+    if (commands.length) {
+      const open = h("button.tile-open", {type: "button", "aria-expanded": "false", "data-testid": "tile-open",
+        "aria-label": `Change ${value.name}`, onclick: () => toggleTileEditor(value.name, entry, open)}, body);
+      element.classList.add("has-commands");
+      element.append(open);
+    } else {
+      element.append(body);
+    }
+    updateTile(value.name);
+    return element;
+  }
+
+  function updateTile(name) {
+    const entry = tileElements.get(name);
+    const value = values.get(name);
+    if (!entry || !value) return;
+    entry.valueText.textContent = formatValue(value.value, value.unit, name);
+    entry.unitText.textContent = value.unit && !(value.unit === "s" && / Time$/.test(name)) ? value.unit : "";
+    entry.simulated.hidden = !value.simulated;
+    entry.element.classList.toggle("simulated", Boolean(value.simulated));
+    if (entry.editor && entry.editor.refresh) entry.editor.refresh();
+  }
+
+  function toggleTileEditor(name, entry, button) {
+    if (entry.editor) {
+      entry.editor.element.remove();
+      entry.editor = null;
+      button.setAttribute("aria-expanded", "false");
+      return;
+    }
+    entry.editor = tileEditor(name, () => toggleTileEditor(name, entry, button));
+    entry.element.append(entry.editor.element);
+    button.setAttribute("aria-expanded", "true");
+    const first = entry.editor.element.querySelector("input, select, button");
+    if (first) first.focus();
+  }
+
+  function tileEditor(name, close) {
+    const value = values.get(name);
+    const command = (value.commands || [])[0];
+    const message = h("p.field-error", {role: "alert", "data-testid": "tile-error"});
+    const send = async (payload, busy) => {
+      message.textContent = "";
+      busy.setAttribute("aria-busy", "true");
+      try {
+        await api.post(`${base}/process_values/${encodeURIComponent(name)}`, payload);
+        close();
+        toast(`${name}: sent ${payload.value}${payload.unit ? ` ${payload.unit}` : ""}`);
+      } catch (error) {
+        message.textContent = error.status === 422 || error.status === 409 ? `The unit refused: ${error.message}` : error.message;
+      } finally {
+        busy.removeAttribute("aria-busy");
+      }
+    };
+    if (command.value_type === "choice") {
+      const buttons = (command.options || []).map((option) => h("button.choice", {type: "button", "data-testid": "tile-choice",
+        "data-option": option, "aria-pressed": String(String(values.get(name).value) === option),
+        onclick: (event) => send({value: option}, event.currentTarget)}, option));
+      const element = h("div.tile-editor", {"data-testid": "tile-editor", role: "group", "aria-label": `Choose ${name}`},
+        h("div.choices", buttons), message);
+      return {element, refresh: () => buttons.forEach((button) => button.setAttribute("aria-pressed",
+        String(String(values.get(name).value) === button.dataset.option)))};
+    }
+    const numericType = command.value_type === "float" || command.value_type === "int" || typeof value.value === "number";
+    const id = `tile-input-${cssId(name)}`;
+    const input = h("input", {id, type: "text", inputmode: numericType ? "decimal" : "text", "data-testid": "tile-input",
+      value: value.value === null || value.value === undefined ? "" : String(value.value), autocomplete: "off"});
+    const tagInfo = vocabulary.tags.find((tag) => tag.name === name);
+    const validUnits = (tagInfo && tagInfo.valid_units && tagInfo.valid_units.length ? tagInfo.valid_units : [])
+      .concat(value.unit && !(tagInfo && (tagInfo.valid_units || []).includes(value.unit)) ? [value.unit] : []);
+    const unitSelect = validUnits.length
+      ? h("select", {"data-testid": "tile-unit", "aria-label": `${name} unit`}, validUnits.map((unitName) => h("option", {value: unitName}, unitName)))
+      : null;
+    if (unitSelect) unitSelect.value = value.unit || validUnits[0];
+    const submit = h("button.primary", {type: "submit", "data-testid": "tile-submit"}, "Set");
+    const form = h("form.tile-editor", {"data-testid": "tile-editor", novalidate: true, onsubmit: (event) => {
+      event.preventDefault();
+      const text = input.value.trim();
+      if (!numericType) {
+        send({value: text}, submit);
+        return;
+      }
+      const number = Number(text.replace(",", "."));
+      if (text === "" || !Number.isFinite(number)) {
+        message.textContent = `Write a number, e.g. ${command.value_type === "int" ? "10" : "12.5"}.`;
+        input.setAttribute("aria-invalid", "true");
+        return;
+      }
+      if (command.value_type === "int" && !Number.isInteger(number)) {
+        message.textContent = "Write a whole number.";
+        input.setAttribute("aria-invalid", "true");
+        return;
+      }
+      input.removeAttribute("aria-invalid");
+      send(unitSelect ? {value: number, unit: unitSelect.value} : {value: number}, submit);
+    }},
+    h("label.visually-hidden", {for: id}, `New value of ${name}`), input, unitSelect, submit,
+    h("button", {type: "button", onclick: close}, "Close"), message,
+    command.help ? h("p.muted.tile-help", command.help.split("\n")[0]) : null);
+    form.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") close();
+    });
+    return {element: form};
+  }
+
+  /** A values delta: a list of live values, or {tag: {value, time}} from the recorded samples. */
+  function applyValues(data) {
+    const changes = Array.isArray(data)
+      ? data.filter((value) => value && typeof value.name === "string")
+      : Object.entries(data || {}).map(([name, value]) => ({name, ...value}));
+    let added = false;
+    const byTime = new Map();
+    for (const change of changes) {
+      const known = values.get(change.name);
+      const time = toSeconds(change.time);
+      if (known && time !== null && toSeconds(known.time) !== null && time < toSeconds(known.time)) continue; // older
+      if (!known) added = true;
+      values.set(change.name, {...(known || {name: change.name}), ...change});
+      if (!added) updateTile(change.name);
+      if (time !== null) {
+        if (!byTime.has(time)) byTime.set(time, {});
+        byTime.get(time)[change.name] = change.value;
+      }
+    }
+    if (added) renderTiles();
+    if (plot && runId) {
+      for (const time of [...byTime.keys()].sort((a, b) => a - b)) plot.append(time, byTime.get(time));
+    }
+  }
+
+  // -- commands
+
+  function renderExamples() {
+    const item = (label, help, example, kind) => h("li", h("button.example", {type: "button", "data-testid": "command-example",
+      "data-command": label, onclick: (event) => {
+        exampleList.querySelectorAll("[aria-current]").forEach((button) => button.removeAttribute("aria-current"));
+        event.currentTarget.setAttribute("aria-current", "true");
+        showExample(label, help, example, kind);
+      }}, label));
+    const commands = vocabulary.commands || [];
+    clear(exampleList,
+      h("li.list-heading", {role: "presentation"}, "Unit commands"),
+      commands.length ? commands.map((command) => item(command.name, command.help,
+        (command.examples && command.examples.length ? command.examples : [command.name]).join("\n"), "command"))
+        : h("li.muted", "None known"),
+      h("li.list-heading", {role: "presentation"}, "Instructions"),
+      (vocabulary.instructions || []).map((instruction) => item(instruction.name, "", instruction.example, "instruction")));
+  }
+
+  function showExample(name, help, example, kind) {
+    clear(examplePreview,
+      h("h4", name, h("span.muted", kind === "command" ? " (unit command)" : " (instruction)")),
+      help ? h("p.example-help", help) : null,
+      h("pre.example-code", {"data-testid": "command-example-code"}, example),
+      h("button", {type: "button", "data-testid": "command-example-use", onclick: () => {
+        injectBox.value = injectBox.value.trim() ? `${injectBox.value.replace(/\s+$/, "")}\n${example}` : example;
+        injectBox.focus();
+      }}, "Copy to the box"));
+  }
+
+  async function inject() {
+    const code = injectBox.value;
+    injectError.textContent = "";
+    if (!code.trim()) {
+      injectError.textContent = "Write the P-code to run first.";
+      return;
+    }
+    injectButton.setAttribute("aria-busy", "true");
+    injectButton.disabled = true;
+    try {
+      await api.post(`${base}/inject`, {code});
+      injectBox.value = "";
+      toast("Sent to the unit.");
+    } catch (error) {
+      injectError.textContent = error.status === 422 || error.status === 409 ? `The unit refused: ${error.message}` : error.message;
+    } finally {
+      injectButton.removeAttribute("aria-busy");
+      injectButton.disabled = false;
+    }
+  }
+
+  // -- method
+
+  async function lint(text) {
+    const result = await api.post(`${base}/analyze`, {text});
+    return (result.diagnostics || []).map((d) => ({
+      line: d.line,
+      severity: d.severity,
+      column: d.column > 0 ? d.column - 1 : undefined,
+      message: d.fixes && d.fixes.length && !/Did you mean/.test(d.message) ? `${d.message} Did you mean '${d.fixes[0]}'?` : d.message,
+      source: d.id,
+    }));
+  }
+
+  async function completions() {
+    await vocabularyReady;
+    return {
+      instructions: (vocabulary.commands || []).map((command) => ({label: command.name, detail: "unit command",
+        info: command.help || undefined, argument: true})),
+      tags: (vocabulary.tags || []).map((tag) => ({label: tag.name, unit: tag.unit || undefined,
+        units: tag.valid_units && tag.valid_units.length ? tag.valid_units : undefined, detail: tag.unit || undefined})),
+    };
+  }
+
+  function renderMethodStatus() {
+    const dirty = editor && editor.isDirty();
+    saveButton.classList.toggle("attention", Boolean(dirty));
+    if (!method) {
+      methodStatus.textContent = "";
+      return;
+    }
+    methodStatus.textContent = `${dirty ? "Unsaved changes · " : ""}Version ${baseVersion ?? method.version}` +
+      (method.last_author ? ` by ${method.last_author}` : "");
+  }
+
+  function applyMethod(next) {
+    if (!next) return;
+    method = next;
+    if (editor) editor.setLineStates(lineStateSets(next.line_states));
+    if (!editor || saving) return; // our own save may be the change: decided when it answers
+    if (baseVersion === null || (next.version !== baseVersion && !editor.isDirty())) {
+      editor.setLines(next.lines || []);
+      editor.setLineStates(lineStateSets(next.line_states));
+      baseVersion = next.version;
+      hideConflict();
+    } else if (next.version !== baseVersion && editor.isDirty()) {
+      showConflict(next);
+    }
+    renderMethodStatus();
+  }
+
+  function showConflict(latest, reason = "") {
+    conflict = latest;
+    clear(conflictBanner,
+      h("p", h("strong", `${latest.last_author || "Someone"} changed the method`), ` (now version ${latest.version}) while you were editing it. `,
+        reason ? h("span", reason, " ") : null,
+        "Reload their version (your changes are lost) or keep yours (saving then replaces theirs)."),
+      h("div.toolbar",
+        h("button", {type: "button", "data-testid": "method-reload", onclick: () => {
+          editor.setLines(latest.lines || []);
+          editor.setLineStates(lineStateSets(latest.line_states));
+          baseVersion = latest.version;
+          hideConflict();
+          renderMethodStatus();
+        }}, "Reload theirs"),
+        h("button", {type: "button", "data-testid": "method-keep-mine", onclick: () => {
+          baseVersion = latest.version;
+          hideConflict();
+          renderMethodStatus();
+          toast("Keeping your version: save it to replace theirs.");
+        }}, "Keep mine")));
+    conflictBanner.hidden = false;
+  }
+
+  function hideConflict() {
+    conflict = null;
+    conflictBanner.hidden = true;
+  }
+
+  async function save() {
+    if (!editor || baseVersion === null) return;
+    if (conflict) {
+      conflictBanner.querySelector("button")?.focus();
+      toast("Choose first: reload their version or keep yours.", "error");
+      return;
+    }
+    const lines = editor.getLines();
+    const sentText = editor.getText();
+    saveButton.setAttribute("aria-busy", "true");
+    saveButton.disabled = true;
+    saving = true;
+    try {
+      const result = await api.post(`${base}/method`, {lines, version: baseVersion});
+      baseVersion = result.version;
+      if (editor.getText() === sentText) editor.markSaved();
+      if (!method || method.version < result.version) {
+        method = {...(method || {}), version: result.version, lines, last_author: userName() || "Anonymous"};
+      }
+      toast(`Method saved (version ${result.version}).`);
+    } catch (error) {
+      if (error.status === 409) {
+        let latest = method;
+        try {
+          latest = await api.get(`${base}/method`);
+        } catch {
+          /* keep what we have */
+        }
+        method = latest;
+        showConflict(latest, error.message);
+      } else {
+        toast(`The method was not saved: ${error.message}`, "error");
+      }
+    } finally {
+      saving = false;
+      saveButton.removeAttribute("aria-busy");
+      saveButton.disabled = false;
+      if (method && !conflict && method.version !== baseVersion) applyMethod(method); // changed meanwhile
+      renderMethodStatus();
+    }
+  }
+
+  const editorReady = loadEditor().then((createEditor) => {
+    if (destroyed) return;
+    editor = createEditor(editorHost, {
+      text: "",
+      lint,
+      completions,
+      onSave: () => save(),
+      onChange: () => renderMethodStatus(),
+      onDropRejected: (reason) => toast(`The file was not loaded: ${reason}`, "error"),
+      label: "Method (P-code)",
+    });
+    if (method) applyMethod(method);
+  });
+
+  // -- run log actions
+
+  async function runLogAction(kind, item) {
+    try {
+      await api.post(`${base}/run_log/${encodeURIComponent(item.id)}/${kind}`);
+      toast(`${kind === "force" ? "Forced" : "Cancelled"}: ${item.name}`);
+    } catch (error) {
+      toast(`${kind === "force" ? "Force" : "Cancel"} '${item.name}': ${error.message}`, "error");
+    }
+  }
+
+  // -- plot
+
+  function tagUnits() {
+    const result = {};
+    for (const tag of vocabulary.tags || []) if (tag.unit) result[tag.name] = tag.unit;
+    for (const value of values.values()) if (value.unit && !result[value.name]) result[value.name] = value.unit;
+    return result;
+  }
+
+  function ensurePlot(configuration) {
+    const json = JSON.stringify(configuration || {});
+    if (plot && json === plotConfigJson) return;
+    if (plot) plot.destroy();
+    plotConfigJson = json;
+    plot = new ProcessPlot(plotHost, {configuration, units: tagUnits(), storageKey: `unit:${unitId}`});
+  }
+
+  // -- live
+
+  const stop = live.watch({
+    units: [unitId],
+    async resync() {
+      let summary;
+      try {
+        summary = await api.get(base);
+      } catch (error) {
+        if (error instanceof ApiError && error.status === 404) {
+          missing.hidden = false;
+          clear(missing, h("strong", `There is no process unit '${unitId}'.`), " ", h("a", {href: "/"}, "Back to the dashboard"));
+          layout.hidden = true;
+          controls.hidden = true;
+          return;
+        }
+        throw error;
+      }
+      missing.hidden = true;
+      layout.hidden = false;
+      controls.hidden = false;
+      vocabularyReady = api.get(`${base}/vocabulary`).then((result) => {
+        vocabulary = result;
+        renderExamples();
+      }).catch((error) => console.warn("vocabulary", error));
+      const [processValues, controlState, methodNow, runLogItems, errors, configuration, series] = await Promise.all([
+        api.get(`${base}/process_values`), api.get(`${base}/control_state`), api.get(`${base}/method`),
+        api.get(`${base}/run_log`), api.get(`${base}/error_log`), api.get(`${base}/plot_configuration`),
+        api.get(`${base}/plot_log`)]);
+      await vocabularyReady;
+      unit = summary;
+      runId = summary.run_id || null;
+      logRun = runId;
+      errorRun = runId;
+      control = controlState || control;
+      values.clear();
+      for (const value of processValues || []) values.set(value.name, value);
+      renderHeader();
+      renderTiles();
+      runLog.reset(runLogItems || []);
+      errorLog.reset(errors || []);
+      ensurePlot(configuration);
+      plot.setUnits(tagUnits());
+      plot.setSeries(runId ? series || {} : {});
+      await editorReady;
+      applyMethod(methodNow);
+    },
+    delta({topic, data}) {
+      if (topic === "units") {
+        const newRun = (data.run_id || null) !== runId;
+        unit = data;
+        if (newRun) {
+          runId = data.run_id || null;
+          if (plot) plot.clear();
+        }
+        renderHeader();
+      } else if (topic === "control_state") {
+        control = data;
+        renderControls();
+      } else if (topic === "values") {
+        applyValues(data);
+      } else if (topic === "method") {
+        applyMethod(data);
+      } else if (topic === "run_log") {
+        if ((data.run || null) !== logRun) {
+          logRun = data.run || null;
+          runLog.reset([]);
+        }
+        runLog.merge(data.changed || []);
+      } else if (topic === "error_log") {
+        if ((data.run || null) !== errorRun) {
+          errorRun = data.run || null;
+          errorLog.reset([]);
+        }
+        errorLog.merge(data.changed || []);
+      }
+    },
+  });
+
+  return {
+    canLeave: () => !(editor && editor.isDirty()),
+    unmount() {
+      destroyed = true;
+      stop();
+      clearTimeout(stopTimer);
+      if (plot) plot.destroy();
+      if (editor && editor.destroy) editor.destroy();
+    },
+  };
+}
+
+function cssId(name) {
+  return String(name).replace(/[^A-Za-z0-9_-]/g, "_");
+}
