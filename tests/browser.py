@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import time
@@ -40,11 +41,25 @@ class System:
     engines: list[subprocess.Popen]
     port: int
 
-    def restart_aggregator(self) -> None:
+    outbox: Path
+
+    def stop_aggregator(self) -> None:
         self.aggregator.send_signal(signal.SIGTERM)
         self.aggregator.wait(10)
+
+    def start_aggregator(self) -> None:
         self.aggregator = _aggregator(self.port, self.data)
         _wait_until_up(self.url)
+
+    def wait_for_outbox(self, text: str, timeout: float = 20.0) -> None:
+        """Until the engine's outbox holds a record containing ``text`` (not yet delivered)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with sqlite3.connect(self.outbox) as db:
+                if db.execute("SELECT COUNT(*) FROM outbox WHERE record LIKE ?", (f"%{text}%",)).fetchone()[0]:
+                    return
+            assert time.monotonic() < deadline, f"no record with {text!r} in the engine's outbox"
+            time.sleep(0.05)
 
 
 def _aggregator(port: int, data: Path) -> subprocess.Popen:
@@ -76,7 +91,7 @@ def system(tmp_path) -> Iterator[System]:
     engine = subprocess.Popen([str(BIN / "pectus-engine"), "-uod", str(DEMO_UOD), "-ap", str(port),
                                "--outbox", str(tmp_path / "engine.outbox.sqlite3"), "--log-level", "WARNING"],
                               stderr=(tmp_path / "engine.log").open("a"), env={**os.environ})
-    running = System(url, UNIT, data, aggregator, [engine], port)
+    running = System(url, UNIT, data, aggregator, [engine], port, tmp_path / "engine.outbox.sqlite3")
     deadline = time.monotonic() + 30
     while not any(u["id"] == UNIT and u["state"] == "online" for u in httpx.get(f"{url}/api/process_units").json()):
         assert time.monotonic() < deadline, "the demo engine did not come online"

@@ -47,8 +47,8 @@ class FakeViews:
         self.answers: dict[str, dict[str, Any]] = {
             "unit": {UNIT: {"id": UNIT, "name": "host-7 (DemoUod)", "state": "ready"}},
             "process_values": {UNIT: [
-                {"name": "FT01", "value": 10.0, "unit": "L/h", "time": 100.0, "commands": [{"name": "FT01"}]},
-                {"name": "Valve", "value": "Open", "unit": None, "time": 300.0, "commands": []},
+                {"name": "FT01", "value": 10.0, "unit": "L/h", "time": iso(100.0), "commands": [{"name": "FT01"}]},
+                {"name": "Valve", "value": "Open", "unit": None, "time": iso(300.0), "commands": []},
             ]},
             "control_state": {UNIT: {"is_running": False, "is_holding": False, "is_paused": False}},
             "method": {UNIT: {"lines": [{"id": "a", "text": "Mark: A"}], "version": 3}},
@@ -94,9 +94,9 @@ class FakeBackend:
     def __init__(self) -> None:
         self.views = FakeViews()
         self.live = {UNIT: [
-            {"name": "FT01", "value": 12.5, "unit": "L/h", "time": 200.0, "simulated": False},
-            {"name": "Valve", "value": "Closed", "unit": None, "time": 250.0, "simulated": False},
-            {"name": "TT01", "value": 21.0, "unit": "degC", "time": 200.0, "simulated": True},
+            {"name": "FT01", "value": 12.5, "unit": "L/h", "time": iso(200.0), "simulated": False},
+            {"name": "Valve", "value": "Closed", "unit": None, "time": iso(250.0), "simulated": False},
+            {"name": "TT01", "value": 21.0, "unit": "degC", "time": iso(200.0), "simulated": True},
         ]}
         self.outcomes: dict[str, Outcome] = {}
         self.requests: list[tuple[str, str, dict, Actor]] = []
@@ -199,12 +199,12 @@ async def test_process_values_are_live_values_merged_over_the_projection(backend
     values = await (await client.get(f"/api/process_units/{UNIT}/process_values")).get_json()
     assert values == [
         # live is fresher: its value, the reading's commands kept
-        {"name": "FT01", "value": 12.5, "unit": "L/h", "time": 200.0, "commands": [{"name": "FT01"}],
+        {"name": "FT01", "value": 12.5, "unit": "L/h", "time": iso(200.0), "commands": [{"name": "FT01"}],
          "simulated": False},
         # the projection is fresher: it stays
-        {"name": "Valve", "value": "Open", "unit": None, "time": 300.0, "commands": []},
+        {"name": "Valve", "value": "Open", "unit": None, "time": iso(300.0), "commands": []},
         # only live knows it yet
-        {"name": "TT01", "value": 21.0, "unit": "degC", "time": 200.0, "simulated": True},
+        {"name": "TT01", "value": 21.0, "unit": "degC", "time": iso(200.0), "simulated": True},
     ]
     response = await client.get("/api/process_units/nope/process_values")
     assert_error(response, await response.get_json(), 404)

@@ -146,6 +146,7 @@ class RecordBuilder:
                 runlog[event.id] = {"id": event.id, "line": event.line, "name": f"{event.instruction}: "
                                     f"{event.arguments}" if event.arguments else event.instruction,
                                     "state": event.state, "progress": event.progress, "time": event.time,
+                                    "start": event.start, "end": event.end,
                                     "cancellable": event.cancellable, "forcible": event.forcible,
                                     "cancelled": event.cancelled, "forced": event.forced}
             elif kind == "line":

@@ -56,6 +56,8 @@ class RunLogChanged(EngineEvent):
     forcible: bool
     cancelled: bool
     forced: bool
+    start: float | None = None
+    end: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -432,7 +432,8 @@ class Projector:
         return copy.deepcopy(unit.description)
 
     def process_values(self, unit_id: str) -> list[dict[str, Any]] | None:
-        """The latest value of every sampled tag: UOD tags in the UOD's order, then the rest."""
+        """The latest value of every sampled tag and every process value (None before its first
+        sample): UOD tags in the UOD's order, then the rest."""
         unit = self._units.get(unit_id)
         if unit is None:
             return None
@@ -440,9 +441,12 @@ class Projector:
         readings = {reading["tag_name"]: reading for reading in unit.description.get("readings", [])}
         helps = {command["name"]: command.get("help", "") for command in unit.description.get("commands", [])}
         values = []
-        order = [*(name for name in tags if name in unit.values), *(name for name in unit.values if name not in tags)]
+        # Process values (the UOD's readings) are listed before their first sample too: the UI
+        # shows their tiles and commands from the start.
+        order = [*(name for name in tags if name in unit.values or name in readings),
+                 *(name for name in unit.values if name not in tags)]
         for name in order:
-            value, time = unit.values[name]
+            value, time = unit.values.get(name, (None, None))
             tag = tags.get(name, {})
             reading = readings.get(name)
             values.append({"name": name, "value": value, "unit": tag.get("unit") or None, "time": iso(time),

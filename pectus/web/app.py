@@ -258,7 +258,8 @@ def merge_process_values(recorded: list[dict] | None, live: list[dict] | None) -
     merged = {value["name"]: dict(value) for value in recorded or ()}
     for value in live or ():
         known = merged.setdefault(value["name"], {})
-        if (value.get("time") or 0) >= (known.get("time") or 0):
+        # Times are ISO 8601 UTC strings (the projections' form): they compare in time order.
+        if (value.get("time") or "") >= (known.get("time") or ""):
             known.update(value)
     return list(merged.values())
 

@@ -611,7 +611,9 @@ export function createEditor(parent, options = {}) {
 
   function makeState(docText, ids, states) {
     const state = EditorState.create({ doc: docText, extensions: extensions() });
-    const effects = [replaceLines.of({ ids: ids || textIds(state.doc.lines) })];
+    // Every line of the document has an id: an empty method is still one (empty) line.
+    const given = ids && ids.length === state.doc.lines ? ids : null;
+    const effects = [replaceLines.of({ ids: given || textIds(state.doc.lines) })];
     if (states) effects.push(setStates.of(states));
     return state.update({ effects }).state;
   }
