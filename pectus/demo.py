@@ -1,7 +1,8 @@
 """``make demo``: an aggregator and the simulated demo engine, together, on this machine.
 
-The aggregator listens on http://127.0.0.1:8300 and keeps its store in ./data; the demo engine
-(uods/demo_uod.py) connects to it with the demo method loaded, ready to Start. Ctrl-C stops both.
+The aggregator serves the UI on http://127.0.0.1:8300 and keeps its store in ./data; the demo
+engine (uods/demo_uod.py) connects to it with the demo method loaded, ready to Start. Ctrl-C stops
+both.
 """
 
 from __future__ import annotations
@@ -37,11 +38,8 @@ async def main() -> None:
         await nursery.start(engine.run)
         method = (ROOT / "uods" / "demo_method.pcode").read_text()
         await ask(engine.scan, lambda reply: SaveMethod(method, None, reply), timeout=5)
-        print(f"Pectus demo: aggregator on http://127.0.0.1:{PORT} (API under /api, e.g. /api/process_units),\n"
-              f"demo unit '{engine_id}' connected with the demo method loaded. Start it with\n"
-              f"  curl -X POST -H 'Content-Type: application/json' -d '{{\"command\": \"Start\"}}' "
-              f"http://127.0.0.1:{PORT}/api/process_units/{engine_id}/control\n"
-              "Ctrl-C stops both.", flush=True)
+        print(f"Pectus demo: open http://127.0.0.1:{PORT}/units/{engine_id} - the demo unit is connected\n"
+              "with the demo method loaded; press Start. Ctrl-C stops both.", flush=True)
         with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
             async for _ in signals:
                 break
