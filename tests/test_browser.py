@@ -54,6 +54,8 @@ def test_an_operators_run_from_the_dashboard_to_the_recent_runs_csv(system, brow
     started = page.locator('[data-testid="run-log-row"]').filter(has_text="Mark: Started")
     expect(started).to_be_visible(timeout=T)
     expect(page.get_by_test_id("plot")).to_be_visible()
+    # The live plot grows: a row every half second of the run.
+    page.wait_for_function("Number(document.querySelector('#unit-plot').dataset.rows) >= 4", timeout=T)
 
     # Edit a process value: the pump to 60 %.
     tile = page.locator('[data-testid="tile"][data-tag="PU01"]')

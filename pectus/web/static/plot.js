@@ -96,6 +96,7 @@ export class ProcessPlot {
   pushRow(time) {
     const row = this.times.length;
     this.times.push(time);
+    this.rowStarted = time;
     for (const [tag, column] of this.numbers) column.push(numeric(this.current.get(tag)));
     for (const [tag, column] of this.raw) {
       const value = this.current.has(tag) ? this.current.get(tag) : null;
@@ -157,8 +158,9 @@ export class ProcessPlot {
       relevant = true;
     }
     if (!relevant) return;
-    const last = this.times.length ? this.times[this.times.length - 1] : null;
-    if (last !== null && time - last < MIN_STEP) this.updateLastRow(time);
+    // Changes within MIN_STEP of the time the last row *started* join it; comparing with its
+    // updated time instead would let a 10 Hz feed extend one row for ever.
+    if (this.times.length && time - this.rowStarted < MIN_STEP) this.updateLastRow(time);
     else this.pushRow(time);
     this.extendView();
     this.scheduleRedraw();
@@ -389,6 +391,7 @@ export class ProcessPlot {
   redraw(full) {
     clearTimeout(this.timer);
     this.timer = null;
+    this.container.dataset.rows = String(this.times.length); // how much is drawn: for tests and support
     if (!this.plots.length) return;
     if (full && this.xChoice !== TIME) this.rebuildView();
     const keep = this.zoomed && !full;
