@@ -6,8 +6,8 @@ Prints:
 * the time from an engine's tag change (the tick that changed it) to its display in the unit page
   (target p95 <= 250 ms; Open Pectus polls every second), measured with a real aggregator and a
   real demo engine, the change made by ``Simulate: TT01 = ...`` injections;
-* the frame time of the live plot with 20 series holding 1 h of 10 Hz data, per update
-  (target under 16 ms).
+* the frame time of the live plot with 20 series after 1 h of 10 Hz data fed as the page feeds
+  it (a row every half second: 7,200 rows), per update (target under 16 ms).
 """
 
 from __future__ import annotations
@@ -43,10 +43,13 @@ PLOT_FRAMES = """async () => {
                          x_axis_process_value_names: [], color_regions: [], process_value_names_to_annotate: []};
   const plot = new ProcessPlot(document.getElementById('bench'), {configuration});
   while (!plot.plots.length) await new Promise((resolve) => setTimeout(resolve, 50));
+  // An hour of a 10 Hz unit, fed as the page is fed: one append per tick (the plot keeps a row
+  // every half second), then the frames of the next updates are timed.
   const start = Date.now() / 1000 - 3600;
-  const series = Object.fromEntries(names.map((name, k) => [name,
-    Array.from({length: 36000}, (_, i) => [start + i / 10, Math.sin(i / 300 + k)])]));
-  plot.setSeries(series);
+  for (let i = 0; i < 36000; i++) {
+    const t = start + i / 10;
+    plot.append(t, Object.fromEntries(names.map((name, k) => [name, Math.sin(i / 300 + k)])));
+  }
   const frames = [];
   for (let i = 0; i < 200; i++) {
     const now = start + 3600 + i / 10;
