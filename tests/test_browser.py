@@ -76,6 +76,10 @@ def test_an_operators_run_from_the_dashboard_to_the_recent_runs_csv(system, brow
     wait_row.get_by_test_id("run-log-force").click()
     page.get_by_test_id("confirm-ok").click()
     expect(page.locator('[data-testid="run-log-row"]').filter(has_text="Mark: Done")).to_be_visible(timeout=T)
+    # A run-log item shows the tag values at its start and end on expand.
+    pump_row = page.locator('[data-testid="run-log-row"]').filter(has_text="PU01: 40 %").first
+    pump_row.get_by_test_id("run-log-expand").click()
+    expect(page.get_by_test_id("run-log-details").first).to_contain_text("PU01", timeout=T)
     screenshot(page, "unit-running.png")
 
     # Stop: unlock, then confirm.

@@ -147,6 +147,8 @@ class RecordBuilder:
                                     f"{event.arguments}" if event.arguments else event.instruction,
                                     "state": event.state, "progress": event.progress, "time": event.time,
                                     "start": event.start, "end": event.end,
+                                    "start_values": _json_values(event.start_values),
+                                    "end_values": _json_values(event.end_values),
                                     "cancellable": event.cancellable, "forcible": event.forcible,
                                     "cancelled": event.cancelled, "forced": event.forced}
             elif kind == "line":
@@ -185,6 +187,13 @@ class RecordBuilder:
 
 def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _json_values(values: dict[str, Any] | None) -> dict[str, Any] | None:
+    """A run-log item's tag snapshot as JSON values (a UOD tag may hold anything)."""
+    if values is None:
+        return None
+    return {name: value if _json_value(value) else str(value) for name, value in values.items()}
 
 
 class Uplink(Actor[list[dict[str, Any]]]):

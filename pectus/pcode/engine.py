@@ -519,7 +519,7 @@ class Engine:
             self.events.append(ev.RunLogChanged(
                 self.tick_number, self.clock, self.process_time, item.id, item.line, item.instruction,
                 item.arguments, item.state.value, item.progress, item.cancellable, item.forcible,
-                item.cancelled, item.forced, item.start, item.end))
+                item.cancelled, item.forced, item.start, item.end, item.start_values, item.end_values))
 
     def set_line_state(self, line_id: str, line: int, state: LineState) -> None:
         if self.line_states.get(line_id) is state:

@@ -58,6 +58,8 @@ class RunLogChanged(EngineEvent):
     forced: bool
     start: float | None = None
     end: float | None = None
+    start_values: dict[str, Any] | None = None  # every tag when the item started
+    end_values: dict[str, Any] | None = None  # and when it ended
 
 
 @dataclass(frozen=True, slots=True)
