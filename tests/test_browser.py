@@ -142,3 +142,29 @@ def test_the_page_reconnects_after_an_aggregator_restart_and_shows_what_it_misse
     system.start_aggregator()
     expect(page.get_by_test_id("connection-banner")).to_be_hidden(timeout=T)
     expect(page.locator('[data-testid="run-log-row"]').filter(has_text="Mark: while away")).to_be_visible(timeout=T)
+
+
+UNLABELLED = """() => [...document.querySelectorAll('button, input, select, textarea, [role="button"]')]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => {
+    const named = (el.getAttribute('aria-label') || '').trim() || el.getAttribute('aria-labelledby')
+      || (el.labels && el.labels.length) || (el.textContent || '').trim() || el.getAttribute('title');
+    return !named;
+  })
+  .map((el) => el.outerHTML.slice(0, 120))"""
+
+
+def test_every_control_has_a_name_and_the_run_controls_work_from_the_keyboard(system, browser):
+    page = browser.new_page(viewport={"width": 1280, "height": 800})  # a 13" laptop
+    for path in ("/", f"/units/{system.unit}"):
+        page.goto(system.url + path)
+        page.wait_for_load_state("networkidle")
+        assert page.evaluate(UNLABELLED) == [], path
+    page.goto(f"{system.url}/units/{system.unit}")
+    expect(page.get_by_test_id("control-start")).to_be_enabled(timeout=T)
+    page.get_by_test_id("control-start").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("run-controls")).to_have_attribute("data-state", "running", timeout=T)
+    page.keyboard.press("Tab")  # on to Pause, and Space presses it
+    page.keyboard.press("Space")
+    expect(page.get_by_test_id("run-controls")).to_have_attribute("data-state", "paused", timeout=T)
