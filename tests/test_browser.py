@@ -168,3 +168,25 @@ def test_every_control_has_a_name_and_the_run_controls_work_from_the_keyboard(sy
     page.keyboard.press("Tab")  # on to Pause, and Space presses it
     page.keyboard.press("Space")
     expect(page.get_by_test_id("run-controls")).to_have_attribute("data-state", "paused", timeout=T)
+
+
+def test_the_editor_shows_diagnostics_completes_names_and_guards_unsaved_changes(system, browser):
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(f"{system.url}/units/{system.unit}")
+    editor = page.locator("#method-editor .cm-content")
+    expect(editor).to_be_visible(timeout=T)
+    editor.click()
+    page.keyboard.type("Mrak: typo")
+    # The aggregator's analyzer answers as you type: an unknown instruction, with a did-you-mean.
+    expect(page.locator("#method-editor .cm-lintRange-error, #method-editor .cm-lint-marker-error").first
+           ).to_be_visible(timeout=T)
+    page.keyboard.press("Enter")
+    page.keyboard.type("Wat")
+    completion = page.locator(".cm-tooltip-autocomplete")
+    expect(completion).to_contain_text("Watch", timeout=T)
+    page.keyboard.press("Escape")
+    # Leaving with unsaved changes asks first.
+    page.locator('a[href="/"]').first.click()
+    expect(page.get_by_test_id("confirm-dialog")).to_be_visible(timeout=T)
+    page.get_by_test_id("confirm-cancel").click()
+    expect(page.get_by_test_id("unit-name")).to_be_visible()
