@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from contextlib import asynccontextmanager
 
 import trio
 
@@ -62,6 +63,19 @@ def unit_on(device: Device):
     return unit
 
 
+@asynccontextmanager
+async def running_with_a_run(device: Device, states: list[State]):
+    """An engine process on ``device``, connected, with a run started; stopped at the end."""
+    process = EngineProcess(unit_on(device), recovery=FAST)
+    process.hardware[0].on_transition = lambda t: states.append(t.new)
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        await wait_for(lambda: process.engine.value("FT01") == 10.0)  # connected
+        await ask(process.scan, lambda r: Control("Start", r), timeout=1)
+        yield process
+        await process.stop()
+
+
 def test_values_flow_both_ways_and_a_short_break_is_masked():
     device = Device()
     states: list[State] = []
@@ -96,13 +110,8 @@ def test_a_longer_break_reconnects_and_commands_fail_meanwhile():
     states: list[State] = []
 
     async def main():
-        process = EngineProcess(unit_on(device), recovery=FAST)
-        process.hardware[0].on_transition = lambda t: states.append(t.new)
-        engine = process.engine
-        async with trio.open_nursery() as nursery:
-            await nursery.start(process.run)
-            await wait_for(lambda: engine.value("FT01") == 10.0)  # connected
-            await ask(process.scan, lambda r: Control("Start", r), timeout=1)
+        async with running_with_a_run(device, states) as process:
+            engine = process.engine
             device.broken = True
             began = trio.current_time()
             await wait_for(lambda: State.RECONNECT in states)
@@ -117,7 +126,6 @@ def test_a_longer_break_reconnects_and_commands_fail_meanwhile():
             await wait_for(lambda: states[-1] is State.OK)
             assert device.connects == connects + 1  # a fresh connect, not just the next read
             assert states == [State.OK, State.ISSUE, State.RECONNECT, State.OK]
-            await process.stop()
 
     trio.run(main)
 
@@ -127,13 +135,8 @@ def test_when_the_device_stays_away_recovery_gives_up_and_the_run_pauses_on_erro
     states: list[State] = []
 
     async def main():
-        process = EngineProcess(unit_on(device), recovery=FAST)
-        process.hardware[0].on_transition = lambda t: states.append(t.new)
-        engine = process.engine
-        async with trio.open_nursery() as nursery:
-            await nursery.start(process.run)
-            await wait_for(lambda: engine.value("FT01") == 10.0)  # connected
-            await ask(process.scan, lambda r: Control("Start", r), timeout=1)
+        async with running_with_a_run(device, states) as process:
+            engine = process.engine
             device.broken = True
             await wait_for(lambda: State.ERROR in states)
             await wait_for(lambda: engine.system_state == "Paused")
@@ -143,7 +146,6 @@ def test_when_the_device_stays_away_recovery_gives_up_and_the_run_pauses_on_erro
             device.broken = False
             await wait_for(lambda: engine.value("Connection Status") == "Connected")
             assert engine.system_state == "Paused"  # an operator decides when to go on
-            await process.stop()
 
     with caplog.at_level(logging.WARNING, logger="pectus.engine.hardware"):
         trio.run(main)
