@@ -69,6 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
@@ -202,12 +203,21 @@ def _stored_hash(state: bytes) -> bytes:
 
 
 _raw_decode = json.JSONDecoder().raw_decode
+# Digits -> "9", anything else -> " ": a run of 19 digits in the result is a number orjson might
+# not read exactly (it turns integers beyond 64 bits into floats, silently).
+_DIGITS = bytes(57 if 48 <= byte <= 57 else 32 for byte in range(256))
+_LONG_NUMBER = b"9" * 19
 
 
 def _record(state: bytes) -> Record:
-    # Reading is mostly JSON decoding. ``state`` is our own canonical JSON (UTF-8, no
-    # whitespace), so the decoder's raw entry point is enough: json.loads would first sniff the
-    # encoding and skip whitespace, which costs about a third more per event.
+    # Reading is mostly JSON decoding, so it uses orjson (three times faster) wherever that is
+    # exact; long numbers, NaN and infinities go to the standard decoder. Only reading: the hashed
+    # bytes are written by json.dumps, whose exact output the chain depends on.
+    if _LONG_NUMBER not in state.translate(_DIGITS):
+        try:
+            return Record(**orjson.loads(state))
+        except orjson.JSONDecodeError:
+            pass
     return Record(**_raw_decode(state.decode())[0])
 
 
