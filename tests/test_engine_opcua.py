@@ -103,7 +103,9 @@ def test_a_server_that_stays_away_pauses_the_run_on_error(server):
             error = transitions[-1]
             reconnect = transitions[-2]
             assert (reconnect.new, error.new) == (State.RECONNECT, State.ERROR)
-            assert error.time - reconnect.time == pytest.approx(3.0, abs=0.6)  # error_timeout_seconds
+            # error_timeout_seconds; the transition comes with the first poll after it (a busy CI machine
+            # may delay polls, never advance them)
+            assert 3.0 <= error.time - reconnect.time < 4.5
             await process.stop()
 
     trio.run(main)
