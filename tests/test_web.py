@@ -62,6 +62,7 @@ class FakeViews:
             "run_log_of": {RUN: {"lines": [{"name": "Start"}]}},
             "run_error_log": {RUN: {"entries": [{"message": "Oops"}]}},
             "audit_trail": {RUN: [{"who": "Ann", "what": "Start"}]},
+            "uod_description": {},
         }
 
     def units(self) -> list[dict]:

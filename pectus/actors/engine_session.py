@@ -26,6 +26,7 @@ from pectus.actors.event_writer import EventWriter
 from pectus.actors.ui_hub import UiHub
 from pectus.events import domain as d
 from pectus.events import protocol as p
+from pectus.projections.views import Delta
 
 log = logging.getLogger("pectus.aggregator.engines")
 
@@ -166,7 +167,7 @@ class EngineSession:
                 for value in message.values:
                     if isinstance(value, dict) and isinstance(value.get("name"), str):
                         memory.live[value["name"]] = value
-                self.engines.hub.publish([LiveDelta(self.unit, "values", message.values)])
+                self.engines.hub.publish([Delta(self.unit, "values", message.values)])
             elif isinstance(message, p.Reply):
                 channel = self._pending.pop(message.request_id, None)
                 if channel is not None:
@@ -242,9 +243,3 @@ class EngineSession:
         self._pending.pop(request_id, None)
         return p.Reply(request_id, False, f"the engine did not answer within {REQUEST_TIMEOUT:g} s")
 
-
-@dataclass(frozen=True, slots=True)
-class LiveDelta:
-    unit: str | None
-    topic: str
-    data: Any

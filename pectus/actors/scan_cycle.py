@@ -36,18 +36,25 @@ log = logging.getLogger("pectus.engine.scan")
 
 
 # -- the requests this actor accepts (a closed catalogue) --------------------------------------
+# Each knows what it does to the engine (``apply``); the answer goes back through ``reply``.
 
 @dataclass(frozen=True, slots=True)
 class Control:
     name: str
     reply: Reply[Outcome]
 
+    def apply(self, engine: Engine) -> Outcome:
+        return engine.execute_control(self.name)
+
 
 @dataclass(frozen=True, slots=True)
 class SaveMethod:
-    text: str
+    text: str | list[tuple[str, str]]  # the text, or the editor's (line id, text) pairs
     base_version: int | None
     reply: Reply[Outcome]
+
+    def apply(self, engine: Engine) -> Outcome:
+        return engine.set_method(self.text, self.base_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,17 +62,26 @@ class Inject:
     code: str
     reply: Reply[Outcome]
 
+    def apply(self, engine: Engine) -> Outcome:
+        return engine.inject(self.code)
+
 
 @dataclass(frozen=True, slots=True)
 class Cancel:
     item_id: int
     reply: Reply[Outcome]
 
+    def apply(self, engine: Engine) -> Outcome:
+        return engine.cancel(self.item_id)
+
 
 @dataclass(frozen=True, slots=True)
 class Force:
     item_id: int
     reply: Reply[Outcome]
+
+    def apply(self, engine: Engine) -> Outcome:
+        return engine.force(self.item_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +90,9 @@ class Inspect:
 
     query: Callable[[Engine], Any]
     reply: Reply[Any]
+
+    def apply(self, engine: Engine) -> Any:
+        return self.query(engine)
 
 
 Request = Union[Control, SaveMethod, Inject, Cancel, Force, Inspect]
@@ -149,17 +168,6 @@ class ScanCycle(Actor[Request]):
             except trio.WouldBlock:
                 return
             try:
-                if isinstance(request, Control):
-                    request.reply.set(engine.execute_control(request.name))
-                elif isinstance(request, SaveMethod):
-                    request.reply.set(engine.set_method(request.text, request.base_version))
-                elif isinstance(request, Inject):
-                    request.reply.set(engine.inject(request.code))
-                elif isinstance(request, Cancel):
-                    request.reply.set(engine.cancel(request.item_id))
-                elif isinstance(request, Force):
-                    request.reply.set(engine.force(request.item_id))
-                elif isinstance(request, Inspect):
-                    request.reply.set(request.query(engine))
+                request.reply.set(request.apply(engine))
             except Exception as error:  # a bad request must not stop the scan
                 request.reply.fail(error)

@@ -180,6 +180,7 @@ def _check_connection(uod) -> bool:
 
 def _simulate(args: argparse.Namespace) -> int:
     from pectus.pcode.engine import Engine
+    from pectus.pcode.events import DiagnosticReported
 
     uod = _load(args.simulate_uod)
     if uod is None:
@@ -197,9 +198,9 @@ def _simulate(args: argparse.Namespace) -> int:
     try:
         if out is not None:
             for diagnostic in _analyze(engine, text):
-                out.write(json.dumps({"event": "diagnostic", "tick": -1, "time": 0.0, "process_time": 0.0,
-                                      "line": diagnostic.line, "severity": diagnostic.severity.value,
-                                      "id": diagnostic.id, "message": diagnostic.message}) + "\n")
+                event = DiagnosticReported(-1, 0.0, 0.0, diagnostic.line, diagnostic.severity.value,
+                                           diagnostic.id, diagnostic.message)
+                out.write(json.dumps(event.as_dict()) + "\n")
         result = _simulate_run(engine, args, out)
     finally:
         if out is not None:

@@ -32,7 +32,7 @@ from pectus.pcode import units
 from pectus.pcode.commands import CONTROLS, CommandManager
 from pectus.pcode.runlog import ItemState, LineState, RunLog, RunLogItem
 from pectus.pcode.syntax import Method, Node, parse
-from pectus.pcode.tags import (SystemTagName as S, Tag, TagDirection, TagTable, format_time_as_clock,
+from pectus.pcode.tags import (HOOKS, SystemTagName as S, Tag, TagTable, format_time_as_clock,
                                overridden_hooks)
 
 RUNNING, PAUSED, HOLDING, STOPPED, RESTARTING = "Running", "Paused", "Holding", "Stopped", "Restarting"
@@ -130,11 +130,7 @@ class Engine:
         self._written: list[Any] = [_UNWRITTEN] * len(self._write_registers)
         self._hardware_error: str | None = None
         self._derived = [t for t in tags if hasattr(t, "calculate")]
-        self._listeners = {hook: [] for hook in ("on_start", "on_stop", "on_tick", "on_block_start",
-                                                 "on_block_end", "on_runstate_change", "on_notify_command",
-                                                 "on_method_end", "on_method_error", "on_method_edited",
-                                                 "on_connection_status_change", "on_engine_configured",
-                                                 "on_engine_shutdown")}
+        self._listeners: dict[str, list[Tag]] = {hook: [] for hook in HOOKS}
         for tag in tags:
             for hook in overridden_hooks(tag):
                 self._listeners[hook].append(tag)
@@ -600,4 +596,4 @@ class Engine:
                 self.emit_log("warning", f"Tag '{getattr(listener, 'name', listener)}' failed in {hook}: {error}")
 
 
-__all__ = ["Engine", "Outcome", "MethodError", "parse_duration", "TagDirection"]
+__all__ = ["Engine", "Outcome", "MethodError", "parse_duration"]

@@ -111,6 +111,7 @@ class Interpreter:
         self.finished: set[str] = set()  # ids of containers whose body will not run again
         self.ended = False
         self._next_injected = -1
+        self._failing_item: RunLogItem | None = None  # the run-log item of a line that failed this tick
 
     def stop(self) -> None:
         self.restart()
@@ -149,8 +150,6 @@ class Interpreter:
         except MethodError as error:
             engine.fail(error, self._failing_item)
         self._failing_item = None
-
-    _failing_item: RunLogItem | None = None
 
     def _step(self, thread: Thread) -> None:
         while thread.alive and not self.engine.paused:

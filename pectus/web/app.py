@@ -44,6 +44,7 @@ from werkzeug.exceptions import HTTPException
 from werkzeug.security import safe_join
 
 from pectus.events.domain import Actor
+from pectus.projections.views import Delta
 from pectus.pcode import units as pcode_units
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic
@@ -73,15 +74,6 @@ class Outcome:
     reason: str = ""
     conflict: bool = False
     data: dict | None = None
-
-
-@dataclass(frozen=True)
-class Delta:
-    """Something changed: ``topic`` of ``unit`` (None for the global topics) is now ``data``."""
-
-    unit: str | None
-    topic: str
-    data: Any
 
 
 class Subscription(Protocol):
@@ -473,8 +465,7 @@ def _vocabulary(backend: Backend, unit: str) -> dict[str, Any]:
             if command.get("name"):
                 listed.setdefault(command["name"], {"name": command["name"], "help": command.get("help", ""),
                                                     "reading": True})
-    describe = getattr(views, "uod_description", None)
-    description = describe(unit) if callable(describe) else None
+    description = views.uod_description(unit)
     commands: dict[str, dict[str, Any]] | None = None
     readings: list[dict[str, Any]] = []
     if description:
