@@ -991,3 +991,24 @@ def test_QRK_010_simulate_converts_units_and_keeps_numbers(simulate, assignment,
     simulated = sim.tag(tag)
     assert (simulated.value, simulated.unit, simulated.simulated) == (approx(value), unit, True)
     assert type(simulated.value) is type(value)
+
+
+# -- further differences from Open Pectus that docs/pcode.md lists --------------------------------
+
+def test_a_wait_shorter_than_a_tick_completes(simulate):
+    """Open Pectus skips such a Wait without marking it completed (its quirk #16)."""
+    sim = simulate(dedent("""
+        Wait: 0.05 s
+        Mark: after
+        """))
+    sim.run_until(lambda: sim.marks == ["after"], max_seconds=2)
+    assert sim.item("Wait: 0.05 s").state == "completed"
+
+
+def test_stop_with_an_argument_pauses_on_the_error_instead_of_stopping(simulate):
+    """Open Pectus logs an error for ``Stop: x`` and then stops anyway (its quirk #14)."""
+    sim = simulate("Stop: x\nMark: after")
+    sim.run_until(lambda: sim.method_status == "Error", max_seconds=2)
+    assert sim.system_state == "Paused" and "takes no argument" in sim.errors[0]
+    sim.run_for(1)
+    assert sim.system_state == "Paused" and sim.marks == []
