@@ -358,8 +358,7 @@ def test_positions_must_increase(log: Log):
 
 def test_a_projection_rebuilt_from_zero_equals_the_live_one_byte_for_byte(log: Log):
     replayed = Projector("agg-host", "1.2.3")
-    for record in log.store.iter():
-        replayed.apply(record)
+    assert replayed.replay(log.store.iter()) == log.store.last_position()
     assert replayed.position == log.live.position == log.store.last_position()
     assert replayed.snapshot() == log.live.snapshot()
     snapshot = json.loads(log.live.snapshot())
@@ -389,8 +388,7 @@ def test_replay_of_a_busy_log_costs_the_same_per_event_however_long_the_run():
     replayed = Projector("agg-host", "1.2.3")
     records = list(log.store.iter())
     started = time.perf_counter()
-    for record in records:
-        replayed.apply(record)
+    replayed.replay(records)
     seconds = time.perf_counter() - started
     print(f"\nreplay of a busy log: {len(records)} events in {seconds:.2f} s = {len(records) / seconds:,.0f} events/s")
     assert replayed.snapshot() == log.live.snapshot()

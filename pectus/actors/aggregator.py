@@ -12,6 +12,7 @@ the REST API under ``/api`` and the WebSocket ``/api/ws``.
 
 from __future__ import annotations
 
+import gc
 import logging
 import socket
 import time
@@ -133,12 +134,12 @@ class AggregatorProcess:
 
     def replay(self) -> int:
         """Rebuild the views and the engines' memory from the whole store (blocking)."""
-        count = 0
-        for record in self.store.iter():
-            self.views.apply(record)
+        return self.views.replay(self._remembered(self.store.iter()))
+
+    def _remembered(self, records: Iterator[Record]) -> Iterator[Record]:
+        for record in records:
             self.engines.remember(record.type, record.data)
-            count += 1
-        return count
+            yield record
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
                   shutdown: trio.Event | None = None) -> None:
@@ -148,6 +149,9 @@ class AggregatorProcess:
         began = time.perf_counter()
         count = await trio.to_thread.run_sync(self.replay)
         log.info("replayed %d events in %.2f s", count, time.perf_counter() - began)
+        # The views rebuilt at start live as long as the process: out of the collector's sight,
+        # its full passes no longer rescan them (a pause that would grow with the store).
+        gc.freeze()
         config = Config()
         config.bind = [f"{self.host}:{self.port}"]
         config.accesslog = None

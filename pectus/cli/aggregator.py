@@ -99,11 +99,8 @@ def _replay(store_file: Path, output: Path | None) -> int:
     store = SQLiteEventStore(store_file)
     views = Projector(aggregator_name=socket.gethostname(), aggregator_version=__version__)
     began = time.perf_counter()
-    count = 0
     try:
-        for record in store.iter():
-            views.apply(record)
-            count += 1
+        count = views.replay(store.iter())
     finally:
         store.close()
     elapsed = time.perf_counter() - began

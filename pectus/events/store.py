@@ -283,13 +283,17 @@ class _ChainedStore:
         return [_record(state) for state in self._select_states(after, limit)]
 
     def iter(self, after: int = 0, batch: int = 10_000) -> Iterator[Record]:
-        """Streams events with position > ``after``, ``batch`` rows per query: flat memory."""
+        """Streams events with position > ``after``, ``batch`` rows per query: flat memory.
+        Each row is decoded only when it is asked for, so a reader that drops each record
+        before the next keeps reusing the same few kilobytes."""
         while True:
-            records = self.read(after, batch)
-            yield from records
-            if len(records) < batch:
+            states = self._select_states(after, batch)
+            for state in states:
+                record = _record(state)
+                yield record
+            if len(states) < batch:
                 return
-            after = records[-1].position
+            after = record.position
 
     def last_position(self) -> int:
         return self._recorder.max_notification_id() or 0
