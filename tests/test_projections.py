@@ -422,7 +422,7 @@ def test_csv_of_a_run_has_metadata_stable_columns_and_forward_filled_rows(log: L
         ["2025-01-09T19:14:35.000Z", "65.0", "Running", "12.0", "50.0", "Open", "Equilibrate", "A, first"]]
     assert '"A, first"' in rows[-1]  # a value with a comma is quoted
     with pytest.raises(KeyError):
-        next(csv_rows(log.store.iter(), "nope", log.live))
+        csv_rows(log.store.iter(), "nope", log.live)
 
 
 def test_csv_quotes_cells_as_the_csv_module_reads_them(log: Log):

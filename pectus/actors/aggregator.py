@@ -35,9 +35,6 @@ from pectus.web.app import Outcome, create_app
 log = logging.getLogger("pectus.aggregator")
 
 STORE_FILE = "open_pectus_aggregator.sqlite3"
-# Exports stream in the Trio loop (they read the views, which that loop owns), so each read of
-# the store must be short: 500 events take a few milliseconds, 10,000 would stall everyone.
-EXPORT_BATCH = 500
 
 
 class ProjectorActor(Actor[list[Record]]):
@@ -94,12 +91,12 @@ class Backend:
     def csv(self, run_id: str) -> Iterator[str] | None:
         if self.views.run(run_id) is None:
             return None
-        return csv_rows(self.store.iter(batch=EXPORT_BATCH), run_id, self.views)
+        return csv_rows(self.store.iter(), run_id, self.views)
 
     def events(self, run_id: str) -> Iterator[str] | None:
         if self.views.run(run_id) is None:
             return None
-        return jsonl_lines(self.store.iter(batch=EXPORT_BATCH), run_id)
+        return jsonl_lines(self.store.iter(), run_id)
 
     def health(self) -> dict[str, Any]:
         return {"status": "ok", "version": __version__, "events": self.store.last_position(),

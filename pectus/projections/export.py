@@ -54,11 +54,20 @@ _NEEDS_QUOTES = re.compile(r'[",\r\n]')
 def csv_rows(records: Iterable[Record], run_id: str, projector: Projector) -> Iterator[str]:
     """The CSV of a run, one row at a time. ``records`` is the log (or the unit's part of it), in
     order; ``projector`` has applied it, and gives the metadata and the columns. KeyError for a
-    run the projector does not know."""
+    run the projector does not know.
+
+    The projector is read here, at the call; the rows come from ``records`` alone. So the thread
+    that owns the projector makes the call, and any one thread at a time may then pull the rows.
+    """
     run = projector.run(run_id)
     columns = projector.run_columns(run_id)
     if run is None or columns is None:
         raise KeyError(run_id)
+    return _csv_rows(records, run_id, run, columns)
+
+
+def _csv_rows(records: Iterable[Record], run_id: str, run: dict[str, Any],
+              columns: list[tuple[str, str | None]]) -> Iterator[str]:
     for row in _metadata(run):
         yield _line(map(_cell, row))
     yield _line([])

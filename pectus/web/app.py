@@ -28,6 +28,7 @@ in batches with a scheduler checkpoint between them; a slow browser is disconnec
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -52,7 +53,7 @@ from pectus.pcode.diagnostics import Diagnostic
 MAX_BODY_BYTES = 1024 * 1024
 WS_BUFFER = 1000  # deltas waiting for one browser before it counts as too slow
 WS_CLOSE_TIMEOUT = 5.0  # a browser that cannot even take the close frame is dropped after this
-STREAM_BATCH = 256  # export lines per chunk: few enough sends, yet a checkpoint every chunk
+STREAM_BATCH = 1000  # export lines per chunk: each chunk is one worker-thread hop and one send
 GLOBAL_TOPICS = frozenset({"units", "runs"})  # sent to every socket, whatever it follows
 CONTROLS = ("Start", "Stop", "Pause", "Unpause", "Hold", "Unhold", "Restart")
 
@@ -100,11 +101,12 @@ class Backend(Protocol):
     def subscribe(self) -> Subscription: ...
 
     def csv(self, run_id: str) -> Iterator[str] | None:
-        """The run's CSV export line by line; None for an unknown run."""
+        """The run's CSV export line by line; None for an unknown run. Called in the loop; the
+        lines are pulled in worker threads, one at a time, so they must not read the views."""
         ...
 
     def events(self, run_id: str) -> Iterator[str] | None:
-        """The run's events as JSON Lines; None for an unknown run."""
+        """The run's events as JSON Lines; None for an unknown run. Pulled as :meth:`csv`."""
         ...
 
     def health(self) -> dict:
@@ -315,16 +317,15 @@ def export_filename(run: Mapping[str, Any], extension: str) -> str:
 
 async def _batched(lines: Iterator[str], end_of_line: str) -> AsyncIterator[bytes]:
     """Lines as byte chunks of STREAM_BATCH lines, each line ending in ``end_of_line`` unless the
-    backend already ended it; a checkpoint per chunk keeps a long export from starving the loop."""
-    batch: list[str] = []
-    for line in lines:
-        batch.append(line if line.endswith("\n") else line + end_of_line)
-        if len(batch) == STREAM_BATCH:
-            yield "".join(batch).encode()
-            batch.clear()
-            await trio.lowlevel.checkpoint()
-    if batch:
-        yield "".join(batch).encode()
+    backend already ended it. Each chunk is made in a worker thread - reading the store and
+    formatting rows is blocking work - so a long export never holds up the loop."""
+
+    def chunk() -> bytes:
+        return "".join(line if line.endswith("\n") else line + end_of_line
+                       for line in itertools.islice(lines, STREAM_BATCH)).encode()
+
+    while data := await trio.to_thread.run_sync(chunk):
+        yield data
 
 
 def _export(source: str, extension: str, mimetype: str, end_of_line: str) -> Handler:
