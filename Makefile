@@ -26,9 +26,11 @@ $(CHROMIUM):
 test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP)
+bench: $(STAMP) $(CHROMIUM)
 	$(BIN)/python bench/pcode_bench.py
 	$(BIN)/python bench/engine_bench.py
+	$(BIN)/python bench/aggregator_bench.py
+	$(BIN)/python bench/ui_bench.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -465,7 +465,7 @@ def _raising_parser(argument: str) -> object:
     return argument
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=300)
 @given(lines=st.lists(_LINES, max_size=25), separator=st.sampled_from(["\n", "\r\n", "\r"]),
        known=st.booleans())
 def test_analyze_never_raises_and_points_at_existing_lines(lines: list[str], separator: str,

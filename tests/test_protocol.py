@@ -59,7 +59,7 @@ json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats
                            max_leaves=20)
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.one_of(st.text(max_size=200), st.binary(max_size=200)))
 def test_the_decoder_never_raises_anything_else_on_any_bytes(frame):
     try:
@@ -68,7 +68,7 @@ def test_the_decoder_never_raises_anything_else_on_any_bytes(frame):
         pass
 
 
-@settings(max_examples=500, deadline=None)
+@settings(max_examples=500)
 @given(st.sampled_from(sorted(p.MESSAGES)), st.dictionaries(
     st.sampled_from(["seq", "records", "values", "request_id", "accepted", "reason", "protocol", "engine_id",
                      "computer_name", "uod_name", "engine_version", "secret", "last_seq", "request", "detail",

@@ -181,7 +181,6 @@ class EventStoreContract:
     # saved by one backend is a fair test for the other.
     @settings(
         max_examples=40,
-        deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.differing_executors],
     )
     @given(batches=st.lists(st.lists(new_events, min_size=1, max_size=8), max_size=5))

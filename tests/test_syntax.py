@@ -100,7 +100,7 @@ _pcode_line = st.one_of(
 )
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=400)
 @given(st.lists(_pcode_line, max_size=25), st.sampled_from(["\n", "\r\n", "\r"]))
 def test_any_text_parses_or_yields_diagnostics_with_a_line(lines, newline):
     text = newline.join(lines)
