@@ -107,6 +107,13 @@ def test_the_handshake_refuses_another_protocol_version_and_a_wrong_secret(tmp_p
     assert types == []
 
 
+def test_it_refuses_to_serve_unprotected_when_a_deployment_asks_for_sign_in(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("ENABLE_AZURE_AUTHENTICATION", "True")
+    assert main(["--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
+    assert "no user sign-in" in capsys.readouterr().err
+    assert not (tmp_path / "data").exists()  # nothing was created, nothing served
+
+
 def test_verify_backup_and_replay_from_the_command_line(tmp_path, capsys):
     async def scenario(port, aggregator):
         await session(port, [p.encode(p.Records([record(n) for n in range(1, 21)]))])

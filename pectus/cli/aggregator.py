@@ -113,6 +113,13 @@ def _replay(store_file: Path, output: Path | None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    if os.environ.get("ENABLE_AZURE_AUTHENTICATION", "").strip().lower() == "true":
+        # Open Pectus deployments set this to require sign-in. Serving without it would leave
+        # a unit open to anyone who can reach the port while ops believe it is protected.
+        print("ENABLE_AZURE_AUTHENTICATION is true, but this version has no user sign-in: refusing to "
+              "serve unprotected. Unset it to run without sign-in (users are who their browser says), "
+              "behind your own authenticating proxy if needed.", file=sys.stderr)
+        return EXIT_USAGE
     import trio
 
     from pectus.actors.aggregator import AggregatorProcess
