@@ -202,23 +202,29 @@ def _stored_hash(state: bytes) -> bytes:
     return state[-_TAIL_LENGTH + len(_HASH_OPEN) : -len(_HASH_CLOSE)]
 
 
-_raw_decode = json.JSONDecoder().raw_decode
 # Digits -> "9", anything else -> " ": a run of 19 digits in the result is a number orjson might
 # not read exactly (it turns integers beyond 64 bits into floats, silently).
 _DIGITS = bytes(57 if 48 <= byte <= 57 else 32 for byte in range(256))
 _LONG_NUMBER = b"9" * 19
 
 
-def _record(state: bytes) -> Record:
-    # Reading is mostly JSON decoding, so it uses orjson (three times faster) wherever that is
-    # exact; long numbers, NaN and infinities go to the standard decoder. Only reading: the hashed
-    # bytes are written by json.dumps, whose exact output the chain depends on.
+def _decode(state: bytes) -> Any:
+    """A stored event's JSON, exactly as ``json.loads`` reads it (ValueError for what it refuses).
+
+    Reading is mostly JSON decoding, so this uses orjson (three times faster) wherever that is
+    exact; long numbers, NaN and infinities go to the standard decoder. Only reading: the hashed
+    bytes are written by json.dumps, whose exact output the chain depends on.
+    """
     if _LONG_NUMBER not in state.translate(_DIGITS):
         try:
-            return Record(**orjson.loads(state))
+            return orjson.loads(state)
         except orjson.JSONDecodeError:
             pass
-    return Record(**_raw_decode(state.decode())[0])
+    return json.loads(state)
+
+
+def _record(state: bytes) -> Record:
+    return Record(**_decode(state))
 
 
 class _ChainedStore:
@@ -427,7 +433,7 @@ def _check(
     if hashlib.sha256(body).hexdigest().encode() != _stored_hash(state):
         return f"hash mismatch at position {position}: the event was changed"
     try:  # a forger can hash anything, so what hashes right may still not parse
-        event = json.loads(state)
+        event = _decode(state)
     except (ValueError, RecursionError):
         return malformed
     if not isinstance(event, dict) or event.keys() != _FIELDS:
