@@ -107,10 +107,12 @@ def test_the_handshake_refuses_another_protocol_version_and_a_wrong_secret(tmp_p
     assert types == []
 
 
-def test_it_refuses_to_serve_unprotected_when_a_deployment_asks_for_sign_in(tmp_path, capsys, monkeypatch):
+def test_it_refuses_to_serve_unprotected_when_sign_in_is_asked_for_but_incomplete(tmp_path, capsys, monkeypatch):
     monkeypatch.setenv("ENABLE_AZURE_AUTHENTICATION", "True")
+    monkeypatch.setenv("AZURE_DIRECTORY_TENANT_ID", "contoso")
+    monkeypatch.delenv("AZURE_APPLICATION_CLIENT_ID", raising=False)
     assert main(["--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
-    assert "no user sign-in" in capsys.readouterr().err
+    assert "AZURE_APPLICATION_CLIENT_ID is not set: refusing to start" in capsys.readouterr().err
     assert not (tmp_path / "data").exists()  # nothing was created, nothing served
 
 

@@ -390,11 +390,13 @@ async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend)
         (method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", rule.rule))
         for rule in app.url_map.iter_rules() for method in rule.methods - {"HEAD", "OPTIONS"}
     }
-    # the API (/api and /health) is documented exactly; the browser UI's pages and files are not API
-    api = {(method, path) for method, path in registered if path.startswith("/api/") or path == "/health"}
+    # the API (/api, /health, /auth/config) is documented exactly; the browser UI's pages and files are not API
+    api = {(method, path) for method, path in registered
+           if path.startswith("/api/") or path in ("/health", "/auth/config")}
     assert documented == api
     ui = {(route.method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.path)) for route in ROUTES if route.ui}
-    assert ui == {("GET", "/"), ("GET", "/units/{unit}"), ("GET", "/runs/{run}"), ("GET", "/static/{file}")}
+    assert ui == {("GET", "/"), ("GET", "/units/{unit}"), ("GET", "/runs/{run}"), ("GET", "/auth-callback"),
+                  ("GET", "/static/{file}")}
     assert registered == api | ui
 
     for path, operations in document["paths"].items():
@@ -404,7 +406,10 @@ async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend)
             assert operation["summary"] and operation["responses"]
     control = document["paths"]["/api/process_units/{unit}/control"]["post"]
     assert control["requestBody"]["content"]["application/json"]["schema"]["properties"]["command"]["enum"][0] == "Start"
-    assert set(control["responses"]) == {"200", "400", "404", "409", "413", "422"}
+    assert set(control["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "422"}
+    assert control["security"] == [{"identity": []}]
+    assert "security" not in document["paths"]["/health"]["get"]
+    assert set(document["paths"]["/api/runs"]["get"]["responses"]) == {"200", "401"}  # a list leaves out, never 403
     assert document["paths"]["/api/ws"]["get"]["responses"] == {"101": {"description": "switched to the WebSocket protocol"}}
     json.dumps(document)
 
@@ -424,22 +429,23 @@ async def test_websocket_fans_out_deltas_of_followed_units_and_global_topics(bac
             backend.publish(Delta(UNIT, "control_state", {"is_running": True}))
             backend.publish(Delta("other", "run_log", {"lines": []}))
             backend.publish(Delta("third", "method", {}))
-            backend.publish(Delta(None, "units", [{"id": UNIT}]))
+            backend.publish(Delta(UNIT, "units", {"id": UNIT, "required_roles": []}))
             assert [await first.receive_json() for _ in range(3)] == [
                 {"unit": UNIT, "topic": "control_state", "data": {"is_running": True}},
                 {"unit": "other", "topic": "run_log", "data": {"lines": []}},
-                {"unit": None, "topic": "units", "data": [{"id": UNIT}]},
+                {"unit": UNIT, "topic": "units", "data": {"id": UNIT, "required_roles": []}},
             ]
             assert [await second.receive_json() for _ in range(2)] == [
                 {"unit": "other", "topic": "run_log", "data": {"lines": []}},
-                {"unit": None, "topic": "units", "data": [{"id": UNIT}]},
+                {"unit": UNIT, "topic": "units", "data": {"id": UNIT, "required_roles": []}},
             ]
 
             await first.send_json({"unsubscribe": [UNIT]})
             assert await first.receive_json() == {"subscribed": ["other"]}
             backend.publish(Delta(UNIT, "method", {"version": 9}))
-            backend.publish(Delta(None, "runs", []))
-            assert await first.receive_json() == {"unit": None, "topic": "runs", "data": []}
+            backend.publish(Delta(None, "runs", {"run_id": "r1", "required_roles": []}))
+            assert await first.receive_json() == {"unit": None, "topic": "runs",
+                                                  "data": {"run_id": "r1", "required_roles": []}}
     assert backend.subscriptions == []  # each socket's subscription is closed with it
 
 
@@ -476,8 +482,8 @@ async def test_a_slow_websocket_client_is_closed_with_1013_without_holding_up_th
             # the slow browser reads nothing while far more than its buffer is published
             for index in range(WS_BUFFER + 100):
                 backend.publish(Delta(UNIT, "run_log", {"index": index}))
-            backend.publish(Delta(None, "units", []))
-            assert await fast.receive_json() == {"unit": None, "topic": "units", "data": []}
+            backend.publish(Delta(None, "runs", {"run_id": "r1"}))
+            assert await fast.receive_json() == {"unit": None, "topic": "runs", "data": {"run_id": "r1"}}
 
             received = 0
             with pytest.raises(WebsocketDisconnectError) as closed:

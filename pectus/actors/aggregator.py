@@ -31,6 +31,7 @@ from pectus.events.store import Record, SQLiteEventStore
 from pectus.projections.export import csv_rows, jsonl_lines
 from pectus.projections.views import Projector, iso
 from pectus.web.app import Outcome, create_app
+from pectus.web.auth import AuthConfig, SignIn
 
 log = logging.getLogger("pectus.aggregator")
 
@@ -105,7 +106,7 @@ class Backend:
 
 class AggregatorProcess:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, secret: str = "",
-                 hostname: str | None = None) -> None:
+                 hostname: str | None = None, auth: AuthConfig = AuthConfig()) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port = host, port
         self.store = SQLiteEventStore(data_dir / STORE_FILE)
@@ -115,7 +116,7 @@ class AggregatorProcess:
         self.writer = EventWriter(self.store, self.projector.send)
         self.engines = Engines(self.writer, self.hub, secret)
         self.backend = Backend(self.store, self.views, self.engines, self.hub)
-        self.app = create_app(self.backend)
+        self.app = create_app(self.backend, SignIn(auth))
         self._add_engine_route()
         self.bound: list[str] = []
 

@@ -113,21 +113,22 @@ def _replay(store_file: Path, output: Path | None) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    if os.environ.get("ENABLE_AZURE_AUTHENTICATION", "").strip().lower() == "true":
-        # Open Pectus deployments set this to require sign-in. Serving without it would leave
-        # a unit open to anyone who can reach the port while ops believe it is protected.
-        print("ENABLE_AZURE_AUTHENTICATION is true, but this version has no user sign-in: refusing to "
-              "serve unprotected. Unset it to run without sign-in (users are who their browser says), "
-              "behind your own authenticating proxy if needed.", file=sys.stderr)
-        return EXIT_USAGE
     import trio
 
     from pectus.actors.aggregator import AggregatorProcess
     from pectus.sentry import flush, init_sentry
+    from pectus.web.auth import AuthConfig, ConfigError
 
+    try:
+        auth = AuthConfig.from_environment(os.environ)
+    except ConfigError as error:  # never serve unprotected while ops believe sign-in is on
+        print(f"{error}: refusing to start", file=sys.stderr)
+        return EXIT_USAGE
     if init_sentry("aggregator", args.sentry_event_level):
         log.info("Sentry error reporting is on")
-    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port, secret=args.secret)
+    if auth.enabled:
+        log.info("user sign-in is on (provider %s)", auth.authority)
+    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port, secret=args.secret, auth=auth)
 
     async def run() -> None:
         import signal

@@ -31,6 +31,7 @@ from __future__ import annotations
 import itertools
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,7 +39,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import trio
-from quart import Response, current_app, request, websocket
+from quart import Response, current_app, g, request, websocket
 from quart.wrappers import Websocket
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
@@ -49,6 +50,7 @@ from pectus.projections.views import Delta
 from pectus.pcode import units as pcode_units
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic
+from pectus.web.auth import ANONYMOUS, AuthConfig, Identity, SignIn, SignInError
 
 MAX_BODY_BYTES = 1024 * 1024
 WS_BUFFER = 1000  # deltas waiting for one browser before it counts as too slow
@@ -116,16 +118,26 @@ class Backend(Protocol):
     version: str
 
 
-def request_user(headers: Mapping[str, str]) -> Actor:
-    """Who is asking. Until authentication exists, whoever the client says it is.
+def current_identity() -> Identity:
+    """Who is asking: set for every request of a guarded route before its handler runs."""
+    return g.identity
 
-    ``X-Pectus-User: <name>`` (and optionally ``X-Pectus-User-Id``) names the user; without it the
-    request is anonymous. Authentication replaces this function and nothing else.
-    """
-    name = headers.get("X-Pectus-User", "").strip()
-    if not name:
-        return Actor.user("anonymous", "Anonymous")
-    return Actor.user(headers.get("X-Pectus-User-Id", "").strip() or name, name)
+
+def authorize(views: Any, identity: Identity, params: Mapping[str, str]) -> None:
+    """ApiError 403 when the unit or run named in the path requires a role the user lacks (an
+    unknown one is left to the handler's 404)."""
+    for key, query in (("unit", views.unit), ("run", views.run)):
+        if key in params:
+            found = query(params[key])
+            missing = identity.missing_roles(found.get("required_roles", ())) if found is not None else []
+            if missing:
+                raise ApiError(403, f"you are missing one of these roles: {', '.join(missing)}",
+                               missing_roles=missing)
+
+
+def visible(identity: Identity, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The units or runs of a list that the user may see."""
+    return [item for item in items if not identity.missing_roles(item.get("required_roles", ()))]
 
 
 # -- errors and validation --------------------------------------------------------------------
@@ -133,16 +145,20 @@ def request_user(headers: Mapping[str, str]) -> Actor:
 class ApiError(Exception):
     """An answer other than success, turned into the JSON error body by the app."""
 
-    def __init__(self, status: int, message: str, field: str | None = None) -> None:
+    def __init__(self, status: int, message: str, field: str | None = None,
+                 missing_roles: list[str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.message = message
         self.field = field
+        self.missing_roles = missing_roles
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"status": self.status, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
+        if self.missing_roles is not None:
+            error["missing_roles"] = self.missing_roles
         return {"error": error}
 
 
@@ -221,7 +237,7 @@ def _listing(query: str) -> Handler:
     """A GET answered by one parameterless Projector query."""
 
     async def handler(backend: Backend) -> Any:
-        return getattr(backend.views, query)()
+        return visible(current_identity(), getattr(backend.views, query)())
 
     return handler
 
@@ -235,6 +251,14 @@ async def _health(backend: Backend) -> Response:
 
 async def _version(backend: Backend) -> dict[str, str]:
     return {"version": backend.version}
+
+
+async def _auth_config(backend: Backend) -> dict[str, Any]:
+    return _sign_in().config.browser_config()
+
+
+def _sign_in() -> SignIn:
+    return current_app.extensions["pectus.sign_in"]
 
 
 async def _openapi(backend: Backend) -> dict[str, Any]:
@@ -268,7 +292,7 @@ async def _process_values(backend: Backend, unit: str) -> list[dict]:
 async def _ask(backend: Backend, unit: str, kind: str, detail: dict, refused_field: str | None = None) -> dict:
     """Forward a request to the unit and turn its Outcome into a response (see ``Outcome``)."""
     try:
-        outcome = await backend.request(unit, kind, detail, request_user(request.headers))
+        outcome = await backend.request(unit, kind, detail, current_identity().actor)
     except KeyError:
         raise ApiError(404, f"process unit {unit!r} is unknown or offline") from None
     if outcome.conflict or (not outcome.accepted and refused_field is None):
@@ -527,10 +551,12 @@ async def _vocabulary_route(backend: Backend, unit: str) -> dict[str, Any]:
 WS_REQUEST_SCHEMA = {
     "type": "object",
     "properties": {
+        "identity": {"type": "string"},
         "subscribe": {"type": "array", "items": {"type": "string"}},
         "unsubscribe": {"type": "array", "items": {"type": "string"}},
     },
 }
+WS_SIGN_IN_EXPIRED = 4401
 
 
 class LiveSocket:
@@ -543,9 +569,13 @@ class LiveSocket:
     picture: it is closed with 1013 and will reconnect and refetch.
     """
 
-    def __init__(self, socket: Websocket) -> None:
+    def __init__(self, socket: Websocket, sign_in: SignIn, views: Any) -> None:
         self.socket = socket
+        self.sign_in = sign_in
+        self.views = views
         self.scope = trio.CancelScope()
+        # Browsers cannot set headers on a WebSocket: with sign-in on, the first message signs in.
+        self.identity: Identity | None = None if sign_in.config.enabled else ANONYMOUS
         self.units: set[str] = set()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -577,29 +607,50 @@ class LiveSocket:
 
     async def follow(self, subscription: Subscription) -> None:
         async for delta in subscription:
-            if delta.topic in GLOBAL_TOPICS or delta.unit in self.units:
-                self.offer({"unit": delta.unit, "topic": delta.topic, "data": delta.data})
+            identity = self.identity
+            if identity is None:
+                continue  # not signed in yet
+            if time.time() >= identity.expires:
+                self.end(WS_SIGN_IN_EXPIRED, "the sign-in expired: renew it and reconnect")
+                return
+            if delta.topic in GLOBAL_TOPICS:
+                if identity.missing_roles(delta.data.get("required_roles", ())):
+                    self.units.discard(delta.unit)  # a unit may come to require a role
+                    continue
+            elif delta.unit not in self.units:
+                continue
+            self.offer({"unit": delta.unit, "topic": delta.topic, "data": delta.data})
         self.end(1001, "the aggregator is shutting down")
 
     async def read_requests(self) -> None:
         while True:
             raw = await self.socket.receive()
             try:
-                self.apply(raw)
+                await self.apply(raw)
             except ApiError as error:
                 self.offer(error.body())
             else:
                 self.offer({"subscribed": sorted(self.units)})
 
-    def apply(self, raw: str | bytes) -> None:
+    async def apply(self, raw: str | bytes) -> None:
         try:
             message = json.loads(raw)
         except ValueError:
             raise ApiError(400, "the message is not JSON") from None
         check(WS_REQUEST_SCHEMA, message)
-        if not message.keys() & {"subscribe", "unsubscribe"}:
+        if not message.keys() & {"identity", "subscribe", "unsubscribe"}:
             raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
-        self.units.update(message.get("subscribe", ()))
+        if "identity" in message:
+            try:
+                self.identity = await self.sign_in.identify_token(message["identity"])
+            except SignInError as error:
+                raise ApiError(error.status, str(error)) from None
+        subscribe = message.get("subscribe", ())
+        if subscribe and self.identity is None:
+            raise ApiError(401, 'sign in first: send {"identity": "<ID token>"}')
+        for unit in subscribe:
+            authorize(self.views, self.identity, {"unit": unit})
+        self.units.update(subscribe)
         self.units.difference_update(message.get("unsubscribe", ()))
 
 
@@ -607,14 +658,17 @@ async def _live(backend: Backend) -> None:
     """Live deltas. The browser sends ``{"subscribe": [unit ids]}`` or ``{"unsubscribe": [...]}``
     and gets ``{"subscribed": [unit ids]}`` back; a malformed message gets ``{"error": {...}}``
     and the socket stays open. The server sends ``{"unit", "topic", "data"}`` for each change of
-    a followed unit and of the global topics ``units`` and ``runs``. Close code 1013 means the
-    browser fell more than 1000 deltas behind, 1001 that the aggregator is going away: reconnect,
-    resubscribe and refetch."""
+    a followed unit and of the global topics ``units`` and ``runs`` (those the user may see).
+    With sign-in on, the first message carries the ID token, ``{"identity": "<token>"}`` (alone
+    or with a subscribe); without it a subscribe is refused (401), and a unit requiring a role
+    the user lacks is refused (403). Close code 1013 means the browser fell more than 1000 deltas
+    behind, 1001 that the aggregator is going away, 4401 that the sign-in expired: reconnect
+    (with a renewed token), resubscribe and refetch."""
     socket = websocket._get_current_object()
     await socket.accept()
     subscription = backend.subscribe()
     try:
-        await LiveSocket(socket).serve(subscription)
+        await LiveSocket(socket, _sign_in(), backend.views).serve(subscription)
     finally:
         subscription.close()
 
@@ -638,9 +692,10 @@ class Route:
     """One route: how it is served and how it is documented.
 
     ``method`` is GET, POST or WEBSOCKET. A request body is read, parsed and checked against
-    ``body`` before the handler runs. 404 is implied by path parameters, and 400 / 413 / 422 by a
-    body; ``errors`` lists the other failure statuses the route can answer. ``ui`` routes serve
-    the browser UI (pages, static files); the OpenAPI document leaves them out.
+    ``body`` before the handler runs. 404 is implied by path parameters, 400 / 413 / 422 by a
+    body, 401 by ``signed_in`` and 403 by a unit or run in a signed-in route's path; ``errors``
+    lists the other failure statuses the route can answer. ``ui`` routes serve the browser UI
+    (pages, static files); the OpenAPI document leaves them out.
     """
 
     method: str
@@ -653,6 +708,10 @@ class Route:
     body: Mapping[str, Any] | None = None
     errors: tuple[int, ...] = ()
     ui: bool = False  # a page or file of the browser UI: served, but not part of the API document
+    # With sign-in on, the caller must be signed in (checked, with the roles of the unit or run in
+    # the path, before the handler runs). Off for what holds no process data, and for the
+    # WebSocket, which signs in with its first message.
+    signed_in: bool = True
 
     @property
     def endpoint(self) -> str:
@@ -666,10 +725,18 @@ class Route:
 UNIT = "/api/process_units/<unit>"
 RUN = "/api/runs/<run>"
 ROUTES: tuple[Route, ...] = (
-    Route("GET", "/health", "Is the aggregator healthy", _health, "healthy", HEALTH, errors=(503,)),
+    Route("GET", "/health", "Is the aggregator healthy", _health, "healthy", HEALTH, errors=(503,),
+          signed_in=False),
     Route("GET", "/api/version", "The aggregator's version", _version, "the version",
-          {"type": "object", "properties": {"version": {"type": "string"}}}),
-    Route("GET", "/api/openapi.json", "This API description (OpenAPI 3.1)", _openapi, "the document"),
+          {"type": "object", "properties": {"version": {"type": "string"}}}, signed_in=False),
+    Route("GET", "/api/openapi.json", "This API description (OpenAPI 3.1)", _openapi, "the document",
+          signed_in=False),
+    Route("GET", "/auth/config", "How the browser signs in (OpenID Connect, Authorization Code + PKCE)",
+          _auth_config, "the sign-in settings",
+          {"type": "object", "required": ["use_auth", "authority", "client_id", "scope"],
+           "properties": {"use_auth": {"type": "boolean"}, "authority": {"type": ["string", "null"]},
+                          "client_id": {"type": ["string", "null"]}, "scope": {"type": "string"}}},
+          signed_in=False),
     Route("GET", "/api/process_units", "Process units: online, and offline ones seen recently",
           _listing("units"), "the units", {"type": "array"}),
     Route("GET", UNIT, "One process unit", _projection("unit"), "the unit"),
@@ -742,13 +809,18 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{RUN}/events.jsonl", "The run's recorded events as JSON Lines (streamed download)",
           _export("events", "jsonl", "application/x-ndjson", "\n"), "one event per line",
           {"type": "string"}, "application/x-ndjson"),
-    Route("WEBSOCKET", "/api/ws", "Live deltas of followed units and of the unit and run lists", _live),
-    # the browser UI (not in the OpenAPI document)
-    Route("GET", "/", "The dashboard page", _page, "index.html", media="text/html", ui=True),
-    Route("GET", "/units/<unit>", "A process unit's page", _page, "index.html", media="text/html", ui=True),
-    Route("GET", "/runs/<run>", "A recorded run's page", _page, "index.html", media="text/html", ui=True),
+    Route("WEBSOCKET", "/api/ws", "Live deltas of followed units and of the unit and run lists", _live,
+          signed_in=False),
+    # the browser UI (not in the OpenAPI document); the pages sign in through the API
+    Route("GET", "/", "The dashboard page", _page, "index.html", media="text/html", ui=True, signed_in=False),
+    Route("GET", "/units/<unit>", "A process unit's page", _page, "index.html", media="text/html", ui=True,
+          signed_in=False),
+    Route("GET", "/runs/<run>", "A recorded run's page", _page, "index.html", media="text/html", ui=True,
+          signed_in=False),
+    Route("GET", "/auth-callback", "Where the provider sends the browser back after sign-in", _page,
+          "index.html", media="text/html", ui=True, signed_in=False),
     Route("GET", "/static/<path:file>", "A file of the UI (modules, styles, vendored libraries)", _static,
-          "the file", media="application/octet-stream", ui=True),
+          "the file", media="application/octet-stream", ui=True, signed_in=False),
 )
 
 PARAMETERS = {
@@ -760,6 +832,8 @@ PARAMETERS = {
 }
 STATUSES = {
     400: "the body is not JSON",
+    401: "sign-in is on and the X-Identity token is missing, not valid or expired",
+    403: "the unit or run requires a role the user does not hold (missing_roles names them)",
     404: "unknown process unit, run or route",
     409: "the unit refused the request in its current state, or the method version is stale",
     413: "the body is larger than 1 MiB",
@@ -789,7 +863,11 @@ def _operation(route: Route) -> dict[str, Any]:
     if route.body is not None:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": route.body}}}
     responses = {"200": {"description": route.returns, "content": {route.media: {"schema": route.schema}}}}
-    failures = set(route.errors) | ({404} if route.parameters else set()) | ({400, 413, 422} if route.body else set())
+    guarded = {"unit", "run"} & set(route.parameters)
+    failures = (set(route.errors) | ({404} if route.parameters else set()) | ({400, 413, 422} if route.body else set())
+                | ({401} if route.signed_in else set()) | ({403} if route.signed_in and guarded else set()))
+    if route.signed_in:
+        operation["security"] = [{"identity": []}]
     for status in sorted(failures):
         # a degraded health check still answers with the health report, everything else with an error
         schema = route.schema if status == 503 else {"$ref": "#/components/schemas/Error"}
@@ -811,7 +889,12 @@ def openapi_document(version: str) -> dict[str, Any]:
         "openapi": "3.1.0",
         "info": {"title": "Pectus aggregator", "version": version},
         "paths": paths,
-        "components": {"schemas": {"Error": ERROR}},
+        "components": {
+            "schemas": {"Error": ERROR},
+            "securitySchemes": {"identity": {
+                "type": "apiKey", "in": "header", "name": "X-Identity",
+                "description": "the OpenID Connect ID token, when sign-in is on (GET /auth/config)"}},
+        },
     }
 
 
@@ -819,6 +902,12 @@ def openapi_document(version: str) -> dict[str, Any]:
 
 def _view(route: Route, backend: Backend) -> Callable[..., Awaitable[Any]]:
     async def view(**params: Any) -> Any:
+        if route.signed_in:
+            try:
+                g.identity = await _sign_in().identify(request.headers)
+            except SignInError as error:
+                raise ApiError(error.status, str(error)) from None
+            authorize(backend.views, g.identity, params)
         if route.body is not None:
             params["body"] = await _json_body(route.body)
         result = await route.handler(backend, **params)
@@ -833,9 +922,11 @@ def _error_response(error: ApiError) -> Response:
     return response
 
 
-def create_app(backend: Backend) -> QuartTrio:
-    """The aggregator's web app over ``backend``; serve it with hypercorn's trio worker."""
+def create_app(backend: Backend, sign_in: SignIn | None = None) -> QuartTrio:
+    """The aggregator's web app over ``backend``; serve it with hypercorn's trio worker. Without
+    ``sign_in``, sign-in is off."""
     app = QuartTrio(__name__, static_folder=None)
+    app.extensions["pectus.sign_in"] = sign_in if sign_in is not None else SignIn(AuthConfig())
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # keep documents in the order they were written (OpenAPI reads better)
     for route in ROUTES:
