@@ -18,8 +18,7 @@ EXPOSE 8300
 ENV AGGREGATOR_PORT=8300
 # Passed through from `docker run -e`: SENTRY_DSN (error reports; off when unset), PECTUS_SECRET
 # (the engines' shared secret), ENABLE_AZURE_AUTHENTICATION, AZURE_DIRECTORY_TENANT_ID,
-# AZURE_APPLICATION_CLIENT_ID (Open Pectus' sign-in; this version refuses to start with it
-# enabled, as it has no sign-in yet - see docs/deployment.md).
+# AZURE_APPLICATION_CLIENT_ID, PECTUS_OIDC_AUTHORITY (user sign-in; docs/deployment.md).
 HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
     CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ[\"AGGREGATOR_PORT\"]}/health', timeout=4)"
 CMD ["sh", "-c", "exec pectus-aggregator --host 0.0.0.0 --port ${AGGREGATOR_PORT} --data-dir /usr/src/app/data"]
