@@ -278,3 +278,31 @@ def test_provider_keys_are_fetched_once_and_again_only_for_an_unknown_key_at_mos
             assert len(fetched) == 4
 
         trio.run(main)
+
+
+def test_a_provider_that_cannot_be_reached_gives_503_until_it_answers_again():
+    with OidcProvider() as provider:
+        now = [1000.0]
+        down = [True]
+
+        async def fetch(url: str):
+            if down[0]:
+                raise OSError("connection refused")
+            async with httpx.AsyncClient() as http:
+                return (await http.get(url)).json()
+
+        sign_in = SignIn(AuthConfig(True, provider.issuer, provider.client_id, provider.tenant), fetch,
+                         clock=lambda: now[0])
+
+        async def main():
+            with pytest.raises(SignInError, match="connection refused") as error:
+                await sign_in.identify_token(provider.mint())
+            assert error.value.status == 503
+            down[0] = False
+            with pytest.raises(SignInError) as error:  # not asked again within the minute
+                await sign_in.identify_token(provider.mint())
+            assert error.value.status == 503
+            now[0] += 61
+            assert (await sign_in.identify_token(provider.mint())).actor.id == "oid-alice"
+
+        trio.run(main)

@@ -131,6 +131,7 @@ class SignIn:
         self._keys: dict[str, jwt.PyJWK] = {}
         self._issuers: tuple[str, ...] = ()
         self._fetched_at = -math.inf
+        self._unavailable = ""  # why the last fetch of the keys failed ("" when it did not)
         self._fetching = trio.Lock()
 
     async def identify(self, headers: Mapping[str, str]) -> Identity:
@@ -153,6 +154,8 @@ class SignIn:
         if key is None:
             await self._refresh_keys()
             key = self._keys.get(kid) if kid else None
+        if key is None and self._unavailable:
+            raise SignInError(self._unavailable, 503)
         if key is None:
             raise SignInError("the X-Identity token is signed with a key the provider does not publish")
         try:
@@ -177,8 +180,9 @@ class SignIn:
                 discovery = await self._fetch_json(f"{self.config.authority}/.well-known/openid-configuration")
                 keys = jwt.PyJWKSet.from_dict(await self._fetch_json(discovery["jwks_uri"]))
             except (OSError, ValueError, KeyError, TypeError, jwt.PyJWTError) as error:
-                raise SignInError(f"cannot check sign-ins now: the provider's keys are unavailable ({error})",
-                                  503) from None
+                self._unavailable = f"cannot check sign-ins now: the provider's keys are unavailable ({error})"
+                return
+            self._unavailable = ""
             self._keys = {key.key_id: key for key in keys.keys if key.key_id}
             # Azure issues app (client-credentials) tokens under its older issuer name.
             self._issuers = (discovery["issuer"], f"https://sts.windows.net/{self.config.tenant}/")
