@@ -13,7 +13,8 @@ import sqlite3
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -22,6 +23,7 @@ import pytest
 
 from conftest import DEMO_UOD, ROOT
 from pectus.hardware.opcua_server import free_port
+from pectus.uod import load_uod
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = ROOT / "tests" / "artifacts"
@@ -42,13 +44,14 @@ class System:
     port: int
 
     outbox: Path
+    env: dict[str, str] = field(default_factory=dict)  # the aggregator's environment, beyond the test's
 
     def stop_aggregator(self) -> None:
         self.aggregator.send_signal(signal.SIGTERM)
         self.aggregator.wait(10)
 
     def start_aggregator(self) -> None:
-        self.aggregator = _aggregator(self.port, self.data)
+        self.aggregator = _aggregator(self.port, self.data, self.env)
         _wait_until_up(self.url)
 
     def wait_for_outbox(self, text: str, timeout: float = 20.0) -> None:
@@ -62,9 +65,16 @@ class System:
             time.sleep(0.05)
 
 
-def _aggregator(port: int, data: Path) -> subprocess.Popen:
+def _aggregator(port: int, data: Path, env: dict[str, str]) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data),
-                             "--log-level", "WARNING"], stderr=(data.parent / "aggregator.log").open("a"))
+                             "--log-level", "WARNING"], stderr=(data.parent / "aggregator.log").open("a"),
+                            env={**os.environ, **env})
+
+
+def _engine(port: int, uod: Path, folder: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(BIN / "pectus-engine"), "-uod", str(uod), "-ap", str(port),
+                             "--outbox", str(folder / f"engine.{uod.stem}.outbox.sqlite3"), "--log-level", "WARNING"],
+                            stderr=(folder / "engine.log").open("a"), env={**os.environ})
 
 
 def _wait_until_up(url: str, timeout: float = 30.0) -> None:
@@ -82,21 +92,32 @@ def _wait_until_up(url: str, timeout: float = 30.0) -> None:
 @pytest.fixture
 def system(tmp_path) -> Iterator[System]:
     """An aggregator and the demo engine, connected; the unit is online when the test starts."""
+    with running_system(tmp_path) as running:
+        yield running
+
+
+@contextmanager
+def running_system(folder: Path, env: dict[str, str] | None = None, headers: dict[str, str] | None = None,
+                   more_uods: tuple[Path, ...] = ()) -> Iterator[System]:
+    """An aggregator (with ``env`` added to its environment), the demo engine and an engine for each of
+    ``more_uods``, all connected: every unit is online (as ``GET /api/process_units`` with ``headers``
+    lists them) when the block starts. ``System.outbox`` is the demo engine's."""
     port = free_port()
-    data = tmp_path / "data"
+    data = folder / "data"
     data.mkdir()
     url = f"http://127.0.0.1:{port}"
-    aggregator = _aggregator(port, data)
+    aggregator = _aggregator(port, data, env or {})
     _wait_until_up(url)
-    engine = subprocess.Popen([str(BIN / "pectus-engine"), "-uod", str(DEMO_UOD), "-ap", str(port),
-                               "--outbox", str(tmp_path / "engine.outbox.sqlite3"), "--log-level", "WARNING"],
-                              stderr=(tmp_path / "engine.log").open("a"), env={**os.environ})
-    running = System(url, UNIT, data, aggregator, [engine], port, tmp_path / "engine.outbox.sqlite3")
+    engines = [_engine(port, uod, folder) for uod in (DEMO_UOD, *more_uods)]
+    running = System(url, UNIT, data, aggregator, engines, port, folder / f"engine.{DEMO_UOD.stem}.outbox.sqlite3",
+                     env or {})
+    units = {f"{socket.gethostname()}_{load_uod(uod).instrument}" for uod in (DEMO_UOD, *more_uods)}
     deadline = time.monotonic() + 30
-    while not any(u["id"] == UNIT and u["state"] == "online" for u in httpx.get(f"{url}/api/process_units").json()):
-        assert time.monotonic() < deadline, "the demo engine did not come online"
-        time.sleep(0.1)
-    try:
+    try:  # the processes are stopped below also when they do not all come up
+        while not units <= {u["id"] for u in httpx.get(f"{url}/api/process_units", headers=headers).json()
+                            if u["state"] == "online"}:
+            assert time.monotonic() < deadline, f"the engines of {sorted(units)} did not all come online"
+            time.sleep(0.1)
         yield running
     finally:
         for process in [*running.engines, running.aggregator]:
@@ -118,6 +139,17 @@ def browser():
             yield chromium
         finally:
             chromium.close()
+
+
+# Visible controls without an accessible name (a page evaluates it; [] is the only good answer).
+UNLABELLED = """() => [...document.querySelectorAll('button, input, select, textarea, [role="button"]')]
+  .filter((el) => el.offsetParent !== null)
+  .filter((el) => {
+    const named = (el.getAttribute('aria-label') || '').trim() || el.getAttribute('aria-labelledby')
+      || (el.labels && el.labels.length) || (el.textContent || '').trim() || el.getAttribute('title');
+    return !named;
+  })
+  .map((el) => el.outerHTML.slice(0, 120))"""
 
 
 def screenshot(page, name: str) -> Path:

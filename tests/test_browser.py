@@ -15,7 +15,7 @@ import re
 import httpx
 from playwright.sync_api import expect
 
-from browser import browser, screenshot, system  # noqa: F401 - pytest fixtures
+from browser import UNLABELLED, browser, screenshot, system  # noqa: F401 - pytest fixtures
 
 METHOD = """\
 Base: s
@@ -142,16 +142,6 @@ def test_the_page_reconnects_after_an_aggregator_restart_and_shows_what_it_misse
     system.start_aggregator()
     expect(page.get_by_test_id("connection-banner")).to_be_hidden(timeout=T)
     expect(page.locator('[data-testid="run-log-row"]').filter(has_text="Mark: while away")).to_be_visible(timeout=T)
-
-
-UNLABELLED = """() => [...document.querySelectorAll('button, input, select, textarea, [role="button"]')]
-  .filter((el) => el.offsetParent !== null)
-  .filter((el) => {
-    const named = (el.getAttribute('aria-label') || '').trim() || el.getAttribute('aria-labelledby')
-      || (el.labels && el.labels.length) || (el.textContent || '').trim() || el.getAttribute('title');
-    return !named;
-  })
-  .map((el) => el.outerHTML.slice(0, 120))"""
 
 
 def test_every_control_has_a_name_and_the_run_controls_work_from_the_keyboard(system, browser):

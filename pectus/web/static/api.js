@@ -6,20 +6,31 @@
 // over REST (resync). Deltas that arrive while a page refetches are held back and replayed
 // after its snapshot, so none is lost or applied out of order. When the socket drops the
 // client reconnects with back-off and every page resyncs again.
+//
+// Sign-in (auth.js): when it is on, every request carries the ID token (X-Identity) and the live
+// socket's first message does ({"identity": ...}); a refused token (401, or the socket closed
+// with 4401) is renewed and the request or connection tried again. When it is off, the name the
+// user typed is sent as X-Pectus-User, as before.
+
+import {authEnabled, authEvents, currentToken, identityToken, renewRefused, signedInUser} from "./auth.js";
 
 // -- REST --------------------------------------------------------------------------------------
 
 export class ApiError extends Error {
-  constructor(status, message, field) {
+  constructor(status, message, field, missingRoles = null) {
     super(message);
     this.status = status;
     this.field = field;
+    this.missingRoles = missingRoles; // a 403: the roles any one of which would give access
   }
 }
 
 const USER_KEY = "pectus.user";
+const WS_SIGN_IN_EXPIRED = 4401; // the aggregator's close code: the socket's ID token ran out
 
+/** Who the user's actions are recorded as: the signed-in user's name, else the name typed in. */
 export function userName() {
+  if (authEnabled()) return (signedInUser() || {}).name || "";
   return localStorage.getItem(USER_KEY) || "";
 }
 
@@ -28,12 +39,26 @@ export function setUserName(name) {
   else localStorage.removeItem(USER_KEY);
 }
 
-function headers(json) {
+function headers(json, token) {
   const result = {Accept: "application/json"};
   if (json) result["Content-Type"] = "application/json";
-  const name = userName();
-  if (name) result["X-Pectus-User"] = name;
+  if (token) {
+    result["X-Identity"] = token;
+  } else if (!authEnabled()) {
+    const name = userName();
+    if (name) result["X-Pectus-User"] = name;
+  }
   return result;
+}
+
+/** The message for a refusal for want of a role; pages and the banner show it as is. */
+export function missingRolesMessage(roles) {
+  return `You are missing one of these roles: ${roles.join(", ")}.`;
+}
+
+/** Tell the application shell (which shows a banner) that the user lacks one of `roles`. */
+function reportMissingRoles(roles) {
+  window.dispatchEvent(new CustomEvent("pectus:missing-roles", {detail: roles}));
 }
 
 async function answer(response, path) {
@@ -48,25 +73,47 @@ async function answer(response, path) {
   }
   if (!response.ok) {
     const error = body && body.error;
+    const roles = error && Array.isArray(error.missing_roles) && error.missing_roles.length ? error.missing_roles : null;
+    if (response.status === 403 && roles) {
+      reportMissingRoles(roles);
+      throw new ApiError(403, missingRolesMessage(roles), error.field, roles);
+    }
     throw new ApiError(response.status, (error && error.message) || `${response.status} ${response.statusText} (${path})`,
       error && error.field);
   }
   return body;
 }
 
-async function call(method, path, body) {
-  let response;
-  try {
-    response = await fetch(path, {
-      method,
-      headers: headers(body !== undefined),
-      body: body !== undefined ? JSON.stringify(body) : undefined,
-      cache: "no-store",
-    });
-  } catch (error) {
-    throw new ApiError(0, `The aggregator cannot be reached (${path}).`);
+/**
+ * fetch() with the user's credentials. With sign-in on, a 401 is answered by renewing the token
+ * (or signing in again) and trying once more; a second 401 is the caller's to handle.
+ */
+async function send(path, {method, json = false, body}) {
+  let token = authEnabled() ? await identityToken() : null;
+  for (let attempt = 0; ; attempt += 1) {
+    let response;
+    try {
+      response = await fetch(path, {method, headers: headers(json, token), body, cache: "no-store"});
+    } catch (error) {
+      throw new ApiError(0, `The aggregator cannot be reached (${path}).`);
+    }
+    if (response.status !== 401 || !token || attempt > 0) return response;
+    token = await renewRefused(token);
   }
-  return answer(response, path);
+}
+
+async function call(method, path, body) {
+  const json = body !== undefined;
+  return answer(await send(path, {method, json, body: json ? JSON.stringify(body) : undefined}), path);
+}
+
+/** A file from the API as {blob, filename}, sent with the user's credentials (for downloads). */
+export async function fetchFile(path) {
+  const response = await send(path, {method: "GET"});
+  if (!response.ok) await answer(response, path); // throws the error it describes
+  const disposition = response.headers.get("Content-Disposition") || "";
+  const named = /filename="?([^";]+)"?/.exec(disposition);
+  return {blob: await response.blob(), filename: named ? named[1] : path.split("/").pop()};
 }
 
 export const api = {
@@ -92,6 +139,9 @@ export class LiveClient extends EventTarget {
     this.subscribed = new Set();
     this.acks = []; // resolvers of the pending (un)subscribe requests, in order
     this.timer = null;
+    this.identity = null; // the ID token the open socket signed in with (sign-in on)
+    // A renewed token is sent on the open socket, so it is not closed when the old one runs out.
+    authEvents.addEventListener("change", () => this.renewIdentity());
   }
 
   start() {
@@ -111,7 +161,7 @@ export class LiveClient extends EventTarget {
     this.socket = socket;
     socket.addEventListener("open", () => this.opened(socket));
     socket.addEventListener("message", (event) => this.received(socket, event.data));
-    socket.addEventListener("close", () => this.closed(socket));
+    socket.addEventListener("close", (event) => this.closed(socket, event.code));
     socket.addEventListener("error", () => {
       /* a close event follows */
     });
@@ -120,19 +170,72 @@ export class LiveClient extends EventTarget {
   async opened(socket) {
     this.subscribed = new Set();
     const units = this.wantedUnits();
-    await this.request({subscribe: [...units]});
+    const message = {subscribe: [...units]};
+    if (authEnabled()) {
+      // The first message signs in: browsers cannot set headers on a WebSocket.
+      message.identity = await identityToken();
+      if (socket !== this.socket) return;
+      this.identity = message.identity;
+    }
+    const reply = await this.request(message);
     if (socket !== this.socket) return;
-    units.forEach((unit) => this.subscribed.add(unit));
+    if (reply && reply.error && authEnabled() && reply.error.status !== 403) {
+      this.abandon(socket);
+      if (reply.error.status === 401) this.reconnectSignedIn(this.identity); // the token was refused
+      else this.scheduleReconnect(); // the sign-in cannot be checked now (503): an outage
+      return;
+    }
+    // A refused subscription (a unit the user may not see) follows nothing; the page shows why.
+    if (reply && Array.isArray(reply.subscribed)) reply.subscribed.forEach((unit) => this.subscribed.add(unit));
+    else if (!(reply && reply.error)) units.forEach((unit) => this.subscribed.add(unit));
     this.attempt = 0;
     this.setState("live");
     for (const watcher of this.watchers) this.resync(watcher);
   }
 
-  closed(socket) {
+  closed(socket, code) {
     if (socket !== this.socket) return;
     this.socket = null;
     this.acks.splice(0).forEach((resolve) => resolve(null));
-    this.scheduleReconnect();
+    if (code === WS_SIGN_IN_EXPIRED && authEnabled()) this.reconnectSignedIn(this.identity);
+    else this.scheduleReconnect();
+  }
+
+  /** Stop using `socket` (its close event is then ignored) and close it. */
+  abandon(socket) {
+    this.socket = null;
+    this.acks.splice(0).forEach((resolve) => resolve(null));
+    socket.close(1000, "reconnecting");
+  }
+
+  /**
+   * Connect again with a token other than `refused`. A token that ran out is not an outage: the
+   * first time, connect at once and raise no alarm; when fresh tokens keep being refused, back off.
+   */
+  async reconnectSignedIn(refused) {
+    this.setState("connecting");
+    try {
+      await renewRefused(refused);
+    } catch (error) {
+      console.warn("signing in again failed", error);
+    }
+    if (this.socket || this.timer) return;
+    if (this.attempt === 0) {
+      this.attempt = 1;
+      this.connect();
+    } else {
+      this.scheduleReconnect();
+    }
+  }
+
+  /** Send a renewed ID token on the open socket; the server answers as to any request. */
+  async renewIdentity() {
+    const token = currentToken(); // null when signed out: nothing to send then
+    if (!authEnabled() || !token || token === this.identity || this.state !== "live") return;
+    if (!this.socket || this.socket.readyState !== WebSocket.OPEN) return;
+    this.identity = token;
+    const reply = await this.request({identity: token});
+    if (reply && reply.error) console.warn("live socket refused the renewed sign-in:", reply.error.message);
   }
 
   scheduleReconnect() {
@@ -178,6 +281,8 @@ export class LiveClient extends EventTarget {
       const resolve = this.acks.shift();
       if (resolve) resolve(message);
       if (message.error) console.warn("live socket:", message.error.message);
+      const roles = message.error && message.error.missing_roles;
+      if (Array.isArray(roles) && roles.length) reportMissingRoles(roles);
       return;
     }
     if (typeof message.topic !== "string") return;
@@ -210,8 +315,8 @@ export class LiveClient extends EventTarget {
       watcher.held = [];
       (async () => {
         if (fresh.length) {
-          await this.request({subscribe: fresh});
-          fresh.forEach((unit) => this.subscribed.add(unit));
+          const reply = await this.request({subscribe: fresh});
+          if (!(reply && reply.error)) fresh.forEach((unit) => this.subscribed.add(unit));
         }
         await this.resync(watcher);
       })();
@@ -234,7 +339,8 @@ export class LiveClient extends EventTarget {
       await watcher.resync();
     } catch (error) {
       console.error("refetch failed", error);
-      if (error instanceof ApiError && error.status !== 0) toast(error.message, "error");
+      // A missing role has its own banner (app.js); a lost connection its own too.
+      if (error instanceof ApiError && error.status !== 0 && !error.missingRoles) toast(error.message, "error");
     } finally {
       const held = watcher.held || [];
       watcher.held = null;

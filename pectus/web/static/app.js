@@ -1,10 +1,18 @@
-// The application shell: a tiny router over the history API, the connection banner and the
-// user name. Pages: `/` dashboard, `/units/<id>` unit page, `/runs/<id>` recent run page.
+// The application shell: a tiny router over the history API, the connection banner, sign-in
+// and the user name. Pages: `/` dashboard, `/units/<id>` unit page, `/runs/<id>` recent run page;
+// `/auth-callback` is where the sign-in provider sends the browser back (see auth.js).
 //
 // A page module exports mount(root, params) -> {unmount(), canLeave?()}. canLeave() false
 // means the page holds unsaved work: the router asks before leaving it.
+//
+// With sign-in on, no page is shown before the user is signed in: the shell signs in first.
 
-import {clear, confirmDialog, h, live, setUserName, toast, userName} from "./api.js";
+import {
+  clear, confirmDialog, download, fetchFile, h, live, missingRolesMessage, setUserName, toast, userName,
+} from "./api.js";
+import {
+  CALLBACK_PATH, authEnabled, authEvents, completeSignIn, loadSettings, signIn, signOut, signedIn, signedInUser,
+} from "./auth.js";
 import * as dashboard from "./dashboard.js";
 import * as run from "./run.js";
 import * as unit from "./unit.js";
@@ -16,7 +24,9 @@ const ROUTES = [
 ];
 
 const root = document.getElementById("page");
+const accessBanner = document.getElementById("access-banner");
 let current = null; // {path, view}
+let leaving = false; // the user chose to leave the site (sign out): no second question
 
 function match(path) {
   for (const route of ROUTES) {
@@ -35,6 +45,8 @@ async function mayLeave() {
 function show(path) {
   if (current && current.view && current.view.unmount) current.view.unmount();
   clear(root);
+  root.hidden = false;
+  accessBanner.hidden = true;
   clear(document.getElementById("breadcrumb"));
   const found = match(path);
   if (!found) {
@@ -68,7 +80,7 @@ window.addEventListener("popstate", async () => {
 });
 
 window.addEventListener("beforeunload", (event) => {
-  if (current && current.view && current.view.canLeave && !current.view.canLeave()) {
+  if (!leaving && current && current.view && current.view.canLeave && !current.view.canLeave()) {
     event.preventDefault();
     event.returnValue = "";
   }
@@ -78,8 +90,17 @@ window.addEventListener("beforeunload", (event) => {
 document.addEventListener("click", (event) => {
   if (event.defaultPrevented || event.button !== 0 || event.metaKey || event.ctrlKey || event.shiftKey || event.altKey) return;
   const link = event.target.closest("a[href]");
-  if (!link || link.target || link.hasAttribute("download")) return;
+  if (!link) return;
   const url = new URL(link.href, location.href);
+  if (url.origin === location.origin && url.pathname.startsWith("/api/") && authEnabled()) {
+    // A plain link carries no X-Identity header: fetch the file with it, then save it.
+    event.preventDefault();
+    fetchFile(url.pathname + url.search)
+      .then(({blob, filename}) => download(filename, blob))
+      .catch((error) => toast(error.message, "error"));
+    return;
+  }
+  if (link.target || link.hasAttribute("download")) return;
   if (url.origin !== location.origin || url.pathname.startsWith("/api/") || url.pathname.startsWith("/static/")) return;
   if (!match(url.pathname)) return;
   event.preventDefault();
@@ -125,14 +146,62 @@ function renderConnection() {
 
 live.addEventListener("state", renderConnection);
 
-// -- the user's name (sent as X-Pectus-User) ----------------------------------------------------
+// -- who the user is: the signed-in user, or (sign-in off) the name typed in -------------------
 
+const nameField = document.getElementById("user-name-field");
 const nameInput = document.getElementById("user-name");
+const signedInBox = document.getElementById("signed-in");
 nameInput.value = userName();
 nameInput.addEventListener("change", () => {
   setUserName(nameInput.value.trim());
   toast(nameInput.value.trim() ? `Your actions are recorded as ${nameInput.value.trim()}.` : "Your actions are recorded as Anonymous.");
 });
 
-live.start();
-show(location.pathname);
+function renderUser() {
+  const user = authEnabled() ? signedInUser() : null;
+  nameField.hidden = authEnabled();
+  signedInBox.hidden = !user;
+  clear(document.getElementById("signed-in-name"), user ? user.name : "");
+}
+
+authEvents.addEventListener("change", renderUser);
+document.getElementById("sign-out").addEventListener("click", async () => {
+  if (!(await mayLeave())) return;
+  leaving = true;
+  signOut();
+});
+
+// A unit or run the user may not see (403): say which roles would do instead of the page, which
+// is all about that unit or run and so would show nothing but controls that cannot work.
+window.addEventListener("pectus:missing-roles", (event) => {
+  clear(accessBanner, h("strong", "Access denied. "), missingRolesMessage(event.detail), " ",
+    h("a", {href: "/"}, "Back to the dashboard"));
+  accessBanner.hidden = false;
+  root.hidden = true;
+});
+
+function signInFailed(error) {
+  console.error("sign-in failed", error);
+  clear(root, h("section.sign-in-failed", {"data-testid": "sign-in-failed"},
+    h("h1", "Sign-in failed"),
+    h("p", error.message || String(error)),
+    h("button.primary", {type: "button", "data-testid": "sign-in-again", onclick: () => signIn("/").catch(signInFailed)},
+      "Sign in again")));
+}
+
+async function start() {
+  await loadSettings((error) => console.warn("the aggregator's sign-in settings cannot be read yet", error));
+  renderUser();
+  if (authEnabled() && location.pathname === CALLBACK_PATH) {
+    history.replaceState(null, "", await completeSignIn()); // the code in the address is used up
+  }
+  if (authEnabled() && !signedIn()) {
+    clear(root, h("p.signing-in", {role: "status"}, "Signing in…"));
+    await signIn(); // leaves the page for the provider's
+    return;
+  }
+  live.start();
+  show(location.pathname);
+}
+
+start().catch(signInFailed);
