@@ -562,11 +562,12 @@ WS_SIGN_IN_EXPIRED = 4401
 class LiveSocket:
     """One browser on ``/api/ws``: the units it follows and the messages waiting for it.
 
-    Three tasks work on it: ``read_requests`` applies the browser's (un)subscriptions,
-    ``follow`` filters the backend's deltas into the outbox and ``send_outbox`` writes the outbox
-    to the socket. Only ``send_outbox`` ever waits on the browser, so the backend's feed is
-    drained at its own pace. When the outbox is full the browser is too slow to keep a correct
-    picture: it is closed with 1013 and will reconnect and refetch.
+    Four tasks work on it: ``read_requests`` applies the browser's sign-in and (un)subscriptions,
+    ``follow`` filters the backend's deltas into the outbox, ``send_outbox`` writes the outbox
+    to the socket and ``expire`` closes it when the sign-in runs out (4401; a renewed identity
+    sent on the socket moves that moment). Only ``send_outbox`` ever waits on the browser, so the
+    backend's feed is drained at its own pace. When the outbox is full the browser is too slow
+    to keep a correct picture: it is closed with 1013 and will reconnect and refetch.
     """
 
     def __init__(self, socket: Websocket, sign_in: SignIn, views: Any) -> None:
@@ -576,6 +577,7 @@ class LiveSocket:
         self.scope = trio.CancelScope()
         # Browsers cannot set headers on a WebSocket: with sign-in on, the first message signs in.
         self.identity: Identity | None = None if sign_in.config.enabled else ANONYMOUS
+        self._expiry = trio.CancelScope()  # its deadline is the identity's expiry, in trio's clock
         self.units: set[str] = set()
         self.close_code: int | None = None
         self.close_reason = ""
@@ -586,6 +588,7 @@ class LiveSocket:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self.send_outbox)
                 nursery.start_soon(self.follow, subscription)
+                nursery.start_soon(self.expire)
                 await self.read_requests()
         if self.close_code is not None:
             with trio.move_on_after(WS_CLOSE_TIMEOUT):
@@ -610,9 +613,6 @@ class LiveSocket:
             identity = self.identity
             if identity is None:
                 continue  # not signed in yet
-            if time.time() >= identity.expires:
-                self.end(WS_SIGN_IN_EXPIRED, "the sign-in expired: renew it and reconnect")
-                return
             if delta.topic in GLOBAL_TOPICS:
                 if identity.missing_roles(delta.data.get("required_roles", ())):
                     self.units.discard(delta.unit)  # a unit may come to require a role
@@ -621,6 +621,11 @@ class LiveSocket:
                 continue
             self.offer({"unit": delta.unit, "topic": delta.topic, "data": delta.data})
         self.end(1001, "the aggregator is shutting down")
+
+    async def expire(self) -> None:
+        with self._expiry:
+            await trio.sleep_forever()
+        self.end(WS_SIGN_IN_EXPIRED, "the sign-in expired: renew it and reconnect")
 
     async def read_requests(self) -> None:
         while True:
@@ -645,6 +650,7 @@ class LiveSocket:
                 self.identity = await self.sign_in.identify_token(message["identity"])
             except SignInError as error:
                 raise ApiError(error.status, str(error)) from None
+            self._expiry.deadline = trio.current_time() + (self.identity.expires - time.time())
         subscribe = message.get("subscribe", ())
         if subscribe and self.identity is None:
             raise ApiError(401, 'sign in first: send {"identity": "<ID token>"}')
