@@ -15,15 +15,20 @@ responses. ``create_app`` registers the routes from it, request bodies are valid
 the schemas in it, and ``openapi_document`` describes the API from it, so the document cannot
 drift from what the server does.
 
-Errors are always JSON: ``{"error": {"status", "message", "field"?}}`` with a status that says
-what went wrong: 400 body not JSON, 404 unknown unit / run / route, 409 the unit refused the
-request in its current state (or the method changed underneath the editor), 413 body over
-1 MiB, 422 a bad argument, named by ``field``.
+Who is asking comes from ``pectus.web.auth`` (sign-in on: the ID token; off: what the client
+says); every route marked ``signed_in`` checks it, and the roles of the unit or run in its path,
+before its handler runs.
 
-Nothing here blocks the Trio loop. The backend's queries and export iterators are expected to
-be in-memory and cheap per step (the Projector keeps its views in memory); exports are streamed
-in batches with a scheduler checkpoint between them; a slow browser is disconnected (close code
-1013, "try again later") instead of being waited for.
+Errors are always JSON: ``{"error": {"status", "message", "field"?, "missing_roles"?}}`` with a
+status that says what went wrong: 400 body not JSON, 401 not signed in, 403 a role is missing,
+404 unknown unit / run / route, 409 the unit refused the request in its current state (or the
+method changed underneath the editor), 413 body over 1 MiB, 422 a bad argument, named by
+``field``.
+
+Nothing here blocks the Trio loop. The backend's queries are expected to be in-memory and cheap
+(the Projector keeps its views in memory); exports are read and formatted in worker threads, a
+chunk at a time; a slow browser is disconnected (close code 1013, "try again later") instead of
+being waited for.
 """
 
 from __future__ import annotations
