@@ -26,7 +26,7 @@ from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.store import NewEvent, SQLiteEventStore
-from pectus.web.auth import CLOCK_SKEW, AuthConfig, ConfigError, SignIn, SignInError
+from pectus.web.auth import CLOCK_SKEW, AuthConfig, ConfigError, DownloadTickets, Identity, SignIn, SignInError
 
 from test_aggregator import session
 
@@ -138,6 +138,47 @@ def test_users_see_only_units_and_runs_whose_roles_they_hold(tmp_path):
         assert stored_requests(aggregator) == []  # a refused request reaches no unit and records nothing
 
     run_signed_in(tmp_path, scenario)
+
+
+def test_a_download_link_works_once_with_a_ticket_for_that_file_and_that_users_roles(tmp_path):
+    async def scenario(port, provider, aggregator):
+        async with client(port, provider.mint()) as alice, client(port) as link:
+            async def ticket(run: str, export: str) -> str:
+                response = await alice.post(f"/api/runs/{run}/download_ticket", json={"export": export})
+                assert response.status_code == 200, response.text
+                return response.json()["url"]
+
+            url = await ticket("run-ops_Unit", "csv")
+            response = await link.get(url)  # no X-Identity: a plain link the browser saves
+            assert response.status_code == 200 and response.text.startswith("# Run Id,run-ops_Unit")
+            assert (await link.get(url)).status_code == 401  # used up
+            url = await ticket("run-ops_Unit", "csv")
+            other = url.replace("/csv?", "/events.jsonl?")
+            assert (await link.get(other)).status_code == 401  # for another file
+            assert (await link.get(url)).status_code == 401  # and that attempt used it up
+            assert (await link.get("/api/runs/run-ops_Unit/csv?ticket=made-up")).status_code == 401
+            assert (await link.get((await ticket("run-open_Unit", "events.jsonl")))).status_code == 200
+            response = await alice.post("/api/runs/run-admin_Unit/download_ticket", json={"export": "csv"})
+            assert response.status_code == 403
+            response = await alice.post("/api/runs/run-ops_Unit/download_ticket", json={"export": "secrets"})
+            assert response.status_code == 422 and response.json()["error"]["field"] == "export"
+            # a ticket stands in for the sign-in on downloads only
+            url = await ticket("run-ops_Unit", "csv")
+            assert (await link.get(url.replace("/csv?", "/audit?"))).status_code == 401
+
+    run_signed_in(tmp_path, scenario)
+
+
+def test_download_tickets_expire_after_a_minute():
+    now = [0.0]
+    tickets = DownloadTickets(clock=lambda: now[0])
+    alice = Identity(d.Actor.user("oid-alice", "Alice"))
+    first = tickets.issue(alice, "/api/runs/r/csv")
+    assert tickets.redeem(first, "/api/runs/r/csv") == alice
+    late = tickets.issue(alice, "/api/runs/r/csv")
+    now[0] += 61
+    with pytest.raises(SignInError):
+        tickets.redeem(late, "/api/runs/r/csv")
 
 
 def stored_requests(aggregator: AggregatorProcess) -> list[dict]:

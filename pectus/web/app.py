@@ -40,6 +40,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from urllib.parse import urlencode
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -55,7 +56,7 @@ from pectus.projections.views import Delta
 from pectus.pcode import units as pcode_units
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic
-from pectus.web.auth import ANONYMOUS, AuthConfig, Identity, SignIn, SignInError
+from pectus.web.auth import ANONYMOUS, TICKET_LIFETIME, AuthConfig, DownloadTickets, Identity, SignIn, SignInError
 
 MAX_BODY_BYTES = 1024 * 1024
 WS_BUFFER = 1000  # deltas waiting for one browser before it counts as too slow
@@ -355,6 +356,17 @@ async def _batched(lines: Iterator[str], end_of_line: str) -> AsyncIterator[byte
 
     while data := await trio.to_thread.run_sync(chunk):
         yield data
+
+
+EXPORTS = ("csv", "events.jsonl")  # the run's downloads, by the last part of their path
+
+
+async def _download_ticket(backend: Backend, body: dict, run: str) -> dict[str, Any]:
+    if backend.views.run(run) is None:
+        raise ApiError(404, f"unknown run {run!r}")
+    path = f"/api/runs/{run}/{body['export']}"
+    ticket = current_app.extensions["pectus.download_tickets"].issue(current_identity(), path)
+    return {"url": f"{path}?{urlencode({'ticket': ticket})}", "expires_in": TICKET_LIFETIME}
 
 
 def _export(source: str, extension: str, mimetype: str, end_of_line: str) -> Handler:
@@ -723,6 +735,9 @@ class Route:
     # the path, before the handler runs). Off for what holds no process data, and for the
     # WebSocket, which signs in with its first message.
     signed_in: bool = True
+    # A download: a ticket (``?ticket=``, from POST .../download_ticket) may stand in for the
+    # sign-in, because a link the browser saves as it streams cannot carry a header.
+    ticket: bool = False
 
     @property
     def endpoint(self) -> str:
@@ -816,10 +831,17 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{RUN}/audit", "Who did what, when, during the run", _projection("audit_trail"),
           "the audit trail"),
     Route("GET", f"{RUN}/csv", "The run's data as CSV (streamed download)",
-          _export("csv", "csv", "text/csv", "\r\n"), "the CSV file", {"type": "string"}, "text/csv"),
+          _export("csv", "csv", "text/csv", "\r\n"), "the CSV file", {"type": "string"}, "text/csv", ticket=True),
     Route("GET", f"{RUN}/events.jsonl", "The run's recorded events as JSON Lines (streamed download)",
           _export("events", "jsonl", "application/x-ndjson", "\n"), "one event per line",
-          {"type": "string"}, "application/x-ndjson"),
+          {"type": "string"}, "application/x-ndjson", ticket=True),
+    Route("POST", f"{RUN}/download_ticket",
+          "A link to one of the run's downloads that works once, within a minute, without a sign-in header",
+          _download_ticket, "the link",
+          {"type": "object", "required": ["url", "expires_in"],
+           "properties": {"url": {"type": "string"}, "expires_in": {"type": "number"}}},
+          body={"type": "object", "required": ["export"],
+                "properties": {"export": {"type": "string", "enum": list(EXPORTS)}}}),
     Route("WEBSOCKET", "/api/ws", "Live deltas of followed units and of the unit and run lists", _live,
           signed_in=False),
     # the browser UI (not in the OpenAPI document); the pages sign in through the API
@@ -867,6 +889,10 @@ def _operation(route: Route) -> dict[str, Any]:
         "parameters": [{"name": name, "in": "path", "required": True, "description": PARAMETERS[name],
                         "schema": {"type": "string"}} for name in route.parameters],
     }
+    if route.ticket:
+        operation["parameters"].append({"name": "ticket", "in": "query", "required": False,
+                                        "description": "a download ticket, instead of the X-Identity header",
+                                        "schema": {"type": "string"}})
     if route.method == "WEBSOCKET":
         operation["description"] = _live.__doc__
         operation["responses"] = {"101": {"description": "switched to the WebSocket protocol"}}
@@ -914,8 +940,10 @@ def openapi_document(version: str) -> dict[str, Any]:
 def _view(route: Route, backend: Backend) -> Callable[..., Awaitable[Any]]:
     async def view(**params: Any) -> Any:
         if route.signed_in:
+            ticket = request.args.get("ticket") if route.ticket else None
             try:
-                g.identity = await _sign_in().identify(request.headers)
+                g.identity = (current_app.extensions["pectus.download_tickets"].redeem(ticket, request.path)
+                              if ticket else await _sign_in().identify(request.headers))
             except SignInError as error:
                 raise ApiError(error.status, str(error)) from None
             authorize(backend.views, g.identity, params)
@@ -938,6 +966,7 @@ def create_app(backend: Backend, sign_in: SignIn | None = None) -> QuartTrio:
     ``sign_in``, sign-in is off."""
     app = QuartTrio(__name__, static_folder=None)
     app.extensions["pectus.sign_in"] = sign_in if sign_in is not None else SignIn(AuthConfig())
+    app.extensions["pectus.download_tickets"] = DownloadTickets()
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # keep documents in the order they were written (OpenAPI reads better)
     for route in ROUTES:

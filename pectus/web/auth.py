@@ -19,12 +19,16 @@ Invariants:
 * The signing keys are fetched in a worker thread, cached, and fetched again only when a token
   names a key id that is not known - at most once a minute, so forged key ids cannot turn into a
   flood of requests to the provider.
+* A download is a plain link the browser saves as it streams, and a link carries no header: a
+  signed-in user asks for a :class:`DownloadTickets` ticket first, good once, for one path, for
+  a minute, and for that user's roles only.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import secrets
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -36,12 +40,13 @@ import trio
 
 from pectus.events.domain import Actor
 
-__all__ = ["ANONYMOUS", "AuthConfig", "ConfigError", "Identity", "SignIn", "SignInError"]
+__all__ = ["ANONYMOUS", "AuthConfig", "ConfigError", "DownloadTickets", "Identity", "SignIn", "SignInError"]
 
 SCOPE = "openid profile offline_access"
 KEY_REFRESH_INTERVAL = 60.0  # seconds between two fetches of the provider's keys
 CLOCK_SKEW = 60.0  # seconds of leeway on a token's times: the provider's clock is not ours
 FETCH_TIMEOUT = 10.0
+TICKET_LIFETIME = 60.0  # seconds from asking for a download to starting it
 
 
 class ConfigError(ValueError):
@@ -186,3 +191,26 @@ class SignIn:
             self._keys = {key.key_id: key for key in keys.keys if key.key_id}
             # Azure issues app (client-credentials) tokens under its older issuer name.
             self._issuers = (discovery["issuer"], f"https://sts.windows.net/{self.config.tenant}/")
+
+
+class DownloadTickets:
+    """One-time tickets that stand in for the sign-in on one download link."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tickets: dict[str, tuple[str, Identity, float]] = {}  # ticket -> (path, identity, deadline)
+
+    def issue(self, identity: Identity, path: str) -> str:
+        now = self._clock()
+        self._tickets = {ticket: held for ticket, held in self._tickets.items() if held[2] > now}
+        ticket = secrets.token_urlsafe(32)
+        self._tickets[ticket] = (path, identity, now + TICKET_LIFETIME)
+        return ticket
+
+    def redeem(self, ticket: str, path: str) -> Identity:
+        """The identity the ticket was issued to; SignInError when it is unknown, used, expired or
+        for another path. Any attempt uses it up."""
+        held = self._tickets.pop(ticket, None)
+        if held is None or held[0] != path or held[2] <= self._clock():
+            raise SignInError("the download ticket is not valid (unknown, used, expired or for another file)")
+        return held[1]

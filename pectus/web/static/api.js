@@ -107,13 +107,18 @@ async function call(method, path, body) {
   return answer(await send(path, {method, json, body: json ? JSON.stringify(body) : undefined}), path);
 }
 
-/** A file from the API as {blob, filename}, sent with the user's credentials (for downloads). */
-export async function fetchFile(path) {
-  const response = await send(path, {method: "GET"});
-  if (!response.ok) await answer(response, path); // throws the error it describes
-  const disposition = response.headers.get("Content-Disposition") || "";
-  const named = /filename="?([^";]+)"?/.exec(disposition);
-  return {blob: await response.blob(), filename: named ? named[1] : path.split("/").pop()};
+/**
+ * Start a download of one of a run's exports (`path` ends in /csv or /events.jsonl). A link cannot
+ * carry the sign-in header, so with sign-in on the page first asks for a one-time ticket and the
+ * browser then saves the file as it streams, through a link that holds the ticket.
+ */
+export async function downloadExport(path) {
+  const [base, exported] = [path.slice(0, path.lastIndexOf("/")), path.slice(path.lastIndexOf("/") + 1)];
+  const {url} = await call("POST", `${base}/download_ticket`, {export: exported});
+  const link = h("a", {href: url, download: "", hidden: true});
+  document.body.append(link);
+  link.click();
+  link.remove();
 }
 
 export const api = {

@@ -8,7 +8,7 @@
 // With sign-in on, no page is shown before the user is signed in: the shell signs in first.
 
 import {
-  clear, confirmDialog, download, fetchFile, h, live, missingRolesMessage, setUserName, toast, userName,
+  clear, confirmDialog, downloadExport, h, live, missingRolesMessage, setUserName, toast, userName,
 } from "./api.js";
 import {
   CALLBACK_PATH, authEnabled, authEvents, completeSignIn, loadSettings, signIn, signOut, signedIn, signedInUser,
@@ -92,12 +92,11 @@ document.addEventListener("click", (event) => {
   const link = event.target.closest("a[href]");
   if (!link) return;
   const url = new URL(link.href, location.href);
-  if (url.origin === location.origin && url.pathname.startsWith("/api/") && authEnabled()) {
-    // A plain link carries no X-Identity header: fetch the file with it, then save it.
+  const exported = /^\/api\/runs\/[^/]+\/(csv|events\.jsonl)$/.test(url.pathname) && !url.searchParams.has("ticket");
+  if (url.origin === location.origin && exported && authEnabled()) {
+    // A plain link carries no X-Identity header: it gets a one-time ticket instead.
     event.preventDefault();
-    fetchFile(url.pathname + url.search)
-      .then(({blob, filename}) => download(filename, blob))
-      .catch((error) => toast(error.message, "error"));
+    downloadExport(url.pathname).catch((error) => toast(error.message, "error"));
     return;
   }
   if (link.target || link.hasAttribute("download")) return;
