@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 
 import pytest
 import trio
@@ -123,7 +124,15 @@ def test_verify_backup_and_replay_from_the_command_line(tmp_path, capsys):
     run_against_aggregator(tmp_path, scenario)
     data = tmp_path / "data"
     assert main(["--data-dir", str(data), "verify"]) == 0
-    assert "chain of 23 events is intact" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "chain of 23 events is intact" in out
+    anchor = re.search(r"anchor (23:[0-9a-f]{64})", out).group(1)
+    assert main(["--data-dir", str(data), "verify", "--anchor", anchor]) == 0
+    assert main(["--data-dir", str(data), "verify", "--anchor", "23:" + "0" * 64]) == 1
+    assert "event 23 is not the one recorded in the anchor" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["--data-dir", str(data), "verify", "--anchor", "23-abc"])
+    assert usage.value.code == 2 and "expected POSITION:HASH" in capsys.readouterr().err
     assert main(["--data-dir", str(data), "backup", str(tmp_path / "copy.sqlite3")]) == 0
     assert main(["verify", "--file", str(tmp_path / "copy.sqlite3")]) == 0
     assert main(["--data-dir", str(data), "replay", "--output", str(tmp_path / "views.json")]) == 0

@@ -394,6 +394,31 @@ def test_a_clean_store_verifies(live: SQLiteEventStore) -> None:
     assert (result.ok, result.checked, result.position, result.problem) == (True, 12, None, "")
 
 
+def test_anchors_catch_a_rewritten_chain_and_a_cut_off_end_that_verify_on_their_own(
+    live: SQLiteEventStore, tmp_path: Path
+) -> None:
+    anchor = verify(live.path)
+    assert anchor.last_hash == live.read()[-1].hash
+    anchors = {anchor.checked: anchor.last_hash}
+    live.append(sample(3, start=50))
+    assert verify(live.path, anchors).ok  # the store grew: the anchor is still in it
+
+    # A forger rebuilds a whole chain of the same length with other content: it hashes right.
+    rewritten = SQLiteEventStore(tmp_path / "rewritten.sqlite3")
+    rewritten.append(sample(12, start=100))
+    rewritten.close()
+    assert verify(tmp_path / "rewritten.sqlite3").ok
+    result = verify(tmp_path / "rewritten.sqlite3", anchors)
+    assert (result.ok, result.position) == (False, 12) and "rewritten" in result.problem
+
+    # Events cut off the end: a shorter, sound chain.
+    shorter = SQLiteEventStore(tmp_path / "shorter.sqlite3")
+    shorter.append(live.read(limit=7))  # same events, same hashes: a true prefix
+    shorter.close()
+    result = verify(tmp_path / "shorter.sqlite3", anchors)
+    assert (result.ok, result.checked, result.position) == (False, 7, 12) and "cut off the end" in result.problem
+
+
 def test_verify_reports_and_never_raises_on_foreign_or_damaged_files(
     live: SQLiteEventStore, tmp_path: Path
 ) -> None:

@@ -14,6 +14,7 @@ import argparse
 import hashlib
 import logging
 import os
+import re
 import sys
 import time
 from pathlib import Path
@@ -39,6 +40,9 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     verify = commands.add_parser("verify", help="walk the hash chain of a store; exit 1 at the first broken link")
     verify.add_argument("--file", type=Path, help="a store file (default: the one in --data-dir)")
+    verify.add_argument("--anchor", type=_anchor, action="append", default=[], metavar="POSITION:HASH",
+                        help="an anchor an earlier verify printed: the event there must still have that hash "
+                             "(catches a chain rewritten from some event on, or cut off at the end); repeatable")
     backup = commands.add_parser("backup", help="a consistent copy of the store, also while the aggregator runs")
     backup.add_argument("dest", type=Path, help="the file to write")
     replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
@@ -51,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
     store_file = args.data_dir / "open_pectus_aggregator.sqlite3"
     if args.command == "verify":
-        return _verify(args.file or store_file)
+        return _verify(args.file or store_file, dict(args.anchor))
     if args.command == "backup":
         return _backup(store_file, args.dest)
     if args.command == "replay":
@@ -59,12 +63,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     return _serve(args)
 
 
-def _verify(path: Path) -> int:
+def _anchor(text: str) -> tuple[int, str]:
+    position, _, digest = text.partition(":")
+    if not (position.isdigit() and int(position) > 0 and re.fullmatch(r"[0-9a-f]{64}", digest)):
+        raise argparse.ArgumentTypeError(f"expected POSITION:HASH (a positive number, a colon, 64 hex digits), "
+                                         f"got {text!r}")
+    return int(position), digest
+
+
+def _verify(path: Path, anchors: dict[int, str]) -> int:
     from pectus.events.store import verify
 
-    result = verify(path)
+    result = verify(path, anchors)
     if result.ok:
-        print(f"{path}: the chain of {result.checked} events is intact")
+        checked = f", including {len(anchors)} anchor(s)" if anchors else ""
+        print(f"{path}: the chain of {result.checked} events is intact{checked}; "
+              f"anchor {result.checked}:{result.last_hash} (keep it apart from the store; later: verify --anchor)")
         return EXIT_OK
     print(f"{path}: BROKEN at event {result.position}: {result.problem} ({result.checked} events checked)",
           file=sys.stderr)

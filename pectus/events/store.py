@@ -64,7 +64,7 @@ import os
 import sqlite3
 import threading
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -129,12 +129,15 @@ class Record:
 @dataclass(frozen=True, slots=True)
 class Verification:
     """The result of :func:`verify`. ``checked`` events passed; ``position`` is the first broken
-    one (None when ok, or when the file could not be walked at all)."""
+    one (None when ok, or when the file could not be walked at all); ``last_hash`` is the hash of
+    the last event that passed (the genesis hash for none): with ``checked``, the anchor to keep
+    for later verifications."""
 
     ok: bool
     checked: int
     position: int | None
     problem: str
+    last_hash: str = GENESIS_HASH
 
 
 class StoreConflict(RuntimeError):
@@ -377,13 +380,20 @@ class SQLiteEventStore(_ChainedStore):
         self._datastore.close()
 
 
-def verify(path: Path) -> Verification:
+def verify(path: Path, anchors: Mapping[int, str] | None = None) -> Verification:
     """Walks the chain of a store file, opened read-only, and reports the first broken link.
+
+    ``anchors`` are {position: hash} recorded by earlier verifications (or backups) and kept
+    elsewhere: the event at each of those positions must still have that hash, and the store must
+    reach it. That catches what the chain alone cannot - a chain rewritten from some event on,
+    or events cut off the end.
 
     Never raises for a damaged, foreign or unreadable file: that is reported as the problem.
     """
     path = Path(path)
+    anchors = dict(anchors or {})
     checked = 0
+    prev_hash = GENESIS_HASH
     try:
         if not path.is_file():
             return Verification(False, 0, None, f"cannot read {path}: no such file")
@@ -398,20 +408,27 @@ def verify(path: Path) -> Verification:
                 "SELECT rowid, originator_id, originator_version, topic, state "
                 f"FROM {EVENTS_TABLE} ORDER BY rowid"
             )
-            prev_hash = GENESIS_HASH
             for rowid, originator_id, version, topic, state in rows:
                 position = checked + 1
                 if rowid != position:
                     problem = f"missing event at position {position} (the next stored is {rowid})"
                 else:
                     problem = _check(position, originator_id, version, topic, state, prev_hash)
+                if not problem and position in anchors and anchors[position] != _stored_hash(state).decode():
+                    problem = (f"event {position} is not the one recorded in the anchor: the chain was "
+                               f"rewritten from there or before")
                 if problem:
-                    return Verification(False, checked, position, problem)
+                    return Verification(False, checked, position, problem, prev_hash)
                 prev_hash = _stored_hash(state).decode()
                 checked += 1
     except (sqlite3.Error, OSError) as e:
-        return Verification(False, checked, None, f"cannot read {path}: {e}")
-    return Verification(True, checked, None, "")
+        return Verification(False, checked, None, f"cannot read {path}: {e}", prev_hash)
+    beyond = [position for position in anchors if position > checked]
+    if beyond:
+        return Verification(False, checked, min(beyond),
+                            f"the store ends at event {checked}, before the recorded event {min(beyond)}: "
+                            "events were cut off the end", prev_hash)
+    return Verification(True, checked, None, "", prev_hash)
 
 
 def _check(
