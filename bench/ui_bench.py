@@ -93,7 +93,7 @@ def live_latency(changes: int) -> list[float]:
             latencies = []
             with sync_playwright() as playwright:
                 browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-                page = browser.new_page()
+                page = browser.new_page(bypass_csp=True)  # the probe polls with an evaluated expression
                 page.goto(f"{url}/units/{UNIT}")
                 page.wait_for_selector('[data-tag="TT01"] [data-testid="tile-value"]')
                 page.evaluate(WATCH_TILE)

@@ -65,10 +65,10 @@ class System:
             time.sleep(0.05)
 
 
-def _aggregator(port: int, data: Path, env: dict[str, str]) -> subprocess.Popen:
+def _aggregator(port: int, data: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
     return subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data),
                              "--log-level", "WARNING"], stderr=(data.parent / "aggregator.log").open("a"),
-                            env={**os.environ, **env})
+                            env={**os.environ, **(env or {})})
 
 
 def _engine(port: int, uod: Path, folder: Path) -> subprocess.Popen:

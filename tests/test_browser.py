@@ -34,6 +34,10 @@ T = 20_000  # ms: generous waits for a shared CI machine; every wait ends as soo
 
 def test_an_operators_run_from_the_dashboard_to_the_recent_runs_csv(system, browser):
     page = browser.new_page(viewport={"width": 1440, "height": 900})
+    # The page runs under its Content-Security-Policy: nothing it does may be refused by it.
+    refused = []
+    page.on("console", lambda message: refused.append(message.text) if "Content Security Policy" in message.text
+            else None)
     page.goto(system.url + "/")
     expect(page.locator(f'[data-testid="unit-card"][data-unit-id="{system.unit}"]')).to_be_visible(timeout=T)
     screenshot(page, "dashboard.png")
@@ -55,7 +59,7 @@ def test_an_operators_run_from_the_dashboard_to_the_recent_runs_csv(system, brow
     expect(started).to_be_visible(timeout=T)
     expect(page.get_by_test_id("plot")).to_be_visible()
     # The live plot grows: a row every half second of the run.
-    page.wait_for_function("Number(document.querySelector('#unit-plot').dataset.rows) >= 4", timeout=T)
+    expect(page.locator("#unit-plot")).to_have_attribute("data-rows", re.compile(r"^([4-9]|[1-9]\d+)$"), timeout=T)
 
     # Edit a process value: the pump to 60 %.
     tile = page.locator('[data-testid="tile"][data-tag="PU01"]')
@@ -106,6 +110,7 @@ def test_an_operators_run_from_the_dashboard_to_the_recent_runs_csv(system, brow
     pump_values = {r[pump] for r in rows[rows.index(header) + 1:] if r and r[pump]}
     assert "60.0" in pump_values  # the operator's change is in the record
     assert any(r and r[0] == "# Contributors" for r in rows)
+    assert refused == []
 
 
 def test_two_browsers_edit_the_same_method_and_the_second_save_gets_the_conflict(system, browser):

@@ -16,6 +16,7 @@ import pytest
 from pectus.pcode.engine import _system_tags
 from pectus.web import create_app
 from pectus.web.app import ROUTES, STATIC_DIR, SYSTEM_TAGS
+from pectus.web.auth import AuthConfig, SignIn
 from test_web import RUN, UNIT, FakeBackend, assert_error, trio_test
 
 DESCRIPTION = {
@@ -57,6 +58,16 @@ async def test_every_page_path_answers_index_html(backend: FakeBackend, path: st
     body = (await response.get_data()).decode()
     assert '<script type="module" src="/static/app.js"></script>' in body
     assert body == (STATIC_DIR / "index.html").read_text(encoding="utf-8")
+    policy = response.headers["Content-Security-Policy"]
+    assert "frame-ancestors 'none'" in policy and "script-src 'self';" in policy and "connect-src 'self';" in policy
+    assert response.headers["X-Frame-Options"] == "DENY" and response.headers["Referrer-Policy"] == "no-referrer"
+
+
+@trio_test
+async def test_with_sign_in_on_the_page_may_also_talk_to_the_provider(backend: FakeBackend) -> None:
+    sign_in = SignIn(AuthConfig(True, "https://login.example.com/tenant/v2.0", "app", "tenant"))
+    response = await create_app(backend, sign_in).test_client().get("/")
+    assert "connect-src 'self' https://login.example.com;" in response.headers["Content-Security-Policy"]
 
 
 @pytest.mark.parametrize(("name", "content_type"), [

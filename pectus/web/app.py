@@ -40,7 +40,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -434,8 +434,20 @@ async def _static_response(name: str) -> Response:
 
 
 async def _page(backend: Backend, **params: str) -> Response:
-    """A page of the UI: always index.html; the page's data comes from the API."""
-    return await _static_response("index.html")
+    """A page of the UI: always index.html; the page's data comes from the API. The page may run
+    only our own scripts, talk only to this aggregator (and to the sign-in provider, when on), and
+    never be framed by another site: a control page must not be clickjacked. It sends no
+    Referer, so no sign-in code or download ticket in a URL leaves with one."""
+    response = await _static_response("index.html")
+    config = _sign_in().config
+    provider = urlsplit(config.authority) if config.enabled else None
+    connect = "'self'" + (f" {provider.scheme}://{provider.netloc}" if provider else "")
+    response.headers["Content-Security-Policy"] = (
+        "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; "
+        f"connect-src {connect}; object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
+    response.headers["X-Frame-Options"] = "DENY"
+    response.headers["Referrer-Policy"] = "no-referrer"
+    return response
 
 
 async def _static(backend: Backend, file: str) -> Response:
