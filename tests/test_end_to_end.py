@@ -20,6 +20,7 @@ from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
 from pectus.actors.engine import EngineProcess
 from pectus.events.store import SQLiteEventStore, verify
 from pectus.projections.views import Projector
+from pectus.web.app import ROUTES, check
 from pectus.uod import load_uod
 
 METHOD = """\
@@ -95,6 +96,9 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
         return csv_text, audit, values
 
     csv_text, audit, values = trio.run(main)
+    # What the API answers is what its document says (check raises ApiError naming the field).
+    documented = {route.path: route.schema for route in ROUTES if route.method == "GET"}
+    check(documented["/api/process_units/<unit>/process_values"], values)
     rows = list(csv.reader(io.StringIO(csv_text)))
     meta = {row[0]: row[1:] for row in rows if row and row[0].startswith("#")}
     assert any("aggregator-host" in cells for cells in meta.values())

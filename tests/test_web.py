@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
+import httpx
 import trio
 import trio_websocket
 from hypercorn.config import Config
@@ -25,7 +26,7 @@ from quart.testing.connections import WebsocketDisconnectError
 from pectus.events.domain import Actor
 from pectus.projections.views import iso
 from pectus.web import Delta, Outcome, create_app
-from pectus.web.app import MAX_BODY_BYTES, ROUTES, WS_BUFFER, merge_process_values
+from pectus.web.app import MAX_BODY_BYTES, ROUTES, WS_BUFFER, merge_process_values, openapi_document
 
 UNIT = "host-7_DemoUod"
 RUN = "run-1"
@@ -406,14 +407,29 @@ async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend)
             assert operation["summary"] and operation["responses"]
     control = document["paths"]["/api/process_units/{unit}/control"]["post"]
     assert control["requestBody"]["content"]["application/json"]["schema"]["properties"]["command"]["enum"][0] == "Start"
-    assert set(control["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "422"}
-    assert control["security"] == [{"identity": []}]
-    assert "security" not in document["paths"]["/health"]["get"]
-    assert set(document["paths"]["/api/runs"]["get"]["responses"]) == {"200", "401"}  # a list leaves out, never 403
+    assert set(control["responses"]) == {"200", "400", "403", "404", "409", "413", "422"}  # sign-in is off here
+    assert "security" not in control
     csv = document["paths"]["/api/runs/{run}/csv"]["get"]
     assert [(parameter["name"], parameter["in"]) for parameter in csv["parameters"]] == [("run", "path"), ("ticket", "query")]
-    assert document["paths"]["/api/ws"]["get"]["responses"] == {"101": {"description": "switched to the WebSocket protocol"}}
+    assert set(document["paths"]["/api/ws"]["get"]["responses"]) == {"101", "400"}
     json.dumps(document)
+
+    signed_in = openapi_document("1.2.3", sign_in=True)["paths"]
+    control = signed_in["/api/process_units/{unit}/control"]["post"]
+    assert set(control["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "422"}
+    assert control["security"] == [{"identity": []}]
+    assert "security" not in signed_in["/health"]["get"]
+    assert set(signed_in["/api/runs"]["get"]["responses"]) == {"200", "401"}  # a list leaves out, never 403
+
+
+@trio_test
+async def test_a_whole_number_is_an_integer_as_json_schema_says(backend: FakeBackend) -> None:
+    client = create_app(backend).test_client()
+    response = await client.post(f"/api/process_units/{UNIT}/method", json={"lines": [], "version": 3.0})
+    assert response.status_code == 200
+    assert backend.requests[-1][2]["version"] == 3 and isinstance(backend.requests[-1][2]["version"], int)
+    response = await client.post(f"/api/process_units/{UNIT}/method", json={"lines": [], "version": 3.5})
+    assert_error(response, await response.get_json(), 422, "version")
 
 
 # -- the live WebSocket -----------------------------------------------------------------------
@@ -558,4 +574,13 @@ async def test_served_by_hypercorn_trio_on_a_loopback_port(backend: FakeBackend)
                 assert json.loads(await socket.get_message()) == {"subscribed": [UNIT]}
                 backend.publish(Delta(UNIT, "method", {"version": 4}))
                 assert json.loads(await socket.get_message()) == {"unit": UNIT, "topic": "method", "data": {"version": 4}}
+
+            # An oversized body is refused before it is read: that connection is closed, so the
+            # client's next request goes on a fresh one instead of waiting forever on this one.
+            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as client:
+                oversized = {"code": "x" * (MAX_BODY_BYTES + 1)}
+                response = await client.post(f"/api/process_units/{UNIT}/inject", json=oversized)
+                assert response.status_code == 413 and response.headers["connection"] == "close"
+                with trio.fail_after(5):
+                    assert (await client.get("/api/version")).status_code == 200
             stop.set()

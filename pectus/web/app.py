@@ -170,12 +170,15 @@ class ApiError(Exception):
 
 JSON_TYPES: dict[str, type | tuple[type, ...]] = {
     "string": str, "integer": int, "number": (int, float), "boolean": bool, "object": dict, "array": list,
+    "null": type(None),
 }
 
 
 def _has_type(value: Any, name: str) -> bool:
     if isinstance(value, bool):  # a bool is an int to Python, never a number to JSON Schema
         return name == "boolean"
+    if name == "integer" and isinstance(value, float):  # JSON Schema: 3.0 is an integer
+        return value.is_integer()
     return isinstance(value, JSON_TYPES[name])
 
 
@@ -268,7 +271,7 @@ def _sign_in() -> SignIn:
 
 
 async def _openapi(backend: Backend) -> dict[str, Any]:
-    return openapi_document(backend.version)
+    return openapi_document(backend.version, _sign_in().config.enabled)
 
 
 def merge_process_values(recorded: list[dict] | None, live: list[dict] | None) -> list[dict] | None:
@@ -313,7 +316,7 @@ async def _control(backend: Backend, body: dict, unit: str) -> dict:
 
 
 async def _save_method(backend: Backend, body: dict, unit: str) -> dict:
-    return await _ask(backend, unit, "save_method", {"lines": body["lines"], "version": body["version"]}, "lines")
+    return await _ask(backend, unit, "save_method", {"lines": body["lines"], "version": int(body["version"])}, "lines")
 
 
 async def _inject(backend: Backend, body: dict, unit: str) -> dict:
@@ -717,7 +720,7 @@ PROCESS_VALUE = {
     "type": "object",
     "required": ["name", "value"],
     "properties": {"name": {"type": "string"}, "value": {}, "unit": {"type": ["string", "null"]},
-                   "time": {"type": ["number", "null"]}, "simulated": {"type": "boolean"},
+                   "time": {"type": ["string", "null"], "format": "date-time"}, "simulated": {"type": "boolean"},
                    "commands": {"type": "array"}},
 }
 
@@ -877,7 +880,7 @@ PARAMETERS = {
 }
 STATUSES = {
     400: "the body is not JSON",
-    401: "sign-in is on and the X-Identity token is missing, not valid or expired",
+    401: "not signed in: the X-Identity token (sign-in on) or the download ticket is missing, not valid or expired",
     403: "the unit or run requires a role the user does not hold (missing_roles names them)",
     404: "unknown process unit, run or route",
     409: "the unit refused the request in its current state, or the method version is stale",
@@ -894,7 +897,7 @@ ERROR = {
 }
 
 
-def _operation(route: Route) -> dict[str, Any]:
+def _operation(route: Route, sign_in: bool) -> dict[str, Any]:
     operation: dict[str, Any] = {
         "operationId": route.endpoint,
         "summary": route.summary,
@@ -907,15 +910,20 @@ def _operation(route: Route) -> dict[str, Any]:
                                         "schema": {"type": "string"}})
     if route.method == "WEBSOCKET":
         operation["description"] = _live.__doc__
-        operation["responses"] = {"101": {"description": "switched to the WebSocket protocol"}}
+        operation["responses"] = {"101": {"description": "switched to the WebSocket protocol"},
+                                  "400": {"description": "not a WebSocket upgrade request"}}
         return operation
     if route.body is not None:
         operation["requestBody"] = {"required": True, "content": {JSON: {"schema": route.body}}}
     responses = {"200": {"description": route.returns, "content": {route.media: {"schema": route.schema}}}}
     guarded = {"unit", "run"} & set(route.parameters)
+    # A unit or run requiring a role is refused (403) with sign-in off too: nobody holds a role then.
     failures = (set(route.errors) | ({404} if route.parameters else set()) | ({400, 413, 422} if route.body else set())
-                | ({401} if route.signed_in else set()) | ({403} if route.signed_in and guarded else set()))
-    if route.signed_in:
+                | ({403} if route.signed_in and guarded else set()))
+    if route.ticket:
+        failures.add(401)  # a ticket that is not valid, whether sign-in is on or off
+    if route.signed_in and sign_in:
+        failures.add(401)
         operation["security"] = [{"identity": []}]
     for status in sorted(failures):
         # a degraded health check still answers with the health report, everything else with an error
@@ -925,15 +933,16 @@ def _operation(route: Route) -> dict[str, Any]:
     return operation
 
 
-def openapi_document(version: str) -> dict[str, Any]:
-    """The OpenAPI 3.1 description of every API route in ROUTES (the UI's pages are not API)."""
+def openapi_document(version: str, sign_in: bool = False) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every API route in ROUTES (the UI's pages are not API), as
+    this server answers them: with ``sign_in``, they require the X-Identity token."""
     paths: dict[str, dict[str, Any]] = {}
     for route in ROUTES:
         if route.ui:
             continue
         path = re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.path)
         method = "get" if route.method == "WEBSOCKET" else route.method.lower()
-        paths.setdefault(path, {})[method] = _operation(route)
+        paths.setdefault(path, {})[method] = _operation(route, sign_in)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Pectus aggregator", "version": version},
@@ -998,6 +1007,10 @@ def create_app(backend: Backend, sign_in: SignIn | None = None) -> QuartTrio:
         for name, value in error.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value
+        if error.code == 413:
+            # The rest of the oversized body was never read: the connection cannot carry another
+            # request (the client's next one would wait on it forever), so it ends here.
+            response.headers["Connection"] = "close"
         return response
 
     @app.after_request
