@@ -135,6 +135,8 @@ def test_users_see_only_units_and_runs_whose_roles_they_hold(tmp_path):
             assert [unit["id"] for unit in units] == ["open_Unit", "admin_Unit"]
         async with client(port, provider.mint(roles=None)) as nobody:
             assert [unit["id"] for unit in (await nobody.get("/api/process_units")).json()] == ["open_Unit"]
+        async with client(port, provider.mint(roles="Operator")) as malformed:  # a string, not a list
+            assert [unit["id"] for unit in (await malformed.get("/api/process_units")).json()] == ["open_Unit"]
         assert stored_requests(aggregator) == []  # a refused request reaches no unit and records nothing
 
     run_signed_in(tmp_path, scenario)

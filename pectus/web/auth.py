@@ -173,7 +173,8 @@ class SignIn:
         if not user_id:
             raise SignInError("the X-Identity token names no user (no oid or sub claim)")
         name = str(claims.get("name") or claims.get("preferred_username") or claims.get("app_displayname") or user_id)
-        roles = claims.get("roles") or []
+        roles = claims.get("roles")
+        roles = roles if isinstance(roles, list) else []  # a malformed claim grants nothing
         return Identity(Actor.user(user_id, name), frozenset(map(str, roles)), float(claims["exp"]) + CLOCK_SKEW)
 
     async def _refresh_keys(self) -> None:
