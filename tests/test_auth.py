@@ -11,6 +11,7 @@ client claims.
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -26,6 +27,8 @@ from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.store import NewEvent, SQLiteEventStore
+from pectus.web import create_app
+from pectus.web.app import ROUTES
 from pectus.web.auth import CLOCK_SKEW, AuthConfig, ConfigError, DownloadTickets, Identity, SignIn, SignInError
 
 from test_aggregator import session
@@ -366,3 +369,27 @@ def test_a_provider_that_cannot_be_reached_gives_503_until_it_answers_again():
             assert (await sign_in.identify_token(provider.mint())).actor.id == "oid-alice"
 
         trio.run(main)
+
+
+@pytest.mark.parametrize("route", [route for route in ROUTES if route.signed_in], ids=lambda route: route.endpoint)
+def test_every_signed_in_route_refuses_a_request_without_a_token(route):
+    """Driven by the route table, so a route added later cannot slip through unguarded."""
+    from test_web import RUN, UNIT, FakeBackend
+
+    app = create_app(FakeBackend(), SignIn(AuthConfig(True, "http://127.0.0.1:9/unused", "app", "tenant")))
+    path = re.sub(r"<(?:\w+:)?(\w+)>", lambda match: {"unit": UNIT, "run": RUN}.get(match[1], "x"), route.path)
+
+    async def main():
+        client = app.test_client()
+        response = await (client.get(path) if route.method == "GET" else client.post(path, json={}))
+        assert response.status_code == 401, (route.path, response.status_code)
+        assert "X-Identity" in (await response.get_json())["error"]["message"]
+
+    trio.run(main)
+
+
+def test_only_what_holds_no_process_data_is_public():
+    public = {route.path for route in ROUTES if not route.signed_in}
+    assert public == {"/health", "/api/version", "/api/openapi.json", "/auth/config",
+                      "/api/ws",  # signs in with its first message
+                      "/", "/units/<unit>", "/runs/<run>", "/auth-callback", "/static/<path:file>"}
