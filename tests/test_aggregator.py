@@ -17,6 +17,7 @@ from trio_websocket import ConnectionClosed, open_websocket_url
 from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
 from pectus.cli.aggregator import main
 from pectus.events import protocol as p
+from pectus.web.auth import AuthConfig
 
 HELLO = p.Hello(p.PROTOCOL_VERSION, "rogue_Unit", "rogue", "Unit", "0.1.0", "")
 
@@ -43,8 +44,9 @@ async def session(port: int, frames: list[str], *, hello: p.Hello = HELLO) -> li
     return answers
 
 
-def run_against_aggregator(tmp_path, scenario, secret: str = ""):
-    aggregator = AggregatorProcess(tmp_path / "data", port=0, secret=secret)
+def run_against_aggregator(tmp_path, scenario, secret: str = "", auth: AuthConfig = AuthConfig()):
+    """``scenario(port, aggregator)`` against a real aggregator on a loopback port; its result."""
+    aggregator = AggregatorProcess(tmp_path / "data", port=0, secret=secret, auth=auth)
 
     async def main_():
         shutdown = trio.Event()

@@ -31,7 +31,7 @@ from pectus.web import create_app
 from pectus.web.app import ROUTES
 from pectus.web.auth import CLOCK_SKEW, AuthConfig, ConfigError, DownloadTickets, Identity, SignIn, SignInError
 
-from test_aggregator import session
+from test_aggregator import run_against_aggregator, session
 
 UNITS = {"open_Unit": [], "ops_Unit": ["Operator"], "admin_Unit": ["Admin"]}
 T0 = 1_800_000_000.0
@@ -61,17 +61,7 @@ def run_signed_in(tmp_path: Path, scenario):
     seed(tmp_path / "data")
     with OidcProvider() as provider:
         auth = AuthConfig(True, provider.issuer, provider.client_id, provider.tenant)
-        aggregator = AggregatorProcess(tmp_path / "data", port=0, auth=auth)
-
-        async def main():
-            shutdown = trio.Event()
-            async with trio.open_nursery() as nursery:
-                bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown,
-                                                                               task_status=task_status))
-                await scenario(int(bound[0].rsplit(":", 1)[1]), provider, aggregator)
-                shutdown.set()
-
-        trio.run(main)
+        run_against_aggregator(tmp_path, lambda port, aggregator: scenario(port, provider, aggregator), auth=auth)
 
 
 def client(port: int, token: str | None = None, **headers: str) -> httpx.AsyncClient:
@@ -286,20 +276,15 @@ def test_an_identity_renewed_on_the_live_socket_keeps_it_open(tmp_path):
 
 def test_with_sign_in_off_nobody_holds_a_role_so_units_requiring_one_are_shown_to_nobody(tmp_path):
     seed(tmp_path / "data")
-    aggregator = AggregatorProcess(tmp_path / "data", port=0)
 
-    async def main():
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-            async with client(int(bound[0].rsplit(":", 1)[1]), **{"X-Pectus-User": "Alice"}) as alice:
-                assert (await alice.get("/auth/config")).json()["use_auth"] is False
-                assert [unit["id"] for unit in (await alice.get("/api/process_units")).json()] == ["open_Unit"]
-                response = await alice.get("/api/runs/run-ops_Unit")
-                assert response.status_code == 403 and response.json()["error"]["missing_roles"] == ["Operator"]
-            shutdown.set()
+    async def scenario(port, aggregator):
+        async with client(port, **{"X-Pectus-User": "Alice"}) as alice:
+            assert (await alice.get("/auth/config")).json()["use_auth"] is False
+            assert [unit["id"] for unit in (await alice.get("/api/process_units")).json()] == ["open_Unit"]
+            response = await alice.get("/api/runs/run-ops_Unit")
+            assert response.status_code == 403 and response.json()["error"]["missing_roles"] == ["Operator"]
 
-    trio.run(main)
+    run_against_aggregator(tmp_path, scenario)
 
 
 def test_sign_in_settings_come_from_the_deployment_variables():
