@@ -11,6 +11,7 @@ client claims.
 from __future__ import annotations
 
 import json
+import logging
 import re
 import time
 from pathlib import Path
@@ -378,3 +379,23 @@ def test_only_what_holds_no_process_data_is_public():
     assert public == {"/health", "/api/version", "/api/openapi.json", "/auth/config",
                       "/api/ws",  # signs in with its first message
                       "/", "/units/<unit>", "/runs/<run>", "/auth-callback", "/static/<path:file>"}
+
+
+@pytest.mark.parametrize("signed_in", [False, True])
+def test_ops_are_told_when_a_unit_requires_a_role_that_nobody_can_hold(tmp_path, caplog, signed_in):
+    uod = {"uod_name": "Unit", "uod_author_name": "A", "uod_author_email": "a@x", "uod_filename": "unit.py",
+           "location": "", "hardware": "", "tags": [], "readings": [], "commands": [], "plot_configuration": {},
+           "data_log_interval_seconds": 1.0, "required_roles": ["Operator"]}
+    frame = p.encode(p.Records([{"seq": 1, "kind": "uod", "time": T0, "run": None, "data": uod}]))
+    hello = p.Hello(p.PROTOCOL_VERSION, "ops_Unit", "host", "Unit", "0.1.0", "")
+    auth = AuthConfig(True, "http://127.0.0.1:9/unused", "app", "tenant") if signed_in else AuthConfig()
+
+    async def scenario(port, aggregator):
+        assert isinstance((await session(port, [frame], hello=hello))[-1], p.Ack)
+
+    with caplog.at_level(logging.WARNING, logger="pectus.aggregator.engines"):
+        run_against_aggregator(tmp_path, scenario, auth=auth)
+    warned = [record.getMessage() for record in caplog.records if "sign-in is off" in record.getMessage()]
+    assert warned == ([] if signed_in else
+                      ["unit ops_Unit requires the role(s) Operator, but sign-in is off: nobody holds a role, "
+                       "so nobody can see the unit"])

@@ -115,7 +115,7 @@ class AggregatorProcess:
         self.views = Projector(aggregator_name=hostname or socket.gethostname(), aggregator_version=__version__)
         self.projector = ProjectorActor(self.views, self.hub)
         self.writer = EventWriter(self.store, self.projector.send)
-        self.engines = Engines(self.writer, self.hub, secret)
+        self.engines = Engines(self.writer, self.hub, secret, sign_in=auth.enabled)
         self.backend = Backend(self.store, self.views, self.engines, self.hub)
         self.app = create_app(self.backend, SignIn(auth))
         self._add_engine_route()

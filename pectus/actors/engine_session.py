@@ -52,10 +52,11 @@ class UnitMemory:
 class Engines:
     """The connected engines and each unit's memory; shared by the sessions and the web backend."""
 
-    def __init__(self, writer: EventWriter, hub: UiHub, secret: str = "") -> None:
+    def __init__(self, writer: EventWriter, hub: UiHub, secret: str = "", sign_in: bool = False) -> None:
         self.writer = writer
         self.hub = hub
         self.secret = secret
+        self.sign_in = sign_in
         self.sessions: dict[str, EngineSession] = {}
         self.units: dict[str, UnitMemory] = {}
 
@@ -200,7 +201,11 @@ class EngineSession:
         kind = record["kind"]
         try:
             if kind == "uod":
-                return d.UodDescribed(**base, **data)
+                described = d.UodDescribed(**base, **data)
+                if described.required_roles and not self.engines.sign_in:
+                    log.warning("unit %s requires the role(s) %s, but sign-in is off: nobody holds a role, so "
+                                "nobody can see the unit", self.unit, ", ".join(described.required_roles))
+                return described
             if kind == "run_started":
                 return d.RunStarted(**base)
             if kind == "run_stopped":
