@@ -8,6 +8,7 @@ Prints, on this machine:
 * CPU of the aggregator per engine at the demo unit's data rate (live values 10 times a second,
   one sample a second, a few run-log changes) (target <= 0.5 % of a core per engine);
 * replay speed of the resulting store (target >= 100,000 events/s);
+* the store alone: 1,000 events appended in one transaction, and reads in events/s;
 * CSV export of a 24 h run of 200 tags sampled every second (targets <= 10 s, <= 200 MB);
 * engine -> browser latency of a tag change (target p95 <= 250 ms).
 """
@@ -154,6 +155,26 @@ async def browser_latency(port: int, samples: int) -> list[float]:
 
 
 
+def store_bench(folder: Path) -> None:
+    store = SQLiteEventStore(folder / "store.sqlite3")
+    batch = [NewEvent("unit:bench_Unit", "TagSamples", float(i), {"unit": "bench_Unit", "samples": [
+        {"time": float(i), "values": {f"T{t:03d}": 20.0 + t for t in range(TAGS)}}]}) for i in range(1_000)]
+
+    def timed(action) -> float:
+        began = time.perf_counter()
+        action()
+        return time.perf_counter() - began
+
+    append = min(timed(lambda: store.append(batch)) for _ in range(3))
+    for _ in range(97):
+        store.append(batch)
+    read = min(timed(lambda: sum(1 for _ in store.iter())) for _ in range(3))
+    count = store.last_position()
+    store.close()
+    print(f"store: 1,000 events appended in {append * 1000:.1f} ms (one transaction); "
+          f"reads {count / read:,.0f} events/s")
+
+
 def csv_export_bench(folder: Path) -> None:
     store = SQLiteEventStore(folder / "csv.sqlite3")
     unit, run, start = "csv_Unit", "csv-run", 1_800_000_000.0
@@ -242,6 +263,7 @@ def main() -> None:
         out = subprocess.run([str(BIN / "pectus-aggregator"), "--data-dir", str(data), "replay"],
                              capture_output=True, text=True, check=True).stdout.strip()
         print(f"replay (CLI, whole process {time.perf_counter() - began:.1f} s): {out}")
+        store_bench(Path(folder))
         csv_export_bench(Path(folder))
 
 

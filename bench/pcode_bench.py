@@ -4,6 +4,8 @@
 
 Prints:
 * parse rate in lines/s for a generated 100,000-line method (target >= 300,000 lines/s);
+* analysis (the method editor's lint) of a 1,000-line method on the demo unit (target well under
+  50 ms);
 * simulation speed in ticks/s and multiple of real time for a generated 1,000-line method with
   blocks, watches and alarms on the demo unit (target >= 50,000 ticks/s, >= 5,000x real time),
   once dense (a block a second: an instruction almost every tick) and once with 30 s blocks.
@@ -63,6 +65,21 @@ def bench_parse() -> None:
     print(f"parse: 100,000 lines in {elapsed * 1000:.0f} ms = {100_000 / elapsed:,.0f} lines/s (target >= 300,000)")
 
 
+def bench_analyze() -> None:
+    from pectus.cli.engine import _analyze
+
+    engine = Engine(load_uod(ROOT / "uods" / "demo_uod.py"))
+    text = generated_method(1_000)
+    _analyze(engine, text)  # warm the caches (units, regexes)
+
+    def run() -> float:
+        start = time.perf_counter()
+        _analyze(engine, text)
+        return time.perf_counter() - start
+
+    print(f"analyze: 1,000 lines in {best_of(5, run) * 1000:.1f} ms (target well under 50 ms)")
+
+
 def bench_simulate(seconds_per_block: float) -> None:
     text = generated_method(1_000, seconds_per_block)
     tick = 0.1
@@ -89,5 +106,6 @@ def bench_simulate(seconds_per_block: float) -> None:
 
 if __name__ == "__main__":
     bench_parse()
+    bench_analyze()
     bench_simulate(1.0)
     bench_simulate(30.0)

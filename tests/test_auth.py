@@ -399,3 +399,17 @@ def test_ops_are_told_when_a_unit_requires_a_role_that_nobody_can_hold(tmp_path,
     assert warned == ([] if signed_in else
                       ["unit ops_Unit requires the role(s) Operator, but sign-in is off: nobody holds a role, "
                        "so nobody can see the unit"])
+
+
+def test_a_headless_clients_app_token_is_accepted_under_azures_app_issuer():
+    """Scripts use the client-credentials flow; Azure issues those tokens as sts.windows.net."""
+    with OidcProvider() as provider:
+        sign_in = SignIn(AuthConfig(True, provider.issuer, provider.client_id, provider.tenant))
+        app_token = provider.mint(iss=f"https://sts.windows.net/{provider.tenant}/", idtyp="app", name=None,
+                                  preferred_username=None, oid="oid-robot", app_displayname="Nightly export",
+                                  roles=["Operator"])
+        identity = trio.run(sign_in.identify_token, app_token)
+        assert identity.actor == d.Actor.user("oid-robot", "Nightly export")
+        assert identity.roles == {"Operator"}
+        with pytest.raises(SignInError):  # another tenant's app issuer is not ours
+            trio.run(sign_in.identify_token, provider.mint(iss="https://sts.windows.net/someone-else/"))

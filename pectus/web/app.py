@@ -270,6 +270,10 @@ def _sign_in() -> SignIn:
     return current_app.extensions["pectus.sign_in"]
 
 
+def _tickets() -> DownloadTickets:
+    return current_app.extensions["pectus.download_tickets"]
+
+
 async def _openapi(backend: Backend) -> dict[str, Any]:
     return openapi_document(backend.version, _sign_in().config.enabled)
 
@@ -368,7 +372,7 @@ async def _download_ticket(backend: Backend, body: dict, run: str) -> dict[str, 
     if backend.views.run(run) is None:
         raise ApiError(404, f"unknown run {run!r}")
     path = f"/api/runs/{run}/{body['export']}"
-    ticket = current_app.extensions["pectus.download_tickets"].issue(current_identity(), path)
+    ticket = _tickets().issue(current_identity(), path)
     return {"url": f"{path}?{urlencode({'ticket': ticket})}", "expires_in": TICKET_LIFETIME}
 
 
@@ -963,7 +967,7 @@ def _view(route: Route, backend: Backend) -> Callable[..., Awaitable[Any]]:
         if route.signed_in:
             ticket = request.args.get("ticket") if route.ticket else None
             try:
-                g.identity = (current_app.extensions["pectus.download_tickets"].redeem(ticket, request.path)
+                g.identity = (_tickets().redeem(ticket, request.path)
                               if ticket else await _sign_in().identify(request.headers))
             except SignInError as error:
                 raise ApiError(error.status, str(error)) from None
