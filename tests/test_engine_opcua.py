@@ -6,6 +6,8 @@ away (Error: the run pauses). Timings are short versions of the real ones."""
 from __future__ import annotations
 
 import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 
 import pytest
 import trio
@@ -38,30 +40,33 @@ def server(monkeypatch):
     server.stop()
 
 
-async def started(process: EngineProcess, server: OpcuaTestServer) -> None:
-    """Connected, method loaded and started, the outputs at the PLC, the flow read back."""
+@asynccontextmanager
+async def running_method(server: OpcuaTestServer, transitions: list) -> AsyncIterator[EngineProcess]:
+    """The example engine on ``server`` (its recovery transitions into ``transitions``): connected,
+    method loaded and started, the outputs at the PLC, the flow read back. Stopped on exit."""
+    process = EngineProcess(load_uod(ROOT / "uods" / "opcua_example.py"), recovery=FAST)
+    process.hardware[0].on_transition = transitions.append
     engine = process.engine
-    await wait_for(lambda: engine.value("Connection Status") == "Connected")
-    assert await ask(process.scan, lambda r: SaveMethod(METHOD, None, r), timeout=1)
-    assert await ask(process.scan, lambda r: Control("Start", r), timeout=1)
-    await wait_for(lambda: server.get("PU01") == 40.0 and server.get("VA01") == 1)
-    assert engine.value("VA01") == "Open"  # read back through to_tag
-    server.set("FT01", 24.0)  # the PLC's flow meter
-    await wait_for(lambda: engine.marks == ["flowing"])
-    assert engine.value("FT01") == 24.0
+    async with trio.open_nursery() as nursery:
+        await nursery.start(process.run)
+        await wait_for(lambda: engine.value("Connection Status") == "Connected")
+        assert await ask(process.scan, lambda r: SaveMethod(METHOD, None, r), timeout=1)
+        assert await ask(process.scan, lambda r: Control("Start", r), timeout=1)
+        await wait_for(lambda: server.get("PU01") == 40.0 and server.get("VA01") == 1)
+        assert engine.value("VA01") == "Open"  # read back through to_tag
+        server.set("FT01", 24.0)  # the PLC's flow meter
+        await wait_for(lambda: engine.marks == ["flowing"])
+        assert engine.value("FT01") == 24.0
+        yield process
+        await process.stop()
 
 
 def test_a_method_drives_the_plc_and_a_server_restart_is_masked_and_recovered(server):
     transitions = []
 
     async def main():
-        process = EngineProcess(load_uod(ROOT / "uods" / "opcua_example.py"), recovery=FAST)
-        process.hardware[0].on_transition = transitions.append
-        engine = process.engine
-        async with trio.open_nursery() as nursery:
-            await nursery.start(process.run)
-            await started(process, server)
-
+        async with running_method(server, transitions) as process:
+            engine = process.engine
             stopped = trio.current_time()
             await trio.to_thread.run_sync(server.stop)  # not in the Trio loop: it takes a while
             await wait_for(lambda: transitions[-1].new is State.RECONNECT)
@@ -78,7 +83,6 @@ def test_a_method_drives_the_plc_and_a_server_restart_is_masked_and_recovered(se
             assert engine.system_state == "Running" and engine.method_status == "OK"
             # The outputs are written again to the restarted PLC (it lost them).
             await wait_for(lambda: server.get("PU01") == 40.0)
-            await process.stop()
         assert server.get("PU01") == 0.0 and server.get("VA01") == 0  # safe values at shutdown
 
     trio.run(main)
@@ -90,12 +94,8 @@ def test_a_server_that_stays_away_pauses_the_run_on_error(server):
     before = set(threading.enumerate())
 
     async def main():
-        process = EngineProcess(load_uod(ROOT / "uods" / "opcua_example.py"), recovery=FAST)
-        process.hardware[0].on_transition = transitions.append
-        engine = process.engine
-        async with trio.open_nursery() as nursery:
-            await nursery.start(process.run)
-            await started(process, server)
+        async with running_method(server, transitions) as process:
+            engine = process.engine
             await trio.to_thread.run_sync(server.stop)
             await wait_for(lambda: engine.method_status == "Error", timeout=15)
             assert engine.system_state == "Paused" and engine.value("Connection Status") == "Disconnected"
@@ -106,7 +106,6 @@ def test_a_server_that_stays_away_pauses_the_run_on_error(server):
             # error_timeout_seconds; the transition comes with the first poll after it (a busy CI machine
             # may delay polls, never advance them)
             assert 3.0 <= error.time - reconnect.time < 4.5
-            await process.stop()
 
     trio.run(main)
     assert set(threading.enumerate()) <= before  # the driver's loop thread is gone
