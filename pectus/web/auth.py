@@ -22,6 +22,10 @@ Invariants:
 * A download is a plain link the browser saves as it streams, and a link carries no header: a
   signed-in user asks for a :class:`DownloadTickets` ticket first, good once, for one path, for
   a minute, and for that user's roles only.
+* Engines, with sign-in on, present an application's access token (client-credentials flow), which
+  :meth:`SignIn.identify_app` checks as a user's token is checked (same keys, same fetch limit), for
+  our API (the client id, or ``api://<client id>``) - and only as an application's: a user's token
+  never passes as an engine.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ import math
 import secrets
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,7 +44,8 @@ import trio
 
 from pectus.events.domain import Actor
 
-__all__ = ["ANONYMOUS", "AuthConfig", "ConfigError", "DownloadTickets", "Identity", "SignIn", "SignInError"]
+__all__ = ["ANONYMOUS", "AppIdentity", "AuthConfig", "ConfigError", "DownloadTickets", "Identity", "SignIn",
+           "SignInError"]
 
 SCOPE = "openid profile offline_access"
 KEY_REFRESH_INTERVAL = 60.0  # seconds between two fetches of the provider's keys
@@ -108,6 +113,29 @@ class Identity:
 ANONYMOUS = Identity(Actor.user("anonymous", "Anonymous"))
 
 
+@dataclass(frozen=True)
+class AppIdentity:
+    """An application signed in with the client-credentials flow (an engine): its client id, its
+    display name (the client id when the token carries none), the app roles it holds, and until when
+    (epoch seconds) the token is good."""
+
+    client_id: str
+    name: str
+    roles: frozenset[str]
+    expires: float
+
+
+def _is_app_token(claims: Mapping[str, Any], client_id: str) -> bool:
+    """Whether a token speaks for an application alone, with no user behind it. Entra ID says so in
+    the optional claim ``idtyp``; without it, an app's token has no delegated scopes (``scp``) and
+    its subject is the application itself: its service principal (``oid`` = ``sub``, Entra ID) or
+    its client id (RFC 9068, other providers). A user's ID token has a subject of its own."""
+    if "idtyp" in claims:
+        return claims["idtyp"] == "app"
+    subject = claims.get("sub")
+    return "scp" not in claims and bool(subject) and subject in (claims.get("oid"), client_id)
+
+
 def claimed_identity(headers: Mapping[str, str]) -> Identity:
     """Sign-in off: whoever the client says it is. ``X-Pectus-User: <name>`` (and optionally
     ``X-Pectus-User-Id``) names the user; without it the request is anonymous."""
@@ -151,24 +179,7 @@ class SignIn:
             return ANONYMOUS
         if not token:
             raise SignInError("sign in first: the request has no X-Identity token")
-        try:
-            kid = jwt.get_unverified_header(token).get("kid")
-        except jwt.PyJWTError as error:
-            raise SignInError(f"the X-Identity token is not a JWT: {error}") from None
-        key = self._keys.get(kid) if kid else None
-        if key is None:
-            await self._refresh_keys()
-            key = self._keys.get(kid) if kid else None
-        if key is None and self._unavailable:
-            raise SignInError(self._unavailable, 503)
-        if key is None:
-            raise SignInError("the X-Identity token is signed with a key the provider does not publish")
-        try:
-            claims = jwt.decode(token, key, algorithms=["RS256"], audience=self.config.client_id,
-                                issuer=self._issuers, leeway=CLOCK_SKEW,
-                                options={"require": ["exp", "iat", "aud", "iss"]})
-        except jwt.PyJWTError as error:
-            raise SignInError(f"the X-Identity token is not valid: {error}") from None
+        claims = await self._verified_claims(token, "the X-Identity token", [self.config.client_id])
         user_id = str(claims.get("oid") or claims.get("sub") or "")
         if not user_id:
             raise SignInError("the X-Identity token names no user (no oid or sub claim)")
@@ -176,6 +187,58 @@ class SignIn:
         roles = claims.get("roles")
         roles = roles if isinstance(roles, list) else []  # a malformed claim grants nothing
         return Identity(Actor.user(user_id, name), frozenset(map(str, roles)), float(claims["exp"]) + CLOCK_SKEW)
+
+    async def identify_app(self, token: str) -> AppIdentity:
+        """The application an engine's access token names (sign-in on). :class:`SignInError` (its
+        message says what to fix) unless the token is signed by the provider, issued by it, for our
+        API (the client id or ``api://<client id>``), within its lifetime, and an application's."""
+        if not self.config.enabled:
+            raise SignInError("app tokens are checked only with sign-in on (ENABLE_AZURE_AUTHENTICATION=true)")
+        if not token:
+            raise SignInError("the engine presented no app token: with sign-in on, an engine signs in with "
+                              "its own app registration (PECTUS_ENGINE_CLIENT_ID)")
+        ours = self.config.client_id
+        claims = await self._verified_claims(token, "the engine's app token", [ours, f"api://{ours}"], {
+            jwt.InvalidAudienceError: f"it must be for this aggregator's API: the engine asks for the scope "
+                                      f"api://{ours}/.default or {ours}/.default (PECTUS_AGGREGATOR_API_ID)",
+            jwt.InvalidIssuerError: "it must come from the sign-in provider and tenant this aggregator uses",
+            jwt.ExpiredSignatureError: "the engine must acquire a new one; check the engine's clock",
+        })
+        client_id = str(claims.get("appid") or claims.get("azp") or claims.get("client_id") or "")
+        if not _is_app_token(claims, client_id):
+            raise SignInError("the engine's token is a user's, not an application's: the engine must "
+                              "acquire it with its own client id and secret or certificate (client credentials)")
+        if not client_id:
+            raise SignInError("the engine's app token names no application (no appid or azp claim)")
+        roles = claims.get("roles")
+        roles = roles if isinstance(roles, list) else []  # a malformed claim grants nothing
+        return AppIdentity(client_id, str(claims.get("app_displayname") or client_id), frozenset(map(str, roles)),
+                           float(claims["exp"]) + CLOCK_SKEW)
+
+    async def _verified_claims(self, token: str, named: str, audiences: Sequence[str],
+                               advice: Mapping[type[jwt.PyJWTError], str] | None = None) -> dict[str, Any]:
+        """The claims of ``token`` once its signature (the provider's published keys), issuer,
+        audience (one of ``audiences``) and lifetime are checked; else :class:`SignInError` naming
+        the token as ``named``, with the ``advice`` for the kind of failure, if any."""
+        try:
+            kid = jwt.get_unverified_header(token).get("kid")
+        except jwt.PyJWTError as error:
+            raise SignInError(f"{named} is not a JWT: {error}") from None
+        key = self._keys.get(kid) if kid else None
+        if key is None:
+            await self._refresh_keys()
+            key = self._keys.get(kid) if kid else None
+        if key is None and self._unavailable:
+            raise SignInError(self._unavailable, 503)
+        if key is None:
+            raise SignInError(f"{named} is signed with a key the provider does not publish")
+        try:
+            return jwt.decode(token, key, algorithms=["RS256"], audience=list(audiences),
+                              issuer=self._issuers, leeway=CLOCK_SKEW,
+                              options={"require": ["exp", "iat", "aud", "iss"]})
+        except jwt.PyJWTError as error:
+            hint = next((text for kind, text in (advice or {}).items() if isinstance(error, kind)), "")
+            raise SignInError(f"{named} is not valid: {error}" + (f" ({hint})" if hint else "")) from None
 
     async def _refresh_keys(self) -> None:
         async with self._fetching:
