@@ -287,8 +287,10 @@ def tampered_copy(store: SQLiteEventStore, dest: Path) -> contextlib.closing[sql
     """A copy of the store with the append-only triggers dropped, as a tamperer would."""
     backup(store, dest)
     db = sqlite3.connect(dest, isolation_level=None)
-    for verb in ("update", "delete"):
-        db.execute(f"DROP TRIGGER {EVENTS_TABLE}_no_{verb}")
+    triggers = db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall()
+    assert len(triggers) == 8  # four on each table: update, delete, replace, next position
+    for (name,) in triggers:
+        db.execute(f"DROP TRIGGER {name}")
     return contextlib.closing(db)
 
 

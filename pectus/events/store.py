@@ -9,9 +9,13 @@ needs: a global, ordered notification id and a per-originator version that must 
 
 The invariants, which :func:`verify` checks and the tests in ``tests/test_store.py`` pin down:
 
-* **Append-only.** An event, once committed, is never changed or removed. In SQLite this is not
-  just a convention: triggers refuse every ``UPDATE`` and ``DELETE`` on the events table, so even
-  a hand-typed SQL statement cannot rewrite history without first dropping them.
+* **Append-only.** An event, once committed, is never changed or removed. In SQLite, triggers
+  enforce it for every connection, a hand-typed statement included: ``UPDATE`` and ``DELETE`` are
+  refused, and so is any ``INSERT`` that would replace an event (``INSERT OR REPLACE`` on an
+  existing stream version or position) or that does not land at the next position (a later gap,
+  an old or negative position). What triggers cannot do: stop someone who can write the file from
+  dropping them, or from editing the file's bytes directly. That is what the chain and its
+  signatures are for - they do not prevent a rewrite, they make it evident.
 * **Gap-free positions.** Each event has a global ``position``: 1, 2, 3, ... in append order,
   with no holes. It is the recorder's notification id (the SQLite ``rowid``). Each event also has
   a ``stream_version``: 1, 2, 3, ... within its stream (``"unit:host_DemoUod"``, ``"aggregator"``).
@@ -25,17 +29,25 @@ The invariants, which :func:`verify` checks and the tests in ``tests/test_store.
   under a lock, from the last committed event, and - in SQLite - the transaction that inserts
   the batch refuses to commit if the positions it got are not the ones that were hashed (another
   process wrote to the file meanwhile); :class:`StoreConflict` is raised and nothing is written.
+* **Signatures.** A store opened with a :class:`~pectus.events.signing.ChainSigner` signs the
+  last event of every batch - its position and hash - and writes the signature in the same
+  transaction as the batch, into the append-only table ``pectus_chain_signatures`` (position,
+  hash, key fingerprint, signature). One signature covers every event up to it. A store opened
+  without a signer (tools, most tests) writes none.
 * **One transaction per batch.** :meth:`EventStore.append` takes a whole batch (a tick's tag
   samples, say) and commits it at once - group commit, so 1,000 events cost one disk sync, not
   1,000. It is all or nothing: if any event cannot be encoded (a value JSON cannot represent) or
-  stored, no event of the batch is.
+  stored, no event of the batch - and no signature - is.
 
 What :func:`verify` proves about a store file: every event is byte for byte as it was written,
 sits at the position it was written at, and follows the event it was written after - so no event
-was changed, removed from the middle, moved, or slipped in between two others. What it cannot
-prove on its own: that no event was cut off the *end*, or that nobody rewrote the whole chain
-from some point onwards (the hash has no secret key). For that, compare the last position and
-hash with a copy kept elsewhere - a :func:`backup`, or a printed audit report.
+was changed, removed from the middle, moved, or slipped in between two others. The hash has no
+secret, so on its own that cannot show that nobody with the code rewrote the chain from some
+event on, or appended correctly hashed events. Given the public key(s), verify also proves that
+the holder of the private key vouched for the whole chain up to its last event: every signature
+is valid and names its event's hash, and the last event is signed. What even that cannot show:
+events cut off the end back to a signed event (compare with an anchor kept elsewhere, or a
+:func:`backup`), or a forgery by someone who could read the private key file.
 
 Storage layout - the ``eventsourcing`` application-recorder table, named ``pectus_events``:
 
@@ -47,6 +59,10 @@ Storage layout - the ``eventsourcing`` application-recorder table, named ``pectu
     ``state``              the canonical encoding above, with ``"hash":"<hex>"`` added as the
                            last member: ``{...,"type":"RunStarted","hash":"9f2c..."}``
     =====================  ==============================================================
+
+and ``pectus_chain_signatures`` (``position`` INTEGER PRIMARY KEY, ``hash``, ``key``: the
+signing key's fingerprint, ``signature``: 64 bytes of Ed25519 over ``position`` and ``hash``, see
+:mod:`pectus.events.signing`).
 
 ``state`` is plain JSON that decodes to exactly the fields of :class:`Record`, and the bytes that
 were hashed are ``state`` minus its fixed-length tail, so :func:`verify` checks the stored bytes
@@ -60,6 +76,7 @@ import contextlib
 import functools
 import hashlib
 import json
+import logging
 import os
 import sqlite3
 import threading
@@ -74,9 +91,13 @@ from eventsourcing.persistence import ApplicationRecorder, StoredEvent
 from eventsourcing.popo import POPOApplicationRecorder
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteCursor, SQLiteDatastore
 
+from pectus.events.signing import ChainSigner, PublicKey
+
 __all__ = [
     "EVENTS_TABLE",
     "GENESIS_HASH",
+    "SIGNATURES_TABLE",
+    "ChainSignature",
     "EventStore",
     "MemoryEventStore",
     "NewEvent",
@@ -90,8 +111,12 @@ __all__ = [
 ]
 
 EVENTS_TABLE = "pectus_events"
+SIGNATURES_TABLE = "pectus_chain_signatures"
 GENESIS_HASH = "0" * 64
 APPEND_ONLY = "Pectus event store is append-only"
+TAIL_EVENTS = 1000  # the start-up check walks this many of the newest links
+
+log = logging.getLogger("pectus.events.store")
 
 _STREAM_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "pectus:stream")
 _HASH_OPEN = b',"hash":"'
@@ -127,17 +152,28 @@ class Record:
 
 
 @dataclass(frozen=True, slots=True)
+class ChainSignature:
+    """The signing key (by fingerprint) vouches for the chain up to ``position``, ending in ``hash``."""
+
+    position: int
+    hash: str
+    key: str
+    signature: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class Verification:
     """The result of :func:`verify`. ``checked`` events passed; ``position`` is the first broken
     one (None when ok, or when the file could not be walked at all); ``last_hash`` is the hash of
     the last event that passed (the genesis hash for none): with ``checked``, the anchor to keep
-    for later verifications."""
+    for later verifications. ``signatures`` were checked (0 when no public key was given)."""
 
     ok: bool
     checked: int
     position: int | None
     problem: str
     last_hash: str = GENESIS_HASH
+    signatures: int = 0
 
 
 class StoreConflict(RuntimeError):
@@ -231,10 +267,11 @@ def _record(state: bytes) -> Record:
 
 
 class _ChainedStore:
-    """The chain and the positions, over any ``eventsourcing`` application recorder."""
+    """The chain, the positions and the signatures, over any ``eventsourcing`` application recorder."""
 
-    def __init__(self, recorder: ApplicationRecorder) -> None:
+    def __init__(self, recorder: ApplicationRecorder, signer: ChainSigner | None) -> None:
         self._recorder = recorder
+        self._signer = signer
         self._lock = threading.Lock()
         self._last_position = 0
         self._last_hash = GENESIS_HASH
@@ -255,10 +292,11 @@ class _ChainedStore:
             self._versions[stream] = last[0].originator_version if last else 0
         return self._versions[stream]
 
-    def _insert(self, stored: list[StoredEvent], first_position: int) -> None:
-        # Positions cannot move under us: only this object holds the recorder (see the SQLite
-        # override for a shared file).
-        self._recorder.insert_events(stored)
+    def _insert(
+        self, stored: list[StoredEvent], first_position: int, signature: ChainSignature | None
+    ) -> None:
+        """Inserts the batch and its signature (if any) in one transaction."""
+        raise NotImplementedError
 
     def append(self, events: Sequence[NewEvent]) -> list[Record]:
         """Appends the batch in one transaction; all of it or (raising) none of it."""
@@ -274,8 +312,12 @@ class _ChainedStore:
                 position += 1
                 sealed, prev_hash = _seal(event, position, version, prev_hash)
                 stored.append(sealed)
+            signature = None
+            if self._signer is not None:
+                signature = ChainSignature(position, prev_hash, self._signer.fingerprint,
+                                           self._signer.sign(position, prev_hash))
             try:
-                self._insert(stored, self._last_position + 1)
+                self._insert(stored, self._last_position + 1, signature)
             except Exception:
                 self._load_tip()  # the tip may have moved (StoreConflict): start afresh next time
                 raise
@@ -315,23 +357,73 @@ class _ChainedStore:
 class MemoryEventStore(_ChainedStore):
     """The log in this process's memory, on ``eventsourcing``'s POPO recorder."""
 
-    def __init__(self) -> None:
-        super().__init__(POPOApplicationRecorder())
+    def __init__(self, signer: ChainSigner | None = None) -> None:
+        self._signatures: list[ChainSignature] = []
+        super().__init__(POPOApplicationRecorder(), signer)
+
+    def _insert(
+        self, stored: list[StoredEvent], first_position: int, signature: ChainSignature | None
+    ) -> None:
+        # Positions cannot move under us: only this object holds the recorder. The signature is
+        # kept only once the insert succeeded, under the append lock: the same all or nothing.
+        self._recorder.insert_events(stored)
+        if signature is not None:
+            self._signatures.append(signature)
+
+    def signatures(self) -> list[ChainSignature]:
+        """The signatures written, in position order."""
+        return list(self._signatures)
 
     def close(self) -> None:
         """Nothing to release: the events live as long as the object."""
 
 
+def _trigger(name: str, when: str, table: str, condition: str, reason: str) -> str:
+    return (f"CREATE TRIGGER IF NOT EXISTS {table}_{name} {when} ON {table} "
+            f"WHEN {condition} BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}: {reason}'); END")
+
+
+def _append_only(table: str, noun: str, key: str, next_position: str) -> list[str]:
+    """Triggers that keep ``table`` append-only: no UPDATE, no DELETE, no INSERT that replaces a
+    row (an ``INSERT OR REPLACE`` removes the old row without firing DELETE triggers), and -
+    ``next_position`` - no INSERT whose row is out of order. Each is an index lookup, never a
+    scan. ``key`` is the condition of a row that the new one would replace."""
+    return [
+        _trigger("no_update", "BEFORE UPDATE", table, "1", f"no {noun} is changed"),
+        _trigger("no_delete", "BEFORE DELETE", table, "1", f"no {noun} is removed"),
+        _trigger("no_replace", "BEFORE INSERT", table, f"EXISTS (SELECT 1 FROM {table} WHERE {key})",
+                 f"no {noun} is replaced"),
+        _trigger("next_position", "AFTER INSERT", table, next_position, f"a new {noun} goes at the next position"),
+    ]
+
+
 class _ChainedSQLiteRecorder(SQLiteApplicationRecorder):
-    """The SQLite application recorder, plus append-only triggers and a position check that
-    runs inside the insert's transaction (so a failed check rolls the batch back)."""
+    """The SQLite application recorder, plus append-only triggers, the signatures table, and a
+    position check that runs inside the insert's transaction (so a failed check rolls the batch
+    - and its signature - back)."""
 
     def construct_create_table_statements(self) -> list[str]:
-        return super().construct_create_table_statements() + [
-            f"CREATE TRIGGER IF NOT EXISTS {self.events_table_name}_no_{verb} "
-            f"BEFORE {verb.upper()} ON {self.events_table_name} "
-            f"BEGIN SELECT RAISE(ABORT, '{APPEND_ONLY}'); END"
-            for verb in ("update", "delete")
+        events, signatures = self.events_table_name, SIGNATURES_TABLE
+        return super().construct_create_table_statements() + _append_only(
+            events,
+            "event",
+            # In a BEFORE INSERT trigger NEW.rowid is the rowid the statement names, or -1 when
+            # SQLite is to choose it (a normal append); so this refuses a named position in use.
+            key="rowid = NEW.rowid OR (originator_id = NEW.originator_id "
+                "AND originator_version = NEW.originator_version)",
+            # After the insert: nothing above it, and the position below it taken (or it is 1).
+            next_position=f"EXISTS (SELECT 1 FROM {events} WHERE rowid > NEW.rowid) OR (NEW.rowid <> 1 "
+                          f"AND NOT EXISTS (SELECT 1 FROM {events} WHERE rowid = NEW.rowid - 1))",
+        ) + [
+            f"CREATE TABLE IF NOT EXISTS {signatures} (position INTEGER PRIMARY KEY, "
+            "hash TEXT NOT NULL, key TEXT NOT NULL, signature BLOB NOT NULL)",
+            *_append_only(
+                signatures,
+                "signature",
+                key="position = NEW.position",
+                # Signatures go in ascending positions (gaps are normal: one per batch).
+                next_position=f"EXISTS (SELECT 1 FROM {signatures} WHERE position > NEW.position)",
+            ),
         ]
 
     def _insert_events(
@@ -340,6 +432,7 @@ class _ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         stored_events: Sequence[StoredEvent],
         *,
         first_position: int,
+        signature: ChainSignature | None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
         positions = super()._insert_events(c, stored_events, **kwargs)
@@ -348,23 +441,33 @@ class _ChainedSQLiteRecorder(SQLiteApplicationRecorder):
                 f"another writer appended to the store: the batch hashed for position "
                 f"{first_position} would have landed at {positions[0]}; nothing was written"
             )
+        if signature is not None:
+            c.execute(
+                f"INSERT INTO {SIGNATURES_TABLE} (position, hash, key, signature) VALUES (?, ?, ?, ?)",
+                (signature.position, signature.hash, signature.key, signature.signature),
+            )
         return positions
 
 
 class SQLiteEventStore(_ChainedStore):
-    """The log in an SQLite file (WAL mode), created if missing. One writer process per file."""
+    """The log in an SQLite file (WAL mode), created if missing. One writer process per file.
 
-    def __init__(self, path: Path) -> None:
+    ``broken`` is "" until :meth:`check_tail` finds a problem, then that problem."""
+
+    def __init__(self, path: Path, signer: ChainSigner | None = None) -> None:
         self.path = Path(path)
+        self.broken = ""
         # Originator ids go in as uuid hex, which is what the recorder stores for a UUID anyway;
         # "text" hands them back as they are instead of parsing a UUID per row.
         self._datastore = SQLiteDatastore(str(self.path), originator_id_type="text")
         recorder = _ChainedSQLiteRecorder(self._datastore, events_table_name=EVENTS_TABLE)
         recorder.create_table()
-        super().__init__(recorder)
+        super().__init__(recorder, signer)
 
-    def _insert(self, stored: list[StoredEvent], first_position: int) -> None:
-        self._recorder.insert_events(stored, first_position=first_position)
+    def _insert(
+        self, stored: list[StoredEvent], first_position: int, signature: ChainSignature | None
+    ) -> None:
+        self._recorder.insert_events(stored, first_position=first_position, signature=signature)
 
     def _select_states(self, after: int, limit: int) -> list[bytes]:
         # The recorder's select_notifications builds a Notification per row from all columns;
@@ -376,59 +479,198 @@ class SQLiteEventStore(_ChainedStore):
             )
             return [row[0] for row in c.fetchall()]
 
+    def signatures(self) -> list[ChainSignature]:
+        """The signatures written, in position order."""
+        with _read_only(self.path) as db:
+            return list(_signatures(db, 0))
+
+    def check_tail(self, events: int = TAIL_EVENTS) -> str:
+        """Checks the newest ``events`` links of the chain and, with a signer, that the last event
+        is signed with its key; the problem, or "" when the tail is sound. Cheap (one signature,
+        at most ``events`` hashes) but blocking: run it in a worker thread, before appending.
+
+        A found problem is kept in :attr:`broken`, and the store stops signing: it must never
+        vouch for events it could not check - a later signature would cover them. A key created
+        by this start (``signer.created``) cannot check earlier signatures: that is logged, and
+        only the links are checked.
+        """
+        try:
+            with _read_only(self.path) as db:
+                (last,) = db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}").fetchone()
+                after = max(0, last - events)
+                prev_hash = GENESIS_HASH
+                if after:
+                    (state,) = db.execute(f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?", (after,)).fetchone()
+                    prev_hash = _stored_hash(state).decode(errors="replace")
+                links = _walk(db, self.path, after, prev_hash, {}, ())
+                problem = links.problem or self._newest_signature_problem(db, last, links.last_hash)
+        except (sqlite3.Error, OSError, TypeError) as error:  # TypeError: a state that is no blob
+            problem = f"cannot read the chain's tail: {error}"
+        if problem:
+            with self._lock:
+                self._signer = None
+                self.broken = problem
+        return problem
+
+    def _newest_signature_problem(self, db: sqlite3.Connection, last: int, last_hash: str) -> str:
+        signer = self._signer
+        if signer is None:
+            return ""
+        if signer.created:
+            if last:
+                log.warning("the chain signing key %s is new: the %d events stored so far were signed by "
+                            "another key or not at all; check them with verify and the earlier public key",
+                            signer.fingerprint, last)
+            return ""
+        newest = db.execute(
+            f"SELECT position, hash, key, signature FROM {SIGNATURES_TABLE} ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        signed = newest[0] if newest else 0
+        if signed > last:
+            return _cut_off(signed, last)
+        if signed < last:
+            return _unsigned(signed + 1, last)
+        if not last:
+            return ""
+        return _signature_problem(ChainSignature(*newest), last, last_hash, {signer.fingerprint: signer.public})
+
     def close(self) -> None:
         self._datastore.close()
 
 
-def verify(path: Path, anchors: Mapping[int, str] | None = None) -> Verification:
+def verify(
+    path: Path, anchors: Mapping[int, str] | None = None, public_keys: Sequence[PublicKey] = ()
+) -> Verification:
     """Walks the chain of a store file, opened read-only, and reports the first broken link.
 
     ``anchors`` are {position: hash} recorded by earlier verifications (or backups) and kept
     elsewhere: the event at each of those positions must still have that hash, and the store must
-    reach it. That catches what the chain alone cannot - a chain rewritten from some event on,
-    or events cut off the end.
+    reach it. That catches events cut off the end, and - without signatures - a chain rewritten
+    from some event on.
+
+    With ``public_keys`` (the aggregator's, and those of keys it used before a rotation), every
+    signature must be made by one of them, be valid, and name the hash of the event at its
+    position; and the last event must be signed. That catches what someone with the code but
+    without the private key can do: an event appended with a correct hash ("events 1201-1203 are
+    not signed"), a chain re-hashed from some event on (the first signature after that point
+    names the old hash), signatures removed from the end. It cannot catch events cut off back to
+    a signed event (anchors and backups can), nor forgeries by someone holding the private key.
+    Without keys, signatures are not read: the links alone are checked.
 
     Never raises for a damaged, foreign or unreadable file: that is reported as the problem.
     """
     path = Path(path)
-    anchors = dict(anchors or {})
-    checked = 0
-    prev_hash = GENESIS_HASH
+    if not path.is_file():
+        return Verification(False, 0, None, f"cannot read {path}: no such file")
     try:
-        if not path.is_file():
-            return Verification(False, 0, None, f"cannot read {path}: no such file")
-        read_only = f"{path.resolve().as_uri()}?mode=ro"
-        with contextlib.closing(sqlite3.connect(read_only, uri=True)) as db:
-            tables = db.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (EVENTS_TABLE,)
-            ).fetchall()
-            if not tables:
+        with _read_only(path) as db:
+            if not _has_table(db, EVENTS_TABLE):
                 return Verification(False, 0, None, f"not a Pectus store: no {EVENTS_TABLE} table")
-            rows = db.execute(
-                "SELECT rowid, originator_id, originator_version, topic, state "
-                f"FROM {EVENTS_TABLE} ORDER BY rowid"
-            )
-            for rowid, originator_id, version, topic, state in rows:
-                position = checked + 1
-                if rowid != position:
-                    problem = f"missing event at position {position} (the next stored is {rowid})"
-                else:
-                    problem = _check(position, originator_id, version, topic, state, prev_hash)
-                if not problem and position in anchors and anchors[position] != _stored_hash(state).decode():
-                    problem = (f"event {position} is not the one recorded in the anchor: the chain was "
-                               f"rewritten from there or before")
-                if problem:
-                    return Verification(False, checked, position, problem, prev_hash)
-                prev_hash = _stored_hash(state).decode()
-                checked += 1
+            return _walk(db, path, 0, GENESIS_HASH, dict(anchors or {}), public_keys)
     except (sqlite3.Error, OSError) as e:
-        return Verification(False, checked, None, f"cannot read {path}: {e}", prev_hash)
-    beyond = [position for position in anchors if position > checked]
+        return Verification(False, 0, None, f"cannot read {path}: {e}")
+
+
+def _walk(
+    db: sqlite3.Connection,
+    path: Path,
+    after: int,
+    prev_hash: str,
+    anchors: Mapping[int, str],
+    public_keys: Sequence[PublicKey],
+) -> Verification:
+    """Checks the events after position ``after``, whose hash is ``prev_hash``; with
+    ``public_keys`` also the signatures after it, and that the last event is signed."""
+    keys = {key.fingerprint: key for key in public_keys}
+    signatures = _signatures(db, after) if keys else iter(())
+    pending = next(signatures, None)
+    checked = signed_count = 0
+    signed, signed_hash = after, prev_hash
+    try:
+        rows = db.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid",
+            (after,),
+        )
+        for rowid, originator_id, version, topic, state in rows:
+            position = after + checked + 1
+            if rowid != position:
+                problem = f"missing event at position {position} (the next stored is {rowid})"
+            else:
+                problem = _check(position, originator_id, version, topic, state, prev_hash)
+            event_hash = "" if problem else _stored_hash(state).decode()
+            if not problem and position in anchors and anchors[position] != event_hash:
+                problem = (f"event {position} is not the one recorded in the anchor: the chain was "
+                           f"rewritten from there or before")
+            if not problem and pending is not None and pending.position == position:
+                problem = _signature_problem(pending, position, event_hash, keys)
+                if not problem:
+                    signed, signed_hash, signed_count = position, event_hash, signed_count + 1
+                    pending = next(signatures, None)
+            if problem:
+                return Verification(False, checked, position, problem, prev_hash, signed_count)
+            prev_hash = event_hash
+            checked += 1
+    except (sqlite3.Error, OSError) as e:
+        return Verification(False, checked, None, f"cannot read {path}: {e}", prev_hash, signed_count)
+    last = after + checked
+    beyond = [position for position in anchors if position > last]
     if beyond:
         return Verification(False, checked, min(beyond),
-                            f"the store ends at event {checked}, before the recorded event {min(beyond)}: "
-                            "events were cut off the end", prev_hash)
-    return Verification(True, checked, None, "", prev_hash)
+                            f"the store ends at event {last}, before the recorded event {min(beyond)}: "
+                            "events were cut off the end", prev_hash, signed_count)
+    if pending is not None:
+        return Verification(False, checked, pending.position, _cut_off(pending.position, last), prev_hash,
+                            signed_count)
+    if keys and signed < last:
+        return Verification(False, signed - after, signed + 1, _unsigned(signed + 1, last), signed_hash,
+                            signed_count)
+    return Verification(True, checked, None, "", prev_hash, signed_count)
+
+
+def _read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
+    return contextlib.closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True))
+
+
+def _has_table(db: sqlite3.Connection, name: str) -> bool:
+    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+    return bool(db.execute(query, (name,)).fetchall())
+
+
+def _signatures(db: sqlite3.Connection, after: int) -> Iterator[ChainSignature]:
+    """The signatures after position ``after``, ascending; none in a store from before signing."""
+    if not _has_table(db, SIGNATURES_TABLE):
+        return iter(())
+    rows = db.execute(
+        f"SELECT position, hash, key, signature FROM {SIGNATURES_TABLE} WHERE position > ? ORDER BY position",
+        (after,),
+    )
+    return (ChainSignature(*row) for row in rows)
+
+
+def _signature_problem(
+    signature: ChainSignature, position: int, event_hash: str, keys: Mapping[str, PublicKey]
+) -> str:
+    """The problem with the signature on the event at ``position``, or "" when it vouches for it."""
+    key = keys.get(signature.key)
+    if key is None:
+        return (f"event {position} is signed by key {signature.key}, which is none of the public keys given: "
+                "a forgery, or the public key of a key used earlier is missing")
+    if signature.hash != event_hash:
+        return (f"the signature on event {position} is for another event: the chain was rewritten at or "
+                f"before event {position}")
+    if not isinstance(signature.signature, bytes) or not key.verify(position, event_hash, signature.signature):
+        return f"the signature on event {position} is not valid: it was forged or changed"
+    return ""
+
+
+def _unsigned(first: int, last: int) -> str:
+    events = f"event {first} is" if first == last else f"events {first}-{last} are"
+    return f"{events} not signed: appended without the aggregator's key"
+
+
+def _cut_off(signed: int, last: int) -> str:
+    return f"a signature names event {signed}, but the store ends at event {last}: events were cut off the end"
 
 
 def _check(
