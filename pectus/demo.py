@@ -26,7 +26,7 @@ PORT = 8300
 
 async def main() -> None:
     data = Path("data")
-    aggregator = AggregatorProcess(data, port=PORT)
+    aggregator = AggregatorProcess(data, port=PORT, accept_new_engines=True)  # the demo engine enrols on first use
     uod = load_uod(ROOT / "uods" / "demo_uod.py")
     engine_id = f"{socket.gethostname()}_{uod.instrument}"
     engine = EngineProcess(uod, uplink={"outbox": data / f"{engine_id}.outbox.sqlite3",

@@ -1,7 +1,9 @@
 """The aggregator against a misbehaving engine, over a real WebSocket, and its command line.
 
 A malformed, oversized, out-of-order or unknown frame is refused with a logged reason and the
-session is closed cleanly; nothing of it is stored. The CLI verifies, backs up and replays a store.
+session is closed cleanly; nothing of it is stored. A record that fails its schema is refused on
+its own (a RecordRefused event in its place, listed in the ack) and the session goes on. The CLI
+verifies, backs up and replays a store.
 """
 
 from __future__ import annotations
@@ -19,7 +21,8 @@ from pectus.cli.aggregator import main
 from pectus.events import protocol as p
 from pectus.web.auth import AuthConfig
 
-HELLO = p.Hello(p.PROTOCOL_VERSION, "rogue_Unit", "rogue", "Unit", "0.1.0", "")
+OUTBOX = "0123456789abcdef0123456789abcdef"
+HELLO = p.Hello(p.PROTOCOL_VERSION, "rogue_Unit", "rogue", "Unit", "0.1.0", "rogue-key", OUTBOX)
 
 
 def record(seq: int, kind: str = "state", **data) -> dict:
@@ -44,9 +47,10 @@ async def session(port: int, frames: list[str], *, hello: p.Hello = HELLO) -> li
     return answers
 
 
-def run_against_aggregator(tmp_path, scenario, secret: str = "", auth: AuthConfig = AuthConfig()):
-    """``scenario(port, aggregator)`` against a real aggregator on a loopback port; its result."""
-    aggregator = AggregatorProcess(tmp_path / "data", port=0, secret=secret, auth=auth)
+def run_against_aggregator(tmp_path, scenario, *, accept_new_engines: bool = True, auth: AuthConfig = AuthConfig()):
+    """``scenario(port, aggregator)`` against a real aggregator on a loopback port; its result.
+    By default the aggregator enrols engines on first use (each test's engines are new to it)."""
+    aggregator = AggregatorProcess(tmp_path / "data", port=0, accept_new_engines=accept_new_engines, auth=auth)
 
     async def main_():
         shutdown = trio.Event()
@@ -64,13 +68,11 @@ def stored_types(aggregator: AggregatorProcess) -> list[str]:
 
 
 @pytest.mark.parametrize("frame, reason", [
-    ("{not json", "not JSON"),
-    (json.dumps({"type": "launch"}), "unknown message type"),
+    ("{not json", "not valid JSON"),
+    (json.dumps({"type": "launch"}), "Invalid value 'launch'"),
     (json.dumps({"type": "records", "records": [record(1), record(3)]}), "record 3 arrived where 2 was due"),
-    (json.dumps({"type": "records", "records": [record(1, kind="vibes")]}), "unknown kind 'vibes'"),
-    (json.dumps({"type": "records", "records": [record(1, kind="run_started"), record(2, kind="uod", bad=1)]}),
-     "bad data"),
-    (json.dumps({"type": "welcome", "protocol": 1, "engine_id": "x", "last_seq": 0}), "not expected here"),
+    (json.dumps({"type": "records", "records": [{"kind": "state"}]}), "a record without a readable seq"),
+    (json.dumps({"type": "welcome", "protocol": 2, "engine_id": "x", "last_seq": 0}), "not expected here"),
     ("x" * (p.MAX_FRAME + 10), "over the limit"),
 ])
 def test_a_bad_frame_closes_the_session_with_a_logged_reason_and_stores_none_of_it(tmp_path, caplog, frame, reason):
@@ -82,7 +84,7 @@ def test_a_bad_frame_closes_the_session_with_a_logged_reason_and_stores_none_of_
     with caplog.at_level(logging.WARNING, logger="pectus.aggregator.engines"):
         answers, types = run_against_aggregator(tmp_path, scenario)
     assert isinstance(answers[0], p.Welcome) and not any(isinstance(a, p.Ack) for a in answers)
-    assert types == ["EngineRegistered", "EngineConnected", "EngineDisconnected"]  # nothing of the frame
+    assert types == ["EngineEnrolled", "EngineRegistered", "EngineConnected", "EngineDisconnected"]  # nothing of it
     assert any(reason in r.getMessage() for r in caplog.records), [r.getMessage() for r in caplog.records]
 
 
@@ -93,20 +95,54 @@ def test_good_records_are_acknowledged_once_stored_and_resent_ones_are_dropped(t
         return first, again, stored_types(aggregator)
 
     first, again, types = run_against_aggregator(tmp_path, scenario)
-    assert first[0] == p.Welcome(p.PROTOCOL_VERSION, "rogue_Unit", 0) and p.Ack(2) in first
+    assert first[0] == p.Welcome(p.PROTOCOL_VERSION, "rogue_Unit", 0, OUTBOX) and p.Ack(2) in first
     assert again[0].last_seq == 2 and p.Ack(3) in again
     assert types.count("StateChanged") == 3  # 1, 2 and 3: the resent 2 was dropped
 
 
-def test_the_handshake_refuses_another_protocol_version_and_a_wrong_secret(tmp_path):
+@pytest.mark.parametrize("bad, where", [
+    (record(2, kind="vibes"), "Invalid value 'vibes' - at `$.kind`"),
+    (record(2, kind="samples", samples="1,2,3"), "at `$.data.samples`"),
+    ({**record(2), "time": 1e300}, "at `$.time`"),
+    (record(2, kind="uod", bad=1), "at `$.data`"),
+])
+def test_a_bad_record_is_refused_alone_and_the_session_goes_on(tmp_path, bad, where):
     async def scenario(port, aggregator):
-        old = await session(port, [], hello=p.Hello(0, "old_Unit", "old", "Unit", "0.0.1", "s3cret"))
-        wrong = await session(port, [], hello=p.Hello(p.PROTOCOL_VERSION, "x_Unit", "x", "Unit", "0.1.0", "guess"))
-        return old, wrong, stored_types(aggregator)
+        answers = await session(port, [p.encode(p.Records([record(1), bad, record(3)]))])
+        return answers, [(r.type, r.data) for r in aggregator.store.read()]
 
-    old, wrong, types = run_against_aggregator(tmp_path, scenario, secret="s3cret")
-    assert isinstance(old[0], p.Refused) and "protocol version 0" in old[0].reason and "version 1" in old[0].reason
-    assert isinstance(wrong[0], p.Refused) and "secret" in wrong[0].reason
+    answers, stored = run_against_aggregator(tmp_path, scenario)
+    (ack,) = [a for a in answers if isinstance(a, p.Ack)]
+    assert ack.seq == 3 and [r.seq for r in ack.refused] == [2] and where in ack.refused[0].reason
+    kinds = [(t, data.get("seq")) for t, data in stored if data.get("seq")]
+    assert kinds == [("StateChanged", 1), ("RecordRefused", 2), ("StateChanged", 3)]
+    refused = next(data for t, data in stored if t == "RecordRefused")
+    assert where in refused["reason"] and "samples" not in json.dumps({k: v for k, v in refused.items()
+                                                                        if k not in ("kind", "reason")})
+
+
+def test_the_handshake_refuses_another_protocol_version_and_a_wrong_key(tmp_path):
+    async def scenario(port, aggregator):
+        old = await session(port, [], hello=p.Hello(1, "old_Unit", "old", "Unit", "0.0.1", "s3cret"))
+        enrolled = await session(port, [], hello=p.Hello(p.PROTOCOL_VERSION, "x_Unit", "x", "Unit", "0.1.0", "right",
+                                                         OUTBOX))
+        wrong = await session(port, [], hello=p.Hello(p.PROTOCOL_VERSION, "x_Unit", "x", "Unit", "0.1.0", "guess",
+                                                      OUTBOX))
+        return old, enrolled, wrong
+
+    old, enrolled, wrong = run_against_aggregator(tmp_path, scenario)
+    assert isinstance(old[0], p.Refused) and "protocol version 1" in old[0].reason and "version 2" in old[0].reason
+    assert isinstance(enrolled[0], p.Welcome)
+    assert isinstance(wrong[0], p.Refused) and wrong[0].code == "credential" and "does not match" in wrong[0].reason
+
+
+def test_an_engine_that_is_not_enrolled_is_refused_by_default(tmp_path):
+    async def scenario(port, aggregator):
+        return await session(port, []), stored_types(aggregator)
+
+    answers, types = run_against_aggregator(tmp_path, scenario, accept_new_engines=False)
+    assert isinstance(answers[0], p.Refused) and answers[0].code == "identity"
+    assert "pectus-aggregator engines enroll rogue_Unit" in answers[0].reason
     assert types == []
 
 
@@ -127,19 +163,19 @@ def test_verify_backup_and_replay_from_the_command_line(tmp_path, capsys):
     data = tmp_path / "data"
     assert main(["--data-dir", str(data), "verify"]) == 0
     out = capsys.readouterr().out
-    assert "chain of 23 events is intact" in out
-    anchor = re.search(r"anchor (23:[0-9a-f]{64})", out).group(1)
+    assert "chain of 24 events is intact" in out
+    anchor = re.search(r"anchor (24:[0-9a-f]{64})", out).group(1)
     assert main(["--data-dir", str(data), "verify", "--anchor", anchor]) == 0
-    assert main(["--data-dir", str(data), "verify", "--anchor", "23:" + "0" * 64]) == 1
-    assert "event 23 is not the one recorded in the anchor" in capsys.readouterr().err
+    assert main(["--data-dir", str(data), "verify", "--anchor", "24:" + "0" * 64]) == 1
+    assert "event 24 is not the one recorded in the anchor" in capsys.readouterr().err
     with pytest.raises(SystemExit) as usage:
-        main(["--data-dir", str(data), "verify", "--anchor", "23-abc"])
+        main(["--data-dir", str(data), "verify", "--anchor", "24-abc"])
     assert usage.value.code == 2 and "expected POSITION:HASH" in capsys.readouterr().err
     assert main(["--data-dir", str(data), "backup", str(tmp_path / "copy.sqlite3")]) == 0
     assert main(["verify", "--file", str(tmp_path / "copy.sqlite3")]) == 0
     assert main(["--data-dir", str(data), "replay", "--output", str(tmp_path / "views.json")]) == 0
     out = capsys.readouterr().out
-    assert "replayed 23 events" in out and json.loads((tmp_path / "views.json").read_text())
+    assert "replayed 24 events" in out and json.loads((tmp_path / "views.json").read_text())
 
     import sqlite3
     with sqlite3.connect(tmp_path / "copy.sqlite3") as db:  # an attacker without the triggers

@@ -286,7 +286,7 @@ def test_recent_runs_with_their_metadata_and_contributors(log: Log):
         "uod_filename": "demo_uod.py", "uod_author_name": "Ada Author", "uod_author_email": "ada@example.com",
         "location": "Lab 1, bench 3", "required_roles": ["operator"], "aggregator_computer_name": "agg-host",
         "aggregator_version": "1.2.3", "started_date": "2025-01-09T19:13:30.000Z",
-        "completed_date": "2025-01-09T19:15:00.000Z",
+        "completed_date": "2025-01-09T19:15:00.000Z", "interrupted": None,
         # Carol's request was refused: she changed nothing, so she is not a contributor.
         "contributors": [{"id": "u-alice", "name": "Alice"}, {"id": "u-bob", "name": "Bob"}]}
     assert log.live.run("run-2")["completed_date"] is None

@@ -2,22 +2,68 @@
 
 from __future__ import annotations
 
+import json
+
 from conftest import DEMO_UOD
 from pectus.actors.uplink import Outbox, RecordBuilder
+from pectus.events.protocol import RefusedRecord
+from pectus.events.records import MAX_RECORD, check_record
 from pectus.testing import Simulator
+
+
+def state(time: float, system_state: str = "Running") -> dict:
+    return {"kind": "state", "time": time, "run": None, "data": {"system_state": system_state, "method_status": "OK"}}
+
+
+def seqs(batch: list[tuple[int, str]]) -> list[int]:
+    return [seq for seq, _ in batch]
 
 
 def test_the_outbox_keeps_records_until_acknowledged_and_never_reuses_a_number(tmp_path):
     outbox = Outbox(tmp_path / "outbox.sqlite3")
-    assert outbox.append([{"kind": "state", "time": 1.0, "run": None, "data": {"n": i}} for i in range(3)]) == 3
-    assert [r["seq"] for r in outbox.pending(0)] == [1, 2, 3]
-    assert [r["data"]["n"] for r in outbox.pending(1)] == [1, 2]
+    assert outbox.append([state(1.7e9 + i, f"S{i}") for i in range(3)]) == 3
+    assert seqs(outbox.pending(0, 1 << 20)) == [1, 2, 3] and outbox.newest() == 3
+    assert [json.loads(text)["data"]["system_state"] for _, text in outbox.pending(1, 1 << 20)] == ["S1", "S2"]
     outbox.ack(3)
-    assert outbox.pending(0) == [] and outbox.count() == 0
+    assert outbox.pending(0, 1 << 20) == [] and outbox.count() == 0 and outbox.newest() == 3
+    identity = outbox.id
     outbox.close()
-    reopened = Outbox(tmp_path / "outbox.sqlite3")  # an engine restart
-    assert reopened.append([{"kind": "state", "time": 2.0, "run": None, "data": {}}]) == 4
-    assert reopened.pending(0)[0]["seq"] == 4
+    reopened = Outbox(tmp_path / "outbox.sqlite3")  # an engine restart: the same outbox
+    assert reopened.id == identity and reopened.append([state(1.7e9)]) == 4
+    assert seqs(reopened.pending(0, 1 << 20)) == [4]
+    assert Outbox(tmp_path / "new.sqlite3").id != identity  # a new file is a new outbox
+
+
+def test_frames_are_filled_by_bytes_and_always_carry_at_least_one_record(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    wide = {"kind": "samples", "time": 1.7e9, "run": None,
+            "data": {"samples": [{"time": 1.7e9, "values": {f"TAG{n:04}": 1.5 * n for n in range(1014)}}]}}
+    outbox.append([wide] * 10)
+    size = len(outbox.pending(0, 1)[0][1].encode()) + 1
+    assert seqs(outbox.pending(0, 1)) == [1]  # one record even when it alone is over the budget
+    assert seqs(outbox.pending(0, 3 * size)) == [1, 2, 3]
+    assert all(check_record(text) for _, text in outbox.pending(0, 1 << 20))
+
+
+def test_a_record_that_cannot_be_stored_goes_to_the_dead_letter_file_and_the_rest_go_on(tmp_path):
+    outbox = Outbox(tmp_path / "outbox.sqlite3")
+    surrogate = {"kind": "method", "time": 1.7e9, "run": None, "data": {"version": 1, "lines": [
+        {"id": "a", "text": "Mark: \ud800"}]}}
+    huge = {"kind": "error", "time": 1.7e9, "run": None,
+            "data": {"severity": "error", "message": "x" * (MAX_RECORD + 1), "line": None}}
+    outbox.append([state(1.7e9), surrogate, huge, state(1.7e9 + 1)])
+    kinds = [json.loads(text)["kind"] for _, text in outbox.pending(0, 1 << 20)]
+    assert kinds == ["state", "error", "error", "state"]  # each bad one replaced by an error that says so
+    messages = [json.loads(text)["data"]["message"] for _, text in outbox.pending(0, 1 << 20)[1:3]]
+    assert "a method record could not be recorded" in messages[0] and "dead-letter" in messages[0]
+    assert "over the limit" in messages[1]
+    buried = [json.loads(line) for line in outbox.dead_letter.read_text().splitlines()]
+    assert [entry["record"]["kind"] for entry in buried] == ["method", "error"]
+    outbox.ack(3, [RefusedRecord(4, "run 'x' was not started by this unit")])  # 4 is beyond the ack: kept
+    outbox.ack(4, [RefusedRecord(4, "run 'x' was not started by this unit")])
+    buried = [json.loads(line) for line in outbox.dead_letter.read_text().splitlines()]
+    assert buried[-1]["seq"] == 4 and "refused by the aggregator" in buried[-1]["reason"]
+    assert outbox.count() == 0
 
 
 def test_records_follow_the_run_and_sample_tags_once_per_data_log_interval():
@@ -48,6 +94,8 @@ def test_records_follow_the_run_and_sample_tags_once_per_data_log_interval():
     marks = [item["name"] for r in records if r["kind"] == "runlog" for item in r["data"]["items"]
              if item["state"] == "completed" and item["name"].startswith("Mark")]
     assert marks == ["Mark: A", "Mark: B"]
+    for seq, record in enumerate([*builder.present(sim.time), *records], start=1):  # what the aggregator checks
+        check_record(json.dumps({"seq": seq, **record}))
 
 
 def test_the_uod_description_names_tags_units_readings_and_commands():

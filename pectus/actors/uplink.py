@@ -4,13 +4,19 @@ Every tick the scan cycle hands its events to :meth:`Uplink.sink`. A :class:`Rec
 them into *records* - run started/stopped, states, tag samples once per data-log interval, run-log
 and line changes, methods, errors - and *live values* (the latest tag values, for the browsers).
 Records go into the :class:`Outbox`, a SQLite file next to the engine, and get a sequence number.
-They are sent in order and deleted only when the aggregator acknowledges them as stored.
+They are sent in order, in frames under the aggregator's size limit, and deleted only when the
+aggregator acknowledges them as handled.
 
 Invariants:
 
 * nothing is lost: a record is in the outbox before it is sent, and stays there until acknowledged;
   after a network cut, an aggregator restart or an engine restart, sending resumes after the
-  aggregator's ``last_seq``; sequence numbers are never reused (AUTOINCREMENT);
+  aggregator's ``last_seq`` *for this outbox* (an outbox has an id made with its file, so a new
+  outbox never trims against an old one's numbers); sequence numbers are never reused (AUTOINCREMENT);
+* a record that cannot be stored never blocks the others: one that fails its schema
+  (:mod:`pectus.events.records`) is not put in the outbox, and one the aggregator refuses is
+  acknowledged as refused; both go to the dead-letter file (JSON Lines beside the outbox) and
+  are reported as an error;
 * nothing is doubled for the record: the aggregator drops records it already stored;
 * order is kept: records are sent in sequence order, one connection at a time;
 * the scan cycle never waits for the disk or the network: the sink only queues.
@@ -20,10 +26,15 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import sqlite3
 import threading
+import time
+import uuid
 from pathlib import Path
 from typing import Any, Callable
+
+import msgspec
 
 import trio
 from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
@@ -31,44 +42,102 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from pectus import __version__
 from pectus.actors.core import Actor, RateLimitedLog, ask
 from pectus.actors.scan_cycle import Cancel, Control, Force, Inject, SaveMethod, ScanCycle
+from pectus.credentials import EngineCredential, EngineKey
 from pectus.events import protocol as p
+from pectus.events.records import MAX_RECORD, RecordError, check_record
 from pectus.pcode import events as ev
 from pectus.pcode.engine import Engine, Outcome
 
 log = logging.getLogger("pectus.engine.uplink")
 
-BATCH = 500  # records per frame
+FRAME_MARGIN = 64 * 1024  # room in a frame for its envelope
 _CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError)
 
 
 class Outbox:
-    """The records not yet acknowledged, in a SQLite file. Blocking: use from a worker thread."""
+    """The records not yet acknowledged, in a SQLite file. Blocking: use from a worker thread.
+
+    The file's ``id`` is made when the file is created and never changes: the aggregator counts
+    what it stored per outbox id, so a new file (a reinstalled PC, another ``--outbox``) starts
+    afresh instead of being told another file's position. Records that cannot be stored go to
+    ``dead_letter`` (JSON Lines: seq, reason, record) so a person can see what was lost and why.
+    """
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
+        self.path = Path(path)
+        self.dead_letter = self.path.with_name(self.path.name + ".dead-letter.jsonl")
         self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=FULL")  # an acknowledged tick must survive a power cut
         self._db.execute("CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL)")
+        self._db.execute("CREATE TABLE IF NOT EXISTS identity (id TEXT NOT NULL)")
+        # An outbox from before ids (or a new file) gets its id once, in one transaction with the check.
+        self._db.execute("BEGIN IMMEDIATE")
+        row = self._db.execute("SELECT id FROM identity").fetchone()
+        if row is None:
+            self._db.execute("INSERT INTO identity (id) VALUES (?)", (uuid.uuid4().hex,))
+        self._db.execute("COMMIT")
+        self.id: str = self._db.execute("SELECT id FROM identity").fetchone()[0]
 
     def append(self, records: list[dict[str, Any]]) -> int:
-        """Store records (their ``seq`` is assigned here); returns the last seq."""
+        """Store records (their ``seq`` is assigned here); returns the last seq. A record that fails
+        its schema is not stored: it goes to the dead-letter file and an error record takes its place."""
         with self._lock:
             self._db.execute("BEGIN")
             seq = 0
             for record in records:
-                seq = self._db.execute("INSERT INTO outbox (record) VALUES (?)", (json.dumps(record),)).lastrowid
+                text = self._checked(record)
+                seq = self._db.execute("INSERT INTO outbox (record) VALUES (?)", (text,)).lastrowid
             self._db.execute("COMMIT")
             return seq
 
-    def pending(self, after: int, limit: int = BATCH) -> list[dict[str, Any]]:
-        with self._lock:
-            rows = self._db.execute("SELECT seq, record FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
-                                    (after, limit)).fetchall()
-        return [{"seq": seq, **json.loads(record)} for seq, record in rows]
+    def _checked(self, record: dict[str, Any]) -> str:
+        try:
+            text = _encode(record)
+            check_record(f'{{"seq":1,{text[1:]}')
+            return text
+        except (RecordError, TypeError, ValueError, UnicodeEncodeError) as error:
+            self._bury(None, str(error), record)
+            return _encode({"kind": "error", "time": record.get("time", time.time()), "run": record.get("run"),
+                            "data": {"severity": "error", "line": None,
+                                     "message": f"a {record.get('kind')} record could not be recorded: {error}; "
+                                                f"it is kept in {self.dead_letter.name}"}})
 
-    def ack(self, seq: int) -> None:
+    def _bury(self, seq: int | None, reason: str, record: Any) -> None:
+        log.error("record %s (%s) not stored: %s; kept in %s", seq if seq is not None else "(new)",
+                  record.get("kind") if isinstance(record, dict) else "?", reason, self.dead_letter)
+        with self.dead_letter.open("a", encoding="utf-8") as out:
+            out.write(json.dumps({"seq": seq, "reason": reason, "record": record}, default=repr) + "\n")
+
+    def newest(self) -> int:
+        """The last seq this outbox has given (0 for none), acknowledged or not."""
         with self._lock:
+            row = self._db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        return row[0] if row else 0
+
+    def pending(self, after: int, max_bytes: int) -> list[tuple[int, str]]:
+        """(seq, JSON with its seq) of the records after ``after``, as many as fit in ``max_bytes``
+        (always at least one: no record is larger than :data:`MAX_RECORD`)."""
+        batch: list[tuple[int, str]] = []
+        size = 0
+        with self._lock:
+            rows = self._db.execute("SELECT seq, record FROM outbox WHERE seq > ? ORDER BY seq", (after,))
+            for seq, text in rows:
+                text = f'{{"seq":{seq},{text[1:]}'
+                size += len(text.encode()) + 1
+                if batch and size > max_bytes:
+                    break
+                batch.append((seq, text))
+        return batch
+
+    def ack(self, seq: int, refused: list[p.RefusedRecord] = ()) -> None:
+        """Forget every record up to ``seq``; the refused ones are moved to the dead-letter file first."""
+        with self._lock:
+            for refusal in refused:
+                row = self._db.execute("SELECT record FROM outbox WHERE seq = ?", (refusal.seq,)).fetchone()
+                if row is not None:
+                    self._bury(refusal.seq, f"refused by the aggregator: {refusal.reason}", json.loads(row[0]))
             self._db.execute("DELETE FROM outbox WHERE seq <= ?", (seq,))
 
     def count(self) -> int:
@@ -78,6 +147,13 @@ class Outbox:
     def close(self) -> None:
         with self._lock:
             self._db.close()
+
+
+def _encode(record: dict[str, Any]) -> str:
+    text = json.dumps(record, separators=(",", ":"), allow_nan=False)
+    if len(text) > MAX_RECORD:
+        raise ValueError(f"the record is {len(text):,} bytes, over the limit of {MAX_RECORD:,}")
+    return text
 
 
 class RecordBuilder:
@@ -90,6 +166,20 @@ class RecordBuilder:
         self._changed: set[str] = set()
         self._last_sample: float | None = None
         self._run: str | None = None
+
+    @property
+    def run(self) -> str | None:
+        """The run the records belong to now (None between runs)."""
+        return self._run
+
+    def present(self, time: float) -> list[dict[str, Any]]:
+        """What the engine is at start: its UOD and its method (the aggregator's view of the unit's
+        method is always the engine's, also after the engine restarted with another one)."""
+        return [self.describe(time), self._record("method", time, self._method())]
+
+    def _method(self, version: int | None = None) -> dict[str, Any]:
+        return {"version": self.engine.method_version if version is None else version,
+                "lines": [{"id": line.id, "text": line.text} for line in self.engine.method.lines]}
 
     def describe(self, time: float) -> dict[str, Any]:
         uod = self.engine.uod
@@ -129,8 +219,8 @@ class RecordBuilder:
             if kind == "tag":
                 self._values[event.name] = event.value
                 self._changed.add(event.name)
-                live.append({"name": event.name, "value": event.value, "unit": event.unit, "time": event.time,
-                             "simulated": event.simulated})
+                live.append({"name": event.name, "value": _scalar(event.value), "unit": event.unit,
+                             "time": event.time, "simulated": event.simulated})
             elif kind == "run_started":
                 self._run = event.run_id
                 self._last_sample = None
@@ -160,8 +250,7 @@ class RecordBuilder:
                 records.append(self._record("error", event.time, {"severity": event.level, "message": event.message,
                                                                   "line": event.line}))
             elif kind == "method":
-                records.append(self._record("method", event.time, {
-                    "version": event.version, "lines": [{"id": n.id, "text": n.text} for n in self.engine.method.lines]}))
+                records.append(self._record("method", event.time, self._method(event.version)))
         flush()
         records.extend(self._sample(time))
         return records, live
@@ -177,7 +266,7 @@ class RecordBuilder:
         if not (first or force or time - self._last_sample >= self.interval - 1e-6):
             return []
         names = self._values if first else self._changed
-        values = {name: self._values[name] for name in names if _json_value(self._values[name])}
+        values = {name: _scalar(self._values[name]) for name in names if _json_value(self._values[name])}
         self._changed = set()
         self._last_sample = time
         if not values:
@@ -189,18 +278,29 @@ def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
 
 
+def _scalar(value: Any) -> Any:
+    """A tag value as a record holds it (a UOD tag may hold anything): a number that is not finite
+    (a sensor's NaN) is no reading, an object is its text."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value if _json_value(value) else str(value)
+
+
 def _json_values(values: dict[str, Any] | None) -> dict[str, Any] | None:
-    """A run-log item's tag snapshot as JSON values (a UOD tag may hold anything)."""
+    """A run-log item's tag snapshot as JSON values."""
     if values is None:
         return None
-    return {name: value if _json_value(value) else str(value) for name, value in values.items()}
+    return {name: _scalar(value) for name, value in values.items()}
 
 
 class Uplink(Actor[list[dict[str, Any]]]):
-    """Connects to ``url`` (ws://host:port/engine), sends the outbox, answers requests."""
+    """Connects to ``url`` (ws://host:port/engine), sends the outbox, answers requests.
+
+    ``credential`` proves the engine's identity in each hello; by default a key kept in
+    ``<engine id>.key`` beside the outbox (made on first start)."""
 
     def __init__(self, scan: ScanCycle, outbox: Path, url: str, *, engine_id: str, computer_name: str,
-                 secret: str = "", heartbeat: float = 5.0) -> None:
+                 credential: EngineCredential | None = None, heartbeat: float = 5.0) -> None:
         super().__init__("engine/uplink", capacity=100_000)
         self.scan = scan
         self.engine = scan.engine
@@ -208,8 +308,9 @@ class Uplink(Actor[list[dict[str, Any]]]):
         self.outbox_path = outbox
         self.outbox: Outbox | None = None  # open while the actor runs
         self.url = url
-        self.hello = p.Hello(p.PROTOCOL_VERSION, engine_id, computer_name, scan.engine.uod.instrument,
-                             __version__, secret)
+        self.engine_id = engine_id
+        self.credential = credential or EngineKey.from_file(Path(outbox).with_name(f"{engine_id}.key"))
+        self.hello = p.Hello(p.PROTOCOL_VERSION, engine_id, computer_name, scan.engine.uod.instrument, __version__)
         self.heartbeat = heartbeat
         self.connected = False
         self.last_acked = 0
@@ -232,6 +333,9 @@ class Uplink(Actor[list[dict[str, Any]]]):
     async def run(self) -> None:
         self.outbox = await trio.to_thread.run_sync(Outbox, self.outbox_path)
         try:
+            # What the engine is now (its UOD, its method) is in the outbox before any hello, so the
+            # aggregator learns it in order: after whatever the outbox still held from before.
+            await trio.to_thread.run_sync(self.outbox.append, self.builder.present(self.engine.clock))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._store)
                 nursery.start_soon(self._connect_forever)
@@ -241,7 +345,6 @@ class Uplink(Actor[list[dict[str, Any]]]):
 
     async def _store(self) -> None:
         """Mailbox -> outbox, in a worker thread; batches of ticks become one transaction."""
-        await trio.to_thread.run_sync(self.outbox.append, [self.builder.describe(self.engine.clock)])
         while True:
             records = await self.inbox.receive()
             while True:
@@ -262,32 +365,40 @@ class Uplink(Actor[list[dict[str, Any]]]):
                 backoff = 0.25
             except* _CONNECTION_ERRORS as group:  # the session's tasks report them in a group
                 error = group.exceptions[0]
-                self._broken(logging.WARNING, f"aggregator {self.url}: {error or type(error).__name__}")
+                self._broken(logging.WARNING, f"aggregator {self.url}: {str(error) or type(error).__name__}")
             finally:
                 self.connected = False
             await trio.sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
     async def _session(self, ws) -> None:
-        await ws.send_message(p.encode(self.hello))
+        outbox = self.outbox
+        newest = await trio.to_thread.run_sync(outbox.newest)
+        hello = msgspec.structs.replace(self.hello, credential=await self.credential.present(), outbox=outbox.id,
+                                        outbox_seq=newest, run=self.builder.run)
+        await ws.send_message(p.encode(hello))
         with trio.fail_after(10):
             answer = p.decode(await ws.get_message(), allowed=p.FROM_AGGREGATOR)
         if isinstance(answer, p.Refused):
-            log.error("the aggregator refused this engine: %s", answer.reason)
+            log.error("the aggregator refused this engine (%s): %s", answer.code or "refused", answer.reason)
             await trio.sleep(30)  # a refusal needs a person; do not hammer the aggregator
             return
         if not isinstance(answer, p.Welcome):
             raise p.ProtocolError(f"expected welcome, got {answer.type}")
+        if answer.outbox != outbox.id or answer.last_seq > newest:
+            # Trimming on a position that is not this outbox's would delete records never stored.
+            raise p.ProtocolError(f"the aggregator's welcome (outbox {answer.outbox}, record {answer.last_seq}) does "
+                                  f"not fit this outbox ({outbox.id}, newest record {newest}): nothing trimmed")
         self.last_acked = answer.last_seq
-        await trio.to_thread.run_sync(self.outbox.ack, answer.last_seq)
+        await trio.to_thread.run_sync(outbox.ack, answer.last_seq)
         self.connected = True
         log.info("connected to the aggregator %s; resuming after record %d", self.url, answer.last_seq)
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._transmit, ws)
+            nursery.start_soon(self._transmit, ws, answer.max_frame - FRAME_MARGIN)
             nursery.start_soon(self._receive, ws, nursery.cancel_scope)
             nursery.start_soon(self._beat, ws)
 
-    async def _transmit(self, ws) -> None:
+    async def _transmit(self, ws, max_bytes: int) -> None:
         sent = self.last_acked
         while True:
             self._new = trio.Event()
@@ -295,11 +406,11 @@ class Uplink(Actor[list[dict[str, Any]]]):
                 live, self._live = list(self._live.values()), {}
                 await ws.send_message(p.encode(p.Live(live)))
             while True:
-                records = await trio.to_thread.run_sync(self.outbox.pending, sent)
+                records = await trio.to_thread.run_sync(self.outbox.pending, sent, max_bytes)
                 if not records:
                     break
-                await ws.send_message(p.encode(p.Records(records)))
-                sent = records[-1]["seq"]
+                await ws.send_message(p.encode(p.Records([msgspec.Raw(text) for _, text in records])))
+                sent = records[-1][0]
             await self._new.wait()
 
     async def _receive(self, ws, cancel: trio.CancelScope) -> None:
@@ -307,7 +418,7 @@ class Uplink(Actor[list[dict[str, Any]]]):
         async for message in _messages(ws, timeout=3 * self.heartbeat):
             if isinstance(message, p.Ack):
                 self.last_acked = message.seq
-                await trio.to_thread.run_sync(self.outbox.ack, message.seq)
+                await trio.to_thread.run_sync(self.outbox.ack, message.seq, message.refused)
             elif isinstance(message, p.Request):
                 outcome = await self._answer(message)
                 await ws.send_message(p.encode(p.Reply(message.request_id, outcome.accepted, outcome.reason,

@@ -1,6 +1,6 @@
 """``pectus-engine``: the process next to the equipment, and its offline tools.
 
-    pectus-engine -uod UOD.py [-ahn HOST] [-ap PORT] [-s] [-secret S] [--events FILE]
+    pectus-engine -uod UOD.py [-ahn HOST] [-ap PORT] [-s] [--key-file FILE] [--events FILE]
     pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect]
     pectus-engine simulate --uod UOD.py METHOD.pcode [--max-seconds N] [--events FILE]
 
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import logging
 import socket
 import sys
@@ -40,7 +41,12 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-s", "--secure", action=argparse.BooleanOptionalAction, default=False,
                         help="connect to the aggregator with TLS (wss://)")
     parser.add_argument("-secret", "--secret", default="",
-                        help="shared secret the aggregator expects from engines (never logged)")
+                        help="Open Pectus' shared secret: accepted so deployment scripts keep working, and ignored "
+                             "(each engine has a credential of its own)")
+    parser.add_argument("--key-file", type=Path,
+                        help="the engine's key, which the aggregator knows it by (default: <engine id>.key "
+                             "beside the outbox, made on first start; never logged). With "
+                             "PECTUS_ENGINE_CLIENT_ID set the engine signs in with an app token instead")
     parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="lowest log level sent to Sentry as an event; Sentry is on only when "
                              "the SENTRY_DSN environment variable is set (default WARNING)")
@@ -240,6 +246,7 @@ def _run(args: argparse.Namespace) -> int:
     import trio
 
     from pectus.actors.engine import EngineProcess
+    from pectus.credentials import credential_from_environment
     from pectus.sentry import flush, init_sentry, report_crash
 
     uod = _load(args.uod)
@@ -256,12 +263,15 @@ def _run(args: argparse.Namespace) -> int:
         url = f"{'wss' if args.secure else 'ws'}://{args.aggregator_hostname}:{port}/engine"
         outbox = args.outbox or Path("data") / f"{engine_id}.outbox.sqlite3"
         outbox.parent.mkdir(parents=True, exist_ok=True)
+        credential = credential_from_environment(os.environ, args.key_file or outbox.with_name(f"{engine_id}.key"))
         uplink = {"outbox": outbox, "url": url, "engine_id": engine_id, "computer_name": socket.gethostname(),
-                  "secret": args.secret}
+                  "credential": credential}
         log.info("engine %s: unit '%s' from %s; aggregator %s; outbox %s", engine_id, uod.instrument, args.uod,
                  url, outbox)
-        if args.secret and not args.secure:
-            log.warning("a secret is configured without -s: it travels unencrypted")
+        if args.secret:
+            log.warning("-secret is ignored: the engine proves who it is with its own key or app token")
+        if not args.secure and args.aggregator_hostname not in ("127.0.0.1", "::1", "localhost"):
+            log.warning("connecting without -s: the engine's credential travels unencrypted")
     process = EngineProcess(uod, events_path=args.events, uplink=uplink, on_crash=report_crash)
     try:
         trio.run(process.run_until_signal)

@@ -3,8 +3,9 @@
 Each event is a frozen dataclass. What every event has (the envelope) is stored beside its own
 fields: ``time`` (UTC epoch seconds), ``unit`` (the engine id, e.g. ``host-7_DemoUod``), ``run``
 (the run id, or None outside a run), ``actor`` (who: an engine, a user with id and name, or
-the aggregator itself) and, for facts an engine reported, ``seq``: the engine's sequence number of
-that record, by which the aggregator knows what it already stored. ``to_data`` gives the JSON payload stored in the event store; ``decode``
+the aggregator itself) and, for facts an engine reported, ``seq`` and ``outbox``: the record's
+sequence number in the engine's outbox that numbered it, by which the aggregator knows what it
+already stored (numbers are per outbox: a reinstalled engine starts a new outbox at 1). ``to_data`` gives the JSON payload stored in the event store; ``decode``
 turns a stored record back into the event.
 
 Invariants: the catalogue is closed (``EVENT_TYPES``); a payload holds only JSON values; an event
@@ -46,6 +47,7 @@ class DomainEvent:
     run: str | None = None
     actor: Actor = AGGREGATOR
     seq: int | None = None  # the engine's sequence number of the record this event came from
+    outbox: str | None = None  # the engine outbox that numbered it (None: before outboxes had ids)
 
     def to_data(self) -> dict[str, Any]:
         # Shallow on purpose: dataclasses.asdict deep-copies every sample and run-log item, and this
@@ -68,6 +70,47 @@ class EngineRegistered(DomainEvent):
     uod_name: str
     engine_version: str
     protocol: int
+    credential: str = ""  # how it proved who it is: "key", "app <client id>", "" (before enrolment)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineEnrolled(DomainEvent):
+    """An engine may connect: with a key whose SHA-256 is ``key_sha256`` (the key itself is never
+    stored), or with an OpenID Connect application token of the app ``client_id``. ``how`` says
+    who decided: ``enrolled`` (an operator) or ``first use`` (an aggregator that accepts new
+    engines). A later enrolment of the same engine replaces the earlier one."""
+
+    type: ClassVar[str] = "EngineEnrolled"
+    key_sha256: str | None = None
+    client_id: str | None = None
+    how: str = "enrolled"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class EngineRevoked(DomainEvent):
+    """The engine's credential no longer admits it (until it is enrolled again)."""
+
+    type: ClassVar[str] = "EngineRevoked"
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RecordRefused(DomainEvent):
+    """A record the engine sent that was not stored, and why (its ``seq`` and ``outbox`` are in
+    the envelope, so the sequence stays gap-free; its content is not kept)."""
+
+    type: ClassVar[str] = "RecordRefused"
+    kind: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RunInterrupted(DomainEvent):
+    """A run that ended without the engine stopping it (the engine crashed, or came back without
+    it); recorded by the aggregator when it learns so."""
+
+    type: ClassVar[str] = "RunInterrupted"
+    reason: str
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -172,7 +215,9 @@ class ErrorLogged(DomainEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class UserRequested(DomainEvent):
-    """A user's request to a unit and the engine's answer.
+    """A user's request to a unit, stored before the unit is asked; ``RequestAnswered`` follows
+    with the answer. (Stores from before that rule hold the answer here: ``accepted`` and
+    ``reason``; ``accepted`` is None for a request not yet answered.)
 
     ``request`` is control | inject | save_method | cancel | force | process_value; ``detail``
     holds what was asked (the control name, the code, the item id, the tag with old and new value).
@@ -181,14 +226,27 @@ class UserRequested(DomainEvent):
     type: ClassVar[str] = "UserRequested"
     request: str
     detail: dict[str, Any]
+    accepted: bool | None = None
+    reason: str = ""
+    request_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class RequestAnswered(DomainEvent):
+    """The unit's answer to the ``UserRequested`` with the same ``request_id``."""
+
+    type: ClassVar[str] = "RequestAnswered"
+    request_id: str
+    request: str
     accepted: bool
     reason: str = ""
 
 
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
-    cls.type: cls for cls in (EngineRegistered, EngineConnected, EngineDisconnected, UodDescribed, RunStarted,
-                              RunStopped, StateChanged, TagSamples, RunLogChanged, LinesChanged, MethodRevised,
-                              ErrorLogged, UserRequested)
+    cls.type: cls for cls in (EngineRegistered, EngineEnrolled, EngineRevoked, EngineConnected, EngineDisconnected,
+                              UodDescribed, RunStarted, RunStopped, RunInterrupted, StateChanged, TagSamples,
+                              RunLogChanged, LinesChanged, MethodRevised, ErrorLogged, RecordRefused, UserRequested,
+                              RequestAnswered)
 }
 
 

@@ -3,7 +3,8 @@
 Over one WebSocket per engine, one JSON object per text frame, each with a ``type``:
 
 engine -> aggregator
-    ``hello``      first frame: protocol version, engine identity, engine version, secret
+    ``hello``      first frame: protocol version, engine identity and credential, the outbox it
+                   sends from (its id and newest sequence number) and the run it has active
     ``records``    durable records from the engine's outbox, each with its sequence number
     ``live``       the latest tag values, for the browsers (not stored; newer ones replace them)
     ``reply``      the answer to a ``request``
@@ -11,118 +12,146 @@ engine -> aggregator
 
 aggregator -> engine
     ``welcome``    the handshake succeeded; ``last_seq`` is the last record the aggregator stored
-    ``refused``    the handshake failed (protocol version, secret): the reason, then close
-    ``ack``        every record up to ``seq`` is stored (committed): the engine may forget them
+                   from this outbox (0 for an outbox it has never seen), ``max_frame`` the size
+                   of frame it accepts
+    ``refused``    the handshake failed: the reason for a person, a ``code`` for the program
+    ``ack``        every record up to ``seq`` is handled (stored, or refused and listed in
+                   ``refused`` with the reason): the engine may forget them
     ``request``    a user's request (control, method, inject, cancel, force, process value)
     ``heartbeat``
 
 Delivery is at-least-once: the engine keeps records until acknowledged and resends after a
-reconnect from ``last_seq``; the aggregator drops records it already has (``seq <= last_seq``).
+reconnect from ``last_seq``; the aggregator drops records it already has (``seq <= last_seq`` of
+that outbox). The records' own schemas are in :mod:`pectus.events.records`: a frame carries them
+undecoded (``msgspec.Raw``), so one bad record is refused on its own, not with its whole frame.
 
 Invariants of :func:`decode`: it never raises anything but :class:`ProtocolError`, whose message
-says what is wrong; it refuses frames over ``MAX_FRAME`` bytes, unknown types, missing or
-ill-typed fields. This module does no I/O.
+says what is wrong (and where, as a JSON path); it refuses frames over ``MAX_FRAME`` bytes, deep
+nesting, unknown types, missing, unknown or ill-typed fields, non-finite numbers and strings that
+are not valid Unicode. This module does no I/O.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import MISSING, dataclass, field, fields
-from typing import Any, ClassVar, Union, get_type_hints
+from typing import Annotated, Any, Union, get_args
 
-PROTOCOL_VERSION = 1
+import msgspec
+
+from pectus.events.records import Name, RunId, Scalar, Time
+
+PROTOCOL_VERSION = 2
 MAX_FRAME = 4 * 1024 * 1024
+MAX_CREDENTIAL = 16 * 1024  # an Entra ID access token is a few KiB
+
+OutboxId = Annotated[str, msgspec.Meta(pattern=r"^[0-9a-f]{32}$")]
+Short = Annotated[str, msgspec.Meta(max_length=200)]
 
 
 class ProtocolError(ValueError):
     """A frame that is not a valid message of this protocol."""
 
 
-@dataclass(frozen=True, slots=True)
-class Hello:
-    type: ClassVar[str] = "hello"
+class _Message(msgspec.Struct, frozen=True, forbid_unknown_fields=True, tag_field="type"):
+    @property
+    def type(self) -> str:
+        return self.__struct_config__.tag  # type: ignore[return-value]
+
+
+class Hello(_Message, tag="hello"):
     protocol: int
-    engine_id: str
-    computer_name: str
-    uod_name: str
-    engine_version: str
-    secret: str = ""
+    engine_id: Name
+    computer_name: Short
+    uod_name: Short
+    engine_version: Short
+    credential: Annotated[str, msgspec.Meta(max_length=MAX_CREDENTIAL)] = ""
+    outbox: OutboxId | None = None
+    outbox_seq: Annotated[int, msgspec.Meta(ge=0)] = 0
+    run: RunId | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class Records:
-    """Outbox records: each {seq: int, kind: str, time: float, run: str | None, data: dict}."""
+class Records(_Message, tag="records"):
+    """Outbox records, each {seq, kind, time, run, data} (see :mod:`pectus.events.records`)."""
 
-    type: ClassVar[str] = "records"
-    records: list[dict[str, Any]]
+    records: list[msgspec.Raw]
 
 
-@dataclass(frozen=True, slots=True)
-class Live:
-    type: ClassVar[str] = "live"
-    values: list[dict[str, Any]]
+class LiveValue(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    name: Name
+    value: Scalar
+    time: Time
+    unit: Short | None = None
+    simulated: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Reply:
-    type: ClassVar[str] = "reply"
+class Live(_Message, tag="live"):
+    values: Annotated[list[LiveValue], msgspec.Meta(max_length=100_000)]
+
+
+class Reply(_Message, tag="reply"):
     request_id: int
     accepted: bool
-    reason: str = ""
+    reason: Annotated[str, msgspec.Meta(max_length=65_536)] = ""
     conflict: bool = False
 
 
-@dataclass(frozen=True, slots=True)
-class Heartbeat:
-    type: ClassVar[str] = "heartbeat"
+class Heartbeat(_Message, tag="heartbeat"):
+    pass
 
 
-@dataclass(frozen=True, slots=True)
-class Welcome:
-    type: ClassVar[str] = "welcome"
+class Welcome(_Message, tag="welcome"):
     protocol: int
     engine_id: str
     last_seq: int
+    outbox: str | None = None
+    max_frame: int = MAX_FRAME
 
 
-@dataclass(frozen=True, slots=True)
-class Refused:
-    type: ClassVar[str] = "refused"
+class Refused(_Message, tag="refused"):
+    reason: str
+    code: str = ""
+
+
+class RefusedRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    seq: int
     reason: str
 
 
-@dataclass(frozen=True, slots=True)
-class Ack:
-    type: ClassVar[str] = "ack"
+class Ack(_Message, tag="ack"):
     seq: int
+    refused: list[RefusedRecord] = []
 
 
-@dataclass(frozen=True, slots=True)
-class Request:
-    type: ClassVar[str] = "request"
+class Request(_Message, tag="request"):
     request_id: int
     request: str
-    detail: dict[str, Any] = field(default_factory=dict)
-    user: dict[str, str] = field(default_factory=dict)
+    detail: dict[str, Any] = {}
+    user: dict[str, str] = {}
 
 
 Message = Union[Hello, Records, Live, Reply, Heartbeat, Welcome, Refused, Ack, Request]
-MESSAGES: dict[str, type] = {cls.type: cls for cls in (Hello, Records, Live, Reply, Heartbeat, Welcome, Refused,
-                                                       Ack, Request)}
+MESSAGES: dict[str, type[_Message]] = {cls.__struct_config__.tag: cls for cls in get_args(Message)}
 FROM_ENGINE = frozenset({"hello", "records", "live", "reply", "heartbeat"})
 FROM_AGGREGATOR = frozenset({"welcome", "refused", "ack", "request", "heartbeat"})
-RECORD_KINDS = frozenset({"uod", "run_started", "run_stopped", "state", "samples", "runlog", "lines", "method",
-                          "error"})
-_CHECKS = {int: lambda v: isinstance(v, int) and not isinstance(v, bool), str: lambda v: isinstance(v, str),
-           bool: lambda v: isinstance(v, bool), list: lambda v: isinstance(v, list),
-           dict: lambda v: isinstance(v, dict)}
+
+_decoder = msgspec.json.Decoder(Message)
+_encoder = msgspec.json.Encoder()
+
+
+class _Version(msgspec.Struct):
+    protocol: Any = None
 
 
 def encode(message: Message) -> str:
-    # Shallow, not dataclasses.asdict: a records frame holds thousands of nested values.
-    data = {f.name: getattr(message, f.name) for f in fields(message)}
-    data["type"] = message.type
-    return json.dumps(data, separators=(",", ":"), allow_nan=False, default=str)
+    return _encoder.encode(message).decode()
+
+
+def protocol_of(frame: str | bytes) -> Any:
+    """The ``protocol`` a hello claims, read before the hello is checked against this version's
+    schema: an engine of another version is told which versions differ, not which fields."""
+    try:
+        return msgspec.json.decode(frame, type=_Version).protocol
+    except (msgspec.MsgspecError, RecursionError):
+        return None
 
 
 def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Message:
@@ -130,62 +159,37 @@ def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Mess
     if len(frame) > MAX_FRAME:
         raise ProtocolError(f"frame of {len(frame)} bytes is over the limit of {MAX_FRAME}")
     try:
-        data = json.loads(frame)
-    except (ValueError, UnicodeDecodeError) as error:
-        raise ProtocolError(f"frame is not JSON: {error}") from None
-    if not isinstance(data, dict):
-        raise ProtocolError("frame is not a JSON object")
-    kind = data.get("type")
-    if not isinstance(kind, str) or kind not in MESSAGES:
-        raise ProtocolError(f"unknown message type {kind!r}; expected one of {', '.join(sorted(MESSAGES))}")
-    if allowed is not None and kind not in allowed:
-        raise ProtocolError(f"message type '{kind}' is not expected here")
-    cls = MESSAGES[kind]
-    hints = get_type_hints(cls)
-    values: dict[str, Any] = {}
-    for f in fields(cls):
-        if f.name not in data:
-            if f.default is MISSING and f.default_factory is MISSING:
-                raise ProtocolError(f"'{kind}' needs the field '{f.name}'")
-            continue
-        value = data[f.name]
-        expected = getattr(hints[f.name], "__origin__", hints[f.name])
-        if expected in _CHECKS and not _CHECKS[expected](value):
-            raise ProtocolError(f"'{kind}.{f.name}' must be {expected.__name__}, not {type(value).__name__}")
-        values[f.name] = value
-    if cls is Records:
-        for record in values["records"]:
-            _check_record(record)
-    return cls(**values)
+        message = _decoder.decode(frame)
+    except msgspec.ValidationError as error:
+        raise ProtocolError(f"invalid message: {error}") from None
+    except msgspec.DecodeError as error:
+        raise ProtocolError(f"frame is not valid JSON: {error}") from None
+    except RecursionError:
+        raise ProtocolError("frame nests too deeply") from None
+    except UnicodeDecodeError as error:
+        raise ProtocolError(f"frame is not valid UTF-8: {error}") from None
+    if allowed is not None and message.type not in allowed:
+        raise ProtocolError(f"message type '{message.type}' is not expected here")
+    return message
 
 
-def _check_record(record: Any) -> None:
-    if not isinstance(record, dict):
-        raise ProtocolError("a record must be an object")
-    seq, kind, time, data = record.get("seq"), record.get("kind"), record.get("time"), record.get("data")
-    if not _CHECKS[int](seq) or seq < 1:
-        raise ProtocolError(f"record seq must be a positive integer, not {seq!r}")
-    if kind not in RECORD_KINDS:
-        raise ProtocolError(f"record {seq}: unknown kind {kind!r}")
-    if not isinstance(time, (int, float)) or isinstance(time, bool):
-        raise ProtocolError(f"record {seq}: time must be a number")
-    if not isinstance(data, dict):
-        raise ProtocolError(f"record {seq}: data must be an object")
-    run = record.get("run")
-    if run is not None and not isinstance(run, str):
-        raise ProtocolError(f"record {seq}: run must be a string or null")
-
+def _type_name(annotation: Any) -> str:
+    while getattr(annotation, "__metadata__", None) is not None:  # Annotated[...]: the type, not the checks
+        annotation = get_args(annotation)[0]
+    if annotation is type(None):
+        return "null"
+    if getattr(annotation, "__origin__", None) is Union or type(annotation).__name__ == "UnionType":
+        return " or ".join(_type_name(member) for member in get_args(annotation))
+    return getattr(annotation, "__origin__", annotation).__name__
 
 
 def catalogue_markdown() -> str:
     """The message catalogue as a Markdown table (docs/protocol.md embeds it; a test keeps it current)."""
     rows = ["| message | from | fields |", "|---|---|---|"]
     for name, cls in MESSAGES.items():
-        hints = get_type_hints(cls)
         side = " and ".join(s for s, names in (("engine", FROM_ENGINE), ("aggregator", FROM_AGGREGATOR))
                             if name in names)
-        described = ", ".join(f"`{f.name}`: {getattr(hints[f.name], '__name__', str(hints[f.name]))}"
-                              for f in fields(cls)) or "(none)"
+        described = ", ".join(f"`{f.name}`: {_type_name(f.type)}" for f in msgspec.structs.fields(cls)) or "(none)"
         rows.append(f"| `{name}` | {side} | {described} |")
     return "\n".join(rows)
 

@@ -27,6 +27,9 @@ Invariants
       Every other tag keeps only its latest value.
     * Every query returns fresh objects (callers may serialize them later) and ``None`` for an
       id it does not know.
+    * A stored event the projector cannot fold (written by an older version, or by a bug) never
+      stops it: it is skipped, listed in :attr:`Projector.unfoldable` with its position and the
+      reason, and the views carry on with the next event.
 
 Differences from Open Pectus, on purpose: a unit card also shows ``paused`` and ``holding``
 (the reference shows them as ready); the method keeps its revision history per run; contributors
@@ -39,14 +42,18 @@ from __future__ import annotations
 import copy
 import gc
 import json
+import logging
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Iterable, overload
 
 from pectus.events.domain import (DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered,
-                                  ErrorLogged, LinesChanged, MethodRevised, RunLogChanged, RunStarted,
-                                  RunStopped, StateChanged, UodDescribed, UserRequested, decode)
+                                  ErrorLogged, LinesChanged, MethodRevised, RecordRefused, RequestAnswered,
+                                  RunInterrupted, RunLogChanged, RunStarted, RunStopped, StateChanged, UodDescribed,
+                                  UserRequested, decode)
 from pectus.events.store import Record
+
+_log = logging.getLogger("pectus.projections")
 
 # An idle unit in a fault loop may log distinct errors for months; keep only the newest ones.
 IDLE_ERROR_LIMIT = 200
@@ -167,6 +174,8 @@ class RunView:
     method: MethodState  # shared with the unit while the run is active
     initial_method: dict[str, Any]  # version, lines and author in force at the start
     completed: float | None = None
+    last_event: float = 0.0  # the time of its newest event: where an interrupted run ends
+    interrupted: str | None = None  # why the run ended without the engine stopping it
     identity: dict[str, Any] = field(default_factory=dict)  # engine and UOD metadata
     plot_configuration: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, str | None] = field(default_factory=dict)  # tag -> unit, in CSV order
@@ -176,6 +185,11 @@ class RunView:
     run_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> latest item
     errors: ErrorLog = field(default_factory=ErrorLog)
     audit: list[dict[str, Any]] = field(default_factory=list)
+    unanswered: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> its audit entry
+
+
+# Facts about who may connect: nothing any view shows.
+_NOT_SHOWN = frozenset({"EngineEnrolled", "EngineRevoked"})
 
 
 class Projector:
@@ -187,6 +201,7 @@ class Projector:
         self._position = 0
         self._units: dict[str, UnitView] = {}
         self._runs: dict[str, RunView] = {}
+        self.unfoldable: list[dict[str, Any]] = []  # {position, type, reason} of each event skipped
 
     @property
     def position(self) -> int:
@@ -210,7 +225,10 @@ class Projector:
             for record in records:
                 if record.type == "TagSamples":
                     self._advance(record)
-                    self._fold_samples(record.data)
+                    try:
+                        self._fold_samples(record.data)
+                    except Exception as error:  # noqa: BLE001 - see _skip
+                        self._skip(record, error)
                 else:
                     self.apply(record)
                 count += 1
@@ -226,9 +244,24 @@ class Projector:
     def apply(self, record: Record) -> list[Delta]:
         """Folds one record and says which live views changed."""
         self._advance(record)
-        if record.type == "TagSamples":
-            return self._values_delta(self._fold_samples(record.data), record.data["samples"])
-        event = decode(record.type, record.data)
+        try:
+            if record.type == "TagSamples":
+                return self._values_delta(self._fold_samples(record.data), record.data["samples"])
+            if record.type in _NOT_SHOWN:
+                return []
+            return self._fold(decode(record.type, record.data))
+        except Exception as error:  # noqa: BLE001 - see _skip
+            self._skip(record, error)
+            return []
+
+    def _skip(self, record: Record, error: Exception) -> None:
+        """An event that cannot be folded is reported and skipped: the record stays readable
+        (every other event still shows), and the process that folds it keeps running."""
+        reason = f"{type(error).__name__}: {error}"
+        self.unfoldable.append({"position": record.position, "type": record.type, "reason": reason})
+        _log.error("event %d (%s) cannot be shown and is skipped: %s", record.position, record.type, reason)
+
+    def _fold(self, event: DomainEvent) -> list[Delta]:
         unit = self._units.get(event.unit)
         if unit is None:
             unit = self._units[event.unit] = UnitView(event.unit)
@@ -236,6 +269,8 @@ class Projector:
         if event.actor.kind != "user":
             unit.last_seen = event.time if unit.last_seen is None else max(unit.last_seen, event.time)
         run = self._runs.get(event.run) if event.run is not None else None
+        if run is not None and run.id == unit.run:
+            run.last_event = max(run.last_event, event.time)
         match event:
             case EngineRegistered():
                 return self._registered(unit, event)
@@ -251,6 +286,8 @@ class Projector:
                 return self._run_started(unit, event)
             case RunStopped():
                 return self._run_stopped(unit, event)
+            case RunInterrupted():
+                return self._run_interrupted(unit, event)
             case StateChanged():
                 return self._state_changed(unit, run, event)
             case RunLogChanged():
@@ -261,9 +298,15 @@ class Projector:
                 return self._method_revised(unit, run, event)
             case ErrorLogged():
                 return self._error_logged(unit, run, event)
+            case RecordRefused():
+                return self._error_logged(unit, run, ErrorLogged(
+                    time=event.time, unit=event.unit, run=event.run, severity="error",
+                    message=f"a {event.kind} record from the engine was refused and not stored: {event.reason}"))
             case UserRequested():
                 return self._user_requested(unit, run, event)
-        raise AssertionError(f"no projection for {record.type}")
+            case RequestAnswered():
+                return self._request_answered(unit, run, event)
+        raise AssertionError(f"no projection for {event.type}")
 
     def _registered(self, unit: UnitView, event: EngineRegistered) -> list[Delta]:
         unit.computer_name = event.computer_name
@@ -281,7 +324,8 @@ class Projector:
     def _run_started(self, unit: UnitView, event: RunStarted) -> list[Delta]:
         if event.run is None or event.run in self._runs:
             return []  # a duplicate start changes nothing
-        deltas = self._close_run(unit, event.time) if unit.run is not None else []
+        deltas = (self._interrupt(unit, self._runs[unit.run], "a new run started before it ended")
+                  if unit.run is not None else [])
         unit.method = unit.method.without_states()
         initial = {"version": unit.method.version, "lines": unit.method.lines, "last_author": unit.method.last_author}
         run = self._runs[event.run] = RunView(event.run, unit.id, event.time, unit.method, initial)
@@ -294,6 +338,16 @@ class Projector:
         if event.run is None or event.run != unit.run:
             return []  # a duplicate or late stop changes nothing
         return self._close_run(unit, event.time)
+
+    def _run_interrupted(self, unit: UnitView, event: RunInterrupted) -> list[Delta]:
+        if event.run is None or event.run != unit.run:
+            return []  # the run ended meanwhile: nothing to interrupt
+        return self._interrupt(unit, self._runs[event.run], event.reason)
+
+    def _interrupt(self, unit: UnitView, run: RunView, reason: str) -> list[Delta]:
+        """A run the engine did not stop ends where its record ends, marked with the reason."""
+        run.interrupted = reason
+        return self._close_run(unit, run.last_event or run.started)
 
     def _close_run(self, unit: UnitView, time: float) -> list[Delta]:
         assert unit.run is not None
@@ -349,6 +403,8 @@ class Projector:
         unit.last_seen = time if unit.last_seen is None else max(unit.last_seen, time)
         run_id = data.get("run")
         run = self._runs.get(run_id) if run_id is not None else None
+        if run is not None and run.id == unit.run:
+            run.last_event = max(run.last_event, time)
         values_of_unit, times_of_unit = unit.values, unit.value_times
         for sample in data["samples"]:
             time, values = sample["time"], sample["values"]
@@ -386,6 +442,10 @@ class Projector:
         return [self._delta(unit, "method")] if method is unit.method else []
 
     def _method_revised(self, unit: UnitView, run: RunView | None, event: MethodRevised) -> list[Delta]:
+        if unit.run is not None and event.run != unit.run:
+            # The engine's method outside the unit's open run: the engine lost that run (it is
+            # interrupted next), whose method must stay as it was.
+            unit.method = unit.method.without_states()
         old_version = unit.method.version
         unit.method.version = event.version
         unit.method.lines = event.lines
@@ -405,8 +465,22 @@ class Projector:
     def _user_requested(self, unit: UnitView, run: RunView | None, event: UserRequested) -> list[Delta]:
         if run is None:
             return []  # outside a run there is no audit trail to add to
-        self._audit(run, event, event.request,
-                    {"asked": event.detail, "accepted": event.accepted, "reason": event.reason})
+        entry = self._audit(run, event, event.request,
+                            {"asked": event.detail, "accepted": event.accepted, "reason": event.reason})
+        if event.request_id is not None and event.accepted is None:
+            run.unanswered[event.request_id] = entry  # stored before the unit was asked
+            return []
+        return self._contributed(unit, run, event)
+
+    def _request_answered(self, unit: UnitView, run: RunView | None, event: RequestAnswered) -> list[Delta]:
+        entry = run.unanswered.pop(event.request_id, None) if run is not None else None
+        if run is None or entry is None:
+            return []
+        entry["detail"]["accepted"], entry["detail"]["reason"] = event.accepted, event.reason
+        return self._contributed(unit, run, event)
+
+    def _contributed(self, unit: UnitView, run: RunView, event: UserRequested | RequestAnswered) -> list[Delta]:
+        """A user whose request a unit accepted contributed to its run."""
         actor = event.actor
         if not event.accepted or actor.kind != "user" or actor.id in run.contributors:
             return []
@@ -415,8 +489,10 @@ class Projector:
         return [self._delta(unit, "units"), *deltas] if run.id == unit.run else deltas
 
     @staticmethod
-    def _audit(run: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> None:
-        run.audit.append({"time": event.time, "actor": _actor(event), "what": what, "detail": detail})
+    def _audit(run: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> dict[str, Any]:
+        entry = {"time": event.time, "actor": _actor(event), "what": what, "detail": detail}
+        run.audit.append(entry)
+        return entry
 
     def _run_deltas(self, unit: UnitView, run: RunView) -> list[Delta]:
         """A run started or ended: every live view of the unit changed. The run log and the
@@ -551,7 +627,7 @@ class Projector:
         return {"run_id": run.id, "engine_id": run.unit, **run.identity,
                 "aggregator_computer_name": self.aggregator_name, "aggregator_version": self.aggregator_version,
                 "started_date": iso(run.started), "completed_date": iso(run.completed),
-                "contributors": _contributors(run)}
+                "interrupted": run.interrupted, "contributors": _contributors(run)}
 
     def run_columns(self, run_id: str) -> list[tuple[str, str | None]] | None:
         """The tags of a run with their units, in CSV column order: the UOD's tags in the UOD's
