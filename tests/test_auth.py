@@ -275,6 +275,34 @@ def test_an_identity_renewed_on_the_live_socket_keeps_it_open(tmp_path):
     run_signed_in(tmp_path, scenario)
 
 
+def test_an_identity_switched_on_the_live_socket_drops_the_units_the_new_user_may_not_see(tmp_path):
+    async def scenario(port, provider, aggregator):
+        async def log_error(unit: str, message: str) -> None:  # a change of the unit, through the real writer
+            await aggregator.writer.append([d.ErrorLogged(time=time.time(), unit=unit, run=f"run-{unit}",
+                                                          actor=d.Actor.engine(unit), severity="error",
+                                                          message=message)])
+
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/api/ws") as ws:
+            await ws.send_message(json.dumps({"identity": provider.mint(), "subscribe": ["open_Unit", "ops_Unit"]}))
+            assert await ws_messages(ws, 1) == [{"subscribed": ["open_Unit", "ops_Unit"]}]
+            await log_error("ops_Unit", "for Alice")  # an Operator: she sees it
+            (seen,) = await ws_messages(ws, 1)
+            assert (seen["unit"], seen["topic"]) == ("ops_Unit", "error_log")
+
+            bob = provider.mint(oid="oid-bob", sub="sub-bob", name="Bob Jones", preferred_username="bob@example.com",
+                                roles=[])
+            await ws.send_message(json.dumps({"identity": bob}))
+            assert await ws_messages(ws, 1) == [{"subscribed": ["open_Unit"], "dropped": {"ops_Unit": ["Operator"]}}]
+            await log_error("ops_Unit", "not for Bob")
+            await log_error("open_Unit", "for everyone")  # published after the one Bob may not see
+            with trio.fail_after(10):
+                (seen,) = await ws_messages(ws, 1)
+            assert (seen["unit"], seen["topic"], seen["data"]["changed"][0]["message"]) == (
+                "open_Unit", "error_log", "for everyone")
+
+    run_signed_in(tmp_path, scenario)
+
+
 def test_with_sign_in_off_nobody_holds_a_role_so_units_requiring_one_are_shown_to_nobody(tmp_path):
     seed(tmp_path / "data")
 

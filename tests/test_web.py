@@ -1,7 +1,7 @@
 """The aggregator's web surface, driven through Quart's test client against a fake backend.
 
 The fake answers the Projector queries from dicts, records every request a user makes, and
-fans deltas out to its subscribers without ever waiting (as the real hub must). The last test
+fans deltas out through a real UiHub (pectus.actors.ui_hub), as the aggregator does. The last test
 serves the app with hypercorn's trio worker on a loopback port and talks to it with a raw HTTP
 request and trio-websocket, to prove the real server path.
 """
@@ -10,23 +10,24 @@ from __future__ import annotations
 
 import functools
 import json
-import math
 import re
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 import pytest
 import httpx
 import trio
+import trio.testing
 import trio_websocket
 from hypercorn.config import Config
 from hypercorn.trio import serve
 from quart.testing.connections import WebsocketDisconnectError
 
+from pectus.actors.ui_hub import STALL, UiHub
 from pectus.events.domain import Actor
 from pectus.projections.views import iso
 from pectus.web import Delta, Outcome, create_app
-from pectus.web.app import MAX_BODY_BYTES, ROUTES, WS_BUFFER, merge_process_values, openapi_document
+from pectus.web.app import MAX_BODY_BYTES, ROUTES, merge_process_values, openapi_document
 
 UNIT = "host-7_DemoUod"
 RUN = "run-1"
@@ -76,20 +77,6 @@ class FakeViews:
         return self.answers[query].get
 
 
-class FakeSubscription:
-    def __init__(self, backend: FakeBackend) -> None:
-        self.backend = backend
-        self.send, self.receive = trio.open_memory_channel[Delta](math.inf)
-
-    async def __aiter__(self) -> AsyncIterator[Delta]:
-        async for delta in self.receive:
-            yield delta
-
-    def close(self) -> None:
-        self.backend.subscriptions.remove(self)
-        self.send.close()
-
-
 class FakeBackend:
     version = "1.2.3"
 
@@ -102,7 +89,7 @@ class FakeBackend:
         ]}
         self.outcomes: dict[str, Outcome] = {}
         self.requests: list[tuple[str, str, dict, Actor]] = []
-        self.subscriptions: list[FakeSubscription] = []
+        self.hub = UiHub()
         self.health_report: dict[str, Any] = {"status": "ok", "engines": 1}
 
     def live_values(self, unit_id: str) -> list[dict] | None:
@@ -114,14 +101,11 @@ class FakeBackend:
         self.requests.append((unit_id, request, detail, user))
         return self.outcomes.get(request, Outcome(True))
 
-    def subscribe(self) -> FakeSubscription:
-        subscription = FakeSubscription(self)
-        self.subscriptions.append(subscription)
-        return subscription
+    def subscribe(self):
+        return self.hub.subscribe()
 
     def publish(self, delta: Delta) -> None:
-        for subscription in self.subscriptions:
-            subscription.send.send_nowait(delta)
+        self.hub.publish([delta])
 
     def csv(self, run_id: str) -> Iterator[str] | None:
         if run_id != RUN:
@@ -444,17 +428,18 @@ async def test_websocket_fans_out_deltas_of_followed_units_and_global_topics(bac
             await second.send_json({"subscribe": ["other"]})
             assert await second.receive_json() == {"subscribed": ["other"]}
 
+            log = {"run": RUN, "changed": [{"id": 1, "state": "started"}]}
             backend.publish(Delta(UNIT, "control_state", {"is_running": True}))
-            backend.publish(Delta("other", "run_log", {"lines": []}))
+            backend.publish(Delta("other", "run_log", log))
             backend.publish(Delta("third", "method", {}))
             backend.publish(Delta(UNIT, "units", {"id": UNIT, "required_roles": []}))
             assert [await first.receive_json() for _ in range(3)] == [
                 {"unit": UNIT, "topic": "control_state", "data": {"is_running": True}},
-                {"unit": "other", "topic": "run_log", "data": {"lines": []}},
+                {"unit": "other", "topic": "run_log", "data": log},
                 {"unit": UNIT, "topic": "units", "data": {"id": UNIT, "required_roles": []}},
             ]
             assert [await second.receive_json() for _ in range(2)] == [
-                {"unit": "other", "topic": "run_log", "data": {"lines": []}},
+                {"unit": "other", "topic": "run_log", "data": log},
                 {"unit": UNIT, "topic": "units", "data": {"id": UNIT, "required_roles": []}},
             ]
 
@@ -464,7 +449,7 @@ async def test_websocket_fans_out_deltas_of_followed_units_and_global_topics(bac
             backend.publish(Delta(None, "runs", {"run_id": "r1", "required_roles": []}))
             assert await first.receive_json() == {"unit": None, "topic": "runs",
                                                   "data": {"run_id": "r1", "required_roles": []}}
-    assert backend.subscriptions == []  # each socket's subscription is closed with it
+    assert backend.hub.subscribers == 0  # each socket's subscription is closed with it
 
 
 @pytest.mark.parametrize("message", [
@@ -487,29 +472,48 @@ async def test_a_malformed_websocket_message_gets_an_error_and_the_socket_stays_
             assert await socket.receive_json() == {"subscribed": [UNIT]}
 
 
-@trio_test
-async def test_a_slow_websocket_client_is_closed_with_1013_without_holding_up_the_others(backend: FakeBackend) -> None:
-    client = create_app(backend).test_client()
-    with trio.fail_after(10):
-        async with client.websocket("/api/ws") as slow, client.websocket("/api/ws") as fast:
-            await slow.send_json({"subscribe": [UNIT]})
-            assert await slow.receive_json() == {"subscribed": [UNIT]}
-            await fast.send_json({"subscribe": []})
-            assert await fast.receive_json() == {"subscribed": []}
+def test_a_lagging_websocket_client_gets_coalesced_deltas_and_is_closed_only_when_it_stops_reading(
+        backend: FakeBackend) -> None:
+    """On Trio's MockClock: the 30 s of the stall rule pass without waiting for them."""
+    async def main() -> None:
+        client = create_app(backend).test_client()
+        async with client.websocket("/api/ws") as lagging, client.websocket("/api/ws") as stopped:
+            for socket in (lagging, stopped):
+                await socket.send_json({"subscribe": [UNIT]})
+                assert await socket.receive_json() == {"subscribed": [UNIT]}
 
-            # the slow browser reads nothing while far more than its buffer is published
-            for index in range(WS_BUFFER + 100):
-                backend.publish(Delta(UNIT, "run_log", {"index": index}))
-            backend.publish(Delta(None, "runs", {"run_id": "r1"}))
-            assert await fast.receive_json() == {"unit": None, "topic": "runs", "data": {"run_id": "r1"}}
+            # Far more changes than the test client's buffer, while neither reads: both hold on.
+            began = trio.current_time()
+            for second in range(int(STALL) - 1):
+                for tick in range(10):
+                    backend.publish(Delta(UNIT, "values", [{"name": "FT01", "value": second * 10 + tick,
+                                                            "time": iso(began + second + tick / 10)}]))
+                    backend.publish(Delta(UNIT, "run_log", {"run": RUN, "changed": [
+                        {"id": 1, "progress": tick / 10}, {"id": second + 2, "state": "started"}]}))
+                await trio.sleep(1)
+            assert backend.hub.subscribers == 2
 
-            received = 0
+            # The lagging one reads: a few messages, ending with the latest picture.
+            values, items = {}, {}
+            while len(items) < int(STALL) or values.get("FT01") != (int(STALL) - 2) * 10 + 9:
+                message = await lagging.receive_json()
+                if message["topic"] == "values":
+                    values.update((value["name"], value["value"]) for value in message["data"])
+                else:
+                    items.update((item["id"], {**items.get(item["id"], {}), **item}) for item in message["data"]["changed"])
+            assert items[1]["progress"] == 0.9
+
+            # The stopped one never reads: closed with 1013 once it has read nothing for STALL s.
+            while backend.hub.subscribers == 2:
+                backend.publish(Delta(UNIT, "method", {"version": 1}))
+                await trio.sleep(1)
+            assert trio.current_time() - began > STALL
             with pytest.raises(WebsocketDisconnectError) as closed:
                 while True:
-                    await slow.receive()
-                    received += 1
+                    await stopped.receive()
             assert closed.value.args[0] == 1013
-            assert received < WS_BUFFER + 100
+
+    trio.run(main, clock=trio.testing.MockClock(autojump_threshold=0))
 
 
 @trio_test
@@ -519,7 +523,7 @@ async def test_the_websocket_closes_with_1001_when_the_feed_ends(backend: FakeBa
         async with client.websocket("/api/ws") as socket:
             await socket.send_json({"subscribe": []})
             await socket.receive_json()
-            backend.subscriptions[0].send.close()
+            backend.hub.close()
             with pytest.raises(WebsocketDisconnectError) as closed:
                 await socket.receive()
             assert closed.value.args[0] == 1001

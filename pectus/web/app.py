@@ -27,8 +27,7 @@ method changed underneath the editor), 413 body over 1 MiB, 422 a bad argument, 
 
 Nothing here blocks the Trio loop. The backend's queries are expected to be in-memory and cheap
 (the Projector keeps its views in memory); exports are read and formatted in worker threads, a
-chunk at a time; a slow browser is disconnected (close code 1013, "try again later") instead of
-being waited for.
+chunk at a time; a slow browser is never waited for (its deltas are coalesced: pectus.web.live).
 """
 
 from __future__ import annotations
@@ -45,24 +44,21 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import trio
-from quart import Response, current_app, g, request, websocket
-from quart.wrappers import Websocket
+from quart import Response, current_app, g, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 from werkzeug.security import safe_join
 
+from pectus.actors.ui_hub import Subscription
 from pectus.events.domain import Actor
 from pectus.projections.views import Delta
 from pectus.pcode import units as pcode_units
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic
-from pectus.web.auth import ANONYMOUS, TICKET_LIFETIME, AuthConfig, DownloadTickets, Identity, SignIn, SignInError
+from pectus.web.auth import TICKET_LIFETIME, AuthConfig, DownloadTickets, Identity, SignIn, SignInError
 
 MAX_BODY_BYTES = 1024 * 1024
-WS_BUFFER = 1000  # deltas waiting for one browser before it counts as too slow
-WS_CLOSE_TIMEOUT = 5.0  # a browser that cannot even take the close frame is dropped after this
 STREAM_BATCH = 1000  # export lines per chunk: each chunk is one worker-thread hop and one send
-GLOBAL_TOPICS = frozenset({"units", "runs"})  # sent to every socket, whatever it follows
 CONTROLS = ("Start", "Stop", "Pause", "Unpause", "Hold", "Unhold", "Restart")
 
 
@@ -83,14 +79,6 @@ class Outcome:
     reason: str = ""
     conflict: bool = False
     data: dict | None = None
-
-
-class Subscription(Protocol):
-    """One consumer's feed of deltas; ``close`` releases it (the feed then ends)."""
-
-    def __aiter__(self) -> AsyncIterator[Delta]: ...
-
-    def close(self) -> None: ...
 
 
 class Backend(Protocol):
@@ -582,137 +570,9 @@ async def _vocabulary_route(backend: Backend, unit: str) -> dict[str, Any]:
     }
 
 
-# -- the live WebSocket -----------------------------------------------------------------------
+# -- the live WebSocket: pectus.web.live (it uses the errors and checks above) ---------------
 
-WS_REQUEST_SCHEMA = {
-    "type": "object",
-    "properties": {
-        "identity": {"type": "string"},
-        "subscribe": {"type": "array", "items": {"type": "string"}},
-        "unsubscribe": {"type": "array", "items": {"type": "string"}},
-    },
-}
-WS_SIGN_IN_EXPIRED = 4401
-
-
-class LiveSocket:
-    """One browser on ``/api/ws``: the units it follows and the messages waiting for it.
-
-    Four tasks work on it: ``read_requests`` applies the browser's sign-in and (un)subscriptions,
-    ``follow`` filters the backend's deltas into the outbox, ``send_outbox`` writes the outbox
-    to the socket and ``expire`` closes it when the sign-in runs out (4401; a renewed identity
-    sent on the socket moves that moment). Only ``send_outbox`` ever waits on the browser, so the
-    backend's feed is drained at its own pace. When the outbox is full the browser is too slow
-    to keep a correct picture: it is closed with 1013 and will reconnect and refetch.
-    """
-
-    def __init__(self, socket: Websocket, sign_in: SignIn, views: Any) -> None:
-        self.socket = socket
-        self.sign_in = sign_in
-        self.views = views
-        self.scope = trio.CancelScope()
-        # Browsers cannot set headers on a WebSocket: with sign-in on, the first message signs in.
-        self.identity: Identity | None = None if sign_in.config.enabled else ANONYMOUS
-        self._expiry = trio.CancelScope()  # its deadline is the identity's expiry, in trio's clock
-        self.units: set[str] = set()
-        self.close_code: int | None = None
-        self.close_reason = ""
-        self._outbox, self._pending = trio.open_memory_channel[dict[str, Any]](WS_BUFFER)
-
-    async def serve(self, subscription: Subscription) -> None:
-        with self.scope:
-            async with trio.open_nursery() as nursery:
-                nursery.start_soon(self.send_outbox)
-                nursery.start_soon(self.follow, subscription)
-                nursery.start_soon(self.expire)
-                await self.read_requests()
-        if self.close_code is not None:
-            with trio.move_on_after(WS_CLOSE_TIMEOUT):
-                await self.socket.close(self.close_code, self.close_reason)
-
-    def offer(self, message: dict[str, Any]) -> None:
-        try:
-            self._outbox.send_nowait(message)
-        except trio.WouldBlock:
-            self.end(1013, "too slow: reconnect and refetch")
-
-    def end(self, code: int, reason: str) -> None:
-        self.close_code, self.close_reason = code, reason
-        self.scope.cancel()
-
-    async def send_outbox(self) -> None:
-        async for message in self._pending:
-            await self.socket.send(json.dumps(message, separators=(",", ":")))
-
-    async def follow(self, subscription: Subscription) -> None:
-        async for delta in subscription:
-            identity = self.identity
-            if identity is None:
-                continue  # not signed in yet
-            if delta.topic in GLOBAL_TOPICS:
-                if identity.missing_roles(delta.data.get("required_roles", ())):
-                    self.units.discard(delta.unit)  # a unit may come to require a role
-                    continue
-            elif delta.unit not in self.units:
-                continue
-            self.offer({"unit": delta.unit, "topic": delta.topic, "data": delta.data})
-        self.end(1001, "the aggregator is shutting down")
-
-    async def expire(self) -> None:
-        with self._expiry:
-            await trio.sleep_forever()
-        self.end(WS_SIGN_IN_EXPIRED, "the sign-in expired: renew it and reconnect")
-
-    async def read_requests(self) -> None:
-        while True:
-            raw = await self.socket.receive()
-            try:
-                await self.apply(raw)
-            except ApiError as error:
-                self.offer(error.body())
-            else:
-                self.offer({"subscribed": sorted(self.units)})
-
-    async def apply(self, raw: str | bytes) -> None:
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "the message is not JSON") from None
-        check(WS_REQUEST_SCHEMA, message)
-        if not message.keys() & {"identity", "subscribe", "unsubscribe"}:
-            raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
-        if "identity" in message:
-            try:
-                self.identity = await self.sign_in.identify_token(message["identity"])
-            except SignInError as error:
-                raise ApiError(error.status, str(error)) from None
-            self._expiry.deadline = trio.current_time() + (self.identity.expires - time.time())
-        subscribe = message.get("subscribe", ())
-        if subscribe and self.identity is None:
-            raise ApiError(401, 'sign in first: send {"identity": "<ID token>"}')
-        for unit in subscribe:
-            authorize(self.views, self.identity, {"unit": unit})
-        self.units.update(subscribe)
-        self.units.difference_update(message.get("unsubscribe", ()))
-
-
-async def _live(backend: Backend) -> None:
-    """Live deltas. The browser sends ``{"subscribe": [unit ids]}`` or ``{"unsubscribe": [...]}``
-    and gets ``{"subscribed": [unit ids]}`` back; a malformed message gets ``{"error": {...}}``
-    and the socket stays open. The server sends ``{"unit", "topic", "data"}`` for each change of
-    a followed unit and of the global topics ``units`` and ``runs`` (those the user may see).
-    With sign-in on, the first message carries the ID token, ``{"identity": "<token>"}`` (alone
-    or with a subscribe); without it a subscribe is refused (401), and a unit requiring a role
-    the user lacks is refused (403). Close code 1013 means the browser fell more than 1000 deltas
-    behind, 1001 that the aggregator is going away, 4401 that the sign-in expired: reconnect
-    (with a renewed token), resubscribe and refetch."""
-    socket = websocket._get_current_object()
-    await socket.accept()
-    subscription = backend.subscribe()
-    try:
-        await LiveSocket(socket, _sign_in(), backend.views).serve(subscription)
-    finally:
-        subscription.close()
+from pectus.web.live import live_socket as _live  # noqa: E402
 
 
 # -- the route table --------------------------------------------------------------------------

@@ -1,0 +1,181 @@
+"""The live WebSocket ``/api/ws``: one browser's sign-in, the units it follows, and its deltas.
+
+The fan-out itself is :class:`pectus.actors.ui_hub.UiHub`'s: a delta is encoded once for all
+browsers and offered to each subscription that may see it; a browser that lags gets its
+waiting deltas coalesced (the newest whole view, changes merged by key) instead of a backlog.
+This module keeps each subscription's filter right: who is signed in on the socket (its
+roles) and which units it follows, re-checked whenever either changes, and it writes the
+subscription's messages to the socket in order.
+
+Invariant: once the reply to a request has been sent, no delta the request ruled out follows
+it - an unsubscribed unit, or a unit the identity just sent on the socket may not see. The
+reply is queued behind the deltas waiting at that moment, and what the request ruled out is
+dropped from the queue at once.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import trio
+from quart import websocket
+from quart.wrappers import Websocket
+
+from pectus.actors.ui_hub import STALL, Subscription
+from pectus.web.app import ApiError, Backend, _sign_in, authorize, check
+from pectus.web.auth import ANONYMOUS, Identity, SignIn, SignInError
+
+WS_CLOSE_TIMEOUT = 5.0  # a browser that cannot even take the close frame is dropped after this
+WS_TOO_SLOW = 1013
+WS_GOING_AWAY = 1001
+WS_SIGN_IN_EXPIRED = 4401
+WS_REQUEST_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "identity": {"type": "string"},
+        "subscribe": {"type": "array", "items": {"type": "string"}},
+        "unsubscribe": {"type": "array", "items": {"type": "string"}},
+    },
+}
+
+
+class LiveSocket:
+    """One browser on ``/api/ws``, served by four tasks: ``read_requests`` applies the
+    browser's sign-in and (un)subscriptions to the hub subscription, ``send_outbox`` writes the
+    subscription's messages to the socket, ``watch`` closes the socket when the subscription
+    ends (1013 when it stalled, 1001 when the hub closed), and ``expire`` closes it when the
+    sign-in runs out (4401; a renewed identity sent on the socket moves that moment). Only
+    ``send_outbox`` ever waits on the browser; the hub never does.
+    """
+
+    def __init__(self, socket: Websocket, sign_in: SignIn, views: Any, subscription: Subscription) -> None:
+        self.socket = socket
+        self.sign_in = sign_in
+        self.views = views
+        self.subscription = subscription
+        self.scope = trio.CancelScope()
+        # Browsers cannot set headers on a WebSocket: with sign-in on, the first message signs in.
+        self.identity: Identity | None = None
+        if not sign_in.config.enabled:
+            self.switch_identity(ANONYMOUS)
+        self._expiry = trio.CancelScope()  # its deadline is the identity's expiry, in trio's clock
+        self.close_code: int | None = None
+        self.close_reason = ""
+
+    async def serve(self) -> None:
+        with self.scope:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self.send_outbox)
+                nursery.start_soon(self.watch)
+                nursery.start_soon(self.expire)
+                await self.read_requests()
+        if self.close_code is not None:
+            with trio.move_on_after(WS_CLOSE_TIMEOUT):
+                await self.socket.close(self.close_code, self.close_reason)
+
+    def end(self, code: int, reason: str) -> None:
+        self.close_code, self.close_reason = code, reason
+        self.scope.cancel()
+
+    async def send_outbox(self) -> None:
+        async for texts in self.subscription:
+            for text in texts:
+                await self.socket.send(text)
+
+    async def watch(self) -> None:
+        await self.subscription.closed.wait()
+        if self.subscription.stalled:
+            self.end(WS_TOO_SLOW, f"read nothing for {STALL:g} s: reconnect and refetch")
+        else:
+            self.end(WS_GOING_AWAY, "the aggregator is shutting down")
+
+    async def expire(self) -> None:
+        with self._expiry:
+            await trio.sleep_forever()
+        self.end(WS_SIGN_IN_EXPIRED, "the sign-in expired: renew it and reconnect")
+
+    async def read_requests(self) -> None:
+        while True:
+            raw = await self.socket.receive()
+            try:
+                answer = await self.apply(raw)
+            except ApiError as error:
+                answer = error.body()
+            await self.subscription.reply(answer)
+
+    async def apply(self, raw: str | bytes) -> dict[str, Any]:
+        """Apply one request; the reply: ``{"subscribed": [...]}``, with ``"dropped"`` when a
+        new identity may not see some of the units followed until then."""
+        try:
+            message = json.loads(raw)
+        except ValueError:
+            raise ApiError(400, "the message is not JSON") from None
+        check(WS_REQUEST_SCHEMA, message)
+        if not message.keys() & {"identity", "subscribe", "unsubscribe"}:
+            raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
+        dropped: dict[str, list[str]] = {}
+        if "identity" in message:
+            try:
+                identity = await self.sign_in.identify_token(message["identity"])
+            except SignInError as error:
+                raise ApiError(error.status, str(error)) from None
+            self._expiry.deadline = trio.current_time() + (identity.expires - time.time())
+            dropped = self.switch_identity(identity)
+        subscribe = message.get("subscribe", ())
+        if subscribe and self.identity is None:
+            raise ApiError(401, 'sign in first: send {"identity": "<ID token>"}')
+        for unit in subscribe:
+            authorize(self.views, self.identity, {"unit": unit})
+        self.subscription.follow(subscribe)
+        self.subscription.unfollow(message.get("unsubscribe", ()))
+        answer: dict[str, Any] = {"subscribed": sorted(self.subscription.units)}
+        if dropped:
+            answer["dropped"] = dropped
+        return answer
+
+    def switch_identity(self, identity: Identity) -> dict[str, list[str]]:
+        """Deliver to ``identity`` from now on; the followed units it may not see are dropped
+        (no delta of theirs follows): returned with the roles that would give access."""
+        dropped: dict[str, list[str]] = {}
+        for unit in self.subscription.units:
+            try:
+                authorize(self.views, identity, {"unit": unit})
+            except ApiError as error:
+                dropped[unit] = error.missing_roles or []
+        self.identity = identity
+        self.subscription.unfollow(dropped)
+        self.subscription.sign_in(identity)
+        return dropped
+
+
+async def live_socket(backend: Backend) -> None:
+    """Live deltas. The browser sends ``{"subscribe": [unit ids]}`` or ``{"unsubscribe": [...]}``
+    and gets ``{"subscribed": [unit ids]}`` back; a malformed message gets ``{"error": {...}}``
+    and the socket stays open. The server sends ``{"unit", "topic", "data"}`` for each change of
+    a followed unit and of the global topics ``units`` and ``runs`` (those the user may see),
+    one per text frame.
+
+    With sign-in on, the first message carries the ID token, ``{"identity": "<token>"}`` (alone
+    or with a subscribe); without it a subscribe is refused (401), and a unit requiring a role
+    the user lacks is refused (403). A later identity (a renewed token, or another user) is
+    checked against every unit followed: those it may not see are unfollowed and listed in the
+    reply, ``{"subscribed": [...], "dropped": {unit id: [roles that would give access]}}``, and
+    no delta of theirs follows that reply.
+
+    A browser that falls behind is not disconnected: while it lags, a newer delta takes the place
+    of the waiting one of the same view (``units``, ``control_state``, ``method``; ``runs`` per
+    run), and the changes of ``values`` (by tag, separately for live values and recorded
+    samples) and of ``run_log`` / ``error_log`` (by item id, per run) are merged, so merging the
+    deltas it receives by key still gives the current picture. Close codes: 1013 means the
+    browser read nothing for 30 s while deltas waited for it, 1001 that the aggregator is going
+    away, 4401 that the sign-in expired: reconnect (with a renewed token), resubscribe and
+    refetch."""
+    socket = websocket._get_current_object()
+    await socket.accept()
+    subscription = backend.subscribe()
+    try:
+        await LiveSocket(socket, _sign_in(), backend.views, subscription).serve()
+    finally:
+        subscription.close()

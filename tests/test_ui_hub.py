@@ -1,0 +1,192 @@
+"""UiHub: one encoding per change, per-subscriber filters, coalescing of a lagging subscriber.
+
+The picture a browser keeps is modelled by :class:`Picture`, which merges deltas as the pages
+do (pectus/web/static: whole views replace, values by tag keeping the newest time, logs by
+item id within a run, a new run starting its log afresh). Coalescing is right when a subscriber
+that reads late ends up with the same picture as one that read every delta. Time is Trio's
+MockClock: the stall rule is checked to the second without waiting for it.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from typing import Any
+
+import trio
+import trio.testing
+
+from pectus.actors.ui_hub import STALL, Subscription, UiHub
+from pectus.projections.views import Delta
+from pectus.web.auth import Identity
+from pectus.events.domain import Actor
+
+UNITS = [f"unit-{n}" for n in range(20)]
+TAGS = [f"T{n}" for n in range(10)]
+OPERATOR = Identity(Actor.user("oid-op", "Operator"), frozenset({"Operator"}))
+NOBODY = Identity(Actor.user("oid-nobody", "Nobody"))
+
+
+def run(test, *args: Any) -> Any:
+    return trio.run(test, *args, clock=trio.testing.MockClock(autojump_threshold=0))
+
+
+def follower(hub: UiHub, units: list[str], viewer: Identity = OPERATOR) -> Subscription:
+    subscription = hub.subscribe()
+    subscription.sign_in(viewer)
+    subscription.follow(units)
+    return subscription
+
+
+class Picture:
+    """What a browser shows after merging the deltas it received, as the pages merge them."""
+
+    def __init__(self) -> None:
+        self.views: dict[tuple, Any] = {}
+        self.values: dict[tuple[str, str], dict[str, Any]] = {}
+        self.logs: dict[tuple[str, str], tuple[str | None, dict[Any, dict]]] = {}
+
+    def apply(self, message: dict[str, Any]) -> None:
+        unit, topic, data = message["unit"], message["topic"], message["data"]
+        if topic == "runs":
+            self.views[(topic, data["run_id"])] = data
+        elif topic in ("units", "control_state", "method"):
+            self.views[(unit, topic)] = data
+        elif topic == "values":
+            changes = data if isinstance(data, list) else [{"name": tag, **value} for tag, value in data.items()]
+            for change in changes:
+                known = self.values.get((unit, change["name"]))
+                if known is None or change["time"] >= known["time"]:  # an older value is skipped
+                    self.values[(unit, change["name"])] = change
+        else:
+            run_id, items = self.logs.get((unit, topic), (None, {}))
+            if data["run"] != run_id:
+                run_id, items = data["run"], {}  # a new run: its log starts afresh
+            for item in data["changed"]:
+                items[item["id"]] = {**items.get(item["id"], {}), **item}
+            self.logs[(unit, topic)] = (run_id, items)
+
+    def state(self) -> tuple:
+        return self.views, {key: (value["value"], value["time"]) for key, value in self.values.items()}, self.logs
+
+
+def busy_deltas(count: int, seed: int = 7) -> list[Delta]:
+    """``count`` changes of every topic on 20 units, as a busy aggregator publishes them; a new
+    run starts on each unit half way through."""
+    chance = random.Random(seed)
+    deltas = []
+    for n in range(count):
+        unit = chance.choice(UNITS)
+        run_id = f"{unit}-run-{1 if n < count // 2 else 2}"
+        topic = chance.choice(["values", "samples", "run_log", "error_log", "units", "control_state", "method",
+                               "runs"])
+        tags = chance.sample(TAGS, 3)
+        if topic == "values":
+            data: Any = [{"name": tag, "value": n, "unit": "s", "time": float(n), "simulated": False} for tag in tags]
+        elif topic == "samples":
+            topic, data = "values", {tag: {"value": -n, "time": n - 0.5} for tag in tags}
+        elif topic in ("run_log", "error_log"):
+            data = {"run": run_id, "changed": [{"id": chance.randrange(30), "state": f"s{n}"}] if n % 3 else
+                    [{"id": chance.randrange(30), "progress": n / count}]}
+        elif topic == "runs":
+            data = {"run_id": run_id, "seen": n, "required_roles": []}
+        else:
+            data = {"id": unit, "seen": n, "required_roles": ["Operator"]} if topic == "units" else {"seen": n}
+        deltas.append(Delta(unit if topic != "runs" else None, topic, data))
+    return deltas
+
+
+def test_a_subscriber_that_does_not_read_holds_one_message_per_key_and_then_the_latest_of_every_key():
+    async def main():
+        hub = UiHub()
+        eager, lagging = follower(hub, UNITS), follower(hub, UNITS)
+        eager_picture, lagging_picture = Picture(), Picture()
+        deltas = busy_deltas(10_000)
+        for delta in deltas:
+            hub.publish([delta])
+            for text in await eager.take():
+                eager_picture.apply(json.loads(text))
+        # per unit: 3 views, values (live, samples), 2 logs x 2 runs; per run: its summary
+        assert lagging.waiting <= len(UNITS) * (3 + 2 + 2 * 2) + len(UNITS) * 2
+        for text in await lagging.take():
+            lagging_picture.apply(json.loads(text))
+        assert lagging_picture.state() == eager_picture.state()
+        assert lagging_picture.views and lagging_picture.values and lagging_picture.logs  # all topics seen
+
+    run(main)
+
+
+def test_a_change_is_encoded_once_for_all_its_subscribers():
+    async def main():
+        hub = UiHub()
+        first, second = follower(hub, ["a"]), follower(hub, ["a"])
+        hub.publish([Delta("a", "method", {"version": 2})])
+        (text_1,), (text_2,) = await first.take(), await second.take()
+        assert text_1 is text_2  # the same string object: one encoding
+        assert json.loads(text_1) == {"unit": "a", "topic": "method", "data": {"version": 2}}
+
+    run(main)
+
+
+def test_each_subscriber_gets_the_units_it_follows_and_the_global_changes_its_roles_allow():
+    async def main():
+        hub = UiHub()
+        operator, nobody, anonymous = follower(hub, ["a"]), follower(hub, ["b"], NOBODY), hub.subscribe()
+        hub.publish([
+            Delta("a", "method", {"version": 1}),
+            Delta("b", "method", {"version": 2}),
+            Delta(None, "runs", {"run_id": "r-open", "required_roles": []}),
+            Delta(None, "runs", {"run_id": "r-ops", "required_roles": ["Operator", "Admin"]}),
+        ])
+        topics = lambda texts: [(m["unit"], m["topic"], m["data"].get("run_id")) for m in map(json.loads, texts)]
+        assert topics(await operator.take()) == [("a", "method", None), (None, "runs", "r-open"),
+                                                 (None, "runs", "r-ops")]
+        assert topics(await nobody.take()) == [("b", "method", None), (None, "runs", "r-open")]
+        assert anonymous.waiting == 0  # not signed in: nothing at all
+
+        # A unit that comes to require a role its follower lacks is no longer followed.
+        hub.publish([Delta("b", "units", {"id": "b", "required_roles": ["Admin"]}), Delta("b", "method", {})])
+        assert nobody.waiting == 0 and nobody.units == set()
+
+    run(main)
+
+
+def test_a_new_viewer_or_an_unfollow_drops_what_waits_and_a_reply_comes_after_the_changes_before_it():
+    async def main():
+        hub = UiHub()
+        subscription = follower(hub, ["a", "b"])
+        hub.publish([Delta("a", "method", {"version": 1}), Delta("b", "method", {"version": 1}),
+                     Delta(None, "runs", {"run_id": "r-ops", "required_roles": ["Operator"]}),
+                     Delta(None, "runs", {"run_id": "r-open", "required_roles": []})])
+        subscription.unfollow(["a"])
+        subscription.sign_in(NOBODY)
+        await subscription.reply({"subscribed": ["b"]})
+        hub.publish([Delta("a", "method", {"version": 2}), Delta("b", "method", {"version": 2})])
+        received = [json.loads(text) for text in await subscription.take()]
+        # b's method waited: version 2 took its place, after the reply (as it arrived after it)
+        assert [(m.get("unit"), m.get("topic"), m.get("subscribed")) for m in received] == [
+            (None, "runs", None), (None, None, ["b"]), ("b", "method", None)]
+        assert received[0]["data"]["run_id"] == "r-open" and received[2]["data"] == {"version": 2}
+
+    run(main)
+
+
+def test_only_a_subscriber_that_takes_nothing_for_the_stall_time_is_closed():
+    async def main():
+        hub = UiHub()
+        reading, stuck = follower(hub, ["a"]), follower(hub, ["a"])
+        began = trio.current_time()
+        async with trio.open_nursery() as nursery:
+            async def read():
+                async for _ in reading:
+                    pass
+            nursery.start_soon(read)
+            while not stuck.closed.is_set():
+                hub.publish([Delta("a", "values", [{"name": "T", "value": trio.current_time(), "time": 0.0}])])
+                await trio.sleep(1)
+            assert stuck.stalled and stuck.waiting == 0
+            assert STALL < trio.current_time() - began <= STALL + 2
+            assert not reading.closed.is_set() and hub.subscribers == 1
+            reading.close()
+
+    run(main)
