@@ -1,17 +1,23 @@
-"""The test OIDC provider (tests/oidc_provider.py) over real HTTP: what the aggregator and the
-browser rely on it for. Fast: no browser, no aggregator."""
+"""The test OIDC provider (tests/oidc_provider.py) over real HTTP: what the aggregator, the
+browser and the engines (client credentials) rely on it for. Fast: no browser, no aggregator, no msal."""
 
 from __future__ import annotations
 
+import base64
 import secrets
+import ssl
+import time
+from pathlib import Path
 from typing import Iterator
 from urllib.parse import parse_qs, urlsplit
 
 import httpx
 import jwt
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
 
-from oidc_provider import OidcProvider, pkce_challenge
+from oidc_provider import JWT_BEARER, OidcProvider, pkce_challenge, self_signed_certificate
 
 REDIRECT = "http://127.0.0.1:9/auth-callback"
 
@@ -116,3 +122,97 @@ def test_bad_authorization_requests_are_refused_in_plain_words(provider):
     logout = httpx.get(discover(provider)["end_session_endpoint"],
                        params={"post_logout_redirect_uri": "http://127.0.0.1:9/"})
     assert logout.status_code == 302 and logout.headers["location"] == "http://127.0.0.1:9/"
+
+
+# --- the client-credentials grant (engines) ------------------------------------------------------
+
+APP_SECRET = secrets.token_urlsafe(24)
+
+
+def client_credentials(provider: OidcProvider, **form: str) -> httpx.Response:
+    return httpx.post(discover(provider)["token_endpoint"],
+                      data={"grant_type": "client_credentials", "client_id": "engine-app",
+                            "scope": f"api://{provider.client_id}/.default", **form})
+
+
+def assertion(provider: OidcProvider, key_pem: bytes, certificate_pem: bytes, **claims) -> str:
+    """A client assertion as msal makes one: signed with the key, the certificate named by its
+    SHA-256 thumbprint, for the token endpoint, issued by and about the app."""
+    digest = x509.load_pem_x509_certificate(certificate_pem).fingerprint(hashes.SHA256())
+    now = int(time.time())
+    payload = {"aud": discover(provider)["token_endpoint"], "iss": "engine-app", "sub": "engine-app",
+               "jti": secrets.token_hex(8), "nbf": now, "exp": now + 600, **claims}
+    return jwt.encode(payload, serialization.load_pem_private_key(key_pem, None), algorithm="PS256",
+                      headers={"x5t#S256": base64.urlsafe_b64encode(digest).decode()})
+
+
+def test_an_app_gets_a_token_for_our_api_with_its_secret(provider):
+    app = provider.register_app("engine-app", secret=APP_SECRET, roles=("Engine",))
+    assert "client_credentials" in discover(provider)["grant_types_supported"]
+    response = client_credentials(provider, client_secret=APP_SECRET)
+    assert response.status_code == 200, response.text
+    tokens = response.json()
+    assert tokens["token_type"] == "Bearer" and tokens["expires_in"] > 0 and "refresh_token" not in tokens
+    keys = jwt.PyJWKClient(discover(provider)["jwks_uri"])
+    claims = jwt.decode(tokens["access_token"], keys.get_signing_key_from_jwt(tokens["access_token"]).key,
+                        algorithms=["RS256"], audience=f"api://{provider.client_id}", issuer=provider.issuer)
+    assert claims["idtyp"] == "app" and claims["azp"] == "engine-app" and claims["azpacr"] == "1"
+    assert claims["oid"] == claims["sub"] == app.object_id and claims["roles"] == ["Engine"]
+    assert provider.grants == ["client_credentials"]
+    # The bare client id is a resource name too; the token's audience is the resource asked for.
+    bare = client_credentials(provider, client_secret=APP_SECRET, scope=f"{provider.client_id}/.default")
+    assert jwt.decode(bare.json()["access_token"], options={"verify_signature": False})["aud"] == provider.client_id
+
+
+def test_version_1_app_tokens_are_issued_as_azure_issues_them(provider):
+    provider.register_app("engine-app", secret=APP_SECRET, display_name="Column 3")
+    provider.access_token_version = 1
+    token = client_credentials(provider, client_secret=APP_SECRET).json()["access_token"]
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["iss"] == f"https://sts.windows.net/{provider.tenant}/" and claims["ver"] == "1.0"
+    assert (claims["appid"], claims["appidacr"], claims["app_displayname"]) == ("engine-app", "1", "Column 3")
+    assert "azp" not in claims
+
+
+def test_bad_client_credentials_are_refused_without_repeating_the_secret(provider):
+    provider.register_app("engine-app", secret=APP_SECRET)
+    wrong = secrets.token_urlsafe(24)
+    refused = client_credentials(provider, client_secret=wrong)
+    assert refused.status_code == 401 and refused.json()["error"] == "invalid_client"
+    assert wrong not in refused.text
+    unknown = client_credentials(provider, client_id="someone-else", client_secret=APP_SECRET)
+    assert unknown.status_code == 400 and "not registered" in unknown.json()["error_description"]
+    scope = client_credentials(provider, client_secret=APP_SECRET, scope="api://another-api/.default")
+    assert scope.status_code == 400 and scope.json()["error"] == "invalid_scope"
+    assert client_credentials(provider).json()["error"] == "invalid_client"  # no secret, no assertion
+    assert provider.grants == []
+
+
+def test_an_app_proves_itself_with_a_certificate_assertion(provider):
+    key_pem, certificate_pem = self_signed_certificate("engine-app")
+    provider.register_app("engine-app", certificate=certificate_pem)
+    other_key, _ = self_signed_certificate("engine-app")
+    cases = {
+        "good": (assertion(provider, key_pem, certificate_pem), 200),
+        "signed by another key": (assertion(provider, other_key, certificate_pem), 401),
+        "for another endpoint": (assertion(provider, key_pem, certificate_pem, aud="https://elsewhere/token"), 401),
+        "expired": (assertion(provider, key_pem, certificate_pem, exp=int(time.time()) - 60), 401),
+        "about another app": (assertion(provider, key_pem, certificate_pem, sub="someone-else"), 401),
+    }
+    for name, (signed, status) in cases.items():
+        response = client_credentials(provider, client_assertion=signed, client_assertion_type=JWT_BEARER)
+        assert response.status_code == status, (name, response.text)
+    token = client_credentials(provider, client_assertion=cases["good"][0], client_assertion_type=JWT_BEARER)
+    assert jwt.decode(token.json()["access_token"], options={"verify_signature": False})["azpacr"] == "2"
+
+
+def test_with_tls_the_provider_serves_https_under_its_own_certificate():
+    with OidcProvider(tls=True) as secure:
+        assert secure.issuer.startswith("https://127.0.0.1:")
+        trusted = ssl.create_default_context(cafile=secure.ca_file)
+        assert httpx.get(f"{secure.issuer}/.well-known/openid-configuration",
+                         verify=trusted).json()["issuer"] == secure.issuer
+        with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+            httpx.get(f"{secure.issuer}/keys")  # the system's trust store does not know it
+        ca_file = Path(secure.ca_file)
+    assert not ca_file.exists()

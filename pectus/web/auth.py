@@ -127,13 +127,13 @@ class AppIdentity:
 
 def _is_app_token(claims: Mapping[str, Any], client_id: str) -> bool:
     """Whether a token speaks for an application alone, with no user behind it. Entra ID says so in
-    the optional claim ``idtyp``; without it, an app's token has no delegated scopes (``scp``) and
-    its subject is the application itself: its service principal (``oid`` = ``sub``, Entra ID) or
-    its client id (RFC 9068, other providers). A user's ID token has a subject of its own."""
+    the optional claim ``idtyp``; without it, an app's token has the application itself as its
+    subject: its service principal (``oid`` = ``sub``, Entra ID) or its client id (RFC 9068, other
+    providers). A user's token, ID or access, has the user as its subject."""
     if "idtyp" in claims:
         return claims["idtyp"] == "app"
     subject = claims.get("sub")
-    return "scp" not in claims and bool(subject) and subject in (claims.get("oid"), client_id)
+    return bool(subject) and subject in (claims.get("oid"), client_id)
 
 
 def claimed_identity(headers: Mapping[str, str]) -> Identity:
