@@ -251,6 +251,45 @@ class TestSQLiteEventStore(EventStoreContract):
         store.close()
         assert verify(path).ok
 
+    @pytest.mark.parametrize(
+        ("statement", "words"),
+        [
+            # The same stream version: REPLACE would delete the old row without a DELETE trigger.
+            (f"INSERT OR REPLACE INTO {EVENTS_TABLE} SELECT originator_id, originator_version, "
+             f"'Forged', state FROM {EVENTS_TABLE} WHERE rowid = 2", "no event is replaced"),
+            # The same position, even the last one, under a new stream version.
+            (f"INSERT OR REPLACE INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
+             f"SELECT 3, 'x', 1, 'Forged', state FROM {EVENTS_TABLE} WHERE rowid = 3", "no event is replaced"),
+            (f"INSERT INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
+             "VALUES (7, 'x', 1, 'Forged', x'00')", "goes at the next position"),  # a later gap
+            (f"INSERT INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
+             "VALUES (0, 'x', 1, 'Forged', x'00')", "goes at the next position"),  # before the first
+            (f"INSERT OR IGNORE INTO {EVENTS_TABLE} (rowid, originator_id, originator_version, topic, state) "
+             "VALUES (-1, 'x', 1, 'Forged', x'00')", "goes at the next position"),
+        ],
+    )
+    def test_triggers_refuse_inserts_that_replace_or_skip_a_position(
+        self, tmp_path: Path, statement: str, words: str
+    ) -> None:
+        path = tmp_path / "store.sqlite3"
+        store = SQLiteEventStore(path)
+        before = store.append(sample(3))
+        with raw(path) as db:
+            with pytest.raises(sqlite3.IntegrityError, match=f"Pectus event store is append-only: .*{words}"):
+                db.execute(statement)
+        assert store.read() == before
+        store.close()
+        assert verify(path).ok
+
+    def test_triggers_still_let_a_group_commit_of_1000_events_through(self, tmp_path: Path) -> None:
+        path = tmp_path / "store.sqlite3"
+        store = SQLiteEventStore(path)
+        for start in range(0, 3000, 1000):
+            store.append(sample(1000, start=start))
+        store.close()
+        result = verify(path)
+        assert (result.ok, result.checked) == (True, 3000)
+
     def test_a_second_writer_on_the_file_is_refused_not_interleaved(self, tmp_path: Path) -> None:
         path = tmp_path / "store.sqlite3"
         first, second = SQLiteEventStore(path), SQLiteEventStore(path)

@@ -27,6 +27,7 @@ from pectus.actors.engine_session import Engines, EngineSession
 from pectus.actors.event_writer import EventWriter
 from pectus.actors.ui_hub import UiHub
 from pectus.events.domain import Actor as Who, UserRequested
+from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import Record, SQLiteEventStore
 from pectus.projections.export import csv_rows, jsonl_lines
 from pectus.projections.views import Projector, iso
@@ -36,6 +37,7 @@ from pectus.web.auth import AuthConfig, SignIn
 log = logging.getLogger("pectus.aggregator")
 
 STORE_FILE = "open_pectus_aggregator.sqlite3"
+SIGNING_KEY_FILE = "chain-signing.key"  # in the data directory, unless the key is given elsewhere
 
 
 class ProjectorActor(Actor[list[Record]]):
@@ -100,17 +102,27 @@ class Backend:
         return jsonl_lines(self.store.iter(), run_id)
 
     def health(self) -> dict[str, Any]:
-        # Public (the health check cannot sign in): counts only, no unit names.
-        return {"status": "ok", "version": __version__, "events": self.store.last_position(),
-                "engines": len(self.engines.sessions)}
+        # Public (the health check cannot sign in): counts only, no unit names. Not ok (503, with
+        # the problem) while appends fail - the disk is full, the file read-only - or when the
+        # start-up check found the chain's tail broken (tampered).
+        report: dict[str, Any] = {"status": "ok", "version": __version__, "events": self.store.last_position(),
+                                  "engines": len(self.engines.sessions)}
+        if self.engines.writer.failure:
+            report.update(status="failing", problem=self.engines.writer.failure)
+        elif self.store.broken:
+            report.update(status="broken", problem=self.store.broken)
+        return report
 
 
 class AggregatorProcess:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, secret: str = "",
-                 hostname: str | None = None, auth: AuthConfig = AuthConfig()) -> None:
+                 hostname: str | None = None, auth: AuthConfig = AuthConfig(),
+                 signer: ChainSigner | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port = host, port
-        self.store = SQLiteEventStore(data_dir / STORE_FILE)
+        # Every batch is signed: with the key given, else the data directory's (created on first start).
+        self.store = SQLiteEventStore(data_dir / STORE_FILE,
+                                      signer or load_or_create_signer(data_dir / SIGNING_KEY_FILE))
         self.hub = UiHub()
         self.views = Projector(aggregator_name=hostname or socket.gethostname(), aggregator_version=__version__)
         self.projector = ProjectorActor(self.views, self.hub)
@@ -145,6 +157,14 @@ class AggregatorProcess:
         from hypercorn.config import Config
         from hypercorn.trio import serve
 
+        # Before serving, a tampered tail is looked for (the newest links, the newest signature): a
+        # broken one does not stop the aggregator - the record must stay readable - but /health
+        # reports it, and the store stops signing so as never to vouch for what it could not check.
+        problem = await trio.to_thread.run_sync(self.store.check_tail)
+        if problem:
+            log.error("the event store's chain is broken: %s. Serving it so that the record stays readable; "
+                      "/health answers 503 and new events are recorded unsigned until the store is checked "
+                      "(see docs/operations.md, A broken chain)", problem)
         began = time.perf_counter()
         count = await trio.to_thread.run_sync(self.replay)
         log.info("replayed %d events in %.2f s", count, time.perf_counter() - began)

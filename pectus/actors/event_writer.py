@@ -9,20 +9,31 @@ Invariants: exactly one writer per store (this actor); a batch is appended in on
 all or nothing; committed records are handed to ``on_commit`` in position order, before any later
 batch is written. Backups do not need the writer: SQLite's online backup copies one committed
 snapshot of the live file (``pectus-aggregator backup``).
+
+``failure`` tells whether the store is failing: the error of the last append the store could
+not write (disk full, a read-only file, another writer), "" once an append succeeds again. A
+batch refused for its content (a value JSON cannot encode) is the requester's problem, not the
+store's, and leaves it as it was.
 """
 
 from __future__ import annotations
 
+import logging
+import sqlite3
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Sequence
 
 import trio
+from eventsourcing.persistence import PersistenceError
 
 from pectus.actors.core import Actor, Reply
 from pectus.events.domain import DomainEvent
-from pectus.events.store import EventStore, NewEvent, Record
+from pectus.events.store import EventStore, NewEvent, Record, StoreConflict
+
+log = logging.getLogger("pectus.aggregator.writer")
 
 MAX_GROUP = 1000  # requests per transaction
+STORE_FAILURES = (PersistenceError, sqlite3.Error, OSError, StoreConflict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +48,7 @@ class EventWriter(Actor[Append]):
         self.store = store
         self.on_commit = on_commit
         self.transactions = 0
+        self.failure = ""
 
     async def append(self, events: Sequence[DomainEvent]) -> list[Record]:
         reply: Reply[list[Record]] = Reply()
@@ -59,9 +71,16 @@ class EventWriter(Actor[Append]):
         try:
             records = await trio.to_thread.run_sync(self.store.append, new)
         except Exception as error:  # nothing was stored: every requester learns it
+            if isinstance(error, STORE_FAILURES):
+                if not self.failure:  # once when it starts, not once per batch
+                    log.error("the event store cannot write: %s", error)
+                self.failure = str(error) or type(error).__name__
             for request in group:
                 request.reply.fail(error)
             return
+        if self.failure:
+            log.warning("the event store writes again")
+            self.failure = ""
         self.transactions += 1
         await self.on_commit(records)
         start = 0

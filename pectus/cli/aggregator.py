@@ -1,7 +1,7 @@
 """``pectus-aggregator``: the central server that keeps the record of every run.
 
     pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--secret S]
-    pectus-aggregator verify [--data-dir DIR | --file STORE]
+    pectus-aggregator verify [--data-dir DIR | --file STORE] [--public-key FILE ...] [--anchor POSITION:HASH ...]
     pectus-aggregator backup DEST [--data-dir DIR]
     pectus-aggregator replay [--data-dir DIR] [--output FILE]
 
@@ -32,6 +32,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--port", type=int, default=8300, help="port (default 8300)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="directory of the event store open_pectus_aggregator.sqlite3 (default ./data)")
+    parser.add_argument("--signing-key", type=Path, default=os.environ.get("PECTUS_SIGNING_KEY_FILE") or None,
+                        help="the Ed25519 private key (PEM) that signs the event chain, created with its public key "
+                             "beside it if missing; keep it outside the data directory and back it up apart from "
+                             "the store (default: $PECTUS_SIGNING_KEY_FILE, else DATA_DIR/chain-signing.key)")
     parser.add_argument("-secret", "--secret", default=os.environ.get("PECTUS_SECRET", ""),
                         help="shared secret engines must present (default: $PECTUS_SECRET; never logged)")
     parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -43,6 +47,10 @@ def _parser() -> argparse.ArgumentParser:
     verify.add_argument("--anchor", type=_anchor, action="append", default=[], metavar="POSITION:HASH",
                         help="an anchor an earlier verify printed: the event there must still have that hash "
                              "(catches a chain rewritten from some event on, or cut off at the end); repeatable")
+    verify.add_argument("--public-key", type=Path, action="append", default=[], metavar="FILE",
+                        help="the public key of the chain signing key (chain-signing.pub): every signature must "
+                             "be valid and the last event signed (catches events appended or re-hashed by someone "
+                             "without the private key); repeatable, for the keys used before a key rotation")
     backup = commands.add_parser("backup", help="a consistent copy of the store, also while the aggregator runs")
     backup.add_argument("dest", type=Path, help="the file to write")
     replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
@@ -55,7 +63,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
     store_file = args.data_dir / "open_pectus_aggregator.sqlite3"
     if args.command == "verify":
-        return _verify(args.file or store_file, dict(args.anchor))
+        return _verify(args.file or store_file, dict(args.anchor), args.public_key)
     if args.command == "backup":
         return _backup(store_file, args.dest)
     if args.command == "replay":
@@ -71,13 +79,25 @@ def _anchor(text: str) -> tuple[int, str]:
     return int(position), digest
 
 
-def _verify(path: Path, anchors: dict[int, str]) -> int:
+def _verify(path: Path, anchors: dict[int, str], public_key_files: list[Path]) -> int:
+    from pectus.events.signing import load_public_key
     from pectus.events.store import verify
 
-    result = verify(path, anchors)
+    try:
+        public_keys = [load_public_key(file) for file in public_key_files]
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
+    result = verify(path, anchors, public_keys)
     if result.ok:
         checked = f", including {len(anchors)} anchor(s)" if anchors else ""
-        print(f"{path}: the chain of {result.checked} events is intact{checked}; "
+        if public_keys:
+            keys = ", ".join(key.fingerprint for key in public_keys)
+            signed = f"; signed up to its last event ({result.signatures} signatures by {keys} checked)"
+        else:
+            signed = ("; links only: signatures were not checked "
+                      "(to check them: verify --public-key chain-signing.pub, a copy kept apart from the store)")
+        print(f"{path}: the chain of {result.checked} events is intact{checked}{signed}; "
               f"anchor {result.checked}:{result.last_hash} (keep it apart from the store; later: verify --anchor)")
         return EXIT_OK
     print(f"{path}: BROKEN at event {result.position}: {result.problem} ({result.checked} events checked)",
@@ -129,7 +149,8 @@ def _replay(store_file: Path, output: Path | None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
-    from pectus.actors.aggregator import AggregatorProcess
+    from pectus.actors.aggregator import SIGNING_KEY_FILE, AggregatorProcess
+    from pectus.events.signing import load_or_create_signer
     from pectus.sentry import flush, init_sentry
     from pectus.web.auth import AuthConfig, ConfigError
 
@@ -142,7 +163,12 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("Sentry error reporting is on")
     if auth.enabled:
         log.info("user sign-in is on (provider %s)", auth.authority)
-    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port, secret=args.secret, auth=auth)
+    try:
+        signer = load_or_create_signer(args.signing_key or args.data_dir / SIGNING_KEY_FILE)
+    except (ValueError, OSError) as error:
+        print(f"cannot use the chain signing key: {error}: refusing to start", file=sys.stderr)
+        return EXIT_USAGE
+    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port, secret=args.secret, auth=auth, signer=signer)
 
     async def run() -> None:
         import signal

@@ -106,7 +106,7 @@ class Backend(Protocol):
         ...
 
     def health(self) -> dict:
-        """``{"status": "ok" | "degraded", ...}``."""
+        """``{"status": "ok" | "degraded" | "broken" | "failing", "problem"?: str, ...}``."""
         ...
 
     version: str
@@ -579,7 +579,8 @@ from pectus.web.live import live_socket as _live  # noqa: E402
 
 JSON = "application/json"
 OUTCOME = {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}}
-HEALTH = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["ok", "degraded"]}}}
+HEALTH = {"type": "object", "required": ["status"],
+          "properties": {"status": {"enum": ["ok", "degraded", "broken", "failing"]}, "problem": {"type": "string"}}}
 PROCESS_VALUE = {
     "type": "object",
     "required": ["name", "value"],
