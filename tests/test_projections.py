@@ -19,11 +19,12 @@ from collections.abc import Iterator
 import pytest
 
 from pectus.events.domain import (Actor, DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered,
-                                  ErrorLogged, LinesChanged, MethodRevised, RunLogChanged, RunStarted, RunStopped,
-                                  StateChanged, TagSamples, UodDescribed, UserRequested)
+                                  ErrorLogged, LinesChanged, MethodRevised, RecordRefused, RequestAnswered,
+                                  RunInterrupted, RunLogChanged, RunStarted, RunStopped, StateChanged, TagSamples,
+                                  UodDescribed, UserRequested)
 from pectus.events.store import MemoryEventStore, NewEvent, Record
 from pectus.projections import Delta, Projector, csv_rows, jsonl_lines
-from pectus.projections.views import IDLE_ERROR_LIMIT
+from pectus.projections.views import IDLE_ERROR_LIMIT, iso
 
 T0 = 1_736_450_000.0  # 2025-01-09T19:13:20Z
 UNIT = "host-7_DemoUod"
@@ -526,3 +527,60 @@ def test_a_day_of_200_tags_replays_and_exports_with_flat_memory():
     assert row == ["2025-01-10T19:13:19.000Z", *(str(day_value(tag, expected[tag])) for tag in range(200))]
     assert log.live.run("day")["contributors"] == [{"id": "u-alice", "name": "Alice"}]
     assert peak < 20e6
+
+
+def test_a_run_the_engine_came_back_without_ends_where_its_record_ends(log: Log):
+    log.emit(RunInterrupted(time=at(900), unit=UNIT, run="run-2", reason="the engine came back without this run"))
+    run = log.live.run("run-2")
+    assert run["completed_date"] == iso(at(211)) and "came back without" in run["interrupted"]
+    assert log.live.unit(UNIT)["run_id"] is None
+    assert log.emit(RunInterrupted(time=at(901), unit=UNIT, run="run-1", reason="late")) == []  # ended already
+
+
+def test_a_new_run_while_one_is_open_interrupts_it_at_its_last_event_not_at_the_new_start(log: Log):
+    log.emit(RunStarted(time=at(500), unit=UNIT, run="run-3", actor=ENGINE))
+    assert log.live.run("run-2")["completed_date"] == iso(at(211))
+    assert log.live.run("run-2")["interrupted"] == "a new run started before it ended"
+    assert log.live.unit(UNIT)["run_id"] == "run-3"
+
+
+def test_the_engines_method_outside_the_open_run_leaves_that_runs_method_alone(log: Log):
+    before = log.live.run_method("run-2")
+    log.emit(MethodRevised(time=at(300), unit=UNIT, actor=ENGINE, version=0, lines=[]))
+    assert log.live.method(UNIT)["version"] == 0  # the unit shows the engine's method
+    assert log.live.run_method("run-2")["lines"] == before["lines"]
+
+
+def test_a_request_is_audited_before_its_answer_and_the_answer_completes_it(log: Log):
+    asked = UserRequested(time=at(220), unit=UNIT, run="run-2", actor=CAROL, request="control",
+                          detail={"command": "Pause"}, request_id="r1")
+    log.emit(asked)
+    entry = log.live.audit_trail("run-2")[-1]
+    assert entry["detail"] == {"asked": {"command": "Pause"}, "accepted": None, "reason": ""}
+    assert "u-carol" not in {c["id"] for c in log.live.run("run-2")["contributors"]}
+    log.emit(RequestAnswered(time=at(221), unit=UNIT, run="run-2", actor=CAROL, request_id="r1", request="control",
+                             accepted=True))
+    assert log.live.audit_trail("run-2")[-1]["detail"]["accepted"] is True
+    assert "u-carol" in {c["id"] for c in log.live.run("run-2")["contributors"]}
+
+
+def test_a_refused_record_shows_in_the_error_log_of_the_open_run(log: Log):
+    log.emit(RecordRefused(time=at(230), unit=UNIT, run="run-2", actor=ENGINE, seq=9, kind="samples",
+                           reason="Expected `array`, got `str` - at `$.data.samples`"))
+    assert "samples record from the engine was refused" in log.live.error_log(UNIT)[0]["message"]
+
+
+def test_an_event_that_cannot_be_folded_is_skipped_and_listed_and_the_rest_still_show(log: Log):
+    poison = [NewEvent(f"unit:{UNIT}", "RunLogChanged", at(240), {**RunLogChanged(
+        time=at(240), unit=UNIT, run="run-2", actor=ENGINE, items=[]).to_data(), "items": "not a list"}),
+              NewEvent(f"unit:{UNIT}", "TagSamples", at(241), {**samples(UNIT, "run-2", (at(241), {})).to_data(),
+                                                                "samples": 7}),
+              NewEvent(f"unit:{UNIT}", "NoSuchEvent", at(242), {"unit": UNIT})]
+    for record in log.store.append(poison):
+        assert log.live.apply(record) == []
+    log.emit(error(243, "run-2", "error", "after the poison"))
+    assert [entry["type"] for entry in log.live.unfoldable] == ["RunLogChanged", "TagSamples", "NoSuchEvent"]
+    assert log.live.error_log(UNIT)[0]["message"] == "after the poison"
+    replayed = Projector("agg-host", "1.2.3")
+    replayed.replay(log.store.iter())
+    assert replayed.unfoldable == log.live.unfoldable

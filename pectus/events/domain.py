@@ -18,6 +18,8 @@ import functools
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
 
+from pectus.events.store import NewEvent
+
 
 @dataclass(frozen=True, slots=True)
 class Actor:
@@ -59,6 +61,10 @@ class DomainEvent:
     @property
     def stream(self) -> str:
         return f"unit:{self.unit}"
+
+    def stored(self) -> NewEvent:
+        """The event as the store appends it."""
+        return NewEvent(self.stream, self.type, self.time, self.to_data())
 
 
 # -- engines ---------------------------------------------------------------------------------

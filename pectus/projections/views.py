@@ -174,7 +174,7 @@ class RunView:
     method: MethodState  # shared with the unit while the run is active
     initial_method: dict[str, Any]  # version, lines and author in force at the start
     completed: float | None = None
-    last_event: float = 0.0  # the time of its newest event: where an interrupted run ends
+    last_event: float = 0.0  # the time of the newest thing its engine reported: where an interrupted run ends
     interrupted: str | None = None  # why the run ended without the engine stopping it
     identity: dict[str, Any] = field(default_factory=dict)  # engine and UOD metadata
     plot_configuration: dict[str, Any] = field(default_factory=dict)
@@ -269,8 +269,8 @@ class Projector:
         if event.actor.kind != "user":
             unit.last_seen = event.time if unit.last_seen is None else max(unit.last_seen, event.time)
         run = self._runs.get(event.run) if event.run is not None else None
-        if run is not None and run.id == unit.run:
-            run.last_event = max(run.last_event, event.time)
+        if run is not None and run.id == unit.run and event.actor.kind == "engine":
+            run.last_event = max(run.last_event, event.time)  # what the engine reported of the run
         match event:
             case EngineRegistered():
                 return self._registered(unit, event)
