@@ -326,7 +326,8 @@ def signed_data_dir(tmp_path: Path) -> Path:
     """A data directory as the aggregator leaves it: a store signed with the directory's key."""
     data = tmp_path / "data"
     store = SQLiteEventStore(data / STORE_FILE, load_or_create_signer(data / SIGNING_KEY_FILE))
-    store.append(sample(12))
+    connected = EngineConnected(time=1.8e9, unit="host_DemoUod")
+    store.append([NewEvent(connected.stream, connected.type, connected.time, connected.to_data())] * 12)
     store.close()
     return data
 

@@ -1,5 +1,5 @@
-// The application shell: a tiny router over the history API, the connection banner, sign-in
-// and the user name. Pages: `/` dashboard, `/units/<id>` unit page, `/runs/<id>` recent run page;
+// The application shell: a tiny router over the history API, the connection banner, the health
+// banner, sign-in and the user name. Pages: `/` dashboard, `/units/<id>` unit page, `/runs/<id>` recent run page;
 // `/auth-callback` is where the sign-in provider sends the browser back (see auth.js).
 //
 // A page module exports mount(root, params) -> {unmount(), canLeave?()}. canLeave() false
@@ -145,6 +145,35 @@ function renderConnection() {
 
 live.addEventListener("state", renderConnection);
 
+// -- the record's health: a red banner while /health says the store fails or its chain is broken --
+
+const HEALTH_POLL_MS = 30_000;
+const HEALTH_TROUBLE = {
+  failing: ["The event store cannot write.",
+    "New events and your actions are not being recorded until this is fixed: tell the aggregator's operators."],
+  broken: ["The record failed its integrity check.",
+    "The stored record may have been tampered with: it is shown as it is, but tell the aggregator's operators " +
+    "so that they verify it."],
+};
+const healthBanner = h("div.health-banner", {"data-testid": "health-banner", role: "alert", hidden: true});
+root.before(healthBanner);
+
+async function checkHealth() {
+  let report;
+  try {
+    report = await (await fetch("/health", {cache: "no-store"})).json();
+  } catch {
+    return; // the aggregator cannot be reached: the connection banner tells that
+  }
+  const trouble = HEALTH_TROUBLE[report.status];
+  healthBanner.hidden = !trouble;
+  if (trouble) {
+    clear(healthBanner, h("strong", trouble[0]), " ", trouble[1], " ", h("span.health-problem", report.problem || ""));
+  }
+}
+
+live.addEventListener("state", () => { if (live.state === "live") checkHealth(); });
+
 // -- who the user is: the signed-in user, or (sign-in off) the name typed in -------------------
 
 const nameField = document.getElementById("user-name-field");
@@ -201,6 +230,8 @@ async function start() {
   }
   live.start();
   show(location.pathname);
+  checkHealth();
+  setInterval(checkHealth, HEALTH_POLL_MS);
 }
 
 start().catch(signInFailed);
