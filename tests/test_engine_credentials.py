@@ -15,7 +15,6 @@ import secrets
 import ssl
 import stat
 import sys
-from pathlib import Path
 from typing import Iterator
 
 import httpx
