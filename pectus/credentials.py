@@ -34,6 +34,8 @@ from typing import Protocol
 import msal
 import requests
 import trio
+from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.hazmat.primitives import serialization
 
 __all__ = ["AppToken", "CredentialError", "EngineCredential", "EngineKey", "credential_from_environment",
            "key_digest"]
@@ -198,8 +200,11 @@ def _certificate(path: Path, thumbprint: str) -> dict[str, str]:
         pem = path.read_text(encoding="ascii")
     except (OSError, UnicodeDecodeError) as error:
         raise CredentialError(f"PECTUS_ENGINE_CERTIFICATE: cannot read {path}: {error}") from None
-    if "PRIVATE KEY-----" not in pem:
-        raise CredentialError(f"PECTUS_ENGINE_CERTIFICATE: {path} holds no private key (PEM)")
+    try:
+        serialization.load_pem_private_key(pem.encode("ascii"), password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm) as error:
+        raise CredentialError(f"PECTUS_ENGINE_CERTIFICATE: {path} holds no usable private key "
+                              f"(PEM, not encrypted): {error}") from None
     if thumbprint:
         if len(thumbprint) != 40 or any(char not in string.hexdigits for char in thumbprint):
             raise CredentialError("PECTUS_ENGINE_CERTIFICATE_THUMBPRINT must be the certificate's SHA-1 "

@@ -120,6 +120,9 @@ def test_app_token_settings_are_checked_and_name_what_is_missing(tmp_path):
         credential_from_environment({**env, "PECTUS_ENGINE_CERTIFICATE_THUMBPRINT": "not-hex"}, key_file)
     with pytest.raises(CredentialError, match="cannot read"):
         credential_from_environment({**env, "PECTUS_ENGINE_CERTIFICATE": str(tmp_path / "absent.pem")}, key_file)
+    (tmp_path / "damaged.pem").write_bytes(key_pem.replace(b"MII", b"XXX"))
+    with pytest.raises(CredentialError, match="damaged.pem holds no usable private key"):
+        credential_from_environment({**env, "PECTUS_ENGINE_CERTIFICATE": str(tmp_path / "damaged.pem")}, key_file)
 
 
 # --- app tokens from the provider, checked by the aggregator -------------------------------------
