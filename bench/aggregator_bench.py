@@ -24,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import uuid
 import tracemalloc
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from trio_websocket import open_websocket_url
 
 from pectus.events import domain as d
 from pectus.events import protocol as p
+from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import NewEvent, SQLiteEventStore
 from pectus.hardware.opcua_server import free_port
 from pectus.projections.export import csv_rows
@@ -46,7 +48,7 @@ TAGS = 10  # tag values per sample record
 
 def start_aggregator(data: Path, port: int) -> subprocess.Popen:
     process = subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data),
-                                "--log-level", "WARNING"], stderr=subprocess.DEVNULL)
+                                "--log-level", "WARNING", "--accept-new-engines"], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -57,9 +59,30 @@ def start_aggregator(data: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("the aggregator did not start")
 
 
-def sample_record(seq: int, t: float, tags: int) -> dict:
-    return {"seq": seq, "kind": "samples", "time": t, "run": "bench-run",
+def hello(name: str) -> str:
+    """An emulated engine's hello: its own key (enrolled on first use) and an outbox of its own."""
+    outbox = uuid.uuid5(uuid.NAMESPACE_URL, f"pectus-bench:{name}").hex
+    return p.encode(p.Hello(p.PROTOCOL_VERSION, name, "bench", name, "0.1.0", f"{name}-key", outbox))
+
+
+def run_of(name: str) -> str:
+    return f"{name}-run"
+
+
+def run_started(seq: int, name: str) -> dict:
+    return {"seq": seq, "kind": "run_started", "time": time.time(), "run": run_of(name), "data": {}}
+
+
+def sample_record(seq: int, t: float, tags: int, name: str) -> dict:
+    return {"seq": seq, "kind": "samples", "time": t, "run": run_of(name),
             "data": {"samples": [{"time": t, "values": {f"T{i:03d}": 20.0 + (seq + i) % 7 for i in range(tags)}}]}}
+
+
+def runlog_record(seq: int, t: float, name: str) -> dict:
+    item = {"id": seq, "line": 1, "name": "Wait: 1 s", "state": "started", "progress": 0.5, "time": t, "start": t,
+            "end": None, "start_values": None, "end_values": None, "cancellable": True, "forcible": True,
+            "cancelled": False, "forced": False}
+    return {"seq": seq, "kind": "runlog", "time": t, "run": run_of(name), "data": {"items": [item]}}
 
 
 async def engine(port: int, name: str, records: int, batch: int, latencies: list[float],
@@ -67,9 +90,12 @@ async def engine(port: int, name: str, records: int, batch: int, latencies: list
     """Send ``records`` sample records in batches, each batch waiting for its ack; with ``every``,
     one batch per ``every`` seconds (a sustained rate), else as fast as the acks come."""
     async with open_websocket_url(f"ws://127.0.0.1:{port}/engine") as ws:
-        await ws.send_message(p.encode(p.Hello(p.PROTOCOL_VERSION, name, "bench", name, "0.1.0", "")))
+        await ws.send_message(hello(name))
         welcome = p.decode(await ws.get_message())
         seq = welcome.last_seq
+        if seq == 0:
+            await ws.send_message(p.encode(p.Records([run_started(1, name)])))
+            seq = 1
         now = time.time()
         # Engines are not in step with each other: each starts at its own phase of the period.
         next_send = trio.current_time() + random.random() * every
@@ -77,7 +103,7 @@ async def engine(port: int, name: str, records: int, batch: int, latencies: list
             if every:
                 await trio.sleep_until(next_send)
                 next_send += every
-            chunk = [sample_record(n, now, TAGS) for n in range(seq + 1, min(seq + batch, records) + 1)]
+            chunk = [sample_record(n, now, TAGS, name) for n in range(seq + 1, min(seq + batch, records) + 1)]
             sent = time.perf_counter()
             await ws.send_message(p.encode(p.Records(chunk)))
             while True:
@@ -101,8 +127,11 @@ async def ingest(port: int, engines: int, per_engine: int, every: float = 0.0,
 async def demo_rate_engine(port: int, name: str, seconds: float) -> None:
     """The demo unit's traffic: live values at 10 Hz, a sample and a run-log change every second."""
     async with open_websocket_url(f"ws://127.0.0.1:{port}/engine") as ws:
-        await ws.send_message(p.encode(p.Hello(p.PROTOCOL_VERSION, name, "bench", name, "0.1.0", "")))
+        await ws.send_message(hello(name))
         seq = p.decode(await ws.get_message()).last_seq
+        if seq == 0:
+            seq = 1
+            await ws.send_message(p.encode(p.Records([run_started(seq, name)])))
         end = trio.current_time() + seconds
         tick = 0
         async with trio.open_nursery() as nursery:
@@ -116,11 +145,9 @@ async def demo_rate_engine(port: int, name: str, seconds: float) -> None:
                 await ws.send_message(p.encode(p.Live(values)))
                 if tick % 10 == 0:
                     seq += 1
-                    records = [sample_record(seq, time.time(), 20)]
+                    records = [sample_record(seq, time.time(), 20, name)]
                     seq += 1
-                    records.append({"seq": seq, "kind": "runlog", "time": time.time(), "run": "bench-run",
-                                    "data": {"items": [{"id": seq, "line": 1, "name": "Wait: 1 s", "state": "started",
-                                                        "progress": 0.5}]}})
+                    records.append(runlog_record(seq, time.time(), name))
                     await ws.send_message(p.encode(p.Records(records)))
                 tick += 1
                 await trio.sleep(0.1)
@@ -137,7 +164,7 @@ async def browser_latency(port: int, samples: int) -> list[float]:
     latencies: list[float] = []
     unit = "latency_Unit"
     async with open_websocket_url(f"ws://127.0.0.1:{port}/engine") as engine_ws:
-        await engine_ws.send_message(p.encode(p.Hello(p.PROTOCOL_VERSION, unit, "bench", "Unit", "0.1.0", "")))
+        await engine_ws.send_message(hello(unit))
         await engine_ws.get_message()
         async with open_websocket_url(f"ws://127.0.0.1:{port}/api/ws") as browser:
             await browser.send_message(json.dumps({"subscribe": [unit]}))
@@ -155,8 +182,9 @@ async def browser_latency(port: int, samples: int) -> list[float]:
 
 
 
-def store_bench(folder: Path) -> None:
-    store = SQLiteEventStore(folder / "store.sqlite3")
+def store_bench(folder: Path, signer: ChainSigner | None = None) -> None:
+    """The store alone; with ``signer``, as the aggregator runs it: each transaction signed."""
+    store = SQLiteEventStore(folder / f"store-{'signed' if signer else 'unsigned'}.sqlite3", signer)
     batch = [NewEvent("unit:bench_Unit", "TagSamples", float(i), {"unit": "bench_Unit", "samples": [
         {"time": float(i), "values": {f"T{t:03d}": 20.0 + t for t in range(TAGS)}}]}) for i in range(1_000)]
 
@@ -166,13 +194,14 @@ def store_bench(folder: Path) -> None:
         return time.perf_counter() - began
 
     append = min(timed(lambda: store.append(batch)) for _ in range(3))
+    single = min(timed(lambda: store.append(batch[:1])) for _ in range(300))
     for _ in range(97):
         store.append(batch)
     read = min(timed(lambda: sum(1 for _ in store.iter())) for _ in range(3))
     count = store.last_position()
     store.close()
-    print(f"store: 1,000 events appended in {append * 1000:.1f} ms (one transaction); "
-          f"reads {count / read:,.0f} events/s")
+    print(f"store{', signing each transaction' if signer else ''}: 1,000 events appended in "
+          f"{append * 1000:.1f} ms (one transaction), 1 event in {single * 1e6:.0f} µs; reads {count / read:,.0f} events/s")
 
 
 def csv_export_bench(folder: Path) -> None:
@@ -264,6 +293,7 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout.strip()
         print(f"replay (CLI, whole process {time.perf_counter() - began:.1f} s): {out}")
         store_bench(Path(folder))
+        store_bench(Path(folder), load_or_create_signer(Path(folder) / "chain-signing.key"))
         csv_export_bench(Path(folder))
 
 

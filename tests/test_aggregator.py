@@ -22,7 +22,15 @@ from pectus.events import protocol as p
 from pectus.web.auth import AuthConfig
 
 OUTBOX = "0123456789abcdef0123456789abcdef"
-HELLO = p.Hello(p.PROTOCOL_VERSION, "rogue_Unit", "rogue", "Unit", "0.1.0", "rogue-key", OUTBOX)
+
+
+def engine_hello(engine_id: str, key: str | None = None, outbox: str = OUTBOX) -> p.Hello:
+    """A raw client's hello as engine ``engine_id``, with a key of its own (enrolled on first use)."""
+    host, _, uod = engine_id.partition("_")
+    return p.Hello(p.PROTOCOL_VERSION, engine_id, host, uod, "0.1.0", key or f"{engine_id}-key", outbox)
+
+
+HELLO = engine_hello("rogue_Unit")
 
 
 def record(seq: int, kind: str = "state", **data) -> dict:

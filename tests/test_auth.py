@@ -32,7 +32,7 @@ from pectus.web import create_app
 from pectus.web.app import ROUTES
 from pectus.web.auth import CLOCK_SKEW, AuthConfig, ConfigError, DownloadTickets, Identity, SignIn, SignInError
 
-from test_aggregator import run_against_aggregator, session
+from test_aggregator import engine_hello, run_against_aggregator, session
 
 UNITS = {"open_Unit": [], "ops_Unit": ["Operator"], "admin_Unit": ["Admin"]}
 T0 = 1_800_000_000.0
@@ -185,7 +185,7 @@ def test_requests_are_recorded_under_the_signed_in_user_whatever_the_client_clai
     async def scenario(port, provider, aggregator):
         # An engine online, and a request it answers: recorded with the token's user.
         async with open_websocket_url(f"ws://127.0.0.1:{port}/engine") as engine:
-            await engine.send_message(p.encode(p.Hello(p.PROTOCOL_VERSION, "open_Unit", "host", "Unit", "0.1.0", "")))
+            await engine.send_message(p.encode(engine_hello("open_Unit")))
             assert isinstance(p.decode(await engine.get_message()), p.Welcome)
 
             async def answer_the_request():
@@ -225,8 +225,8 @@ def test_the_live_socket_signs_in_with_its_first_message_and_filters_by_role(tmp
             (refused,) = await ws_messages(ws, 1)
             assert refused["error"]["status"] == 403 and refused["error"]["missing_roles"] == ["Admin"]
             # Engines of a unit Alice may not see and of one she may connect: she hears of the second only.
-            await session(port, [], hello=p.Hello(p.PROTOCOL_VERSION, "admin_Unit", "host", "Unit", "0.1.0", ""))
-            await session(port, [], hello=p.Hello(p.PROTOCOL_VERSION, "open_Unit", "host", "Unit", "0.1.0", ""))
+            await session(port, [], hello=engine_hello("admin_Unit"))
+            await session(port, [], hello=engine_hello("open_Unit"))
             seen = set()
             with trio.fail_after(10):
                 while "open_Unit" not in seen:
@@ -262,7 +262,7 @@ def test_an_identity_renewed_on_the_live_socket_keeps_it_open(tmp_path):
             assert await ws_messages(ws, 1) == [{"subscribed": ["open_Unit"]}]
             await ws.send_message(json.dumps({"identity": provider.mint()}))
             assert await ws_messages(ws, 1) == [{"subscribed": ["open_Unit"]}]
-            hello = p.Hello(p.PROTOCOL_VERSION, "open_Unit", "host", "Unit", "0.1.0", "")
+            hello = engine_hello("open_Unit")
             with trio.fail_after(20):
                 while time.time() < expires + 1:  # past the first token's end, changes keep arriving
                     await session(port, [], hello=hello)
@@ -415,7 +415,7 @@ def test_ops_are_told_when_a_unit_requires_a_role_that_nobody_can_hold(tmp_path,
            "location": "", "hardware": "", "tags": [], "readings": [], "commands": [], "plot_configuration": {},
            "data_log_interval_seconds": 1.0, "required_roles": ["Operator"]}
     frame = p.encode(p.Records([{"seq": 1, "kind": "uod", "time": T0, "run": None, "data": uod}]))
-    hello = p.Hello(p.PROTOCOL_VERSION, "ops_Unit", "host", "Unit", "0.1.0", "")
+    hello = engine_hello("ops_Unit")
     auth = AuthConfig(True, "http://127.0.0.1:9/unused", "app", "tenant") if signed_in else AuthConfig()
 
     async def scenario(port, aggregator):

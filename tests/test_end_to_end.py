@@ -18,6 +18,8 @@ from conftest import DEMO_UOD, wait_for
 from pectus import __version__
 from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
 from pectus.actors.engine import EngineProcess
+from pectus.credentials import EngineKey, key_digest
+from pectus.events.domain import EngineEnrolled
 from pectus.events.store import SQLiteEventStore, verify
 from pectus.projections.views import Projector
 from pectus.web.app import ROUTES, check
@@ -46,6 +48,8 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
     data = tmp_path / "data"
     aggregator = AggregatorProcess(data, port=0, hostname="aggregator-host")
     unit = "testhost_DemoUod"
+    key = EngineKey.from_file(tmp_path / f"{unit}.key").path.read_text().strip()  # made as the engine would
+    aggregator.store.append([EngineEnrolled(time=0.0, unit=unit, key_sha256=key_digest(key)).stored()])
 
     async def main():
         shutdown = trio.Event()

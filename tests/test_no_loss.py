@@ -77,6 +77,12 @@ def test_kills_restarts_and_cuts_lose_and_double_nothing(tmp_path):
     logs = tmp_path / "logs"
     logs.mkdir()
 
+    # The engine is enrolled as ops would do it: the CLI makes its key and writes it where the engine looks.
+    engine_id = f"{socket.gethostname()}_DemoUod"
+    subprocess.run([str(BIN / "pectus-aggregator"), "--data-dir", str(data), "engines", "enroll", engine_id,
+                    "--key-file", str(outbox.with_name(f"{engine_id}.key"))], check=True, env=env,
+                   stdout=subprocess.DEVNULL)
+
     def aggregator() -> subprocess.Popen:
         return subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data)],
                                 env=env, stdout=subprocess.DEVNULL, stderr=(logs / "aggregator.log").open("a"))

@@ -16,6 +16,7 @@ import gc
 import logging
 import socket
 import time
+import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -26,7 +27,7 @@ from pectus.actors.core import Actor, Restart, supervise
 from pectus.actors.engine_session import Engines, EngineSession
 from pectus.actors.event_writer import EventWriter
 from pectus.actors.ui_hub import UiHub
-from pectus.events.domain import Actor as Who, UserRequested
+from pectus.events.domain import Actor as Who, RequestAnswered, UserRequested
 from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import Record, SQLiteEventStore
 from pectus.projections.export import csv_rows, jsonl_lines
@@ -72,6 +73,8 @@ class Backend:
         return [{**value, "time": iso(value.get("time"))} for value in memory.live.values()]
 
     async def request(self, unit_id: str, request: str, detail: dict, user: Who) -> Outcome:
+        """Audit before action: the request is stored before the unit is asked, and its answer after.
+        A request that cannot be stored (the store fails) never reaches the unit."""
         session = self.engines.sessions.get(unit_id)
         if session is None:
             if self.views.unit(unit_id) is None:
@@ -80,11 +83,14 @@ class Backend:
         if request == "process_value":
             old = self.engines.memory(unit_id).live.get(str(detail.get("tag")), {}).get("value")
             detail = {**detail, "old": old}
-        reply = await session.request(request, detail, user)
-        run = self.engines.memory(unit_id).live.get("Run Id", {}).get("value")
+        run = self.engines.memory(unit_id).run
+        request_id = uuid.uuid4().hex
         await self.engines.writer.append([UserRequested(time=time.time(), unit=unit_id, run=run, actor=user,
-                                                        request=request, detail=detail, accepted=reply.accepted,
-                                                        reason=reply.reason)])
+                                                        request=request, detail=detail, request_id=request_id)])
+        reply = await session.request(request, detail, user)
+        await self.engines.writer.append([RequestAnswered(time=time.time(), unit=unit_id, run=run, actor=user,
+                                                          request_id=request_id, request=request,
+                                                          accepted=reply.accepted, reason=reply.reason)])
         data = {"version": int(detail["version"]) + 1} if request == "save_method" and reply.accepted else None
         return Outcome(reply.accepted, reply.reason, reply.conflict, data)
 
@@ -115,7 +121,7 @@ class Backend:
 
 
 class AggregatorProcess:
-    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, secret: str = "",
+    def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, accept_new_engines: bool = False,
                  hostname: str | None = None, auth: AuthConfig = AuthConfig(),
                  signer: ChainSigner | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -126,10 +132,11 @@ class AggregatorProcess:
         self.hub = UiHub()
         self.views = Projector(aggregator_name=hostname or socket.gethostname(), aggregator_version=__version__)
         self.projector = ProjectorActor(self.views, self.hub)
-        self.writer = EventWriter(self.store, self.projector.send)
-        self.engines = Engines(self.writer, self.hub, secret, sign_in=auth.enabled)
+        self.writer = EventWriter(self.store, self._committed)
+        sign_in = SignIn(auth)
+        self.engines = Engines(self.writer, self.hub, sign_in=sign_in, accept_new=accept_new_engines)
         self.backend = Backend(self.store, self.views, self.engines, self.hub)
-        self.app = create_app(self.backend, SignIn(auth))
+        self.app = create_app(self.backend, sign_in)
         self._add_engine_route()
         self.bound: list[str] = []
 
@@ -140,8 +147,15 @@ class AggregatorProcess:
 
         @self.app.websocket("/engine")
         async def engine() -> None:
-            session = EngineSession(engines, websocket.send, websocket.receive)
+            session = EngineSession(engines, websocket.send, websocket.receive, address=websocket.remote_addr or "")
             await session.serve(time.time)
+
+    async def _committed(self, records: list[Record]) -> None:
+        """What the writer committed: the engines' memory first (a session's next check must see
+        it), then the views, in the projector's own time."""
+        for record in records:
+            self.engines.remember(record.type, record.data)
+        await self.projector.send(records)
 
     def replay(self) -> int:
         """Rebuild the views and the engines' memory from the whole store (blocking)."""

@@ -42,7 +42,7 @@ from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
 from pectus import __version__
 from pectus.actors.core import Actor, RateLimitedLog, ask
 from pectus.actors.scan_cycle import Cancel, Control, Force, Inject, SaveMethod, ScanCycle
-from pectus.credentials import EngineCredential, EngineKey
+from pectus.credentials import CredentialError, EngineCredential, EngineKey
 from pectus.events import protocol as p
 from pectus.events.records import MAX_RECORD, RecordError, check_record
 from pectus.pcode import events as ev
@@ -51,7 +51,8 @@ from pectus.pcode.engine import Engine, Outcome
 log = logging.getLogger("pectus.engine.uplink")
 
 FRAME_MARGIN = 64 * 1024  # room in a frame for its envelope
-_CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError)
+# A credential that cannot be had now (the provider is down, a wrong secret) is retried like a cut.
+_CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError, CredentialError)
 
 
 class Outbox:

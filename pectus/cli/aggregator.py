@@ -1,9 +1,10 @@
 """``pectus-aggregator``: the central server that keeps the record of every run.
 
-    pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--secret S]
+    pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--accept-new-engines]
     pectus-aggregator verify [--data-dir DIR | --file STORE] [--public-key FILE ...] [--anchor POSITION:HASH ...]
     pectus-aggregator backup DEST [--data-dir DIR]
     pectus-aggregator replay [--data-dir DIR] [--output FILE]
+    pectus-aggregator engines enroll ENGINE_ID [--client-id APP] | list | revoke ENGINE_ID
 
 Exit codes: 0 success, 1 a problem (a broken chain, a failed backup), 2 wrong usage.
 """
@@ -19,6 +20,8 @@ import sys
 import time
 from pathlib import Path
 from typing import Sequence
+
+from pectus.cli import engines
 
 log = logging.getLogger("pectus.aggregator")
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -36,8 +39,14 @@ def _parser() -> argparse.ArgumentParser:
                         help="the Ed25519 private key (PEM) that signs the event chain, created with its public key "
                              "beside it if missing; keep it outside the data directory and back it up apart from "
                              "the store (default: $PECTUS_SIGNING_KEY_FILE, else DATA_DIR/chain-signing.key)")
-    parser.add_argument("-secret", "--secret", default=os.environ.get("PECTUS_SECRET", ""),
-                        help="shared secret engines must present (default: $PECTUS_SECRET; never logged)")
+    parser.add_argument("-secret", "--secret", default="",
+                        help="Open Pectus' shared secret: accepted so deployment scripts keep working, and ignored "
+                             "(each engine has a credential of its own)")
+    parser.add_argument("--accept-new-engines", action=argparse.BooleanOptionalAction,
+                        default=os.environ.get("PECTUS_ACCEPT_NEW_ENGINES", "").strip().lower() == "true",
+                        help="enrol an engine that is not enrolled yet with the key it presents on first use "
+                             "(trust on first use, for labs; default: $PECTUS_ACCEPT_NEW_ENGINES, else off: "
+                             "only enrolled engines connect)")
     parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="lowest log level sent to Sentry as an event; Sentry is on only when SENTRY_DSN is set")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
@@ -53,6 +62,7 @@ def _parser() -> argparse.ArgumentParser:
                              "without the private key); repeatable, for the keys used before a key rotation")
     backup = commands.add_parser("backup", help="a consistent copy of the store, also while the aggregator runs")
     backup.add_argument("dest", type=Path, help="the file to write")
+    engines.add_parser(commands)
     replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
     replay.add_argument("--output", type=Path, help="write the rebuilt projections (canonical JSON) to this file")
     return parser
@@ -66,6 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _verify(args.file or store_file, dict(args.anchor), args.public_key)
     if args.command == "backup":
         return _backup(store_file, args.dest)
+    if args.command == "engines":
+        return _engines(args, store_file)
     if args.command == "replay":
         return _replay(store_file, args.output)
     return _serve(args)
@@ -146,6 +158,23 @@ def _replay(store_file: Path, output: Path | None) -> int:
     return EXIT_OK
 
 
+def _engines(args: argparse.Namespace, store_file: Path) -> int:
+    from pectus.actors.aggregator import SIGNING_KEY_FILE
+    from pectus.events.signing import load_or_create_signer
+    from pectus.events.store import SQLiteEventStore
+
+    if not store_file.exists() and args.engines_command != "enroll":
+        print(f"no store at {store_file}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    store_file.parent.mkdir(parents=True, exist_ok=True)
+    # What this command appends is signed like the aggregator's own appends.
+    store = SQLiteEventStore(store_file, load_or_create_signer(args.signing_key or args.data_dir / SIGNING_KEY_FILE))
+    try:
+        return engines.run(args, store)
+    finally:
+        store.close()
+
+
 def _serve(args: argparse.Namespace) -> int:
     import trio
 
@@ -163,12 +192,16 @@ def _serve(args: argparse.Namespace) -> int:
         log.info("Sentry error reporting is on")
     if auth.enabled:
         log.info("user sign-in is on (provider %s)", auth.authority)
+    if args.secret or os.environ.get("PECTUS_SECRET"):
+        log.warning("a shared secret is set but no longer used: engines now have credentials of their own "
+                    "(see 'pectus-aggregator engines enroll')")
     try:
         signer = load_or_create_signer(args.signing_key or args.data_dir / SIGNING_KEY_FILE)
     except (ValueError, OSError) as error:
         print(f"cannot use the chain signing key: {error}: refusing to start", file=sys.stderr)
         return EXIT_USAGE
-    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port, secret=args.secret, auth=auth, signer=signer)
+    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port,
+                                accept_new_engines=args.accept_new_engines, auth=auth, signer=signer)
 
     async def run() -> None:
         import signal
