@@ -32,6 +32,7 @@ from pectus.web.app import MAX_BODY_BYTES, ROUTES, merge_process_values, openapi
 UNIT = "host-7_DemoUod"
 RUN = "run-1"
 STARTED = 1736453702.9  # 2025-01-09 20:15:02 UTC
+AS_JSON = {"Content-Type": "application/json"}  # every POST carries it, with or without a body
 
 
 def trio_test(test: Callable[..., Coroutine[Any, Any, None]]) -> Callable[..., None]:
@@ -290,7 +291,7 @@ async def test_refusals_and_stale_versions_are_conflicts_with_the_reason(backend
 
     for kind in ("cancel", "force"):
         backend.outcomes[kind] = Outcome(False, "item-9 has ended")
-        response = await client.post(f"/api/process_units/{UNIT}/run_log/item-9/{kind}")
+        response = await client.post(f"/api/process_units/{UNIT}/run_log/item-9/{kind}", headers=AS_JSON)
         assert assert_error(response, await response.get_json(), 409) == "item-9 has ended"
 
 
@@ -307,7 +308,7 @@ async def test_acting_on_an_unknown_or_offline_unit_is_a_404(backend: FakeBacken
     client = create_app(backend).test_client()
     response = await client.post("/api/process_units/nope/control", json={"command": "Start"})
     assert "'nope'" in assert_error(response, await response.get_json(), 404)
-    response = await client.post("/api/process_units/nope/run_log/1/force")
+    response = await client.post("/api/process_units/nope/run_log/1/force", headers=AS_JSON)
     assert_error(response, await response.get_json(), 404)
 
 
@@ -391,7 +392,7 @@ async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend)
             assert operation["summary"] and operation["responses"]
     control = document["paths"]["/api/process_units/{unit}/control"]["post"]
     assert control["requestBody"]["content"]["application/json"]["schema"]["properties"]["command"]["enum"][0] == "Start"
-    assert set(control["responses"]) == {"200", "400", "403", "404", "409", "413", "422"}  # sign-in is off here
+    assert set(control["responses"]) == {"200", "400", "403", "404", "409", "413", "415", "422"}  # sign-in is off
     assert "security" not in control
     csv = document["paths"]["/api/runs/{run}/csv"]["get"]
     assert [(parameter["name"], parameter["in"]) for parameter in csv["parameters"]] == [("run", "path"), ("ticket", "query")]
@@ -400,7 +401,7 @@ async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend)
 
     signed_in = openapi_document("1.2.3", sign_in=True)["paths"]
     control = signed_in["/api/process_units/{unit}/control"]["post"]
-    assert set(control["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "422"}
+    assert set(control["responses"]) == {"200", "400", "401", "403", "404", "409", "413", "415", "422"}
     assert control["security"] == [{"identity": []}]
     assert "security" not in signed_in["/health"]["get"]
     assert set(signed_in["/api/runs"]["get"]["responses"]) == {"200", "401"}  # a list leaves out, never 403

@@ -19,6 +19,13 @@ The CSV keeps Open Pectus' layout, so spreadsheets and scripts written for it ke
 * the ``csv`` module's default dialect: comma, minimal quoting (a cell with a comma, a quote or
   a line break is quoted, its quotes doubled), **CRLF** line ends (RFC 4180, and what Open
   Pectus writes). Each yielded string is one row with its ``\\r\\n``.
+* **Formula injection is defused** (OWASP's rule for CSV injection): a cell whose text starts
+  with ``=``, ``+``, ``-``, ``@``, a tab or a carriage return is written with a single quote in
+  front (``'=HYPERLINK(...)``), so a spreadsheet shows it as text instead of evaluating it. A
+  plain number (``-1.5``, ``-3e-4``, ``+2``) is left as it is and stays a number. Every cell is
+  treated alike: values, tag names and units in the header, and the metadata, since an engine
+  (and its UOD) is no more trusted than a user. A script reading the CSV sees the quote; it is
+  the price of opening the file safely in a spreadsheet.
 
 Where Open Pectus' CSV has quirks, this one differs on purpose:
 
@@ -49,6 +56,8 @@ from pectus.projections.views import Projector, iso
 
 TIME_COLUMN = "Time (UTC)"
 _NEEDS_QUOTES = re.compile(r'[",\r\n]')
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet evaluate a cell (OWASP)
+_PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
 
 
 def csv_rows(records: Iterable[Record], run_id: str, projector: Projector) -> Iterator[str]:
@@ -93,9 +102,12 @@ def _csv_rows(records: Iterable[Record], run_id: str, run: dict[str, Any],
 
 
 def _cell(value: Any) -> str:
-    """A value as a cell of the csv module's default dialect: None is empty, and a cell holding
+    """A value as a cell of the csv module's default dialect: None is empty, a text a spreadsheet
+    would evaluate as a formula gets a leading ``'`` (see the module's docs), and a cell holding
     a comma, a quote or a line break is quoted, its quotes doubled."""
     text = "" if value is None else str(value)
+    if text.startswith(FORMULA_STARTS) and not _PLAIN_NUMBER.fullmatch(text):
+        text = "'" + text
     return '"' + text.replace('"', '""') + '"' if _NEEDS_QUOTES.search(text) else text
 
 

@@ -20,10 +20,16 @@ says); every route marked ``signed_in`` checks it, and the roles of the unit or 
 before its handler runs.
 
 Errors are always JSON: ``{"error": {"status", "message", "field"?, "missing_roles"?}}`` with a
-status that says what went wrong: 400 body not JSON, 401 not signed in, 403 a role is missing,
-404 unknown unit / run / route, 409 the unit refused the request in its current state (or the
-method changed underneath the editor), 413 body over 1 MiB, 422 a bad argument, named by
-``field``.
+status that says what went wrong: 400 body not JSON (or nested deeper than 64 levels), 401 not
+signed in, 403 a role is missing or the request comes from another site's page, 404 unknown unit
+/ run / route, 409 the unit refused the request in its current state (or the method changed
+underneath the editor), 413 body over 1 MiB, 415 a POST not sent as application/json, 422 a bad
+argument, named by ``field``.
+
+Every request body goes through ``decode_json`` (bounded nesting, only storable strings) and
+its route's schema before anything reaches a unit; every request that acts (any method but GET)
+goes through ``refuse_cross_site`` first, so a page of another site cannot act through a
+browser, with sign-in on or off.
 
 Nothing here blocks the Trio loop. The backend's queries are expected to be in-memory and cheap
 (the Projector keeps its views in memory); exports are read and formatted in worker threads, a
@@ -34,6 +40,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
 import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
@@ -55,7 +62,8 @@ from pectus.projections.views import Delta
 from pectus.pcode import units as pcode_units
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic
-from pectus.web.auth import TICKET_LIFETIME, AuthConfig, DownloadTickets, Identity, SignIn, SignInError
+from pectus.web.auth import (TICKET_LIFETIME, AuthConfig, ConfigError, DownloadTickets, Identity, SignIn,
+                              SignInError)
 
 MAX_BODY_BYTES = 1024 * 1024
 STREAM_BATCH = 1000  # export lines per chunk: each chunk is one worker-thread hop and one send
@@ -198,15 +206,156 @@ def check(schema: Mapping[str, Any], value: Any, field: str = "") -> None:
             check(schema["items"], item, f"{field}[{index}]")
 
 
-async def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
-    """The request's JSON body, validated; 413 (over the limit) is raised by Quart while reading."""
-    raw = await request.get_data(cache=False)
+MAX_DEPTH = 64  # levels of arrays and objects in a body; the deepest route schema has three
+INLINE_BODY_BYTES = 64 * 1024  # a larger body is decoded and checked in a worker thread
+_SURROGATE = re.compile("[\ud800-\udfff]")
+# Where a value sits in a body, as a linked list ending with its own key: ((None, "lines"), 0) is
+# lines[0]. Cheap to extend for every value; spelled out (``_field``) only for the refused one.
+FieldPath = tuple["FieldPath", str | int] | None
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")  # Python's decoder would take NaN and Infinity
+
+
+def decode_json(raw: bytes) -> Any:
+    """A request body as JSON, or ApiError: 400 when it is not UTF-8 JSON (NaN and Infinity are
+    not JSON) or nests deeper than MAX_DEPTH levels, 422 naming the field of a string or key that
+    cannot be stored.
+
+    Invariant of what it returns: every string is valid Unicode (no lone surrogate, which JSON
+    can carry as ``\\ud800`` but no UTF-8 encoder, nor so the store or the engine link, can
+    write), and no value is nested deeper than MAX_DEPTH. So whatever a route's handler passes
+    on can be recorded, and nothing later fails on it half-way.
+    """
     try:
-        body = json.loads(raw)
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8 text") from None
+    try:
+        body = json.loads(text, parse_constant=_not_json)
+    except RecursionError:  # far deeper than MAX_DEPTH: the decoder itself gave up
+        raise ApiError(400, f"the body nests deeper than {MAX_DEPTH} levels") from None
     except ValueError:
         raise ApiError(400, "the request body is not JSON") from None
+    _check_storable(body)
+    return body
+
+
+def _check_storable(body: Any) -> None:
+    """The walk behind :func:`decode_json`'s invariant, without recursion (a body is untrusted)."""
+    pending: list[tuple[Any, FieldPath, int]] = [(body, None, 1)]
+    while pending:
+        value, path, depth = pending.pop()
+        if isinstance(value, str):
+            if not value.isascii() and _SURROGATE.search(value):
+                field = _field(path)
+                raise ApiError(422, f"{field or 'the body'} holds a lone surrogate (an unpaired \\ud800-\\udfff "
+                                    "escape): it is not text and cannot be stored", field or None)
+        elif isinstance(value, dict | list):
+            if depth > MAX_DEPTH:
+                raise ApiError(400, f"the body nests deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            children = []
+            for key, item in items:
+                if isinstance(key, str) and not key.isascii() and _SURROGATE.search(key):
+                    field = _field(path)
+                    raise ApiError(422, f"a name in {field or 'the body'} holds a lone surrogate: it is not "
+                                        "text and cannot be stored", field or None)
+                children.append((item, (path, key), depth + 1))
+            pending.extend(reversed(children))  # so the first bad field in document order is named
+
+
+def _field(path: FieldPath) -> str:
+    """``lines[0].text`` for the path ``(((None, "lines"), 0), "text")``: fields named as ``check`` names them."""
+    parts: list[str] = []
+    while path is not None:
+        path, key = path
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key}")
+    return "".join(reversed(parts)).lstrip(".")
+
+
+def _decoded(raw: bytes, schema: Mapping[str, Any]) -> Any:
+    body = decode_json(raw)
     check(schema, body)
     return body
+
+
+async def _json_body(schema: Mapping[str, Any]) -> dict[str, Any]:
+    """The request's JSON body, decoded (:func:`decode_json`) and validated against ``schema``;
+    413 (over the limit) is raised by Quart while reading. Every route's body comes through here."""
+    raw = await request.get_data(cache=False)
+    if len(raw) <= INLINE_BODY_BYTES:
+        return _decoded(raw, schema)
+    return await trio.to_thread.run_sync(_decoded, raw, schema)
+
+
+# -- cross-site requests ----------------------------------------------------------------------
+# A page of another site can make the browser send a "simple" request (a form or a fetch with
+# Content-Type text/plain, form-urlencoded or multipart) to the aggregator without asking it
+# first; with sign-in off nothing else stops that request from starting a unit. So every
+# state-changing request must be JSON (a page of another site can only send that after a CORS
+# preflight, which this server never grants), and one a browser sends on behalf of another site
+# (its Origin header) is refused. Clients that are not browsers send no Origin and are not
+# concerned.
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})  # they change nothing (the route table keeps it so)
+ALLOWED_ORIGINS_VARIABLE = "PECTUS_ALLOWED_ORIGINS"
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def origin_of(url: str) -> str | None:
+    """``url`` as a browser writes it in the Origin header (``scheme://host[:port]``, lower case,
+    no default port), so two spellings of one origin compare equal; None when it is not an http(s)
+    origin (``null``, a path, user info...)."""
+    try:
+        parts = urlsplit(url.strip())
+        port = parts.port
+    except ValueError:  # a port that is not a number
+        return None
+    if (parts.scheme not in DEFAULT_PORTS or not parts.hostname or parts.path not in ("", "/")
+            or parts.query or parts.fragment or "@" in parts.netloc):
+        return None
+    host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+    return f"{parts.scheme}://{host}" + (f":{port}" if port not in (None, DEFAULT_PORTS[parts.scheme]) else "")
+
+
+def allowed_origins_from(environ: Mapping[str, str]) -> frozenset[str]:
+    """The origins listed in PECTUS_ALLOWED_ORIGINS (comma-separated, e.g.
+    ``https://pectus.example.com``); ConfigError naming an entry that is not an origin."""
+    origins = set()
+    for entry in filter(None, (entry.strip() for entry in environ.get(ALLOWED_ORIGINS_VARIABLE, "").split(","))):
+        origin = origin_of(entry)
+        if origin is None:
+            raise ConfigError(f"{ALLOWED_ORIGINS_VARIABLE}: {entry!r} is not an origin "
+                              "(expected scheme://host[:port], e.g. https://pectus.example.com)")
+        origins.add(origin)
+    return frozenset(origins)
+
+
+def refuse_cross_site(allowed: frozenset[str]) -> None:
+    """ApiError for a state-changing request of the current request context that a page of
+    another site could have made: 403 when the browser says it comes from an origin that is
+    neither this aggregator's own (the scheme and Host it was reached by) nor in ``allowed``; 415
+    when it is not sent as application/json. Requests that change nothing, and those no route
+    takes (404, 405 follow), pass.
+
+    The own origin is taken as the request arrives: this app honours no X-Forwarded-* header
+    (nothing here can tell a trusted proxy's from a client's), so behind a proxy that changes the
+    scheme or the host, the public origin is listed in ``allowed``.
+    """
+    if request.method in SAFE_METHODS or request.routing_exception is not None:
+        return
+    origin = request.headers.get("Origin")
+    if origin is not None:
+        own = origin_of(f"{request.scheme}://{request.host}")
+        claimed = origin_of(origin)
+        if claimed is None or (claimed != own and claimed not in allowed):
+            raise ApiError(403, f"a request from the origin {origin!r} is refused: only pages of this aggregator "
+                                f"({own}) and of origins listed in {ALLOWED_ORIGINS_VARIABLE} may act")
+    if request.mimetype != JSON:
+        sent = repr(request.mimetype) if request.mimetype else "no Content-Type"
+        raise ApiError(415, f"send {request.method} requests as JSON with Content-Type: {JSON} (got {sent})")
 
 
 # -- handlers ---------------------------------------------------------------------------------
@@ -594,11 +743,12 @@ PROCESS_VALUE = {
 class Route:
     """One route: how it is served and how it is documented.
 
-    ``method`` is GET, POST or WEBSOCKET. A request body is read, parsed and checked against
-    ``body`` before the handler runs. 404 is implied by path parameters, 400 / 413 / 422 by a
-    body, 401 by ``signed_in`` and 403 by a unit or run in a signed-in route's path; ``errors``
-    lists the other failure statuses the route can answer. ``ui`` routes serve the browser UI
-    (pages, static files); the OpenAPI document leaves them out.
+    ``method`` is GET, POST or WEBSOCKET; a GET changes nothing (``refuse_cross_site`` lets it
+    through from anywhere). A request body is read, parsed and checked against ``body`` before
+    the handler runs. 404 is implied by path parameters, 400 / 413 / 422 by a body, 401 by
+    ``signed_in``, 403 by a unit or run in a signed-in route's path, 403 / 415 by a method other
+    than GET; ``errors`` lists the other failure statuses the route can answer. ``ui`` routes
+    serve the browser UI (pages, static files); the OpenAPI document leaves them out.
     """
 
     method: str
@@ -744,13 +894,16 @@ PARAMETERS = {
     "file": "path of a UI file under /static",
 }
 STATUSES = {
-    400: "the body is not JSON",
+    400: f"the body is not UTF-8 JSON, or nests deeper than {MAX_DEPTH} levels",
     401: "not signed in: the X-Identity token (sign-in on) or the download ticket is missing, not valid or expired",
-    403: "the unit or run requires a role the user does not hold (missing_roles names them)",
+    403: "the unit or run requires a role the user does not hold (missing_roles names them), or the request "
+         "comes from a page of another site (an Origin that is neither the aggregator's nor in PECTUS_ALLOWED_ORIGINS)",
     404: "unknown process unit, run or route",
     409: "the unit refused the request in its current state, or the method version is stale",
     413: "the body is larger than 1 MiB",
-    422: "a bad argument, named by field",
+    415: "not sent with Content-Type: application/json, which every request that acts must carry, "
+         "with or without a body",
+    422: "a bad argument, named by field (also a string that is not valid Unicode, e.g. a lone surrogate)",
     503: "degraded: the same health report, saying what is wrong",
 }
 ERROR = {
@@ -784,7 +937,8 @@ def _operation(route: Route, sign_in: bool) -> dict[str, Any]:
     guarded = {"unit", "run"} & set(route.parameters)
     # A unit or run requiring a role is refused (403) with sign-in off too: nobody holds a role then.
     failures = (set(route.errors) | ({404} if route.parameters else set()) | ({400, 413, 422} if route.body else set())
-                | ({403} if route.signed_in and guarded else set()))
+                | ({403} if route.signed_in and guarded else set())
+                | ({403, 415} if route.method not in SAFE_METHODS else set()))  # refuse_cross_site
     if route.ticket:
         failures.add(401)  # a ticket that is not valid, whether sign-in is on or off
     if route.signed_in and sign_in:
@@ -847,9 +1001,14 @@ def _error_response(error: ApiError) -> Response:
     return response
 
 
-def create_app(backend: Backend, sign_in: SignIn | None = None) -> QuartTrio:
+def create_app(backend: Backend, sign_in: SignIn | None = None,
+               allowed_origins: frozenset[str] | None = None) -> QuartTrio:
     """The aggregator's web app over ``backend``; serve it with hypercorn's trio worker. Without
-    ``sign_in``, sign-in is off."""
+    ``sign_in``, sign-in is off. ``allowed_origins`` are the origins, besides the aggregator's own,
+    whose pages may act on it (``refuse_cross_site``); None reads them from PECTUS_ALLOWED_ORIGINS
+    (``allowed_origins_from``, ConfigError for an entry that is not an origin)."""
+    if allowed_origins is None:
+        allowed_origins = allowed_origins_from(os.environ)
     app = QuartTrio(__name__, static_folder=None)
     app.extensions["pectus.sign_in"] = sign_in if sign_in is not None else SignIn(AuthConfig())
     app.extensions["pectus.download_tickets"] = DownloadTickets()
@@ -860,6 +1019,10 @@ def create_app(backend: Backend, sign_in: SignIn | None = None) -> QuartTrio:
             app.add_websocket(route.path, route.endpoint, _view(route, backend))
         else:
             app.add_url_rule(route.path, route.endpoint, _view(route, backend), methods=[route.method])
+
+    @app.before_request
+    async def cross_site() -> None:
+        refuse_cross_site(allowed_origins)
 
     @app.errorhandler(ApiError)
     async def api_error(error: ApiError) -> Response:

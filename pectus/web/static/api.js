@@ -103,8 +103,10 @@ async function send(path, {method, json = false, body}) {
 }
 
 async function call(method, path, body) {
-  const json = body !== undefined;
-  return answer(await send(path, {method, json, body: json ? JSON.stringify(body) : undefined}), path);
+  // Every request that acts is sent as JSON, with a body or not: the aggregator refuses any other
+  // (415), as a page of another site could send it.
+  const json = body !== undefined || method !== "GET";
+  return answer(await send(path, {method, json, body: body !== undefined ? JSON.stringify(body) : undefined}), path);
 }
 
 /**
