@@ -36,7 +36,6 @@ from trio_websocket import open_websocket_url
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.signing import ChainSigner, load_or_create_signer
-from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import NewEvent, SQLiteEventStore
 from pectus.hardware.opcua_server import free_port
 from pectus.projections.export import csv_rows
@@ -294,7 +293,6 @@ def main() -> None:
                              capture_output=True, text=True, check=True).stdout.strip()
         print(f"replay (CLI, whole process {time.perf_counter() - began:.1f} s): {out}")
         store_bench(Path(folder))
-        store_bench(Path(folder), load_or_create_signer(Path(folder) / "chain-signing.key"))
         store_bench(Path(folder), load_or_create_signer(Path(folder) / "chain-signing.key"))
         csv_export_bench(Path(folder))
 
