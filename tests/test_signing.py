@@ -291,6 +291,16 @@ def test_the_tail_check_passes_a_sound_store_and_stops_signing_a_broken_one(sign
     store.close()
 
 
+def test_the_tail_check_walks_the_newest_links(signed: Path, key_file: Path) -> None:
+    with raw(signed) as db:
+        drop_triggers(db)
+        db.execute(f"UPDATE {EVENTS_TABLE} SET state = CAST(replace(CAST(state AS TEXT), '\"value\":5.0', "
+                   "'\"value\":6.0') AS BLOB) WHERE rowid = 11")
+    store = SQLiteEventStore(signed, load_or_create_signer(key_file))
+    assert store.check_tail(events=3) == "hash mismatch at position 11: the event was changed"
+    store.close()
+
+
 def test_a_new_key_on_a_signed_store_checks_links_and_says_so(
     signed: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:

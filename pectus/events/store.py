@@ -499,12 +499,13 @@ class SQLiteEventStore(_ChainedStore):
                 (last,) = db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}").fetchone()
                 after = max(0, last - events)
                 prev_hash = GENESIS_HASH
-                if after:
-                    (state,) = db.execute(f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?", (after,)).fetchone()
-                    prev_hash = _stored_hash(state).decode(errors="replace")
+                if after:  # the window starts from the stored hash; a damaged one fails the first link
+                    row = db.execute(f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?", (after,)).fetchone()
+                    state = row[0] if row else None
+                    prev_hash = _stored_hash(state).decode(errors="replace") if isinstance(state, bytes) else ""
                 links = _walk(db, self.path, after, prev_hash, {}, ())
                 problem = links.problem or self._newest_signature_problem(db, last, links.last_hash)
-        except (sqlite3.Error, OSError, TypeError) as error:  # TypeError: a state that is no blob
+        except (sqlite3.Error, OSError) as error:
             problem = f"cannot read the chain's tail: {error}"
         if problem:
             with self._lock:
