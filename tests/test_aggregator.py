@@ -191,3 +191,47 @@ def test_verify_backup_and_replay_from_the_command_line(tmp_path, capsys):
         db.execute("UPDATE pectus_events SET state = replace(state, 'Stopped', 'Stoppet') WHERE rowid = 10")
     assert main(["verify", "--file", str(tmp_path / "copy.sqlite3")]) == 1
     assert "BROKEN at event 10" in capsys.readouterr().err
+
+
+def test_an_engine_enrolled_from_the_command_line_while_the_aggregator_runs_is_admitted(tmp_path, capsys):
+    key_file = tmp_path / "lab_Unit.key"
+
+    async def scenario(port, aggregator):
+        refused = await session(port, [], hello=engine_hello("lab_Unit"))
+        command = ["--data-dir", str(tmp_path / "data"), "engines", "enroll", "lab_Unit", "--key-file", str(key_file)]
+        assert await trio.to_thread.run_sync(main, command) == 0
+        admitted = await session(port, [p.encode(p.Records([record(1)]))],
+                                 hello=engine_hello("lab_Unit", key_file.read_text().strip()))
+        return refused, admitted, stored_types(aggregator)
+
+    refused, admitted, types = run_against_aggregator(tmp_path, scenario, accept_new_engines=False)
+    assert isinstance(refused[0], p.Refused) and refused[0].code == "identity"
+    assert isinstance(admitted[0], p.Welcome) and p.Ack(1) in admitted
+    assert types[:4] == ["EngineEnrolled", "EngineRegistered", "EngineConnected", "StateChanged"]
+    assert "lab_Unit" in capsys.readouterr().out and key_file.stat().st_mode & 0o077 == 0
+
+
+def test_a_request_whose_events_cannot_be_stored_fails_alone(tmp_path):
+    from pectus.events.domain import ErrorLogged
+
+    async def scenario(port, aggregator):
+        writer = aggregator.writer
+        good = [ErrorLogged(time=1.0, unit="a_Unit", severity="info", message="fine")]
+        bad = [ErrorLogged(time=1.0, unit="a_Unit", severity="info", message="lone \ud800")]
+        results: dict[str, object] = {}
+
+        async def append(name, events):
+            try:
+                results[name] = await writer.append(events)
+            except Exception as error:  # noqa: BLE001 - the test looks at what each requester got
+                results[name] = error
+
+        async with trio.open_nursery() as nursery:  # one group: queued together, written together
+            for name, events in (("first", good), ("bad", bad), ("last", good)):
+                nursery.start_soon(append, name, events)
+        return results, writer.failure, [r.data.get("message") for r in aggregator.store.read()]
+
+    results, failure, messages = run_against_aggregator(tmp_path, scenario)
+    assert isinstance(results["bad"], UnicodeEncodeError)
+    assert len(results["first"]) == len(results["last"]) == 1 and messages == ["fine", "fine"]
+    assert failure == ""  # the store is fine: the request was not

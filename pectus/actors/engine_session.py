@@ -166,6 +166,12 @@ class Engines:
         allowed. Returns how the engine proved itself; raises :class:`Refusal`."""
         unit = hello.engine_id
         enrolment = self.enrolments.get(unit)
+        if enrolment is None or (enrolment.key_sha256 is not None
+                                 and not hmac.compare_digest(key_digest(hello.credential), enrolment.key_sha256)):
+            # Enrolled (or enrolled again) a moment ago by an operator's command, perhaps: read the
+            # store's tail before refusing. Failed handshakes are throttled, so this stays cheap.
+            await self.writer.catch_up()
+            enrolment = self.enrolments.get(unit)
         if enrolment is None:
             if not self.accept_new:
                 raise Refusal(f"engine '{unit}' is not enrolled at this aggregator: enrol it with "

@@ -5,10 +5,14 @@ only after the transaction committed, so an engine's acknowledgement means "stor
 While one transaction runs, new requests queue; the next transaction takes all of them (group
 commit), so a burst from many engines is written in few transactions.
 
-Invariants: exactly one writer per store (this actor); a batch is appended in one transaction,
-all or nothing; committed records are handed to ``on_commit`` in position order, before any later
-batch is written. Backups do not need the writer: SQLite's online backup copies one committed
-snapshot of the live file (``pectus-aggregator backup``).
+Invariants: exactly one writer actor per store; a batch is appended in one transaction, all or
+nothing; every record of the store - also one appended by an operator's command such as
+``pectus-aggregator engines enroll`` - is handed to ``on_commit`` once, in position order, before
+any later batch is written. The writer reads such records when the store says another writer
+appended (it then writes its batch again) and when asked to (:meth:`EventWriter.catch_up`).
+One request whose events cannot be stored (a value JSON cannot encode) fails alone: the others
+of its group are written without it. Backups do not need the writer: SQLite's online backup
+copies one committed snapshot of the live file (``pectus-aggregator backup``).
 
 ``failure`` tells whether the store is failing: the error of the last append the store could
 not write (disk full, a read-only file, another writer), "" once an append succeeds again. A
@@ -28,7 +32,7 @@ from eventsourcing.persistence import PersistenceError
 
 from pectus.actors.core import Actor, Reply
 from pectus.events.domain import DomainEvent
-from pectus.events.store import EventStore, NewEvent, Record, StoreConflict
+from pectus.events.store import EventStore, Record, StoreConflict
 
 log = logging.getLogger("pectus.aggregator.writer")
 
@@ -42,48 +46,95 @@ class Append:
     reply: Reply[list[Record]]
 
 
-class EventWriter(Actor[Append]):
+@dataclass(frozen=True, slots=True)
+class CatchUp:
+    reply: Reply[list[Record]]
+
+
+class EventWriter(Actor[Append | CatchUp]):
     def __init__(self, store: EventStore, on_commit: Callable[[list[Record]], Awaitable[None]]) -> None:
         super().__init__("aggregator/writer", capacity=4096)
         self.store = store
         self.on_commit = on_commit
         self.transactions = 0
         self.failure = ""
+        self.position: int | None = None  # the last record handed to on_commit
 
     async def append(self, events: Sequence[DomainEvent]) -> list[Record]:
         reply: Reply[list[Record]] = Reply()
         await self.send(Append(events, reply))
         return await reply.wait()
 
+    async def catch_up(self) -> list[Record]:
+        """Hand on what other processes appended since; returns those records."""
+        reply: Reply[list[Record]] = Reply()
+        await self.send(CatchUp(reply))
+        return await reply.wait()
+
     async def run(self) -> None:
+        if self.position is None:
+            self.position = self.store.last_position()  # the views were rebuilt up to here
         async for message in self.inbox:
+            if isinstance(message, CatchUp):
+                message.reply.set(await self._foreign())
+                continue
             group = [message]
             while len(group) < MAX_GROUP:
                 try:
-                    group.append(self.inbox.receive_nowait())
+                    item = self.inbox.receive_nowait()
                 except trio.WouldBlock:
                     break
+                if isinstance(item, CatchUp):
+                    item.reply.set(await self._foreign())
+                else:
+                    group.append(item)
             await self._write(group)
 
-    async def _write(self, group: list[Append]) -> None:
-        new = [NewEvent(event.stream, event.type, event.time, event.to_data())
-               for request in group for event in request.events]
+    async def _foreign(self) -> list[Record]:
+        """Records other processes appended after ``position``, handed on like our own."""
+        records = await trio.to_thread.run_sync(self.store.read, self.position or 0)
+        if records:
+            log.info("%d event(s) appended by another process (from position %d)", len(records),
+                     records[0].position)
+            await trio.to_thread.run_sync(self.store.refresh)
+            await self._commit(records)
+        return records
+
+    async def _write(self, group: list[Append], retry: bool = True) -> None:
+        new = [event.stored() for request in group for event in request.events]
         try:
             records = await trio.to_thread.run_sync(self.store.append, new)
-        except Exception as error:  # nothing was stored: every requester learns it
-            if isinstance(error, STORE_FAILURES):
-                if not self.failure:  # once when it starts, not once per batch
-                    log.error("the event store cannot write: %s", error)
-                self.failure = str(error) or type(error).__name__
-            for request in group:
-                request.reply.fail(error)
+        except StoreConflict:
+            if retry and await self._foreign():
+                return await self._write(group, retry=False)  # on top of the other writer's events
+            self._failed(group, StoreConflict("another writer keeps appending to the store"))
+            return
+        except Exception as error:  # nothing was stored
+            if isinstance(error, STORE_FAILURES) or len(group) == 1:
+                self._failed(group, error)
+            else:  # one request's events cannot be stored: find it, and write the others
+                for request in group:
+                    await self._write([request])
             return
         if self.failure:
             log.warning("the event store writes again")
             self.failure = ""
         self.transactions += 1
-        await self.on_commit(records)
+        await self._commit(records)
         start = 0
         for request in group:
             request.reply.set(records[start:start + len(request.events)])
             start += len(request.events)
+
+    def _failed(self, group: list[Append], error: Exception) -> None:
+        """Every requester of the group learns that nothing of theirs was stored."""
+        if isinstance(error, STORE_FAILURES):
+            if not self.failure:  # once when it starts, not once per batch
+                log.error("the event store cannot write: %s", error)
+            self.failure = str(error) or type(error).__name__
+        for request in group:
+            request.reply.fail(error)
+
+    async def _commit(self, records: list[Record]) -> None:
+        self.position = records[-1].position
+        await self.on_commit(records)

@@ -200,6 +200,10 @@ class EventStore(Protocol):
         """The position of the last committed event; 0 for an empty store."""
         ...
 
+    def refresh(self) -> None:
+        """Continue from the store's end as it is now (another process may have appended)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -348,6 +352,12 @@ class _ChainedStore:
 
     def last_position(self) -> int:
         return self._recorder.max_notification_id() or 0
+
+    def refresh(self) -> None:
+        """Take up the chain where it ends now: after another process (an operator's command)
+        appended to the same store file."""
+        with self._lock:
+            self._load_tip()
 
     def _select_states(self, after: int, limit: int) -> list[bytes]:
         notifications = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
