@@ -81,7 +81,8 @@ export function mount(root) {
     const column = COLUMNS.find((c) => c.key === sort.key) || COLUMNS[2];
     const rows = [...runs.values()]
       .map((run) => ({run, cells: [run.engine_name || run.engine_id || "", formatDate(run.started_date),
-        run.completed_date ? formatDate(run.completed_date) : "running", contributorNames(run)]}))
+        run.completed_date ? formatDate(run.completed_date) + (run.interrupted ? " (interrupted)" : "") : "running",
+        contributorNames(run)]}))
       .filter(({cells}) => !filter || cells.some((cell) => cell.toLowerCase().includes(filter)));
     rows.sort((a, b) => {
       const x = column.value(a.run);

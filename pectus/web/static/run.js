@@ -58,6 +58,7 @@ export function mount(root, [runId]) {
       row("Unit", run.engine_id ? h("a", {href: `/units/${encodeURIComponent(run.engine_id)}`}, run.engine_name || run.engine_id) : ""),
       row("Started", formatDate(run.started_date)),
       row("Completed", run.completed_date ? formatDate(run.completed_date) : h("span.badge.running", {"data-testid": "run-in-progress"}, "In progress")),
+      ...(run.interrupted ? [row("Interrupted", h("span.refused", {"data-testid": "run-interrupted"}, run.interrupted))] : []),
       row("Contributors", (run.contributors || []).map((c) => c.name).join(", ")),
       row("UOD", [run.uod_name, run.uod_filename ? ` (${run.uod_filename})` : ""].join("")),
       row("UOD author", [run.uod_author_name, run.uod_author_email ? ` <${run.uod_author_email}>` : ""].join("")),
@@ -86,7 +87,9 @@ export function mount(root, [runId]) {
       const asked = detail.asked || {};
       const what = asked.command || asked.code || (asked.tag ? `${asked.tag} = ${asked.value}${asked.unit ? ` ${asked.unit}` : ""}` : "") ||
         (asked.item !== undefined ? `item ${asked.item}` : asked.version !== undefined ? `version ${asked.version}` : JSON.stringify(asked));
-      return [h("span", what), " ", detail.accepted ? h("span.ok", "accepted") : h("span.refused", `refused: ${detail.reason || ""}`)];
+      const answer = detail.accepted === null ? h("span.muted", "no answer recorded (the unit never replied)")
+        : detail.accepted ? h("span.ok", "accepted") : h("span.refused", `refused: ${detail.reason || ""}`);
+      return [h("span", what), " ", answer];
     }
     return JSON.stringify(detail);
   }
