@@ -235,3 +235,51 @@ def test_a_request_whose_events_cannot_be_stored_fails_alone(tmp_path):
     assert isinstance(results["bad"], UnicodeEncodeError)
     assert len(results["first"]) == len(results["last"]) == 1 and messages == ["fine", "fine"]
     assert failure == ""  # the store is fine: the request was not
+
+
+def test_the_aggregator_starts_and_every_route_answers_on_a_store_with_events_it_cannot_read(tmp_path):
+    """Events a bug or an older version might have stored, and a row changed by hand: the views
+    skip and list them, the engines' memory skips them, every GET route answers without a 500."""
+    import sqlite3
+
+    import httpx
+
+    from pectus.events.store import NewEvent, SQLiteEventStore
+    from pectus.web.app import ROUTES
+
+    unit, run = "rogue_Unit", "run-1"
+    data = tmp_path / "data"
+    data.mkdir()
+    store = SQLiteEventStore(data / STORE_FILE)
+    envelope = {"unit": unit, "run": run, "actor": {"kind": "engine", "id": unit, "name": unit}, "seq": None}
+    store.append([NewEvent(f"unit:{unit}", kind, 1.7e9, {**envelope, "time": 1.7e9, **data_})
+                  for kind, data_ in [
+                      ("RunStarted", {}),
+                      ("RunLogChanged", {"items": "not a list"}),
+                      ("TagSamples", {"samples": [{"time": "noon", "values": {"FT01": 1}}]}),
+                      ("UodDescribed", {"tags": "FT01"}),
+                      ("UserRequested", {"request": "control"}),
+                      ("StateChanged", {"seq": "7", "system_state": 5}),
+                      ("FromTheFuture", {}),
+                      ("ErrorLogged", {"unit": ["a", "list"], "severity": "error", "message": "x"})]])
+    store.close()
+    with sqlite3.connect(data / STORE_FILE) as db:  # a row that is not a record at all
+        for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'trigger'").fetchall():
+            db.execute(f"DROP TRIGGER {name}")
+        db.execute("UPDATE pectus_events SET state = CAST('not json' AS BLOB) WHERE rowid = 3")
+
+    async def scenario(port, aggregator):
+        statuses = {}
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as api:
+            for route in ROUTES:
+                if route.method != "GET" or "<file>" in route.path:
+                    continue
+                path = route.path.replace("<unit>", unit).replace("<run>", run).replace("<item>", "1")
+                path = re.sub(r"<[^>]+>", "x", path)
+                statuses[path] = (await api.get(path)).status_code
+        return statuses, aggregator.views.unfoldable
+
+    statuses, unfoldable = run_against_aggregator(tmp_path, scenario)
+    assert statuses and not {path: status for path, status in statuses.items() if status >= 500 and path != "/health"}
+    assert statuses[f"/api/runs/{run}"] == 200
+    assert {entry["type"] for entry in unfoldable} >= {"Damaged", "FromTheFuture", "UodDescribed"}

@@ -142,11 +142,21 @@ class Engines:
         return self.units.setdefault(unit, UnitMemory())
 
     def remember(self, type_name: str, data: dict[str, Any]) -> None:
-        """Follow the log: the last seq per outbox, the open run and state per unit, enrolments."""
+        """Follow the log: the last seq per outbox, the open run and state per unit, enrolments.
+        An event it cannot read (hand-made, or from a bug) is skipped with a log line: the
+        aggregator must start on any store."""
+        try:
+            self._remember(type_name, data)
+        except (KeyError, TypeError, ValueError, AttributeError) as error:
+            log.error("a stored %s event cannot be read (%s: %s); skipped", type_name, type(error).__name__, error)
+
+    def _remember(self, type_name: str, data: dict[str, Any]) -> None:
         unit = data["unit"]
+        if not isinstance(unit, str):
+            raise TypeError(f"unit is {type(unit).__name__}, not a string")
         memory = self.memory(unit)
         seq = data.get("seq")
-        if seq:
+        if isinstance(seq, int) and seq > 0:
             outbox = data.get("outbox") or ""
             memory.outboxes[outbox] = max(memory.outboxes.get(outbox, 0), seq)
         if type_name == "StateChanged":

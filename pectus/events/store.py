@@ -266,8 +266,19 @@ def _decode(state: bytes) -> Any:
     return json.loads(state)
 
 
-def _record(state: bytes) -> Record:
-    return Record(**_decode(state))
+DAMAGED = "Damaged"  # the type readers see for a stored row that is not a record (verify says why)
+
+
+def _record(state: bytes, position: int | None = None) -> Record:
+    """The record a row holds. Reading the log must go on past a row that is not one (a store
+    changed by hand): with its ``position`` known, such a row reads as a record of type
+    :data:`DAMAGED` with no data, for readers to skip and report."""
+    try:
+        return Record(**_decode(state))
+    except (ValueError, TypeError, RecursionError):
+        if position is None:
+            raise
+        return Record(position, "", 0, DAMAGED, 0.0, {}, "", "")
 
 
 class _ChainedStore:
@@ -335,7 +346,7 @@ class _ChainedStore:
             return list(self.iter(after))
         if limit < 1:
             return []
-        return [_record(state) for state in self._select_states(after, limit)]
+        return [_record(state, position) for position, state in self._select_states(after, limit)]
 
     def iter(self, after: int = 0, batch: int = 10_000) -> Iterator[Record]:
         """Streams events with position > ``after``, ``batch`` rows per query: flat memory.
@@ -343,8 +354,8 @@ class _ChainedStore:
         before the next keeps reusing the same few kilobytes."""
         while True:
             states = self._select_states(after, batch)
-            for state in states:
-                record = _record(state)
+            for position, state in states:
+                record = _record(state, position)
                 yield record
             if len(states) < batch:
                 return
@@ -359,9 +370,9 @@ class _ChainedStore:
         with self._lock:
             self._load_tip()
 
-    def _select_states(self, after: int, limit: int) -> list[bytes]:
+    def _select_states(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         notifications = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
-        return [n.state for n in notifications]
+        return [(n.id, n.state) for n in notifications]
 
 
 class MemoryEventStore(_ChainedStore):
@@ -479,15 +490,15 @@ class SQLiteEventStore(_ChainedStore):
     ) -> None:
         self._recorder.insert_events(stored, first_position=first_position, signature=signature)
 
-    def _select_states(self, after: int, limit: int) -> list[bytes]:
+    def _select_states(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         # The recorder's select_notifications builds a Notification per row from all columns;
-        # ``state`` alone holds the record, and selecting just it reads half again as fast.
+        # the position and ``state`` hold the record, and selecting just them reads half again as fast.
         with self._datastore.transaction(commit=False) as c:
             c.execute(
-                f"SELECT state FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                f"SELECT rowid, state FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid LIMIT ?",
                 (after, limit),
             )
-            return [row[0] for row in c.fetchall()]
+            return [(row[0], row[1]) for row in c.fetchall()]
 
     def signatures(self) -> list[ChainSignature]:
         """The signatures written, in position order."""
