@@ -359,6 +359,11 @@ async def online(api: httpx.AsyncClient, unit: str) -> bool:
     return found is not None and found["state"] == "online"
 
 
+async def completed(api: httpx.AsyncClient, run: str) -> bool:
+    """Whether the run has ended (its engine stopped it, or it was closed as interrupted)."""
+    return (await api.get(f"/api/runs/{quote(run, safe='')}")).json()["completed_date"] is not None
+
+
 async def run_ids(api: httpx.AsyncClient, unit: str) -> list[str]:
     """The unit's runs, newest first."""
     return [r["run_id"] for r in (await api.get("/api/runs")).json() if r["engine_id"] == unit]

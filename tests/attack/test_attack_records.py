@@ -15,7 +15,7 @@ import re
 
 import trio
 
-from attack_harness import (DEMO_UNIT, T0, Fleet, RawEngine, failing_gets, of_unit, online, patiently, record,
+from attack_harness import (T0, Fleet, RawEngine, completed, failing_gets, of_unit, online, patiently, record,
                             run_ids, runlog_data, samples_data, state_data, uod_data)
 
 RUN = "r1"
@@ -119,7 +119,7 @@ def test_records_naming_another_units_run_are_refused_and_never_shown_in_it(tmp_
                 assert [refusal["seq"] for refusal in ack["refused"]] == [2, 3, 4, 5], ack
 
                 assert (await api.post(control, json={"command": "Stop"})).status_code == 200
-                await patiently(lambda: _completed(api, run))
+                await patiently(lambda: completed(api, run))
                 run_log = (await api.get(f"/api/runs/{run}/run_log")).text
                 csv = (await api.get(f"/api/runs/{run}/csv")).text
                 assert "FORGED" not in run_log and "FORGED" not in csv
@@ -127,10 +127,6 @@ def test_records_naming_another_units_run_are_refused_and_never_shown_in_it(tmp_
                 assert (await api.get(f"/api/runs/{run}")).json()["engine_id"] == victim.unit
 
     trio.run(main)
-
-
-async def _completed(api, run: str) -> bool:
-    return (await api.get(f"/api/runs/{run}")).json()["completed_date"] is not None
 
 
 def test_deep_nesting_on_the_engine_socket_closes_the_session_with_a_logged_reason(tmp_path):
