@@ -283,3 +283,15 @@ def test_the_aggregator_starts_and_every_route_answers_on_a_store_with_events_it
     assert statuses and not {path: status for path, status in statuses.items() if status >= 500 and path != "/health"}
     assert statuses[f"/api/runs/{run}"] == 200
     assert {entry["type"] for entry in unfoldable} >= {"Damaged", "FromTheFuture", "UodDescribed"}
+
+
+def test_verify_lists_intact_events_the_views_cannot_show(tmp_path, capsys, caplog):
+    from pectus.events.store import NewEvent, SQLiteEventStore
+
+    store = SQLiteEventStore(tmp_path / STORE_FILE)
+    store.append([NewEvent("unit:a_Unit", "FromTheFuture", 1.7e9, {"unit": "a_Unit"})])
+    store.close()
+    before = (tmp_path / STORE_FILE).read_bytes()
+    assert main(["verify", "--file", str(tmp_path / STORE_FILE)]) == 0
+    assert "event 1 (FromTheFuture) is intact but cannot be shown" in capsys.readouterr().out
+    assert (tmp_path / STORE_FILE).read_bytes() == before  # verifying changes nothing

@@ -111,10 +111,26 @@ def _verify(path: Path, anchors: dict[int, str], public_key_files: list[Path]) -
                       "(to check them: verify --public-key chain-signing.pub, a copy kept apart from the store)")
         print(f"{path}: the chain of {result.checked} events is intact{checked}{signed}; "
               f"anchor {result.checked}:{result.last_hash} (keep it apart from the store; later: verify --anchor)")
+        _list_unshown(path)
         return EXIT_OK
     print(f"{path}: BROKEN at event {result.position}: {result.problem} ({result.checked} events checked)",
           file=sys.stderr)
     return EXIT_PROBLEMS
+
+
+def _list_unshown(path: Path) -> None:
+    """Intact events the views cannot show (written by an older version or a bug): the record
+    keeps them, the UI skips them, and the auditor should know which they are."""
+    import socket
+
+    from pectus import __version__
+    from pectus.events.store import read_file
+    from pectus.projections.views import Projector
+
+    views = Projector(aggregator_name=socket.gethostname(), aggregator_version=__version__)
+    views.replay(read_file(path))
+    for entry in views.unfoldable:
+        print(f"{path}: event {entry['position']} ({entry['type']}) is intact but cannot be shown: {entry['reason']}")
 
 
 def _backup(store_file: Path, dest: Path) -> int:

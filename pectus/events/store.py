@@ -106,6 +106,7 @@ __all__ = [
     "StoreConflict",
     "Verification",
     "backup",
+    "read_file",
     "stream_id",
     "verify",
 ]
@@ -648,6 +649,14 @@ def _walk(
         return Verification(False, signed - after, signed + 1, _unsigned(signed + 1, last), signed_hash,
                             signed_count)
     return Verification(True, checked, None, "", prev_hash, signed_count)
+
+
+def read_file(path: Path) -> Iterator[Record]:
+    """Every record of a store file, opened read-only (an auditor's copy is never changed by
+    reading it); a row that is not a record reads as :data:`DAMAGED`."""
+    with _read_only(path) as db:
+        for position, state in db.execute(f"SELECT rowid, state FROM {EVENTS_TABLE} ORDER BY rowid"):
+            yield _record(state, position)
 
 
 def _read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
