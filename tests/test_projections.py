@@ -130,9 +130,11 @@ def story(log: Log) -> None:
              RunLogChanged(time=at(15), unit=UNIT, run="run-1", actor=ENGINE,
                            items=[item(1, "Block", "started", at(10))]),
              LinesChanged(time=at(15), unit=UNIT, run="run-1", actor=ENGINE, version=1, states={"a": "started"}),
-             samples(UNIT, "run-1", (at(20), {"Run Time": 10.0, "PU01": 50.0, "Mark": "A, first"})),
+             # As an engine records a tick: its run-log changes, then its sample.
              RunLogChanged(time=at(20), unit=UNIT, run="run-1", actor=ENGINE,
-                           items=[item(1, "Block", "completed", at(10), at(20)), item(2, "PU01", "started", at(20))]),
+                           items=[item(1, "Block", "completed", at(10), at(20)), item(2, "PU01", "started", at(20)),
+                                  item(3, "Mark: A, first", "completed", at(20), at(20))]),
+             samples(UNIT, "run-1", (at(20), {"Run Time": 10.0, "PU01": 50.0, "Mark": "A, first"})),
              LinesChanged(time=at(20), unit=UNIT, run="run-1", actor=ENGINE, version=1,
                           states={"a": "executed", "b": "executed"}),
              request(30, "run-1", ALICE, "save_method", {"version": 1}),
@@ -235,7 +237,8 @@ def test_method_line_states_and_revisions():
 
 def test_run_log_keeps_the_latest_state_of_each_item(log: Log):
     assert log.live.run_log_of("run-1") == [item(1, "Block", "completed", at(10), at(20)),
-                                            item(2, "PU01", "started", at(20))]
+                                            item(2, "PU01", "started", at(20)),
+                                            item(3, "Mark: A, first", "completed", at(20), at(20))]
     assert log.live.run_log(UNIT) == []  # run-2 has no items yet
     assert log.live.run_log_of("other-run") == []
 
@@ -422,15 +425,18 @@ def test_csv_of_a_run_has_metadata_stable_columns_and_forward_filled_rows(log: L
         ["2025-01-09T19:13:30.000Z", "0.0", "Running", "0.0", "0.0", "Closed", "", ""],
         ["2025-01-09T19:13:35.000Z", "5.0", "Running", "10.5", "0.0", "Closed", "Equilibrate", ""],
         ["2025-01-09T19:13:40.000Z", "10.0", "Running", "10.5", "50.0", "Closed", "Equilibrate", "A, first"],
-        ["2025-01-09T19:14:35.000Z", "65.0", "Running", "12.0", "50.0", "Open", "Equilibrate", "A, first"]]
-    assert '"A, first"' in rows[-1]  # a value with a comma is quoted
+        ["2025-01-09T19:14:35.000Z", "65.0", "Running", "12.0", "50.0", "Open", "Equilibrate", ""]]
+    assert '"A, first"' in rows[-2]  # a value with a comma is quoted
+    # Marks show in the row where they were made, never forward-filled.
     with pytest.raises(KeyError):
         csv_rows(log.store.iter(), "nope", log.live)
 
 
 def test_csv_quotes_cells_as_the_csv_module_reads_them(log: Log):
-    tricky = {"Mark": 'said "stop"\r\nnow', "Block": "a,b", "Valve": "", "PU01": True, "FT01": None}
-    log.emit(samples(UNIT, "run-2", (at(220), tricky)))
+    tricky = {"Block": "a,b", "Valve": "", "PU01": True, "FT01": None, "Mark": "said"}
+    log.emit(RunLogChanged(time=at(219), unit=UNIT, run="run-2", actor=ENGINE,
+                           items=[item(7, 'Mark: said "stop"\r\nnow', "completed", at(219), at(219))]),
+             samples(UNIT, "run-2", (at(220), tricky)))
     table = parse(list(csv_rows(log.store.iter(), "run-2", log.live)))
     assert dict(zip(table[15], table[-1])) == {
         "Time (UTC)": "2025-01-09T19:17:00.000Z", "Run Time [s]": "10.0", "System State": "", "FT01 [L/h]": "",
@@ -584,3 +590,19 @@ def test_an_event_that_cannot_be_folded_is_skipped_and_listed_and_the_rest_still
     replayed = Projector("agg-host", "1.2.3")
     replayed.replay(log.store.iter())
     assert replayed.unfoldable == log.live.unfoldable
+
+
+def test_the_csv_mark_column_shows_each_runs_marks_in_the_row_they_were_made(log: Log):
+    """Two marks between two rows share the later row; a mark repeated in a later event of the same
+    item is not counted again; the next run starts without them."""
+    mark = lambda id_, text, t: item(id_, f"Mark: {text}", "completed", at(t), at(t))  # noqa: E731
+    log.emit(RunLogChanged(time=at(212), unit=UNIT, run="run-2", actor=ENGINE, items=[mark(8, "x", 212)]),
+             RunLogChanged(time=at(213), unit=UNIT, run="run-2", actor=ENGINE, items=[mark(9, "y", 213)]),
+             samples(UNIT, "run-2", (at(214), {"FT01": 4.0, "Mark": "y"})),  # the tag: the current mark
+             RunLogChanged(time=at(215), unit=UNIT, run="run-2", actor=ENGINE, items=[mark(9, "y", 213)]),
+             samples(UNIT, "run-2", (at(216), {"FT01": 5.0})),
+             RunStopped(time=at(217), unit=UNIT, run="run-2", actor=ENGINE),
+             RunStarted(time=at(300), unit=UNIT, run="run-3", actor=ENGINE),
+             samples(UNIT, "run-3", (at(301), {"FT01": 6.0, "Mark": None})))
+    marks = lambda run: [row[-1] for row in parse(list(csv_rows(log.store.iter(), run, log.live)))[16:]]  # noqa: E731
+    assert marks("run-2") == ["", "x; y", ""] and marks("run-3") == [""]

@@ -305,6 +305,7 @@ class Engine:
         t[S.RUN_TIME].set_value(0.0, now)
         t[S.BLOCK_TIME].set_value(0.0, now)
         t[S.SCOPE_TIME].set_value(0.0, now)
+        t[S.MARK].set_value(None, now)  # a run never starts with the previous run's mark
         self.run_log = RunLog(self.run_log.new_id())
         self.line_states = {}
         self.marks = []

@@ -307,8 +307,9 @@ class Interpreter:
         now = engine.clock
         argument = node.arguments
         if kind is Kind.MARK:
-            mark = tags[S.MARK]
-            mark.set_value(argument if not mark.value else f"{mark.value}; {argument}", now)
+            # The tag holds the current mark; the history is the run log (a tag that grew with every
+            # mark made every record that carries it grow with the run).
+            tags[S.MARK].set_value(argument, now)
             engine.marks.append(argument)
         elif kind is Kind.BASE:
             engine.timeline(argument)

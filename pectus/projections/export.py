@@ -15,7 +15,9 @@ The CSV keeps Open Pectus' layout, so spreadsheets and scripts written for it ke
 * one empty row;
 * a header row of ``Name [unit]`` (``Name`` alone for a tag without a unit);
 * one row per data-log sample of the run, ascending, each cell holding the tag's latest value at
-  that sample (forward fill);
+  that sample (forward fill) - except ``Mark``: its cell shows the marks made since the row
+  before (from the run log, joined with ``"; "``), and is empty in rows without a new mark, as
+  in Open Pectus' archive;
 * the ``csv`` module's default dialect: comma, minimal quoting (a cell with a comma, a quote or
   a line break is quoted, its quotes doubled), **CRLF** line ends (RFC 4180, and what Open
   Pectus writes). Each yielded string is one row with its ``\\r\\n``.
@@ -50,11 +52,13 @@ import re
 from collections.abc import Iterable, Iterator
 from typing import Any
 
-from pectus.events.domain import TagSamples, decode
+from pectus.events.domain import RunLogChanged, TagSamples, decode
 from pectus.events.store import Record
 from pectus.projections.views import Projector, iso
 
 TIME_COLUMN = "Time (UTC)"
+MARK = "Mark"
+MARK_ITEM = "Mark: "  # the run-log name of a Mark instruction
 _NEEDS_QUOTES = re.compile(r'[",\r\n]')
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # what makes a spreadsheet evaluate a cell (OWASP)
 _PLAIN_NUMBER = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
@@ -85,7 +89,13 @@ def _csv_rows(records: Iterable[Record], run_id: str, run: dict[str, Any],
     # Cells keep the formatted text of the latest value: a sample carries only what changed, so
     # most cells are formatted once rather than once per row.
     row = [""] * (len(columns) + 1)
+    mark = index.pop(MARK, None)
+    marks: list[str] = []  # made since the last row
+    marked: set[Any] = set()  # run-log items already counted
     for record in records:
+        if record.type == RunLogChanged.type and mark is not None and record.data.get("run") == run_id:
+            marks.extend(_new_marks(record.data.get("items", ()), marked))
+            continue
         if record.type != TagSamples.type:
             continue  # most of a unit's log is samples; the rest need not be decoded
         event = decode(record.type, record.data)
@@ -98,7 +108,21 @@ def _csv_rows(records: Iterable[Record], run_id: str, run: dict[str, Any],
                 if i is not None:
                     row[i] = _cell(value)
             row[0] = iso(sample["time"])
+            if mark is not None:
+                row[mark] = _cell("; ".join(marks))
+                marks.clear()
             yield _line(row)
+
+
+def _new_marks(items: Iterable[dict[str, Any]], counted: set[Any]) -> list[str]:
+    """The marks of run-log items that completed now (each item counted once)."""
+    found = []
+    for item in items:
+        name = item.get("name") or ""
+        if name.startswith(MARK_ITEM) and item.get("state") == "completed" and item.get("id") not in counted:
+            counted.add(item.get("id"))
+            found.append(name[len(MARK_ITEM):])
+    return found
 
 
 def _cell(value: Any) -> str:
