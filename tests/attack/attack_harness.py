@@ -22,10 +22,10 @@ import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote
 
 import httpx
@@ -144,13 +144,22 @@ class Engine(Process):
     def key_file(self) -> Path:
         return self.outbox.with_name(f"{self.unit}.key")
 
-    def outbox_state(self) -> tuple[str, int, int]:
-        """(outbox id, newest seq it handed out, records still unacknowledged)."""
+    def outbox_state(self) -> OutboxState:
         with _read_only(self.outbox) as db:
             (outbox_id,) = db.execute("SELECT id FROM identity").fetchone()
             newest = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
-            (pending,) = db.execute("SELECT COUNT(*) FROM outbox").fetchone()
-        return outbox_id, newest[0] if newest else 0, pending
+            pending, size = db.execute("SELECT COUNT(*), COALESCE(SUM(LENGTH(record)), 0) FROM outbox").fetchone()
+        return OutboxState(outbox_id, newest[0] if newest else 0, pending, size)
+
+
+class OutboxState(NamedTuple):
+    """An engine's outbox as its file holds it: its id, the newest seq it handed out, and the
+    records not yet acknowledged (how many, and their bytes)."""
+
+    id: str
+    newest: int
+    pending: int
+    pending_bytes: int
 
 
 class Fleet:
@@ -357,6 +366,12 @@ async def unit_of(api: httpx.AsyncClient, unit: str) -> dict[str, Any] | None:
 async def online(api: httpx.AsyncClient, unit: str) -> bool:
     found = await unit_of(api, unit)
     return found is not None and found["state"] == "online"
+
+
+async def at_least(query: Awaitable[list[Any]], count: int) -> list[Any] | None:
+    """What ``query`` found when it found at least ``count`` things, else None: for ``patiently``."""
+    found = await query
+    return found if len(found) >= count else None
 
 
 async def completed(api: httpx.AsyncClient, run: str) -> bool:
