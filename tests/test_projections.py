@@ -606,3 +606,18 @@ def test_the_csv_mark_column_shows_each_runs_marks_in_the_row_they_were_made(log
              samples(UNIT, "run-3", (at(301), {"FT01": 6.0, "Mark": None})))
     marks = lambda run: [row[-1] for row in parse(list(csv_rows(log.store.iter(), run, log.live)))[16:]]  # noqa: E731
     assert marks("run-2") == ["", "x; y", ""] and marks("run-3") == [""]
+
+
+def test_run_log_changes_merge_into_their_items_and_progress_steps_move_them(log: Log):
+    started = {**item(20, "Wait: 60 s", "started", at(220)), "start_values": {"FT01": 1.0}}
+    log.emit(RunLogChanged(time=at(220), unit=UNIT, run="run-2", actor=ENGINE, items=[started]))
+    deltas = log.emit(RunLogChanged(time=at(221), unit=UNIT, run="run-2", actor=ENGINE,
+                                    progress=[{"id": 20, "progress": 0.5, "time": at(221)}, {"id": 99, "progress": 0.1,
+                                                                                             "time": at(221)}]))
+    (merged,) = [entry for entry in log.live.run_log(UNIT) if entry["id"] == 20]
+    assert merged["progress"] == 0.5 and merged["start_values"] == {"FT01": 1.0}
+    assert deltas == [Delta(UNIT, "run_log", {"run": "run-2", "changed": [merged]})]  # the unknown id is ignored
+    ended = {**item(20, "Wait: 60 s", "completed", at(220), at(280)), "end_values": {"FT01": 2.0}}
+    log.emit(RunLogChanged(time=at(280), unit=UNIT, run="run-2", actor=ENGINE, items=[ended]))
+    (merged,) = [entry for entry in log.live.run_log(UNIT) if entry["id"] == 20]
+    assert merged["start_values"] == {"FT01": 1.0} and merged["end_values"] == {"FT01": 2.0}

@@ -91,7 +91,7 @@ def test_records_follow_the_run_and_sample_tags_once_per_data_log_interval():
     assert {"Process Time", "System State"} <= live_names  # live values go out every tick
     run = records[started]["run"]
     assert run and all(r["run"] == run for r in records[started:stopped + 1]) and records[-1]["run"] is None
-    marks = [item["name"] for r in records if r["kind"] == "runlog" for item in r["data"]["items"]
+    marks = [item["name"] for r in records if r["kind"] == "runlog" for item in r["data"].get("items", ())
              if item["state"] == "completed" and item["name"].startswith("Mark")]
     assert marks == ["Mark: A", "Mark: B"]
     for seq, record in enumerate([*builder.present(sim.time), *records], start=1):  # what the aggregator checks
@@ -107,3 +107,29 @@ def test_the_uod_description_names_tags_units_readings_and_commands():
     assert any(r["tag_name"] == "PU01" and r["kind"] == "reading_with_entry" for r in data["readings"])
     assert any(c["name"] == "Reset" for c in data["commands"])
     assert data["data_log_interval_seconds"] == 1.0
+
+
+def test_a_long_wait_is_recorded_by_its_steps_and_its_snapshots_travel_once():
+    """A 60 s Wait ticks 600 times; its record: the item whole at start (with every tag) and at the
+    end (with every tag), and progress steps of at least 1 %, at most four a second."""
+    sim = Simulator(DEMO_UOD, "Wait: 60 s\nStop")
+    builder = RecordBuilder(sim.engine)
+    sim.start()
+    records = []
+    while not any(r["kind"] == "run_stopped" for r in records):
+        before = len(sim.events)
+        sim.run_ticks(1)
+        if len(sim.events) > before:
+            records += builder.feed(sim.events[before:])[0]
+    runlog = [r["data"] for r in records if r["kind"] == "runlog"]
+    wait = [item for data in runlog for item in data.get("items", ()) if item["name"] == "Wait: 60 s"]
+    steps = [step for data in runlog for step in data.get("progress", ())]
+    assert [item["state"] for item in wait] == ["started", "completed"]
+    assert "start_values" in wait[0] and "end_values" in wait[1] and "start_values" not in wait[1]
+    assert 80 <= len(steps) <= 100  # about one per percent (not one per tick: 600)
+    progress = [step["progress"] for step in steps]
+    assert all(b - a >= 0.01 - 1e-9 for a, b in zip(progress, progress[1:]))
+    times = [step["time"] for step in steps]
+    assert all(b - a >= 0.25 - 1e-9 for a, b in zip(times, times[1:]))
+    for seq, record in enumerate(records, start=1):
+        check_record(json.dumps({"seq": seq, **record}))

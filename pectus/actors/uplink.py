@@ -157,8 +157,19 @@ def _encode(record: dict[str, Any]) -> str:
     return text
 
 
+PROGRESS_STEP = 0.01  # a change of progress smaller than this is not worth a record...
+PROGRESS_INTERVAL = 0.25  # ...nor one sooner than this (s) after the item's last record
+
+
 class RecordBuilder:
-    """Engine events -> records and live values (sans-I/O)."""
+    """Engine events -> records and live values (sans-I/O).
+
+    Records carry what changed, so their size per minute stays the same however long a run goes:
+    tag samples hold the values changed since the last sample; a run-log item is recorded whole
+    (with its tag snapshot at start) when it appears, again (with the snapshot at its end) when its
+    state changes, and in between only as a progress step of at least 1 %, at most four a second
+    - what the run log on a page can show.
+    """
 
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
@@ -167,6 +178,7 @@ class RecordBuilder:
         self._changed: set[str] = set()
         self._last_sample: float | None = None
         self._run: str | None = None
+        self._items: dict[int, tuple[tuple[Any, ...], float | None, float]] = {}  # id -> (state, progress, sent)
 
     @property
     def run(self) -> str | None:
@@ -200,14 +212,19 @@ class RecordBuilder:
         records: list[dict[str, Any]] = []
         live: list[dict[str, Any]] = []
         runlog: dict[int, dict[str, Any]] = {}
+        progress: dict[int, dict[str, Any]] = {}
         lines: dict[str, str] = {}
         time = events[-1].time
 
         def flush() -> None:
             """The tick's run-log and line changes, as one record each (before a run starts or ends)."""
-            if runlog:
-                records.append(self._record("runlog", time, {"items": list(runlog.values())}))
+            if runlog or progress:
+                data: dict[str, Any] = {"items": list(runlog.values())} if runlog else {}
+                if progress:
+                    data["progress"] = list(progress.values())
+                records.append(self._record("runlog", time, data))
                 runlog.clear()
+                progress.clear()
             if lines:
                 records.append(self._record("lines", time, {"version": self.engine.method_version,
                                                             "states": dict(lines)}))
@@ -225,6 +242,7 @@ class RecordBuilder:
             elif kind == "run_started":
                 self._run = event.run_id
                 self._last_sample = None
+                self._items.clear()
                 records.append(self._record("run_started", event.time, {}))
             elif kind == "run_stopped":
                 records.extend(self._sample(event.time, force=True))
@@ -234,14 +252,7 @@ class RecordBuilder:
                 records.append(self._record("state", event.time, {"system_state": event.system_state,
                                                                    "method_status": event.method_status}))
             elif kind == "runlog":
-                runlog[event.id] = {"id": event.id, "line": event.line, "name": f"{event.instruction}: "
-                                    f"{event.arguments}" if event.arguments else event.instruction,
-                                    "state": event.state, "progress": event.progress, "time": event.time,
-                                    "start": event.start, "end": event.end,
-                                    "start_values": _json_values(event.start_values),
-                                    "end_values": _json_values(event.end_values),
-                                    "cancellable": event.cancellable, "forcible": event.forcible,
-                                    "cancelled": event.cancelled, "forced": event.forced}
+                self._item(event, runlog, progress)
             elif kind == "line":
                 lines[event.line_id] = event.state
             elif kind == "error":
@@ -255,6 +266,33 @@ class RecordBuilder:
         flush()
         records.extend(self._sample(time))
         return records, live
+
+    def _item(self, event: ev.RunLogChanged, items: dict[int, dict[str, Any]],
+              progress: dict[int, dict[str, Any]]) -> None:
+        """One run-log event: the item whole, a progress step, or nothing worth a record."""
+        state = (event.state, event.line, event.instruction, event.arguments, event.start, event.end,
+                 event.cancellable, event.forcible, event.cancelled, event.forced)
+        known = self._items.get(event.id)
+        if known is not None and known[0] == state:
+            _, sent, at = known
+            if (event.progress is None or event.time - at < PROGRESS_INTERVAL
+                    or (sent is not None and abs(event.progress - sent) < PROGRESS_STEP)):
+                return
+            progress[event.id] = {"id": event.id, "progress": event.progress, "time": event.time}
+            self._items[event.id] = (state, event.progress, event.time)
+            return
+        item = {"id": event.id, "line": event.line,
+                "name": f"{event.instruction}: {event.arguments}" if event.arguments else event.instruction,
+                "state": event.state, "progress": event.progress, "time": event.time, "start": event.start,
+                "end": event.end, "cancellable": event.cancellable, "forcible": event.forcible,
+                "cancelled": event.cancelled, "forced": event.forced}
+        if known is None:
+            item["start_values"] = _json_values(event.start_values)
+        if event.end_values is not None:
+            item["end_values"] = _json_values(event.end_values)
+        items[event.id] = {**items.get(event.id, {}), **item}  # an item may start and end in one tick
+        progress.pop(event.id, None)
+        self._items[event.id] = (state, event.progress, event.time)
 
     def _record(self, kind: str, time: float, data: dict[str, Any]) -> dict[str, Any]:
         return {"kind": kind, "time": time, "run": self._run, "data": data}

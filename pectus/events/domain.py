@@ -183,11 +183,14 @@ class TagSamples(DomainEvent):
 
 @dataclass(frozen=True, slots=True, kw_only=True)
 class RunLogChanged(DomainEvent):
-    """Run-log items that started, progressed or ended: [{id, line, name, state, progress, start,
-    end, cancellable, forcible, cancelled, forced}]."""
+    """Run-log items that started or changed state: ``items`` [{id, line, name, state, progress,
+    time, start, end, cancellable, forcible, cancelled, forced, start_values?, end_values?}], each
+    merged into the item of that id (a snapshot not sent is kept); and items whose progress moved:
+    ``progress`` [{id, progress, time}]."""
 
     type: ClassVar[str] = "RunLogChanged"
-    items: list[dict[str, Any]]
+    items: list[dict[str, Any]] = field(default_factory=list)
+    progress: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)

@@ -124,6 +124,10 @@ class SamplesData(_Data):
 
 
 class RunLogItem(_Data):
+    """A run-log item that started or changed state. The tag snapshots travel once each:
+    ``start_values`` when the item first appears, ``end_values`` when it ends; a record without
+    them leaves the ones already recorded as they are."""
+
     id: int
     line: int | None
     name: Text
@@ -132,16 +136,25 @@ class RunLogItem(_Data):
     time: Time
     start: Time | None
     end: Time | None
-    start_values: Values | None
-    end_values: Values | None
     cancellable: bool
     forcible: bool
     cancelled: bool
     forced: bool
+    start_values: Values | None | msgspec.UnsetType = msgspec.UNSET
+    end_values: Values | None | msgspec.UnsetType = msgspec.UNSET
+
+
+class Progress(_Data):
+    """A running item's progress moved (by 1 % or more, at most a few times a second)."""
+
+    id: int
+    progress: Number
+    time: Time
 
 
 class RunLogData(_Data):
-    items: Annotated[list[RunLogItem], msgspec.Meta(min_length=1, max_length=10_000)]
+    items: Annotated[list[RunLogItem], msgspec.Meta(max_length=10_000)] = []
+    progress: Annotated[list[Progress], msgspec.Meta(max_length=10_000)] = []
 
 
 class LinesData(_Data):

@@ -432,9 +432,18 @@ class Projector:
     def _run_log_changed(self, unit: UnitView, run: RunView | None, event: RunLogChanged) -> list[Delta]:
         if run is None:
             return []  # a run log outside a run has nowhere to go
+        log = run.run_log
+        changed: dict[str, dict[str, Any]] = {}
         for item in event.items:
-            run.run_log[str(item["id"])] = item
-        return [_log_delta(unit, "run_log", [dict(item) for item in event.items])] if run.id == unit.run else []
+            key = str(item["id"])
+            changed[key] = log[key] = {**log.get(key, {}), **item}
+        for moved in event.progress:
+            key = str(moved["id"])
+            if key in log:
+                changed[key] = log[key] = {**log[key], "progress": moved["progress"], "time": moved["time"]}
+        if run.id != unit.run or not changed:
+            return []
+        return [_log_delta(unit, "run_log", [dict(item) for item in changed.values()])]
 
     def _lines_changed(self, unit: UnitView, run: RunView | None, event: LinesChanged) -> list[Delta]:
         method = run.method if run is not None else unit.method
