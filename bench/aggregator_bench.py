@@ -173,8 +173,9 @@ async def browser_latency(port: int, samples: int) -> list[float]:
                 await engine_ws.send_message(p.encode(p.Live([{"name": "FT01", "value": i, "unit": "L/h",
                                                                 "time": time.time(), "simulated": False}])))
                 while True:
-                    message = json.loads(await browser.get_message())
-                    if message.get("topic") == "values" and any(v.get("value") == i for v in message["data"]):
+                    frame = json.loads(await browser.get_message())  # deltas come in arrays, a reply alone
+                    if isinstance(frame, list) and any(delta["topic"] == "values" and any(
+                            v.get("value") == i for v in delta["data"]) for delta in frame):
                         break
                 latencies.append(time.perf_counter() - sent)
                 await trio.sleep(0.1)

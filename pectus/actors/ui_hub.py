@@ -30,6 +30,10 @@ The browser merges ``values`` and the logs by key already, so the merged message
 same picture as the messages it replaces. Only the plot sees a difference: a lagging browser
 plots the latest value of a coalesced stretch, not each point of it (a refetch has them all).
 
+Frames: what waits for a browser when it is ready for more goes out as one text frame, a JSON
+array of the changes in order (so a browser that lags pays one frame, not one per change);
+replies go out as JSON objects of their own, in order with the changes.
+
 The one rule that ends a subscription: it has held messages for :data:`STALL` seconds without
 taking any (its browser stopped reading). It is then closed with ``stalled`` set; everything
 else a slow browser costs is bounded by coalescing.
@@ -121,7 +125,7 @@ class _Reply:
 
 
 class Subscription:
-    """What one browser receives: async-iterate it for batches of JSON texts, in order.
+    """What one browser receives: async-iterate it for the frames to send (see :meth:`take`).
 
     ``viewer`` None (not signed in) receives no change; :meth:`follow` / :meth:`unfollow` say
     which units' changes it gets, :meth:`sign_in` changes the viewer (and forgets what it may no
@@ -192,15 +196,27 @@ class Subscription:
         self._pending[key] = message if older is None else coalesce(older, message)
 
     async def take(self) -> list[str]:
-        """The texts of everything waiting, once there is something; [] once closed."""
+        """Everything waiting, once there is something, as the frames to send in order: each run
+        of changes one JSON array (joined from their shared texts), each reply a JSON object of
+        its own; [] once closed."""
         await self._ready.wait()
         if self.closed.is_set():
             return []
         taken, self._pending, self._ready = self._pending, {}, trio.Event()
-        for key in taken:
+        frames: list[str] = []
+        changes: list[str] = []
+        for key, message in taken.items():
             if isinstance(key, _Reply):
                 self._reply_slot.release()
-        return [message.text for message in taken.values()]
+                if changes:
+                    frames.append(f"[{','.join(changes)}]")
+                    changes = []
+                frames.append(message.text)
+            else:
+                changes.append(message.text)
+        if changes:
+            frames.append(f"[{','.join(changes)}]")
+        return frames
 
     def close(self) -> None:
         self._hub._subscriptions.discard(self)
@@ -215,8 +231,8 @@ class Subscription:
         return len(self._pending)
 
     async def __aiter__(self) -> AsyncIterator[list[str]]:
-        while texts := await self.take():
-            yield texts
+        while frames := await self.take():
+            yield frames
 
 
 class UiHub:

@@ -80,9 +80,9 @@ class LiveSocket:
         self.scope.cancel()
 
     async def send_outbox(self) -> None:
-        async for texts in self.subscription:
-            for text in texts:
-                await self.socket.send(text)
+        async for frames in self.subscription:
+            for frame in frames:
+                await self.socket.send(frame)
 
     async def watch(self) -> None:
         await self.subscription.closed.wait()
@@ -153,9 +153,10 @@ class LiveSocket:
 async def live_socket(backend: Backend) -> None:
     """Live deltas. The browser sends ``{"subscribe": [unit ids]}`` or ``{"unsubscribe": [...]}``
     and gets ``{"subscribed": [unit ids]}`` back; a malformed message gets ``{"error": {...}}``
-    and the socket stays open. The server sends ``{"unit", "topic", "data"}`` for each change of
-    a followed unit and of the global topics ``units`` and ``runs`` (those the user may see),
-    one per text frame.
+    and the socket stays open. The server sends a delta ``{"unit", "topic", "data"}`` for each
+    change of a followed unit and of the global topics ``units`` and ``runs`` (those the user may
+    see). Deltas come in frames: each text frame is a JSON array of one or more deltas, in order
+    (all that waited for the browser when it was ready for more); replies are JSON objects.
 
     With sign-in on, the first message carries the ID token, ``{"identity": "<token>"}`` (alone
     or with a subscribe); without it a subscribe is refused (401), and a unit requiring a role

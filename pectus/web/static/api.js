@@ -3,8 +3,10 @@
 //
 // Live data: one WebSocket (/api/ws). A page "watches" some units: the client subscribes to
 // them, waits for the {"subscribed": [...]} acknowledgement, then asks the page to refetch
-// over REST (resync). Deltas that arrive while a page refetches are held back and replayed
-// after its snapshot, so none is lost or applied out of order. When the socket drops the
+// over REST (resync). Deltas (each frame an array of them) that arrive while a page refetches
+// are held back and replayed after its snapshot, so none is lost or applied out of order. A
+// browser that lags gets fewer deltas, not a backlog: the newest of each view, changes merged by
+// key, which the pages merge by key as they do every delta. When the socket drops the
 // client reconnects with back-off and every page resyncs again.
 //
 // Sign-in (auth.js): when it is on, every request carries the ID token (X-Identity) and the live
@@ -284,15 +286,29 @@ export class LiveClient extends EventTarget {
     } catch {
       return;
     }
+    if (Array.isArray(message)) {
+      message.forEach((delta) => this.dispatch(delta)); // a frame of deltas, in order
+      return;
+    }
     if ("subscribed" in message || "error" in message) {
       const resolve = this.acks.shift();
       if (resolve) resolve(message);
       if (message.error) console.warn("live socket:", message.error.message);
       const roles = message.error && message.error.missing_roles;
       if (Array.isArray(roles) && roles.length) reportMissingRoles(roles);
+      // A new identity on the socket (another user, or fewer roles) may not see some units: the
+      // server stopped sending them ({unit: roles that would give access}); the page says why.
+      if (message.dropped) {
+        Object.keys(message.dropped).forEach((unit) => this.subscribed.delete(unit));
+        reportMissingRoles([...new Set(Object.values(message.dropped).flat())]);
+      }
       return;
     }
-    if (typeof message.topic !== "string") return;
+  }
+
+  /** One delta {unit, topic, data}: to the watchers that follow its unit or the global topics. */
+  dispatch(message) {
+    if (!message || typeof message.topic !== "string") return;
     for (const watcher of this.watchers) {
       const global = message.topic === "units" || message.topic === "runs";
       const wanted = (watcher.globals && global) || (message.unit != null && watcher.units.has(message.unit));

@@ -1,0 +1,176 @@
+"""Live socket benchmark: many browsers following 20 running engines through one real aggregator.
+
+    python bench/live_bench.py [--subscribers 200 1000] [--engines 20] [--seconds 20] [--no-deflate]
+
+For each number of subscribers, a fresh aggregator process gets ``--engines`` engines at the demo
+unit's rate (``demo_rate_engine`` of aggregator_bench: live values 10 times a second, a sample and
+a run-log change every second) and that many browser-like WebSocket clients, each subscribed to
+every unit. Like Chromium, a client offers permessage-deflate (``--no-deflate``: it does not), so
+the aggregator compresses what it sends as it does for real browsers. Prints, over the
+measured window (after connecting and a warm-up):
+
+* subscribers held to the end and closed (with their close codes);
+* the aggregator's CPU (% of one core) and this process's (the browsers and engines);
+* the CPU other processes used meanwhile (the figures are only comparable on a quiet machine);
+* the latency of live values from the engine's send (the value's time) to a browser's receipt,
+  p50 and p99 over every live-values delta received, and the frames and deltas each browser
+  received per second (fewer deltas than published when the hub coalesces a lagging browser's).
+
+Target: 1,000 subscribers on 20 engines hold, none closed, on a two-core machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import orjson
+import psutil
+import trio
+from aggregator_bench import demo_rate_engine, start_aggregator
+from measure import percentile
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
+from wsproto.extensions import PerMessageDeflate
+
+from pectus.hardware.opcua_server import free_port
+
+CONNECTING = 50  # browsers opening their socket at once (the listen backlog is finite)
+WARM_UP = 3.0  # seconds between the last browser connecting and the measured window
+
+
+@dataclass
+class Tally:
+    """What the browsers saw; latencies and counts only inside the measured window."""
+
+    measuring: bool = False
+    latencies: list[float] = field(default_factory=list)
+    frames: int = 0
+    deltas: int = 0
+    connected: int = 0
+    closed: Counter = field(default_factory=Counter)  # close code (or the error) -> browsers
+
+
+async def browser(port: int, units: list[str], deflate: bool, tally: Tally, connecting: trio.Semaphore,
+                  connected: trio.Event | None = None) -> None:
+    """One browser tab on the live socket: subscribe to ``units``, then read and time every delta."""
+    async with connecting:
+        stream = await trio.open_tcp_stream("127.0.0.1", port)
+        ws = WSConnection(ConnectionType.CLIENT)
+        extensions = [PerMessageDeflate()] if deflate else []
+        await stream.send_all(ws.send(Request(host="127.0.0.1", target="/api/ws", extensions=extensions)))
+        while not isinstance(event := await _next_event(stream, ws), AcceptConnection):
+            if isinstance(event, RejectConnection):
+                tally.closed["rejected"] += 1
+                return
+        await stream.send_all(ws.send(TextMessage(orjson.dumps({"subscribe": units}).decode())))
+    tally.connected += 1
+    parts: list[str] = []
+    try:
+        while True:
+            event = await _next_event(stream, ws)
+            if isinstance(event, TextMessage):
+                parts.append(event.data)
+                if event.message_finished:
+                    _received(orjson.loads("".join(parts)), tally)
+                    parts = []
+            elif isinstance(event, Ping):
+                await stream.send_all(ws.send(event.response()))
+            elif isinstance(event, CloseConnection):
+                tally.closed[event.code] += 1
+                return
+    except (trio.BrokenResourceError, trio.ClosedResourceError, ConnectionError) as error:
+        tally.closed[type(error).__name__] += 1
+    finally:
+        await stream.aclose()
+
+
+async def _next_event(stream: trio.SocketStream, ws: WSConnection):
+    for event in ws.events():
+        return event
+    while True:
+        data = await stream.receive_some(65536)
+        if not data:
+            raise ConnectionError("the aggregator closed the connection")
+        ws.receive_data(data)
+        for event in ws.events():
+            return event
+
+
+def _received(frame: list[dict] | dict, tally: Tally) -> None:
+    if not tally.measuring or not isinstance(frame, list):  # a frame of deltas, or a reply
+        return
+    now = time.time()
+    tally.frames += 1
+    tally.deltas += len(frame)
+    for delta in frame:
+        if delta["topic"] == "values" and isinstance(delta["data"], list):
+            # live values carry the engine's send time; a coalesced delta, its newest one's
+            tally.latencies.append(now - max(value["time"] for value in delta["data"]))
+
+
+async def measure(port: int, pid: int, subscribers: int, engines: int, seconds: float, deflate: bool) -> dict:
+    units = [f"live-{n}_Unit" for n in range(engines)]
+    tally = Tally()
+    aggregator = psutil.Process(pid)
+    me = psutil.Process()
+    async with trio.open_nursery() as nursery:
+        # The engines run until the browsers are done: their time covers connecting and warm-up.
+        for unit in units:
+            nursery.start_soon(demo_rate_engine, port, unit, 3600.0)
+        connecting = trio.Semaphore(CONNECTING)
+        for _ in range(subscribers):
+            nursery.start_soon(browser, port, units, deflate, tally, connecting)
+        with trio.fail_after(120):
+            while tally.connected + sum(tally.closed.values()) < subscribers:
+                await trio.sleep(0.1)
+        await trio.sleep(WARM_UP)
+        aggregator.cpu_percent(), me.cpu_percent(), psutil.cpu_percent()
+        tally.measuring, began = True, time.perf_counter()
+        await trio.sleep(seconds)
+        tally.measuring = False
+        elapsed = time.perf_counter() - began
+        cpu, own_cpu = aggregator.cpu_percent(), me.cpu_percent()
+        machine = psutil.cpu_percent() * psutil.cpu_count()  # % of one core, all processes
+        nursery.cancel_scope.cancel()
+    per_browser = elapsed * max(1, subscribers)
+    return {"held": tally.connected - sum(count for code, count in tally.closed.items() if code != "rejected"),
+            "closed": dict(tally.closed), "cpu": cpu, "own_cpu": own_cpu, "others": machine - cpu - own_cpu,
+            "latencies": tally.latencies, "frames": tally.frames / per_browser, "deltas": tally.deltas / per_browser}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--subscribers", type=int, nargs="+", default=[200, 1000])
+    parser.add_argument("--engines", type=int, default=20)
+    parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured window")
+    parser.add_argument("--no-deflate", dest="deflate", action="store_false",
+                        help="browsers do not offer permessage-deflate")
+    args = parser.parse_args()
+    for subscribers in args.subscribers:
+        with tempfile.TemporaryDirectory() as folder:
+            port = free_port()
+            aggregator = start_aggregator(Path(folder) / "data", port)
+            try:
+                result = trio.run(measure, port, aggregator.pid, subscribers, args.engines, args.seconds, args.deflate)
+            finally:
+                aggregator.terminate()
+                aggregator.wait(10)
+        latencies = result["latencies"]
+        p50 = f"{statistics.median(latencies) * 1000:.0f}" if latencies else "-"
+        p99 = f"{percentile(latencies, 99) * 1000:.0f}" if latencies else "-"
+        print(f"{subscribers} subscribers on {args.engines} engines{'' if args.deflate else ' (no deflate)'}: "
+              f"held {result['held']}, closed {sum(result['closed'].values())} {result['closed'] or ''}; "
+              f"aggregator CPU {result['cpu']:.0f} % of a core (this process, browsers and engines: "
+              f"{result['own_cpu']:.0f} %; other processes: {max(0.0, result['others']):.0f} %); "
+              f"live values engine -> browser p50 {p50} ms, p99 {p99} ms; per browser and second "
+              f"{result['frames']:.1f} frames carrying {result['deltas']:.0f} deltas")
+
+
+if __name__ == "__main__":
+    main()
