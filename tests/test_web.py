@@ -27,7 +27,8 @@ from pectus.actors.ui_hub import STALL, UiHub
 from pectus.events.domain import Actor
 from pectus.projections.views import iso
 from pectus.web import Delta, Outcome, create_app
-from pectus.web.app import MAX_BODY_BYTES, ROUTES, merge_process_values, openapi_document
+from pectus.web.app import MAX_BODY_BYTES, ROUTES, openapi_document
+from pectus.web.units import merge_process_values
 
 UNIT = "host-7_DemoUod"
 RUN = "run-1"

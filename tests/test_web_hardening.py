@@ -29,7 +29,8 @@ from conftest import wait_for
 from pectus.actors.aggregator import AggregatorProcess
 from pectus.events import protocol as p
 from pectus.web import create_app
-from pectus.web.app import MAX_DEPTH, ROUTES, Route, allowed_origins_from
+from pectus.web.api import MAX_DEPTH, allowed_origins_from
+from pectus.web.app import ROUTES, Route
 from pectus.web.auth import ConfigError
 from test_aggregator import OUTBOX, run_against_aggregator, session
 from test_auth import client as signed_in_client, run_signed_in
