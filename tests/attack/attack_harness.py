@@ -254,7 +254,9 @@ def state_data(system_state: str = "Stopped") -> dict:
 
 class RawEngine:
     """An attacker's engine: the identity it claims, the key it presents and the outbox it sends
-    from. It numbers its records on from the ``last_seq`` each welcome gives it."""
+    from. It numbers its records on from the ``last_seq`` each welcome gives it, and names the
+    run it started last (until it stops it) in each hello, as an engine does: a hello without the
+    unit's open run tells the aggregator that the engine lost it."""
 
     def __init__(self, port: int, engine_id: str = "rogue_Unit", credential: str = "rogue-key",
                  outbox: str | None = None) -> None:
@@ -263,6 +265,7 @@ class RawEngine:
         self.credential = credential
         self.outbox = outbox or new_outbox_id()
         self.seq = 0
+        self.run: str | None = None
 
     @asynccontextmanager
     async def session(self, **fields: Any) -> AsyncIterator[Session]:
@@ -274,7 +277,8 @@ class RawEngine:
         try:
             async with open_websocket_url(f"ws://127.0.0.1:{self.port}/engine", disconnect_timeout=1,
                                           max_message_size=16 * 1024 * 1024) as ws:
-                frame = {**hello(self.engine_id, self.credential, self.outbox, outbox_seq=self.seq), **fields}
+                frame = {**hello(self.engine_id, self.credential, self.outbox, outbox_seq=self.seq, run=self.run),
+                         **fields}
                 with contextlib.suppress(ConnectionClosed):  # a throttled address is refused before its hello
                     await ws.send_message(json.dumps(frame))
                 session = Session(self, ws)
@@ -324,6 +328,10 @@ class Session:
         answer = await self.send_text(json.dumps({"type": "records", "records": numbered}))
         if answer is not None and answer["type"] == "ack":
             self.engine.seq = answer["seq"]
+            refused = {refusal["seq"] for refusal in answer["refused"]}
+            for sent in numbered:
+                if sent["seq"] not in refused and sent.get("kind") in ("run_started", "run_stopped"):
+                    self.engine.run = sent["run"] if sent["kind"] == "run_started" else None
         return answer
 
 
@@ -382,6 +390,12 @@ async def completed(api: httpx.AsyncClient, run: str) -> bool:
 async def run_ids(api: httpx.AsyncClient, unit: str) -> list[str]:
     """The unit's runs, newest first."""
     return [r["run_id"] for r in (await api.get("/api/runs")).json() if r["engine_id"] == unit]
+
+
+def live_messages(frame: str) -> list[dict[str, Any]]:
+    """The messages of one live-socket frame: a reply is an object, deltas come as an array."""
+    message = json.loads(frame)
+    return message if isinstance(message, list) else [message]
 
 
 def method_lines(text: str) -> list[dict[str, str]]:
