@@ -621,3 +621,18 @@ def test_run_log_changes_merge_into_their_items_and_progress_steps_move_them(log
     log.emit(RunLogChanged(time=at(280), unit=UNIT, run="run-2", actor=ENGINE, items=[ended]))
     (merged,) = [entry for entry in log.live.run_log(UNIT) if entry["id"] == 20]
     assert merged["start_values"] == {"FT01": 1.0} and merged["end_values"] == {"FT01": 2.0}
+
+
+def test_the_start_that_began_a_run_is_in_its_audit_even_when_its_answer_comes_before_the_run(log: Log):
+    """A Start is asked outside any run; the engine's answer names the new run, which the engine's
+    records (sent half a second later) start: the request joins that run's audit when it starts."""
+    log.emit(RunStopped(time=at(250), unit=UNIT, run="run-2", actor=ENGINE),
+             UserRequested(time=at(260), unit=UNIT, actor=CAROL, request="control", detail={"command": "Start"},
+                           request_id="start-3"),
+             RequestAnswered(time=at(260.1), unit=UNIT, run="run-3", actor=CAROL, request_id="start-3",
+                             request="control", accepted=True))
+    assert log.live.run("run-3") is None
+    log.emit(RunStarted(time=at(260.05), unit=UNIT, run="run-3", actor=ENGINE))
+    (entry,) = log.live.audit_trail("run-3")
+    assert entry["actor"]["name"] == "Carol" and entry["detail"]["accepted"] is True
+    assert [c["name"] for c in log.live.run("run-3")["contributors"]] == ["Carol"]

@@ -83,12 +83,13 @@ class Backend:
         if request == "process_value":
             old = self.engines.memory(unit_id).live.get(str(detail.get("tag")), {}).get("value")
             detail = {**detail, "old": old}
-        run = self.engines.memory(unit_id).run
+        memory = self.engines.memory(unit_id)
+        run = memory.live.get("Run Id", {}).get("value") or memory.run  # the freshest the aggregator knows
         request_id = uuid.uuid4().hex
         await self.engines.writer.append([UserRequested(time=time.time(), unit=unit_id, run=run, actor=user,
                                                         request=request, detail=detail, request_id=request_id)])
         reply = await session.request(request, detail, user)
-        await self.engines.writer.append([RequestAnswered(time=time.time(), unit=unit_id, run=run, actor=user,
+        await self.engines.writer.append([RequestAnswered(time=time.time(), unit=unit_id, run=reply.run, actor=user,
                                                           request_id=request_id, request=request,
                                                           accepted=reply.accepted, reason=reply.reason)])
         data = {"version": int(detail["version"]) + 1} if request == "save_method" and reply.accepted else None

@@ -88,10 +88,13 @@ class Live(_Message, tag="live"):
 
 
 class Reply(_Message, tag="reply"):
+    """``run``: the engine's run once it applied the request (a Start's answer names the new run)."""
+
     request_id: int
     accepted: bool
     reason: Annotated[str, msgspec.Meta(max_length=65_536)] = ""
     conflict: bool = False
+    run: RunId | None = None
 
 
 class Heartbeat(_Message, tag="heartbeat"):

@@ -160,6 +160,12 @@ class UnitView:
     method: MethodState = field(default_factory=MethodState)
     run: str | None = None  # the active run
     idle_errors: ErrorLog = field(default_factory=lambda: ErrorLog(IDLE_ERROR_LIMIT))
+    # Requests stored before the unit was asked, until their answer: request id -> (the run whose
+    # audit has the entry, the audit entry) - a Start is in no run until its answer names one.
+    unanswered: dict[str, tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
+    # Answered requests whose answer names a run not recorded yet (its start is on its way): run id
+    # -> their audit entries, which join the run when it starts.
+    awaiting: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -185,7 +191,6 @@ class RunView:
     run_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> latest item
     errors: ErrorLog = field(default_factory=ErrorLog)
     audit: list[dict[str, Any]] = field(default_factory=list)
-    unanswered: dict[str, dict[str, Any]] = field(default_factory=dict)  # request id -> its audit entry
 
 
 # Facts about who may connect: nothing any view shows.
@@ -332,6 +337,9 @@ class Projector:
         unit.run = run.id
         unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
         self._refresh_active_run(unit)
+        for entry in unit.awaiting.pop(run.id, ()):  # the requests that started it, answered before it was recorded
+            run.audit.append(entry)
+            self._contributed(unit, run, entry)
         return deltas + self._run_deltas(unit, run)
 
     def _run_stopped(self, unit: UnitView, event: RunStopped) -> list[Delta]:
@@ -472,36 +480,46 @@ class Projector:
         return [_log_delta(unit, "error_log", [entry])] if shown == unit.run else []
 
     def _user_requested(self, unit: UnitView, run: RunView | None, event: UserRequested) -> list[Delta]:
-        if run is None:
-            return []  # outside a run there is no audit trail to add to
-        entry = self._audit(run, event, event.request,
-                            {"asked": event.detail, "accepted": event.accepted, "reason": event.reason})
-        if event.request_id is not None and event.accepted is None:
-            run.unanswered[event.request_id] = entry  # stored before the unit was asked
+        entry = _audit_entry(event, event.request, {"asked": event.detail, "accepted": event.accepted,
+                                                    "reason": event.reason})
+        if run is not None:
+            run.audit.append(entry)
+        if event.request_id is not None and event.accepted is None:  # stored before the unit was asked
+            unit.unanswered[event.request_id] = (run.id if run is not None else None, entry)
             return []
-        return self._contributed(unit, run, event)
+        return self._contributed(unit, run, entry) if run is not None else []
 
     def _request_answered(self, unit: UnitView, run: RunView | None, event: RequestAnswered) -> list[Delta]:
-        entry = run.unanswered.pop(event.request_id, None) if run is not None else None
-        if run is None or entry is None:
+        """The answer completes the request's audit entry; a request made outside a run whose
+        answer names one (the Start that began it) enters that run's audit now."""
+        asked = unit.unanswered.pop(event.request_id, None)
+        if asked is None:
             return []
+        run_id, entry = asked
         entry["detail"]["accepted"], entry["detail"]["reason"] = event.accepted, event.reason
-        return self._contributed(unit, run, event)
-
-    def _contributed(self, unit: UnitView, run: RunView, event: UserRequested | RequestAnswered) -> list[Delta]:
-        """A user whose request a unit accepted contributed to its run."""
-        actor = event.actor
-        if not event.accepted or actor.kind != "user" or actor.id in run.contributors:
+        if run_id is not None:
+            run = self._runs[run_id]
+        elif run is not None:
+            run.audit.append(entry)
+        elif event.run is not None and event.run not in self._runs:
+            unit.awaiting.setdefault(event.run, []).append(entry)
             return []
-        run.contributors[actor.id] = actor.name
+        else:
+            return []  # outside a run there is no audit trail to add to
+        return self._contributed(unit, run, entry)
+
+    def _contributed(self, unit: UnitView, run: RunView, entry: dict[str, Any]) -> list[Delta]:
+        """A user whose request a unit accepted contributed to its run."""
+        actor = entry["actor"]
+        if not entry["detail"]["accepted"] or actor["kind"] != "user" or actor["id"] in run.contributors:
+            return []
+        run.contributors[actor["id"]] = actor["name"]
         deltas = [Delta(None, "runs", self.run(run.id))]
         return [self._delta(unit, "units"), *deltas] if run.id == unit.run else deltas
 
     @staticmethod
-    def _audit(run: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> dict[str, Any]:
-        entry = {"time": event.time, "actor": _actor(event), "what": what, "detail": detail}
-        run.audit.append(entry)
-        return entry
+    def _audit(run: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> None:
+        run.audit.append(_audit_entry(event, what, detail))
 
     def _run_deltas(self, unit: UnitView, run: RunView) -> list[Delta]:
         """A run started or ended: every live view of the unit changed. The run log and the
@@ -680,6 +698,10 @@ class Projector:
         give equal bytes."""
         state = {"position": self._position, "units": self._units, "runs": self._runs}
         return json.dumps(state, default=vars, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _audit_entry(event: DomainEvent, what: str, detail: dict[str, Any]) -> dict[str, Any]:
+    return {"time": event.time, "actor": _actor(event), "what": what, "detail": detail}
 
 
 def _log_delta(unit: UnitView, topic: str, changed: list[dict[str, Any]]) -> Delta:
