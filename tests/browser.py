@@ -66,8 +66,9 @@ class System:
 
 
 def _aggregator(port: int, data: Path, env: dict[str, str] | None = None) -> subprocess.Popen:
+    # The test engines are new to it each time: enrolled on first use, as in a lab.
     return subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data),
-                             "--log-level", "WARNING"], stderr=(data.parent / "aggregator.log").open("a"),
+                             "--log-level", "WARNING", "--accept-new-engines"], stderr=(data.parent / "aggregator.log").open("a"),
                             env={**os.environ, **(env or {})})
 
 

@@ -295,3 +295,9 @@ def test_verify_lists_intact_events_the_views_cannot_show(tmp_path, capsys, capl
     assert main(["verify", "--file", str(tmp_path / STORE_FILE)]) == 0
     assert "event 1 (FromTheFuture) is intact but cannot be shown" in capsys.readouterr().out
     assert (tmp_path / STORE_FILE).read_bytes() == before  # verifying changes nothing
+
+
+def test_it_refuses_to_start_when_an_allowed_origin_is_not_one(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("PECTUS_ALLOWED_ORIGINS", "pectus.example.com")
+    assert main(["--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
+    assert "'pectus.example.com' is not an origin" in capsys.readouterr().err

@@ -215,7 +215,8 @@ async def test_every_route_that_acts_refuses_what_another_site_can_send(route: R
 @pytest.mark.parametrize(("origin", "allowed"), [
     ("http://localhost", True),  # the test client's own Host and scheme
     ("http://LOCALHOST:80", True),  # the same origin, spelled otherwise
-    ("https://localhost", False),  # another scheme is another origin
+    ("https://localhost", True),  # this host over https: a proxy that ends TLS in front of it
+    ("https://localhost:8443", False),  # another port is another origin
     ("http://localhost:8300", False),  # and so is another port
     ("http://localhost.evil.example", False),
     ("null", False),  # a sandboxed frame, a file, a redirect across sites

@@ -216,8 +216,12 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"cannot use the chain signing key: {error}: refusing to start", file=sys.stderr)
         return EXIT_USAGE
-    process = AggregatorProcess(args.data_dir, host=args.host, port=args.port,
-                                accept_new_engines=args.accept_new_engines, auth=auth, signer=signer)
+    try:
+        process = AggregatorProcess(args.data_dir, host=args.host, port=args.port,
+                                    accept_new_engines=args.accept_new_engines, auth=auth, signer=signer)
+    except ConfigError as error:  # PECTUS_ALLOWED_ORIGINS names something that is not an origin
+        print(f"{error}: refusing to start", file=sys.stderr)
+        return EXIT_USAGE
 
     async def run() -> None:
         import signal

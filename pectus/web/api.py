@@ -313,9 +313,11 @@ def refuse_cross_site(allowed: frozenset[str]) -> None:
     when it is not sent as application/json. Requests that change nothing, and those no route
     takes (404, 405 follow), pass.
 
-    The own origin is taken as the request arrives: this app honours no X-Forwarded-* header
+    The own origin is taken as the request arrives - the scheme and the Host, and the same Host
+    over https, which is how a page reaches the aggregator through a proxy that ends TLS (a page
+    of another site cannot claim this host's origin). This app honours no X-Forwarded-* header
     (nothing here can tell a trusted proxy's from a client's), so behind a proxy that changes the
-    scheme or the host, the public origin is listed in ``allowed``.
+    host, the public origin is listed in ``allowed``.
     """
     if request.method in SAFE_METHODS or request.routing_exception is not None:
         return
@@ -323,7 +325,7 @@ def refuse_cross_site(allowed: frozenset[str]) -> None:
     if origin is not None:
         own = origin_of(f"{request.scheme}://{request.host}")
         claimed = origin_of(origin)
-        if claimed is None or (claimed != own and claimed not in allowed):
+        if claimed is None or (claimed not in (own, origin_of(f"https://{request.host}")) and claimed not in allowed):
             raise ApiError(403, f"a request from the origin {origin!r} is refused: only pages of this aggregator "
                                 f"({own}) and of origins listed in {ALLOWED_ORIGINS_VARIABLE} may act")
     if request.mimetype != JSON:
