@@ -189,10 +189,12 @@ class UodRecord(_Record, tag="uod"):
 
 
 class RunStartedRecord(_Record, tag="run_started"):
+    run: RunId  # a run starts and stops under its id
     data: Empty
 
 
 class RunStoppedRecord(_Record, tag="run_stopped"):
+    run: RunId
     data: Empty
 
 
