@@ -45,6 +45,7 @@ BAD_RECORDS = {
     "a time of 1e300": record("state", state_data("Running"), run=RUN, time=1e300),
     "a time of -1e300": record("state", state_data("Running"), run=RUN, time=-1e300),
     "required_roles as a string": record("uod", {**uod_data(), "required_roles": "Admin"}),
+    "a run started without its id": record("run_started", {}),
 }
 # Not JSON at all (json.dumps writes NaN, JSON has no such number): the whole frame is refused.
 NAN_FRAME = ('{"type":"records","records":[{"seq":%d,"kind":"samples","time":NaN,"run":"r1",'
