@@ -160,8 +160,8 @@ def test_simulated_hardware_checks_directions_and_connection():
 # --- validation names the UOD line ---------------------------------------------------------------
 
 UOD_TEMPLATE = '''\
-from pectus.uod import (PlotAxis, PlotConfiguration, RegexNumber, RegisterDirection, SubPlot,
-                        UodBuilder, tags)
+from pectus.uod import (PlotAxis, PlotColorRegion, PlotConfiguration, RegexNumber, RegisterDirection,
+                        SubPlot, UodBuilder, tags)
 
 
 def set_flow(cmd, number, number_unit):
@@ -213,15 +213,39 @@ def test_unknown_tag_in_process_value_names_the_line(tmp_path):
         "did you mean 'FT01'?; tags are FT01"]
 
 
-def test_unknown_tag_in_plot_names_the_line(tmp_path):
+def test_unknown_tag_in_plot_is_a_warning_with_its_line_and_the_plot_leaves_it_out(tmp_path):
+    """Open Pectus draws what exists (before: the UOD was refused with this message as an error)."""
     path = write_uod(tmp_path, '''
         .with_plot_configuration(PlotConfiguration(
-            sub_plots=[SubPlot([PlotAxis("Flow", ["FT01", "FT02"], 10, 0, "#ff0000")])],
-            process_value_names_to_annotate=["Mark"],
-            x_axis_process_value_names=["Process Time"]))''')
-    [problem] = problems_of(path)
-    assert problem.startswith(f"uod.py:{line_of(path, 'with_plot_configuration')}: with_plot_configuration(...): "
-                              "no tag named 'FT02'")
+            sub_plots=[SubPlot([PlotAxis("Flow", ["FT01", "FT02"], 10, 0, "#ff0000")]),
+                       SubPlot([PlotAxis("Gone", ["Nothing"], 10, 0, "#ff0000")])],
+            color_regions=[PlotColorRegion("Category", {"Up": "#66ff6633"}),
+                           PlotColorRegion("Block", {"A": "#66ff6633"})],
+            process_value_names_to_annotate=["Mark", "Category"],
+            x_axis_process_value_names=["Process Time", "Time"]))''')
+    unit = load_uod(path)
+    line = line_of(path, 'with_plot_configuration')
+    at = f"uod.py:{line}: with_plot_configuration(...): no tag named"
+    assert unit.warnings == [
+        f"{at} 'Category', so the plot leaves it out; tags are FT01",
+        f"{at} 'FT02', so the plot leaves it out; did you mean 'FT01'?; tags are FT01",
+        f"{at} 'Nothing', so the plot leaves it out; tags are FT01",
+        f"{at} 'Time', so the plot leaves it out; tags are FT01"]
+    plot = unit.plot_configuration.to_dict()
+    assert plot == {"process_value_names_to_annotate": ["Mark"],
+                    "color_regions": [{"process_value_name": "Block", "value_color_map": {"A": "#66ff6633"}}],
+                    "sub_plots": [{"axes": [{"label": "Flow", "process_value_names": ["FT01"], "y_max": 10,
+                                             "y_min": 0, "color": "#ff0000"}], "ratio": 1}],
+                    "x_axis_process_value_names": ["Process Time"]}
+
+
+def test_a_uod_batch_name_tag_is_adopted_and_a_different_kind_is_a_warning(tmp_path):
+    """Open Pectus needs the UOD's own Batch Name (before: refused as the name of an engine tag)."""
+    assert load_uod(write_uod(tmp_path, '.with_tag(tags.Tag("Batch Name"))')).warnings == []
+    path = write_uod(tmp_path, '.with_tag(tags.SelectTag("Batch Name", "A", None, ["A", "B"]))')
+    [warning] = load_uod(path).warnings
+    assert warning.startswith(f"uod.py:{line_of(path, 'Batch Name')}: with_tag('Batch Name'): the engine adopts "
+                              "this 'Batch Name' as its batch tag, but it is a SelectTag")
 
 
 def test_duplicate_tag_and_command_name_both_lines(tmp_path):
@@ -295,7 +319,7 @@ def test_all_problems_are_reported_at_once_in_line_order(tmp_path):
         'with_process_value("FT01")': None,
         "int": "'FT01' is already a process value",
         "{}": "'FT01' is already a process value",
-        '["Reset", "Drain"]': "no command named 'Reset'",
+        '["Reset", "Drain"]': None,  # a warning: the group overlaps nothing, which a run survives
         '["Reset"])': "an overlap group needs a list of at least two command names",
         "interval": "the data log interval must be a number of seconds > 0",
         '"Mass"': "base unit 'g': no tag named 'Mass'",
@@ -309,7 +333,6 @@ def test_all_problems_are_reported_at_once_in_line_order(tmp_path):
             assert at_line == []
         else:
             assert any(message in p for p in at_line), (marker, at_line)
-    assert any("no command named 'Drain'" in p for p in problems)
     assert any("base unit 'g': no tag named 'Block Mass'" in p for p in problems)
 
 
@@ -328,16 +351,24 @@ def test_entry_data_types_are_checked(tmp_path):
     assert "entry_data_type must be 'str', 'int', 'float' or 'auto', not 'bytes'" in problems[2]
 
 
-def test_write_register_needs_its_tag_and_safe_value_must_be_a_choice(tmp_path):
+def test_safe_value_must_be_a_choice_and_a_write_register_without_tag_is_a_warning(tmp_path):
     path = write_uod(tmp_path, '''
         .with_hardware_register("Valve", RegisterDirection.Write, safe_value="Shut")
         .with_tag(tags.SelectTag("Valve", "Closed", None, ["Open", "Closed"]))
         .with_hardware_register("PU01", RegisterDirection.Write)''')
     assert problems_of(path) == [
         f"uod.py:{line_of(path, 'Shut')}: with_hardware_register('Valve'): safe_value 'Shut' is not a choice "
-        "of tag 'Valve' (Open, Closed)",
-        f"uod.py:{line_of(path, 'PU01')}: with_hardware_register('PU01'): register 'PU01' needs a tag of the "
-        "same name to be written from"]
+        "of tag 'Valve' (Open, Closed)"]
+    path = write_uod(tmp_path, '''
+        .with_hardware_register("PU01", RegisterDirection.Write)
+        .with_command_overlap(["Fill", "Drain"])''')
+    assert load_uod(path).warnings == [
+        f"uod.py:{line_of(path, 'PU01')}: with_hardware_register('PU01'): register 'PU01' has no tag of the "
+        "same name, so it is never written",
+        f"uod.py:{line_of(path, 'overlap')}: with_command_overlap(['Fill', 'Drain']): no command named 'Fill', "
+        "so it overlaps nothing; commands are (none)",
+        f"uod.py:{line_of(path, 'overlap')}: with_command_overlap(['Fill', 'Drain']): no command named 'Drain', "
+        "so it overlaps nothing; commands are (none)"]
 
 
 def test_register_before_hardware(tmp_path):
@@ -374,7 +405,8 @@ def test_tag_added_inline_with_builder_names_the_uod_line(tmp_path):
 def test_engine_can_validate_with_its_own_system_tags(demo):
     assert demo.validate({"Run Time", "Process Time", "Block", "System State"}) == []
     problems = demo.validate(set())  # Mark, Block Time and Scope Time are always there
-    assert len(problems) == 6  # Block, System State and Run Time as process values; 3 plot names
+    assert len(problems) == 3  # Block, System State and Run Time as process values
+    assert len(demo.find_warnings(set())) == 3  # 3 plot names, which the plot leaves out
     line = line_of(DEMO_UOD, '"System State"')
     assert f"demo_uod.py:{line}: with_process_value('System State'): no tag named 'System State'; tags are " \
            "PU01, VA01, Inlet," in "\n".join(problems)

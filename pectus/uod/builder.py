@@ -20,6 +20,9 @@ Invariants:
   ``uod.py:42: with_process_value('FT99'): no tag named 'FT99'; did you mean 'FT01'?``;
 * a bad call does not raise: it is recorded and building goes on, so ``build()`` reports *all*
   problems of the file in one :class:`~pectus.uod.definition.UodError`;
+* what a run survives is a warning, not an error: the built definition lists them in
+  ``warnings`` (with their lines), and its plot configuration leaves out the names that match
+  no tag, so the UI is only ever sent names it can draw;
 * method and argument names are those of Open Pectus, so UOD files port by changing the import.
 """
 
@@ -76,6 +79,7 @@ class UodBuilder:
         self._base_units = dict(DEFAULT_BASE_UNITS)
         self._sources: dict[SourceKey, Source] = {}
         self._problems: list[Problem] = []
+        self._warnings: list[Problem] = []
 
     # --- bookkeeping
 
@@ -258,8 +262,8 @@ class UodBuilder:
         for unit in dict.fromkeys(unit_names):
             previous = self._base_units.get(unit)
             if previous is not None and previous != (main, block):
-                self.get_logger().warning("%s: base unit '%s' now uses %s instead of %s",
-                                          source, unit, (main, block), previous)
+                self._warnings.append((source, f"base unit '{unit}' now counts on {main!r} and {block!r} "
+                                               f"instead of {previous[0]!r} and {previous[1]!r}"))
             self._base_units[unit] = (main, block)
             self._sources[("base_unit", unit)] = source
 
@@ -390,7 +394,9 @@ class UodBuilder:
     # --- the result
 
     def build(self) -> UnitOperationDefinition:
-        """The definition, validated; raises UodError listing every problem of the UOD file."""
+        """The definition, validated; raises UodError listing every error of the UOD file.
+
+        Its ``warnings`` list what a run survives; its plot configuration draws what exists."""
         self._here("build()", ("build", ""))
         definition = UnitOperationDefinition(
             instrument=self._instrument, author_name=self._author_name, author_email=self._author_email,
@@ -402,6 +408,8 @@ class UodBuilder:
         problems = sort_problems(self._problems + definition.find_problems())
         if problems:
             raise UodError([format_problem(p) for p in problems])
+        definition.warnings = [format_problem(p) for p in sort_problems(self._warnings + definition.find_warnings())]
+        definition.plot_configuration = self._plot.restricted_to(definition.known_tag_names())
         return definition
 
 

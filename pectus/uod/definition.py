@@ -9,10 +9,13 @@ Invariants:
 
 * a definition returned by ``build()`` (or :func:`~pectus.uod.loader.load_uod`) has passed
   :meth:`UnitOperationDefinition.validate`: every readable register has a tag, every process
-  value and plot name is a tag, command functions accept what their parsers give...; the engine
-  re-runs it with its own system tag names before it starts;
+  value is a tag, command functions accept what their parsers give...; the engine re-runs it
+  with its own system tag names before it starts;
+* a problem is an *error* only where a run would fail; what a run survives (a plot name that
+  matches no tag, an overlap group naming no command...) is a *warning*, kept in ``warnings``
+  and never refused, as Open Pectus was lenient there;
 * every problem names the line of the UOD file that made it (``uod.py:42: with_...(...): ...``),
-  recorded by the builder when the call was made, and *all* problems are reported at once in one
+  recorded by the builder when the call was made, and *all* errors are reported at once in one
   :class:`UodError`;
 * ``tags`` holds only the UOD's own tags (including the accumulators it asked for), in the order
   they were added; the engine's system tags are in ``system_tags`` once the engine sets it.
@@ -161,6 +164,8 @@ class UnitOperationDefinition:
     sources: dict[SourceKey, Source] = field(default_factory=dict)
     #: The engine's system tags; set by the engine when it starts.
     system_tags: TagTable | None = None
+    #: What ``build()`` warned about, each naming its UOD line, in the order of the file's lines.
+    warnings: list[str] = field(default_factory=list)
 
     @property
     def options(self) -> dict[str, str]:
@@ -204,48 +209,79 @@ class UnitOperationDefinition:
     # --- validation
 
     def validate(self, system_tag_names: Iterable[str] = ENGINE_TAG_NAMES) -> list[str]:
-        """Every problem of this definition, each naming its UOD line; [] when it can run.
+        """Every error of this definition, each naming its UOD line; [] when it can run.
 
         ``system_tag_names`` are the engine's own tags, which process values, plots and base
-        units may name besides the UOD's tags (and which no UOD tag may reuse).
+        units may name besides the UOD's tags (and which no UOD tag may reuse, except
+        ``Batch Name``: a UOD's own is adopted as the engine's, as Open Pectus needs one).
         """
         return [format_problem(p) for p in sort_problems(self.find_problems(system_tag_names))]
 
     def find_problems(self, system_tag_names: Iterable[str] = ENGINE_TAG_NAMES) -> list[Problem]:
-        """:meth:`validate`'s problems with their sources, unsorted."""
+        """:meth:`validate`'s errors with their sources, unsorted."""
+        return self._check(system_tag_names)[0]
+
+    def find_warnings(self, system_tag_names: Iterable[str] = ENGINE_TAG_NAMES) -> list[Problem]:
+        """What a run survives but the author should hear of, with sources, unsorted."""
+        return self._check(system_tag_names)[1]
+
+    def known_tag_names(self, system_tag_names: Iterable[str] = ENGINE_TAG_NAMES) -> list[str]:
+        """The UOD's tags, then the engine's: every name a process value or plot may use."""
         system = set(system_tag_names) | {SystemTagName.MARK, SystemTagName.BLOCK_TIME, SystemTagName.SCOPE_TIME}
-        known = self.tags.names() + sorted(system)
-        problems: list[Problem] = []
+        return self.tags.names() + sorted(system - set(self.tags.names()))
+
+    def _check(self, system_tag_names: Iterable[str]) -> tuple[list[Problem], list[Problem]]:
+        """(errors, warnings): an error where a run would fail, a warning where it would not."""
+        system = set(system_tag_names) | {SystemTagName.MARK, SystemTagName.BLOCK_TIME, SystemTagName.SCOPE_TIME}
+        known = self.known_tag_names(system)
+        errors: list[Problem] = []
+        warnings: list[Problem] = []
+
+        def source(key: SourceKey) -> Source | None:
+            return self.sources.get(key) or self.sources.get(("build", ""))
 
         def report(key: SourceKey, message: str) -> None:
-            problems.append((self.sources.get(key) or self.sources.get(("build", "")), message))
+            errors.append((source(key), message))
+
+        def warn(key: SourceKey, message: str) -> None:
+            warnings.append((source(key), message))
 
         for key, message in self._identity_problems():
             report(key, message)
         for tag in self.tags:
-            if tag.name in system:
+            if tag.name == SystemTagName.BATCH_NAME:
+                message = _batch_name_difference(tag)
+                if message:
+                    warn(("tag", tag.name), message)
+            elif tag.name in system:
                 report(("tag", tag.name), f"'{tag.name}' is the name of an engine tag; choose another name")
-        for key, message in self._register_problems():
-            report(key, message)
+        for key, message, is_error in self._register_problems():
+            (report if is_error else warn)(key, message)
         for key, message in self._reading_problems(known):
             report(key, message)
+        for index, reading in enumerate(self.readings):
+            message = self._entry_command_warning(reading) if reading.tag_name in known else None
+            if message:
+                warn(("reading", str(index)), message)
         for name, command in self.commands.items():
             for message in command_signature_problems(command):
                 report(("command", name), message)
         for index, group in enumerate(self.overlapping_command_names_lists):
             for name in group:
                 if name not in self.commands:
-                    report(("overlap", str(index)), f"no command named '{name}'; commands are "
-                                                    f"{', '.join(self.commands) or '(none)'}")
+                    warn(("overlap", str(index)), f"no command named '{name}', so it overlaps nothing; commands "
+                                                  f"are {', '.join(self.commands) or '(none)'}")
         for name in self.plot_configuration.process_value_names():
             if name not in known:
-                report(("plot", ""), _no_tag(name, known) + f"; tags are {', '.join(self.tags.names())}")
+                warn(("plot", ""), f"no tag named '{name}', so the plot leaves it out"
+                                   + _did_you_mean(name, known) + f"; tags are {', '.join(self.tags.names())}")
+        for message in self._plot_unit_warnings():
+            warn(("plot", ""), message)
         for unit, tag_names in self.base_unit_provider.items():
             for name in tag_names:
                 if name not in known:
                     report(("base_unit", unit), f"base unit '{unit}': " + _no_tag(name, known))
-        self._warn_about_plot_units()
-        return problems
+        return errors, warnings
 
     def _identity_problems(self) -> list[tuple[SourceKey, str]]:
         problems: list[tuple[SourceKey, str]] = []
@@ -261,19 +297,25 @@ class UnitOperationDefinition:
                                                "or .with_hardware_none()"))
         return problems
 
-    def _register_problems(self) -> list[tuple[SourceKey, str]]:
-        problems: list[tuple[SourceKey, str]] = []
+    def _register_problems(self) -> list[tuple[SourceKey, str, bool]]:
+        """(key, message, is_error): a register read into no tag fails the run; one written from
+        no tag is never written, which a run survives."""
+        problems: list[tuple[SourceKey, str, bool]] = []
         registers = self.hwl.registers.values() if self.hwl is not None else ()
         for register in registers:
             key = ("register", register.name)
             tag = self.tags.get(register.name)
             if tag is None:
-                role = "read into" if register.readable else "written from"
-                problems.append((key, f"register '{register.name}' needs a tag of the same name to be {role}"
-                                      + _did_you_mean(register.name, self.tags.names())))
+                hint = _did_you_mean(register.name, self.tags.names())
+                if register.readable:
+                    problems.append((key, f"register '{register.name}' needs a tag of the same name to be "
+                                          f"read into{hint}", True))
+                else:
+                    problems.append((key, f"register '{register.name}' has no tag of the same name, so it is "
+                                          f"never written{hint}", False))
             elif register.has_safe_value and tag.choices and register.safe_value not in tag.choices:
                 problems.append((key, f"safe_value {register.safe_value!r} is not a choice of tag "
-                                      f"'{tag.name}' ({', '.join(map(str, tag.choices))})"))
+                                      f"'{tag.name}' ({', '.join(map(str, tag.choices))})", True))
         return problems
 
     def _reading_problems(self, known: list[str]) -> list[tuple[SourceKey, str]]:
@@ -291,10 +333,10 @@ class UnitOperationDefinition:
             if reading.kind == "reading_with_choice" and not reading.command_options:
                 problems.append((key, "a choice needs command_options: {display name: P-code}"))
             if reading.kind == "reading_with_entry":
-                problems += [(key, m) for m in self._entry_problems(reading, self.sources.get(key))]
+                problems += [(key, m) for m in self._entry_problems(reading)]
         return problems
 
-    def _entry_problems(self, reading: ProcessValue, source: Source | None) -> list[str]:
+    def _entry_problems(self, reading: ProcessValue) -> list[str]:
         declared = reading.entry_data_type
         if declared not in ("str", "int", "float", "auto"):
             return [f"entry_data_type must be 'str', 'int', 'float' or 'auto', not {declared!r}"]
@@ -309,19 +351,33 @@ class UnitOperationDefinition:
         if (declared == "int" and (not isinstance(value, int) or isinstance(value, bool))) or \
                 (declared == "float" and not numeric):
             return [f"entry_data_type '{declared}' but tag '{tag.name}' holds {value!r}"]
-        command = reading.execute_command_name or reading.tag_name
-        if command not in self.commands:
-            self.get_logger().warning("%s: entry '%s' executes '%s', which is not a command of this unit",
-                                      source, tag.name, command)
         return []
 
-    def _warn_about_plot_units(self) -> None:
+    def _entry_command_warning(self, reading: ProcessValue) -> str | None:
+        """An entry whose command the unit lacks: entering a value is then an unknown instruction."""
+        command = reading.execute_command_name or reading.tag_name
+        if reading.kind != "reading_with_entry" or command in self.commands:
+            return None
+        return f"entry '{reading.tag_name}' executes '{command}', which is not a command of this unit"
+
+    def _plot_unit_warnings(self) -> list[str]:
+        warnings = []
         for plot in self.plot_configuration.sub_plots:
             for axis in plot.axes:
                 axis_units = {tag.unit for name in axis.process_value_names if (tag := self.tags.get(name))}
                 if len(axis_units) > 1:
-                    self.get_logger().warning("%s: plot axis '%s' mixes units %s", self.sources.get(("plot", ""), ""),
-                                              axis.label, ", ".join(sorted(map(str, axis_units))))
+                    warnings.append(f"plot axis '{axis.label}' mixes units {', '.join(sorted(map(str, axis_units)))}")
+        return warnings
+
+
+def _batch_name_difference(tag: Tag) -> str | None:
+    """Why a UOD's own ``Batch Name`` is not like the engine's (a text tag that ``Batch:`` sets),
+    or None when it is."""
+    if type(tag) is Tag and tag.unit is None:
+        return None
+    kind = type(tag).__name__ + (f" in {tag.unit}" if tag.unit else "")
+    return (f"the engine adopts this 'Batch Name' as its batch tag, but it is a {kind} while the engine's is "
+            "a text Tag without unit that 'Batch: <name>' sets to the name; a name it refuses pauses the run")
 
 
 def _did_you_mean(name: str, candidates: list[str]) -> str:

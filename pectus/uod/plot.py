@@ -5,14 +5,16 @@ has one or more y axes (:class:`PlotAxis`), each plotting some process values. C
 shade the background while a categorical tag has a given value (e.g. one colour per ``Block``),
 and annotated tags (typically ``Mark``) are drawn as labelled vertical lines.
 
-Every name mentioned must be a tag of the unit (its own or a system tag); the UOD's validation
-checks that and names the line of the bad ``with_plot_configuration`` call. Field names are those
-of Open Pectus, so plot configurations port unchanged.
+Every name mentioned should be a tag of the unit (its own or a system tag). As in Open Pectus, the
+plot draws what exists: a name that matches no tag is a *warning* naming the line of the
+``with_plot_configuration`` call, and :meth:`PlotConfiguration.restricted_to` leaves it out of
+what the UI is sent. Field names are those of Open Pectus, so plot configurations port unchanged.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 
@@ -78,6 +80,24 @@ class PlotConfiguration:
                  *(name for plot in self.sub_plots for axis in plot.axes for name in axis.process_value_names),
                  *self.x_axis_process_value_names]
         return list(dict.fromkeys(names))
+
+    def restricted_to(self, names: Iterable[str]) -> PlotConfiguration:
+        """A copy that mentions only ``names``: unknown names are left out, and so are the axes
+        left with no process value and the panels left with no axis (the UI draws what exists)."""
+        known = set(names)
+        sub_plots = []
+        for plot in self.sub_plots:
+            axes = [replace(axis, process_value_names=[n for n in axis.process_value_names if n in known])
+                    for axis in plot.axes]
+            axes = [axis for axis in axes if axis.process_value_names]
+            if axes:
+                sub_plots.append(replace(plot, axes=axes))
+        return PlotConfiguration(
+            process_value_names_to_annotate=[n for n in self.process_value_names_to_annotate if n in known],
+            color_regions=[replace(r, value_color_map=dict(r.value_color_map))
+                           for r in self.color_regions if r.process_value_name in known],
+            sub_plots=sub_plots,
+            x_axis_process_value_names=[n for n in self.x_axis_process_value_names if n in known])
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict for the UI (colour-map keys become strings in JSON, as in Open Pectus)."""
