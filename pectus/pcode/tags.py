@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator
 
@@ -54,6 +55,11 @@ class SystemTagName(StrEnum):
     BLOCK_VOLUME = "Block Volume"
     ACCUMULATED_CV = "Accumulated CV"
     BLOCK_CV = "Block CV"
+
+
+#: The types of tag values and of a tag's display formatter (Open Pectus' names).
+TagValueType = Decimal | int | float | str | None
+TagFormatFunction = Callable[[Any], str]
 
 
 def format_time_as_clock(value: Any) -> str:

@@ -392,7 +392,7 @@ _DEFINABLE_NAME = re.compile(r"^[^\W\d]\w*$")
 def add_unit(
     unit: str,
     unit_relation: str | None = None,
-    quantity_relation: str | None = None,
+    quantity_relation: str | dict[str, str] | None = None,
     quantity: str | None = None,
 ) -> None:
     """Make ``unit`` a supported unit, for the whole process (what a UOD's
@@ -415,6 +415,9 @@ def add_unit(
     does not add up - a relation that contradicts pint, a unit of the wrong dimension, an
     ambiguous or missing quantity - raises :class:`UnitError` and changes nothing.
     """
+    if isinstance(quantity_relation, dict) and len(quantity_relation) == 1 and quantity is None:
+        # Open Pectus' form: quantity_relation={"<new quantity>": "<relation>"}
+        [(quantity, quantity_relation)] = quantity_relation.items()
     if not isinstance(unit, str) or not unit or any(ch.isspace() for ch in unit):
         raise UnitError(
             f"Invalid unit name {unit!r}: write a unit without spaces, e.g. 'mbar' or 'DV'."
@@ -682,3 +685,71 @@ def _scratch_units() -> Iterator[None]:
             _ureg = None
         converter.cache_clear()
         _comparison_problem.cache_clear()
+
+
+# --------------------------------------------------------------------------------------------
+# Open Pectus' names, so that UODs written for it keep working (pectus.uod re-exports them)
+
+#: Open Pectus' name of :data:`SUPPORTED_UNITS`: the same dict, quantity -> its units.
+QUANTITY_UNIT_MAP = SUPPORTED_UNITS
+
+#: The units Open Pectus' ``Base:`` instruction may name (which ones count depends on the UOD).
+BASE_VALID_UNITS = ["L", "h", "min", "s", "mL", "CV", "DV", "g", "kg"]
+
+
+def as_decimal(text: str) -> Decimal | None:
+    """The number in ``text`` as a Decimal, or None when it is not a (finite) number."""
+    try:
+        number = Decimal(text.strip())
+    except (decimal.InvalidOperation, AttributeError):
+        return None
+    return number if number.is_finite() else None
+
+
+def as_int(text: str) -> int | None:
+    """The whole number in ``text`` (``"3"`` and ``"3.0"`` give 3), or None when it is not one
+    (``as_int("3.2")`` is None), as in Open Pectus."""
+    number = as_decimal(text)
+    if number is None or number != number.to_integral_value():
+        return None
+    return int(number)
+
+
+def get_supported_units() -> list[str | None]:
+    """Every supported unit, after ``None`` (no unit)."""
+    return [None, *_QUANTITY_OF]
+
+
+def is_supported_unit(unit: str | None) -> bool:
+    return is_supported(unit)
+
+
+def get_volume_units() -> list[str]:
+    return list(SUPPORTED_UNITS["volume"])
+
+
+def get_unit_quantity_name(unit: str) -> str:
+    """The quantity of a supported unit; ValueError for any other."""
+    quantity = quantity_of(unit)
+    if quantity is None:
+        raise ValueError(f"Invalid unit: '{unit}'")
+    return quantity
+
+
+def get_compatible_unit_names(unit: str | None) -> list[str]:
+    """:func:`compatible_units`, with Open Pectus' answers for no unit (``[""]``) and for an
+    unknown one (ValueError)."""
+    if not unit:
+        return [""]
+    get_unit_quantity_name(unit)
+    return compatible_units(unit)
+
+
+def are_comparable(unit_a: str | None, unit_b: str | None) -> bool:
+    """True when a value in ``unit_b`` may be compared with one in ``unit_a``."""
+    return _comparison_problem(unit_a or None, unit_b or None) is None
+
+
+def convert_value_to_unit(value: Decimal | float | int, source_unit: str, target_unit: str) -> float:
+    """``value`` in ``source_unit`` expressed in ``target_unit``; ValueError when they do not convert."""
+    return convert(float(value), source_unit, target_unit)

@@ -38,7 +38,6 @@ import itertools
 import re
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from functools import cached_property
 from typing import Any, Callable, Literal
 
@@ -50,23 +49,6 @@ LifecycleFn = Callable[["UodCommand"], None]
 Parser = Literal["default"] | None | re.Pattern[str] | Callable[[str], dict[str, Any] | None]
 
 ArgumentType = Literal["none", "text", "float", "choice"]
-
-
-def as_decimal(text: str) -> Decimal | None:
-    """The number in ``text`` as a Decimal, or None when it is not a (finite) number."""
-    try:
-        number = Decimal(text.strip())
-    except (InvalidOperation, AttributeError):
-        return None
-    return number if number.is_finite() else None
-
-
-def as_int(text: str) -> int | None:
-    """The integer in ``text``, or None when it is not one (``as_int("3.2")`` is None)."""
-    try:
-        return int(text)
-    except (TypeError, ValueError):
-        return None
 
 
 class UodCommand:
