@@ -41,7 +41,7 @@ from wsproto.extensions import PerMessageDeflate
 from pectus.hardware.opcua_server import free_port
 
 CONNECTING = 50  # browsers opening their socket at once (the listen backlog is finite)
-WARM_UP = 3.0  # seconds between the last browser connecting and the measured window
+WARM_UP = 5.0  # seconds between the engines starting and the measured window
 
 
 @dataclass
@@ -120,15 +120,16 @@ async def measure(port: int, pid: int, subscribers: int, engines: int, seconds: 
     aggregator = psutil.Process(pid)
     me = psutil.Process()
     async with trio.open_nursery() as nursery:
-        # The engines run until the browsers are done: their time covers connecting and warm-up.
-        for unit in units:
-            nursery.start_soon(demo_rate_engine, port, unit, 3600.0)
+        # The browsers connect first (as after an aggregator restart, they are there when the
+        # engines come back), then the engines run until the measurement is over.
         connecting = trio.Semaphore(CONNECTING)
         for _ in range(subscribers):
             nursery.start_soon(browser, port, units, deflate, tally, connecting)
         with trio.fail_after(120):
             while tally.connected + sum(tally.closed.values()) < subscribers:
                 await trio.sleep(0.1)
+        for unit in units:
+            nursery.start_soon(demo_rate_engine, port, unit, 3600.0)
         await trio.sleep(WARM_UP)
         aggregator.cpu_percent(), me.cpu_percent(), psutil.cpu_percent()
         tally.measuring, began = True, time.perf_counter()
