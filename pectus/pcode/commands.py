@@ -42,7 +42,8 @@ class Running:
         self.source = source
         self.uod: Any = None  # the UodCommand of a unit command
         self.started = False
-        self.ends_at: float | None = None  # Pause/Hold with a duration
+        # Pause/Hold with a duration: the Run Time (µs) it ends at; Restart: set once it stopped the unit
+        self.ends_at: int | None = None
         self.overlaps: frozenset[str] = frozenset()
         self.done = False
 
@@ -158,9 +159,11 @@ class CommandManager:
             if duration is None:
                 self._end(running, ItemState.COMPLETED)
                 return
-            running.ends_at = engine.clock + duration
+            # Run Time goes on while paused or on hold, and is exact (unlike the wall clock, which
+            # can also jump): the pause lasts the duration written, to the microsecond.
+            running.ends_at = engine.run_micros + duration
             return
-        if engine.clock >= running.ends_at - 1e-4:  # clock times are epoch seconds: ~1e-7 s resolution
+        if engine.run_micros >= running.ends_at:
             if running.name == "Pause":
                 engine.unpause()
             else:
@@ -170,7 +173,7 @@ class CommandManager:
     def _step_restart(self, running: Running) -> None:
         engine = self.engine
         if running.ends_at is None:
-            running.ends_at = engine.clock
+            running.ends_at = engine.run_micros  # stopped now: start again in the next tick
             self.cancel_all(keep=running)
             engine.stop(restarting=True)
             return

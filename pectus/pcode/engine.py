@@ -10,8 +10,8 @@ One tick, in this order (as Open Pectus):
 1. hardware housekeeping and the read of the process image (input registers -> tags);
 2. derived tags are recalculated;
 3. the interpreter advances the method, if a run is started and neither paused nor on hold;
-4. time tags advance (Process Time only while Running; Run Time unless Stopped) and tags with an
-   ``on_tick`` hook run;
+4. time tags advance (Process Time only while Running; Run Time unless Stopped), counted in whole
+   microseconds (:mod:`pectus.pcode.timing`), and tags with an ``on_tick`` hook run;
 5. the command manager gives every scheduled command one step;
 6. changed tags are published; outputs whose value changed are written to the hardware.
 
@@ -22,7 +22,6 @@ rejected request (a control in the wrong state, a stale or invalid method) chang
 
 from __future__ import annotations
 
-import re
 import uuid
 from dataclasses import dataclass
 from typing import Any, Iterable
@@ -34,11 +33,14 @@ from pectus.pcode.runlog import ItemState, LineState, RunLog, RunLogItem
 from pectus.pcode.syntax import Method, Node, parse
 from pectus.pcode.tags import (HOOKS, SystemTagName as S, Tag, TagTable, format_time_as_clock,
                                overridden_hooks)
+from pectus.pcode.timing import TIME_UNITS, micros, parse_duration, seconds
 
 RUNNING, PAUSED, HOLDING, STOPPED, RESTARTING = "Running", "Paused", "Holding", "Stopped", "Restarting"
 _UNWRITTEN = object()  # differs from every value: the output is written at the next chance
-TIME_UNITS = {"s": 1.0, "min": 60.0, "h": 3600.0}
-_DURATION_RE = re.compile(r"^\s*(?P<number>[0-9]+[.][0-9]*|[.][0-9]+|[0-9]+)\s*(?P<unit>s|min|h)\s*$")
+#: A threshold on a measured timeline (a volume: a difference of two float readings) counts as
+#: reached this close below it, so float noise never delays a line by a tick. Time timelines are
+#: exact (see pectus.pcode.timing) and need none.
+MEASURED_TOLERANCE = 1e-9
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,14 +63,6 @@ class MethodError(Exception):
     def __init__(self, message: str, node: Node | None = None):
         super().__init__(message)
         self.node = node
-
-
-def parse_duration(argument: str | None) -> float | None:
-    """``"5 s"``, ``"1.5min"``, ``".5 h"`` -> seconds; None when not a duration."""
-    match = _DURATION_RE.match(argument or "")
-    if match is None:
-        return None
-    return float(match.group("number")) * TIME_UNITS[match.group("unit")]
 
 
 def _system_tags() -> list[Tag]:
@@ -107,6 +101,9 @@ class Engine:
         self.events: list[ev.EngineEvent] | None = [] if record_events else None
         self.tick_number = -1
         self.clock = 0.0  # the current tick's time
+        # Process Time and Run Time in whole microseconds: the exact counts the tags show as seconds
+        self.process_micros = 0
+        self.run_micros = 0
         self.started = False
         self.paused = False
         self.holding = False
@@ -203,16 +200,17 @@ class Engine:
         t = self._t
         t[S.CLOCK].set_value(tick_time, tick_time)
         state = t[S.SYSTEM_STATE].value
+        step = micros(increment)  # the tick's length is rounded once; the timers add integers
         if state == RUNNING:
-            process_time = t[S.PROCESS_TIME]
-            process_time.set_value(process_time.value + increment, tick_time)
+            self.process_micros += step
+            t[S.PROCESS_TIME].set_value(seconds(self.process_micros), tick_time)
         if state != STOPPED and state != RESTARTING:
-            run_time = t[S.RUN_TIME]
-            run_time.set_value(run_time.value + increment, tick_time)
-        now = t[S.PROCESS_TIME].value
+            self.run_micros += step
+            t[S.RUN_TIME].set_value(seconds(self.run_micros), tick_time)
+        now = self.process_micros
         interpreter = self.interpreter
-        t[S.BLOCK_TIME].set_value(now - interpreter.block_start(), tick_time)
-        t[S.SCOPE_TIME].set_value(now - interpreter.scope_start(), tick_time)
+        t[S.BLOCK_TIME].set_value(seconds(now - interpreter.block_start()), tick_time)
+        t[S.SCOPE_TIME].set_value(seconds(now - interpreter.scope_start()), tick_time)
         for listener in self._listeners["on_tick"]:
             listener.on_tick(tick_time, increment)
 
@@ -301,6 +299,7 @@ class Engine:
         t[S.RUN_ID].set_value(run_id, now)
         t[S.SYSTEM_STATE].set_value(RUNNING, now)
         t[S.METHOD_STATUS].set_value("OK", now)
+        self.process_micros = self.run_micros = 0
         t[S.PROCESS_TIME].set_value(0.0, now)
         t[S.RUN_TIME].set_value(0.0, now)
         t[S.BLOCK_TIME].set_value(0.0, now)
@@ -543,15 +542,15 @@ class Engine:
         if ended is not None:
             self._emit_hook("on_block_end", ended, current)
 
-    def duration_argument(self, name: str, argument: str) -> float | None:
-        """The optional duration of Pause/Hold; raises MethodError on anything else."""
+    def duration_argument(self, name: str, argument: str) -> int | None:
+        """The optional duration of Pause/Hold in microseconds; raises MethodError on anything else."""
         if not argument:
             return None
-        seconds = parse_duration(argument)
-        if seconds is None:
+        duration = parse_duration(argument)
+        if duration is None:
             raise MethodError(f"{name}: '{argument}' is not a duration; expected e.g. '{name}: 30 s' "
                               "(units s, min, h)")
-        return seconds
+        return duration
 
     def schedule(self, node: Node, item: RunLogItem) -> None:
         self.commands.schedule(node.name, node.arguments, item)
@@ -559,22 +558,29 @@ class Engine:
     # Thresholds: a line's position on its scope's timeline, in the current Base unit.
 
     def _build_timelines(self) -> dict[str, tuple[str, Any]]:
-        """Base unit -> (monotonic tag whose increase is the timeline, converter into its unit).
+        """Base unit -> (monotonic tag whose increase is the timeline, threshold -> position).
 
-        Time units measure Process Time, which stands still while paused or on hold, so a
-        threshold or a Wait never counts time in which the method did not run.
+        A threshold's line runs once the timeline has increased by at least the position since
+        its scope started (see :meth:`position`). Time units measure Process Time in whole
+        microseconds; it stands still while paused or on hold, so a threshold never counts time
+        in which the method did not run.
         """
         timelines: dict[str, tuple[str, Any]] = {}
         for unit, (main_tag, _block_tag) in self.uod.base_unit_provider.items():
             if unit in TIME_UNITS:
                 factor = TIME_UNITS[unit]
-                timelines[unit] = (S.PROCESS_TIME, (lambda v, f=factor: v * f))
+                timelines[unit] = (S.PROCESS_TIME, (lambda v, f=factor: micros(v * f)))
             elif main_tag in self.tags:
                 tag_unit = self.tags[main_tag].unit
                 convert = units.converter(unit, tag_unit) if tag_unit and tag_unit != unit else (lambda v: v)
-                timelines[unit] = (main_tag, convert)
+                timelines[unit] = (main_tag, (lambda v, c=convert: c(v) - MEASURED_TOLERANCE))
         return timelines
 
+    def position(self, timeline: str) -> float:
+        """Where the timeline tag ``timeline`` is now: Process Time in microseconds, else its value."""
+        if timeline == S.PROCESS_TIME:
+            return self.process_micros
+        return self.tags[timeline].get_value() or 0.0
 
     def timeline(self, base: str) -> tuple[str, Any]:
         try:
@@ -597,4 +603,4 @@ class Engine:
                 self.emit_log("warning", f"Tag '{getattr(listener, 'name', listener)}' failed in {hook}: {error}")
 
 
-__all__ = ["Engine", "Outcome", "MethodError", "parse_duration"]
+__all__ = ["Engine", "Outcome", "MethodError"]

@@ -16,7 +16,7 @@ Invariants:
   line keeps every thread where it is and picks up appended lines;
 * thresholds are positions on the timeline of the innermost scope (program, Block, activated
   Watch/Alarm body, injection), in the current Base unit; time timelines stand still while the
-  run is paused or on hold;
+  run is paused or on hold, and times are whole microseconds (:mod:`pectus.pcode.timing`);
 * at most one Block (with its enclosing Blocks) is active at a time: a Block in a Watch body
   waits for the main line's Block to end, as in Open Pectus.
 """
@@ -28,15 +28,15 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from pectus.pcode import units
 from pectus.pcode.diagnostics import closest
-from pectus.pcode.engine import MethodError, parse_duration
+from pectus.pcode.engine import MethodError
 from pectus.pcode.runlog import ItemState, LineState, RunLogItem
 from pectus.pcode.syntax import Kind, Method, Node
 from pectus.pcode.tags import SystemTagName as S, is_number
+from pectus.pcode.timing import micros, parse_duration, seconds
 
 if TYPE_CHECKING:
     from pectus.pcode.engine import Engine
 
-EPSILON = 1e-9  # sums of 0.1 s increments are not exact in binary floating point
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
             "=": operator.eq, "==": operator.eq, "!=": operator.ne}
 _SCHEDULED = frozenset({Kind.PAUSE, Kind.HOLD, Kind.UNPAUSE, Kind.UNHOLD, Kind.STOP, Kind.RESTART})
@@ -57,12 +57,12 @@ class Frame:
         self.node = node  # the container whose body this frame runs
         self.index = 0  # the body line in progress (or next)
         self.scope = scope  # None for a macro body: it runs in its caller's scope
-        self.starts = starts  # timeline tag values when the scope started
+        self.starts = starts  # timeline positions when the scope started (Engine.position)
         self.item = item  # the run-log item of the container's instance
         self.pending: Any = None  # state of the line in progress (Wait start, its item...)
         self.threshold_ok = False
         self.skip: tuple[str, str] | None = None  # (id, text) of a failed line to skip on Unpause
-        self.wait: tuple[float, float] | None = None  # (start, duration) of a running Wait
+        self.wait: tuple[int, int] | None = None  # (start, duration) of a running Wait, in µs
 
 
 class Thread:
@@ -116,16 +116,18 @@ class Interpreter:
     def stop(self) -> None:
         self.restart()
 
-    def block_start(self) -> float:
+    def block_start(self) -> int:
+        """The Process Time (µs) at which the innermost active block (or the program) started."""
         frame = self.blocks[-1][1] if self.blocks else self.main.frames[0]
-        return frame.starts.get(S.PROCESS_TIME, 0.0)
+        return frame.starts.get(S.PROCESS_TIME, 0)
 
-    def scope_start(self) -> float:
-        return self.scopes[-1].starts.get(S.PROCESS_TIME, 0.0) if self.scopes else 0.0
+    def scope_start(self) -> int:
+        """The Process Time (µs) at which the innermost scope started."""
+        return self.scopes[-1].starts.get(S.PROCESS_TIME, 0) if self.scopes else 0
 
     def _snapshot(self) -> dict[str, float]:
-        tags = self.engine.tags
-        return {name: tags[name].get_value() or 0.0 for name in self.engine.timeline_names}
+        position = self.engine.position
+        return {name: position(name) for name in self.engine.timeline_names}
 
     # -- the tick ------------------------------------------------------------------------
 
@@ -198,9 +200,8 @@ class Interpreter:
 
     def _threshold_reached(self, node: Node, frame: Frame) -> bool:
         engine = self.engine
-        name, in_tag_unit = engine.timeline(engine.tags[S.BASE].value)
-        elapsed = engine.tags[name].get_value() - frame.starts.get(name, 0.0)
-        return elapsed >= in_tag_unit(node.threshold) - EPSILON
+        name, position = engine.timeline(engine.tags[S.BASE].value)
+        return engine.position(name) - frame.starts.get(name, 0) >= position(node.threshold)
 
     def _end_of_body(self, thread: Thread, frame: Frame) -> bool:
         """The frame's body ran out. True when the thread goes on in the same step."""
@@ -374,14 +375,14 @@ class Interpreter:
                 raise MethodError(f"Wait: '{node.arguments}' is not a duration; expected e.g. 'Wait: 30 s' "
                                   "(units s, min, h)", node)
             self._start_item(node, frame)
-            frame.wait = (engine.process_time, duration)
+            frame.wait = (engine.process_micros, duration)
         item = frame.pending
         if item.forced:
             self._complete(node, item)
             return FREE
         start, duration = frame.wait
-        elapsed = engine.process_time - start
-        if elapsed >= duration - EPSILON:
+        elapsed = engine.process_micros - start
+        if elapsed >= duration:
             self._complete(node, item)
             return FREE
         progress = round(elapsed / duration, 2)
@@ -525,6 +526,8 @@ class Interpreter:
                     raise MethodError(f"{node.display_name}: {error}", node) from None
                 if condition.unit != tag.unit:
                     target = units.convert(target, condition.unit, tag.unit)
+                if tag.unit == "s":  # a time: whole microseconds, as the engine counts it
+                    target = seconds(micros(target))
 
             def check() -> bool:
                 value = tag.get_value()
