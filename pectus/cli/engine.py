@@ -1,7 +1,8 @@
 """``pectus-engine``: the process next to the equipment, and its offline tools.
 
     pectus-engine -uod UOD.py [-ahn HOST] [-ap PORT] [-s] [--key-file FILE] [--events FILE]
-    pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect]
+    pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect] [--strict]
+    pectus-engine port-uod OLD.py [-o NEW.py] [--force] [--strict]
     pectus-engine simulate --uod UOD.py METHOD.pcode [--max-seconds N] [--events FILE]
 
 Without a subcommand the engine runs the unit: it connects the hardware, ticks every 0.1 s,
@@ -65,12 +66,27 @@ def _parser() -> argparse.ArgumentParser:
     validate = commands.add_parser(
         "validate", help="check a UOD file and, optionally, a method against it",
         description="Load and validate a UOD; with a method, analyse it against the UOD. "
-                    "Prints each finding as FILE:LINE: severity: message. Exit 0 only when clean.")
+                    "Prints each finding as FILE:LINE: severity: message. UOD warnings (what a run "
+                    "survives) do not fail it unless --strict; exit 0 only when there is no error.")
     validate.add_argument("--uod", "-uod", dest="validate_uod", required=True, type=Path,
                           help="the UOD file (Python)")
     validate.add_argument("method", nargs="?", type=Path, help="a P-code method file to analyse")
     validate.add_argument("--connect", action="store_true",
                           help="also connect the hardware, check every register online and print its value")
+    validate.add_argument("--strict", action="store_true",
+                          help="UOD warnings are errors (exit 1), for CI")
+
+    port = commands.add_parser(
+        "port-uod", help="port an Open Pectus UOD: rewrite its imports to pectus.uod, then validate it",
+        description="Rewrite every import of an openpectus module in OLD.py to pectus.uod (nothing else "
+                    "changes), print each change with its line, write the result and validate it. "
+                    "See docs/uod.md, 'Porting an Open Pectus UOD'.")
+    port.add_argument("old", type=Path, metavar="OLD.py", help="the Open Pectus UOD file")
+    port.add_argument("-o", "--output", type=Path, metavar="NEW.py",
+                      help="where to write the ported UOD (default: OLD_pectus.py next to OLD.py)")
+    port.add_argument("--force", action="store_true", help="overwrite NEW.py if it exists")
+    port.add_argument("--strict", dest="port_strict", action="store_true",
+                      help="the ported UOD's warnings are errors (exit 1), for CI")
 
     simulate = commands.add_parser(
         "simulate", help="run a method on the UOD's simulated hardware on a virtual clock",
@@ -93,7 +109,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
     if args.command == "validate":
-        return _validate(args.validate_uod, args.method, args.connect)
+        return _validate(args.validate_uod, args.method, args.connect, args.strict)
+    if args.command == "port-uod":
+        return _port_uod(args.old, args.output, args.force, args.port_strict)
     if args.command == "simulate":
         return _simulate(args)
     if args.uod is None:
@@ -134,11 +152,18 @@ def _analyze(engine, text: str) -> list:
                    base_units=list(uod.base_unit_provider))
 
 
-def _validate(uod_path: Path, method: Path | None, connect: bool) -> int:
+def _validate(uod_path: Path, method: Path | None, connect: bool, strict: bool = False) -> int:
     uod = _load(uod_path)
     if uod is None:
         return EXIT_PROBLEMS
-    print(f"{uod_path}: UOD '{uod.instrument}' is valid: {len(uod.tags)} tags, {len(uod.commands)} commands")
+    for warning in uod.warnings:  # "uod.py:12: with_...(...): message", as the builder made it
+        where, _, what = warning.partition(": ")
+        print(f"{where}: warning: {what}")
+    counted = f", {len(uod.warnings)} warnings" if uod.warnings else ""
+    print(f"{uod_path}: UOD '{uod.instrument}' is valid: {len(uod.tags)} tags, {len(uod.commands)} commands{counted}")
+    if strict and uod.warnings:
+        print(f"{uod_path}: --strict: the warnings count as errors")
+        return EXIT_PROBLEMS
     if connect and not _check_connection(uod):
         return EXIT_PROBLEMS
     if method is None:
@@ -155,6 +180,45 @@ def _validate(uod_path: Path, method: Path | None, connect: bool) -> int:
     if not diagnostics:
         print(f"{method}: no findings")
     return EXIT_PROBLEMS if diagnostics else EXIT_OK
+
+
+def _port_uod(old: Path, new: Path | None, force: bool, strict: bool) -> int:
+    """Rewrite an Open Pectus UOD's imports (pectus.uod.port), write it, validate it.
+
+    The text is read and written as bytes, so line endings and every byte the port did not
+    change stay as they were."""
+    from pectus.uod.port import port_source
+
+    try:
+        text = old.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        print(f"Cannot read the UOD file: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        result = port_source(text, str(old))
+    except SyntaxError as error:
+        print(f"{old.name}:{error.lineno}: syntax error: {error.msg}; fix it, then port again", file=sys.stderr)
+        return EXIT_PROBLEMS
+    new = new or old.with_name(f"{old.stem}_pectus.py")
+    if new.exists() and not force:
+        print(f"{new} exists; pass --force to overwrite it, or -o to write elsewhere", file=sys.stderr)
+        return EXIT_USAGE
+    for change in result.changes:
+        print(f"{old.name}:{change.line}: {change.message}")
+    for note in result.notes:
+        print(f"{old.name}:{note.line}: note: {note.message}")
+    for problem in result.problems:
+        print(f"{old.name}:{problem.line}: error: {problem.message}")
+    try:
+        new.write_bytes(result.text.encode("utf-8"))
+    except OSError as error:
+        print(f"Cannot write the ported UOD: {error}", file=sys.stderr)
+        return EXIT_USAGE
+    count = len(result.changes)
+    print(f"Wrote {new}: {count} change{'' if count == 1 else 's'}" if count
+          else f"Wrote {new}: no Open Pectus import found, the file is unchanged")
+    status = _validate(new, None, False, strict)
+    return EXIT_PROBLEMS if result.problems else status
 
 
 def _check_connection(uod) -> bool:
