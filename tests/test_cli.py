@@ -43,6 +43,23 @@ def test_validate_a_broken_uod_names_its_line(tmp_path, capsys):
     assert f"bad_uod.py:{line}" in err and "FT99" in err
 
 
+def test_validate_prints_warnings_exits_0_and_strict_makes_them_errors(tmp_path, capsys):
+    """Before: a plot naming no tag refused the UOD (exit 1) and there was no --strict."""
+    uod = write(tmp_path, "plot_uod.py", DEMO_UOD.read_text().replace(
+        'process_value_names_to_annotate=["Mark"]', 'process_value_names_to_annotate=["Mark", "Category"]', 1))
+    assert uod.read_text() != DEMO_UOD.read_text()
+    line = next(i for i, text in enumerate(uod.read_text().splitlines(), 1) if "with_plot_configuration" in text)
+    warning = (f"plot_uod.py:{line}: warning: with_plot_configuration(...): no tag named 'Category', "
+               "so the plot leaves it out")
+    assert main(["validate", "--uod", str(uod)]) == 0
+    out = capsys.readouterr().out
+    assert warning in out and "is valid" in out and "1 warning" in out
+    assert main(["validate", "--uod", str(uod), "--strict"]) == 1
+    out = capsys.readouterr().out
+    assert warning in out and "--strict: the warnings count as errors" in out
+    assert main(["validate", "--uod", str(DEMO_UOD), "--strict"]) == 0
+
+
 def test_simulate_writes_events_and_a_summary(tmp_path, capsys):
     events = tmp_path / "events.jsonl"
     assert main(["simulate", "--uod", str(DEMO_UOD), str(DEMO_METHOD), "--events", str(events)]) == 0

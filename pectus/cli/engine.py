@@ -159,7 +159,8 @@ def _validate(uod_path: Path, method: Path | None, connect: bool, strict: bool =
     for warning in uod.warnings:  # "uod.py:12: with_...(...): message", as the builder made it
         where, _, what = warning.partition(": ")
         print(f"{where}: warning: {what}")
-    counted = f", {len(uod.warnings)} warnings" if uod.warnings else ""
+    count = len(uod.warnings)
+    counted = f", {count} warning{'' if count == 1 else 's'}" if count else ""
     print(f"{uod_path}: UOD '{uod.instrument}' is valid: {len(uod.tags)} tags, {len(uod.commands)} commands{counted}")
     if strict and uod.warnings:
         print(f"{uod_path}: --strict: the warnings count as errors")
