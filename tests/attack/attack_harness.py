@@ -39,7 +39,6 @@ from pectus.web.app import ROUTES
 PYTHON = sys.executable
 PROTOCOL = 2
 STORE_FILE = "open_pectus_aggregator.sqlite3"
-DEMO_UNIT = f"{socket.gethostname()}_DemoUod"  # the engine id of a demo engine on this machine
 T0 = 1_800_000_000.0  # a plausible time for hand-made records (2027)
 
 # Processes start and restart during these tests: a refused connection is "not yet", not a failure.
@@ -225,7 +224,7 @@ def hello(engine_id: str, credential: str, outbox: str | None, **fields: Any) ->
 
 
 def record(kind: str, data: Any, *, run: str | None = None, time: float = T0, **fields: Any) -> dict[str, Any]:
-    """A record without its seq (:meth:`RawEngine.send` numbers it); ``fields`` add or override."""
+    """A record without its seq (:meth:`Session.send_records` numbers it); ``fields`` add or override."""
     return {"kind": kind, "time": time, "run": run, "data": data, **fields}
 
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import trio
 
-from attack_harness import (T0, Fleet, RawEngine, at_least, completed, method_lines, of_unit, online, patiently, record,
-                            run_ids, runlog_data)
+from attack_harness import (T0, Fleet, RawEngine, at_least, completed, method_lines, of_unit, online, patiently,
+                            record, run_ids, runlog_data)
 
 MARKS = 40
 METHOD = "".join(f"Mark: m{i}\nWait: 0.1 s\n" for i in range(MARKS)) + "Stop\n"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import trio
 
-from attack_harness import (Aggregator, Engine, Fleet, at_least, completed, method_lines, of_unit, online, patiently,
-                            run_ids)
+from attack_harness import (Aggregator, Engine, Fleet, at_least, completed, method_lines, of_unit, online,
+                            patiently, run_ids)
 
 WIDE_UOD = Path(__file__).with_name("wide_uod.py")
 FRAME_LIMIT = 4 * 1024 * 1024  # the aggregator's max_frame
