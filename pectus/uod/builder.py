@@ -28,6 +28,7 @@ Invariants:
 
 from __future__ import annotations
 
+import inspect
 import logging
 import os
 import re
@@ -136,6 +137,7 @@ class UodBuilder:
         elif self._hwl is not None:
             self._problem(source, "the hardware is already set; a unit has one hardware layer")
         else:
+            _adapt_reference_tick(hwl)
             self._hwl = hwl
             self._sources[("hardware", "")] = source
         return self
@@ -179,6 +181,8 @@ class UodBuilder:
         for message in problems:
             self._problem(source, message)
         if not problems and self._hwl is not None:
+            if isinstance(options.get("hardware"), HardwareLayerBase):  # a device of CompositeHardware
+                _adapt_reference_tick(options["hardware"])
             self._hwl.registers[name] = Register(name, direction, **options)
             self._sources[("register", name)] = source
         return self
@@ -411,6 +415,19 @@ class UodBuilder:
         definition.warnings = [format_problem(p) for p in sort_problems(self._warnings + definition.find_warnings())]
         definition.plot_configuration = self._plot.restricted_to(definition.known_tag_names())
         return definition
+
+
+def _adapt_reference_tick(hwl: HardwareLayerBase) -> None:
+    """Open Pectus calls a driver's ``tick()`` without arguments, Pectus calls ``tick(tick_time,
+    increment_time)``: a driver written for Open Pectus gets, on its instance, a ``tick`` that
+    takes Pectus' arguments and calls its own."""
+    own_tick = hwl.tick
+    try:
+        takes_nothing = not inspect.signature(own_tick).parameters
+    except (TypeError, ValueError):  # a builtin: it is not a Python override
+        return
+    if takes_nothing:
+        hwl.tick = lambda tick_time, increment_time: own_tick()  # type: ignore[method-assign]
 
 
 def _text(value: Any) -> str:
