@@ -26,10 +26,9 @@ from pectus.actors.core import ALWAYS, Actor, ActorTimeout, Restart, ask, superv
 from pectus.actors.hardware import Flush, HardwareActor
 from pectus.actors.scan_cycle import Inspect, ScanCycle
 from pectus.actors.uplink import Uplink
-from pectus.hardware.base import HardwareLayerBase, NullHardware, Register
-from pectus.hardware.composite import CompositeHardware
+from pectus.hardware.base import HardwareLayerBase
+from pectus.hardware.connection import per_connection
 from pectus.hardware.recovery import RecoveryConfig
-from pectus.hardware.simulated import SimulatedHardware
 from pectus.pcode.engine import Engine
 from pectus.pcode.events import EngineEvent
 
@@ -57,11 +56,6 @@ class EventsFile(Actor[list[EngineEvent]]):
                 await out.flush()
 
 
-def runs_inline(driver: HardwareLayerBase) -> bool:
-    """Simulated and null hardware do no I/O: they run inside the tick, without an actor."""
-    return isinstance(driver, (SimulatedHardware, NullHardware))
-
-
 class EngineProcess:
     """Builds the actors for a loaded UOD; :meth:`run` runs them until :meth:`stop`."""
 
@@ -86,23 +80,8 @@ class EngineProcess:
         self._stopping = False
 
     def _per_connection(self, driver: HardwareLayerBase) -> HardwareLayerBase:
-        """What the core uses instead of ``driver``: a hardware actor's process image per connection.
-
-        A composite keeps its shape, but each of its devices gets an actor of its own, so one
-        device that fails does not take the others' values (or recovery) with it.
-        """
-        if runs_inline(driver):
-            return driver
-        if not isinstance(driver, CompositeHardware):
-            return self._actor(driver).image
-        driver.assign_registers()
-        replaced = {id(device): self._per_connection(device) for device in driver.devices}
-        composite = CompositeHardware()
-        for name, register in driver.registers.items():
-            device = replaced[id(register.options["hardware"])]
-            composite.registers[name] = Register(name, register.direction, **{**register.options, "hardware": device})
-        composite.connect()  # connects nothing: its devices are images and in-memory hardware
-        return composite
+        """What the core uses instead of ``driver``: a hardware actor's process image per connection."""
+        return per_connection(driver, lambda device: self._actor(device).connection)
 
     def _actor(self, driver: HardwareLayerBase) -> HardwareActor:
         name = type(driver).__name__.lower()

@@ -4,6 +4,7 @@
     pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect] [--strict]
     pectus-engine port-uod OLD.py [-o NEW.py] [--force] [--strict]
     pectus-engine simulate --uod UOD.py METHOD.pcode [--max-seconds N] [--events FILE]
+                           [--hardware memory [--set REGISTER=VALUE]...]
 
 Without a subcommand the engine runs the unit: it connects the hardware, ticks every 0.1 s,
 reports to the aggregator and takes run controls and methods from it (or runs stand-alone with
@@ -89,9 +90,11 @@ def _parser() -> argparse.ArgumentParser:
                       help="the ported UOD's warnings are errors (exit 1), for CI")
 
     simulate = commands.add_parser(
-        "simulate", help="run a method on the UOD's simulated hardware on a virtual clock",
+        "simulate", help="run a method against the UOD on a virtual clock",
         description="Start the method on a virtual clock and run it as fast as possible until it "
-                    "stops, pauses on an error, or --max-seconds of run time have passed.")
+                    "stops, pauses on an error, or --max-seconds of run time have passed. The UOD's "
+                    "hardware is connected as the live engine connects it, or with --hardware memory "
+                    "replaced by an in-memory process image (no device needed).")
     simulate.add_argument("--uod", "-uod", dest="simulate_uod", required=True, type=Path,
                           help="the UOD file (Python)")
     simulate.add_argument("method", type=Path, help="the P-code method file")
@@ -101,6 +104,13 @@ def _parser() -> argparse.ArgumentParser:
     simulate.add_argument("--tick", type=float, default=0.1, help="tick length in seconds (default 0.1)")
     simulate.add_argument("--events", dest="simulate_events", type=Path,
                           help="write the engine's events to this file as JSON Lines (see docs/simulate.md)")
+    simulate.add_argument("--hardware", choices=["uod", "memory"], default="uod",
+                          help="uod: the UOD's own hardware (default); memory: an in-memory process image in "
+                               "its place - what is written reads back, inputs hold --set values or follow "
+                               "the registers' simulate= functions")
+    simulate.add_argument("--set", dest="inputs", action="append", default=[], metavar="REGISTER=VALUE",
+                          help="with --hardware memory: the raw value an input register reads (before its "
+                               "to_tag), a number, true/false or text; repeatable")
     return parser
 
 
@@ -250,9 +260,19 @@ def _check_connection(uod) -> bool:
 
 
 def _simulate(args: argparse.Namespace) -> int:
-    from pectus.pcode.engine import Engine
+    from pectus.hardware.base import HardwareError
+    from pectus.hardware.memory import parse_settings
     from pectus.pcode.events import DiagnosticReported
+    from pectus.testing import MethodRefused, Simulator
 
+    if args.inputs and args.hardware != "memory":
+        print("--set gives inputs of the in-memory hardware: add --hardware memory", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        inputs = parse_settings(args.inputs)
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return EXIT_USAGE
     uod = _load(args.simulate_uod)
     if uod is None:
         return EXIT_PROBLEMS
@@ -260,48 +280,68 @@ def _simulate(args: argparse.Namespace) -> int:
     if text is None:
         return EXIT_PROBLEMS
     record = args.simulate_events is not None
-    engine = Engine(uod, record_events=record)
-    outcome = engine.set_method(text)
-    if not outcome:
-        print(f"{args.method}: {outcome.reason}", file=sys.stderr)
+    try:
+        sim = Simulator(uod, text, tick=args.tick, start_time=0.0, record_events=record, hardware=args.hardware)
+    except MethodRefused as error:
+        print(f"{args.method}: {error}", file=sys.stderr)
         return EXIT_PROBLEMS
+    except HardwareError as error:
+        print(f"{args.simulate_uod}: {error}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    try:
+        for name, value in inputs.items():
+            sim.set_input(name, value)
+    except ValueError as error:
+        print(f"--set: {error}", file=sys.stderr)
+        return EXIT_USAGE
     out = args.simulate_events.open("w", encoding="utf-8") if record else None
     try:
         if out is not None:
-            for diagnostic in _analyze(engine, text):
+            for diagnostic in sim.analyze():
                 event = DiagnosticReported(-1, 0.0, 0.0, diagnostic.line, diagnostic.severity.value,
                                            diagnostic.id, diagnostic.message)
                 out.write(json.dumps(event.as_dict()) + "\n")
-        result = _simulate_run(engine, args, out)
+        result = _simulate_run(sim, args, out)
     finally:
         if out is not None:
             out.close()
     return result
 
 
-def _simulate_run(engine, args: argparse.Namespace, out) -> int:
-    tick, start = args.tick, 0.0
-    engine.execute_control("Start")
-    wall = time.perf_counter()
-    number = 0
-    while True:
-        engine.tick(start + number * tick, tick if number else 0.0)
-        number += 1
+def _simulate_run(sim, args: argparse.Namespace, out) -> int:
+    """Run until the method stops, pauses on an error or --max-seconds pass; print a summary."""
+    def write_events() -> None:
         if out is not None:
-            for event in engine.take_events():
-                out.write(json.dumps(event.as_dict(), default=str) + "\n")
-        stopped = number > 2 and not engine.started
+            out.writelines(json.dumps(event.as_dict(), default=str) + "\n" for event in sim.take_events())
+
+    engine = sim.engine
+    sim.start()
+    wall = time.perf_counter()
+    while True:
+        sim.run_ticks(1)
+        write_events()
+        stopped = sim.tick_index > 1 and not engine.started
         if stopped or engine.method_status == "Error" or engine.value("Run Time") >= args.max_seconds:
             break
     wall = time.perf_counter() - wall
-    virtual = (number - 1) * tick  # the first tick is at time 0
-    print(f"Simulated {virtual:.1f} s in {wall:.2f} s ({number} ticks, {number / wall:,.0f} ticks/s, "
-          f"{virtual / wall:,.0f}x real time)")
+    number = sim.tick_index + 1
+    print(f"Simulated {sim.time:.1f} s in {wall:.2f} s ({number} ticks, {number / wall:,.0f} ticks/s, "
+          f"{sim.time / wall:,.0f}x real time)")
     print(f"System State {engine.system_state}, Method Status {engine.method_status}, "
           f"process time {engine.process_time:.1f} s, {len(engine.marks)} marks, "
           f"{len(engine.run_log)} run-log items")
-    if engine.method_status == "Error":
-        print(f"{args.method}: the run paused on an error: {engine.last_error}")
+    error = engine.last_error if engine.method_status == "Error" else None
+    sim.close()  # as the engine stops: safe outputs written, hardware disconnected
+    write_events()
+    if sim.memory is not None:
+        print(sim.memory.describe())
+    for line in sim.hardware_log:
+        print(f"Hardware at {line}")
+    if error is not None:
+        print(f"{args.method}: the run paused on an error: {error}")
+        if any(not connection.recovery.does_io for connection in sim.connections):
+            print("The UOD's hardware is not connected; to run the method without the device, "
+                  "add --hardware memory (see docs/simulate.md)")
         return EXIT_PROBLEMS
     return EXIT_OK
 

@@ -123,6 +123,10 @@ class HardwareLayerBase:
     def validate_online(self) -> None:
         """Check the registers against the connected equipment."""
 
+    def __str__(self) -> str:
+        # Messages name the driver; a UOD's own class without a __str__ is named by its class.
+        return type(self).__name__
+
 
 class NullHardware(HardwareLayerBase):
     """No equipment: reads give None, writes are dropped; always connected. For tests and dry runs."""
