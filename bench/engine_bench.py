@@ -106,7 +106,7 @@ async def measure(uod, method: str, seconds: float) -> dict[str, float]:
 def report(name: str, r: dict) -> None:
     print(f"{name}: {r['ticks']} ticks, interval p50 {r['p50'] * 1000:.2f} ms, p99 {r['p99'] * 1000:.2f} ms, "
           f"max {r['max'] * 1000:.2f} ms, p99 |error| {r['jitter'] * 1000:.2f} ms, CPU {r['cpu']:.1f} % of a core, "
-          f"RSS {r['rss']:.0f} MB (run {r['state']})")
+          f"RSS {r['rss']:.0f} MB (run {r['state']})", flush=True)
 
 
 @dataclass(frozen=True)
@@ -172,7 +172,7 @@ async def window(looped: Looped, outbox: Path, aggregator: psutil.Process, secon
 
 async def long_run(uod, method: str, minutes: float, seconds: float) -> tuple[dict[str, float], dict[str, float]]:
     """The method looped with a real uplink: the costs in the window ``FIRST_WINDOW`` s after the
-    first Start, and in the one ``minutes`` after it."""
+    first Start, and in the one ``minutes`` after it (each printed when it is measured)."""
     with tempfile.TemporaryDirectory(prefix="pectus-engine-bench-") as folder:
         port = free_port()
         aggregator = start_aggregator(Path(folder) / "aggregator", port)
@@ -192,8 +192,10 @@ async def long_run(uod, method: str, minutes: float, seconds: float) -> tuple[di
                 nursery.start_soon(looped.run)
                 await trio.sleep_until(began + FIRST_WINDOW)
                 first = await window(looped, outbox, psutil.Process(aggregator.pid), seconds)
+                report_window(f"demo method looped, seconds {FIRST_WINDOW:g}-{FIRST_WINDOW + seconds:g}", first)
                 await trio.sleep_until(began + 60 * minutes)
                 later = await window(looped, outbox, psutil.Process(aggregator.pid), seconds)
+                report_window(f"demo method looped, minutes {minutes:g}-{minutes + seconds / 60:g}", later)
                 await process.stop()
                 nursery.cancel_scope.cancel()
         finally:
@@ -206,12 +208,10 @@ def report_window(name: str, w: dict[str, float]) -> None:
     print(f"{name}: written {w['written']:.1f} KB/s (wchar {w['wchar']:.1f} KB/s, outbox files "
           f"{w['outbox']:+.2f} KB/s), CPU {w['cpu']:.2f} % of a core, tick p99 |error| {w['jitter'] * 1000:.2f} ms; "
           f"aggregator CPU {w['aggregator']:.1f} %; {w['runs']:.0f} runs started, {w['pending']:.0f} records "
-          f"not yet acknowledged at the end")
+          f"not yet acknowledged at the end", flush=True)
 
 
-def report_long_run(minutes: float, seconds: float, first: dict[str, float], later: dict[str, float]) -> None:
-    report_window(f"demo method looped, seconds {FIRST_WINDOW:.0f}-{FIRST_WINDOW + seconds:.0f}", first)
-    report_window(f"demo method looped, minutes {minutes:g}-{minutes + seconds / 60:g}", later)
+def report_ratios(first: dict[str, float], later: dict[str, float]) -> None:
     print(f"later / first: written {later['written'] / first['written']:.2f}, wchar "
           f"{later['wchar'] / first['wchar']:.2f}, CPU {later['cpu'] / first['cpu']:.2f} "
           f"(targets: <= 20 KB/s written, <= 2 % of a core, each ratio within 0.90-1.10)")
@@ -231,8 +231,7 @@ def main() -> None:
                                               args.seconds))
     watch = "Watch: T000 > 2 degC\n    Mark: never\nAlarm: T001 > 2 degC\n    Mark: never\nWait: 1 h"
     report("500 tags, all changing", trio.run(measure, unit_of_500_tags(), watch, args.seconds))
-    report_long_run(args.minutes, args.window, *trio.run(long_run, demo_uod(), demo_method(), args.minutes,
-                                                          args.window))
+    report_ratios(*trio.run(long_run, demo_uod(), demo_method(), args.minutes, args.window))
 
 
 if __name__ == "__main__":
