@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic, Severity
 from pectus.pcode.syntax import parse
+from pectus.uod.commands import CommandDefinition
 
 TAGS: dict[str, str | None] = {
     "Base": None, "Run Counter": None, "Block": None, "Block Time": "s", "Scope Time": "s",
@@ -99,7 +100,7 @@ def test_a_clean_realistic_method_has_no_diagnostics() -> None:
 def test_syntax_errors_come_first_on_their_line_then_findings_by_line() -> None:
     found = check("Mark: A\n  Wait: 5\nWatch: TT01\n    Mark: B")
     assert [(d.line, d.id) for d in found] == [
-        (2, "InvalidIndentation"), (2, "InvalidArgument"), (3, "InvalidCondition")]
+        (2, "InvalidIndentation"), (2, "InvalidArgument"), (3, "MissingOperator")]
 
 
 def test_a_parsed_method_is_accepted_as_well_as_text() -> None:
@@ -296,8 +297,9 @@ def test_only_the_first_failing_condition_check_is_reported() -> None:
     one("Watch: TT02 > 5 foo\n    Mark: a", "UndefinedTag", Severity.ERROR, 1, "'TT02'")
 
 
-def test_simulate_checks_tag_and_units_but_a_bare_number_is_in_the_tag_unit() -> None:
-    assert check("Simulate: TT01 = 25") == []
+def test_simulate_checks_tag_and_units_and_a_bare_number_is_a_warning() -> None:
+    one("Simulate: TT01 = 25", "MissingUnit", Severity.WARNING, 1, "the number is taken in degC")
+    assert check("Simulate: TT01 = 25 degC") == []
     one("Simulate: TT02 = 25", "UndefinedTag", Severity.ERROR, 1, "'TT02'")
     one("Simulate: TT01 = 25 L", "IncompatibleUnits", Severity.ERROR, 1, "'degC' and 'L'")
 
@@ -345,6 +347,27 @@ def test_a_uod_parser_that_raises_means_invalid_arguments() -> None:
 
 def test_valid_uod_commands() -> None:
     assert check("Reset\nPU01: 12.5 %\nInlet: VA02") == []
+
+
+def test_a_unit_command_that_takes_no_argument_given_one() -> None:
+    """Before the fix it was only CommandArgsInvalid ("'now' is not valid"), unlike 'Stop: now'."""
+    commands = {"Reset": CommandDefinition("Reset", lambda cmd: None, parser=None),
+                "Dose": CommandDefinition("Dose", lambda cmd, value: None)}
+    diagnostic = one("Reset: now", "ArgumentNotExpected", Severity.ERROR, 1,
+                     "Reset takes no argument: remove ': now'", commands=commands)
+    assert diagnostic.column == len("Reset: ") + 1
+    assert check("Reset\nDose: 5 mL", commands=commands) == []
+
+
+@pytest.mark.parametrize("condition, unit, fix", [
+    ("TT01 > 5 deg C", "deg C", "degC"), ("FT01 < 2 L / h", "L / h", "L/h"),
+    ("Block Time >= 3 min.", "min.", "min"),
+])
+def test_a_number_with_an_unreadable_unit_is_an_invalid_unit(condition: str, unit: str, fix: str) -> None:
+    """Before the fix it was NonNumericComparison ("'5 deg C' is not a number")."""
+    diagnostic = one(f"Watch: {condition}\n    Mark: a", "InvalidUnit", Severity.ERROR, 1,
+                     f"'{unit}' is not a known unit")
+    assert fix in diagnostic.fixes
 
 
 def test_base_invalid_argument_names_the_supported_units() -> None:
@@ -403,6 +426,22 @@ def test_macro_called_not_defined_with_did_you_mean() -> None:
     assert [(d.id, d.line) for d in found] == [("MacroUnused", 1), ("MacroCalledNotDefined", 3)]
     assert found[1].fixes == ("Wash",)
     assert "No macro named 'Wsh'" in found[1].message
+
+
+def test_a_macro_defined_twice_reports_the_definition_no_call_runs_as_unused() -> None:
+    """Before the fix only MacroRedefined was reported: the first definition looked used."""
+    found = check("Macro: M\n    Mark: a\nMacro: M\n    Mark: b\nCall macro: M")
+    assert [(d.id, d.line) for d in found] == [("MacroUnused", 1), ("MacroRedefined", 3)]
+    assert "defined again on line 3 before any call runs it" in found[0].message
+    # A call between the definitions runs the first; a call from a Watch may run either.
+    served = "Macro: M\n    Mark: a\nCall macro: M\nMacro: M\n    Mark: b\nCall macro: M"
+    assert [d.id for d in check(served)] == ["MacroRedefined"]
+    from_a_watch = "Macro: M\n    Mark: a\nWatch: Run Counter > 0\n    Call macro: M\nMacro: M\n    Mark: b"
+    assert [d.id for d in check(from_a_watch)] == ["MacroRedefined"]
+    # The last definition after every call: no call runs it.
+    late = check("Macro: M\n    Mark: a\nCall macro: M\nMacro: M\n    Mark: b")
+    assert [(d.id, d.line) for d in late] == [("MacroRedefined", 4), ("MacroUnused", 4)]
+    assert "every call of it comes before it" in late[1].message
 
 
 def test_macro_called_before_definition() -> None:

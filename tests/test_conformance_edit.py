@@ -29,28 +29,31 @@ ANA-003   indentation: ``InvalidIndentation``        ``InvalidIndentation``, ``E
                                                      followed by same-indentation lines, which Open
                                                      Pectus silently adopted as the body)
 ANA-004   threshold order: ``ThresholdOutOfOrder``   ``ThresholdOutOfOrder``, ``ThresholdBaseInvalid``
-ANA-005   condition: ``ConditionMissing``,           ``InvalidCondition`` (syntax error of the
-          ``MissingTag``, ``MissingOperator``,       parser: the method is refused whole)
-          ``MissingValue``
+ANA-005   condition: ``ConditionMissing``,           the same ids, as syntax errors of the parser
+          ``MissingTag``, ``MissingOperator``,       (the method is refused whole); ``InvalidCondition``
+          ``MissingValue``                           for a mistyped or a second operator
 ANA-006   condition: ``UndefinedTag``                ``UndefinedTag`` (did-you-mean; first failing
                                                      check only)
 ANA-007   condition: ``UnexpectedUnit``              ``UnexpectedUnit``
 ANA-008   condition: ``MissingUnit``                 ``MissingUnit``
 ANA-009   condition: ``InvalidUnit``                 ``InvalidUnit``
 ANA-010   condition: ``IncompatibleUnits``           ``IncompatibleUnits``, ``NonNumericComparison``
-ANA-011   simulate: same ids, ``MissingOperator``    ``InvalidCondition``, ``UndefinedTag``,
+ANA-011   simulate: same ids, ``MissingOperator``    ``MissingOperator``, ``UndefinedTag``,
           when the operator is not ``=``             ``UnexpectedUnit``, ``IncompatibleUnits`` on
-                                                     ``Simulate`` / ``Simulate off``
+                                                     ``Simulate`` / ``Simulate off``; ``MissingUnit``
+                                                     as a warning (the run takes a bare number in
+                                                     the tag's unit)
 ANA-012   command: ``UndefinedCommand``              ``UndefinedCommand`` (did-you-mean),
                                                      ``InvalidInstruction`` (parser)
-ANA-013   command: ``CommandNoArguments``            ``ArgumentNotExpected``, ``MissingArgument``
+ANA-013   command: ``CommandNoArguments``            ``ArgumentNotExpected`` (built-ins and unit
+                                                     commands), ``MissingArgument``
 ANA-014   command: ``CommandArgsInvalid``            ``CommandArgsInvalid`` (unit commands),
                                                      ``InvalidArgument`` (built-in argument specs)
 ANA-015   macro errors: ``MacroNameInvalid``,        the same four ids, plus
           ``MacroCallNameInvalid``,                  ``MacroCalledBeforeDefinition``
           ``MacroCalledNotDefined``, ``MacroRecursive``
-ANA-016   macro info: ``MacroRedefined``,            ``MacroRedefined``, ``MacroUnused``
-          ``MacroUnused``
+ANA-016   macro info: ``MacroRedefined``,            ``MacroRedefined``, ``MacroUnused`` (also for a
+          ``MacroUnused``                            definition replaced before any call runs it)
 ========  =========================================  ===============================================
 
 (``BatchNameTagMissing`` has no counterpart: Open Pectus has no such check, and on Pectus
@@ -731,8 +734,7 @@ def test_refused_cancel_and_force_give_a_reason_and_change_nothing(simulate) -> 
 def diagnose(simulate, text: str) -> list[Diagnostic]:
     """The analyzer's findings for ``text`` on the test unit (its tags, commands and Base units)."""
     engine = simulate(start=False).engine
-    return analyze(method(text), tags={tag.name: tag.unit for tag in engine.tags},
-                   commands={name: command.parse for name, command in engine.uod.commands.items()},
+    return analyze(method(text), tags={tag.name: tag.unit for tag in engine.tags}, commands=engine.uod.commands,
                    base_units=list(engine.uod.base_unit_provider))
 
 
@@ -823,7 +825,8 @@ def test_ANA_005_malformed_conditions(simulate) -> None:
         Alarm: > 5 degC
             Mark: tag missing
     """)
-    assert found(diagnostics) == [("InvalidCondition", E, line) for line in (1, 3, 5, 7)]
+    assert found(diagnostics) == [("ConditionMissing", E, 1), ("MissingOperator", E, 3), ("MissingValue", E, 5),
+                                  ("MissingTag", E, 7)]
     assert [d.message for d in diagnostics] == [
         "Watch: Expected a condition 'Tag > value', found nothing",
         "Watch: Expected a condition 'Tag > value': no operator in 'TT01'",
@@ -901,9 +904,10 @@ def test_ANA_011_simulate_and_simulate_off(simulate) -> None:
         Simulate: TT01 = 50
         Simulate off: TT01
     """)
-    assert found(diagnostics) == [("InvalidCondition", E, 1), ("UndefinedTag", E, 2), ("UndefinedTag", E, 3),
-                                  ("UnexpectedUnit", E, 4), ("IncompatibleUnits", E, 5)]
-    assert "Expected '=' in an assignment" in diagnostics[0].message
+    assert found(diagnostics) == [("MissingOperator", E, 1), ("UndefinedTag", E, 2), ("UndefinedTag", E, 3),
+                                  ("UnexpectedUnit", E, 4), ("IncompatibleUnits", E, 5), ("MissingUnit", W, 6)]
+    assert "Expected '=' in an assignment" in diagnostics[0].message and diagnostics[0].fixes == ("=",)
+    assert "the number is taken in degC" in diagnostics[5].message
     assert diagnostics[2].fixes == ("TT01",)
 
 
@@ -934,12 +938,14 @@ def test_ANA_013_argument_count_of_commands(simulate) -> None:
         Wait
         Base
         Run counter
+        Reset: now
         Stop: now
     """)
     assert found(diagnostics) == [("ArgumentNotExpected", E, 1), ("ArgumentNotExpected", E, 2),
                                   ("ArgumentNotExpected", E, 3), ("MissingArgument", E, 4),
                                   ("MissingArgument", E, 5), ("MissingArgument", E, 6),
-                                  ("ArgumentNotExpected", E, 7)]
+                                  ("ArgumentNotExpected", E, 7), ("ArgumentNotExpected", E, 8)]
+    assert "Reset takes no argument: remove ': now'" in diagnostics[6].message
     assert "Increment run counter takes no argument: remove ': 2'" in diagnostics[0].message
     assert "Wait needs a duration" in diagnostics[3].message
 
@@ -994,6 +1000,7 @@ def test_ANA_016_macro_redefined_and_unused(simulate) -> None:
             Mark: c
         Call macro: M
     """)
-    assert found(diagnostics) == [("MacroRedefined", I, 3), ("MacroUnused", I, 5)]
-    assert "first on line 1" in diagnostics[0].message
-    assert "'Unused' is never called" in diagnostics[1].message
+    assert found(diagnostics) == [("MacroUnused", I, 1), ("MacroRedefined", I, 3), ("MacroUnused", I, 5)]
+    assert "defined again on line 3 before any call runs it" in diagnostics[0].message
+    assert "first on line 1" in diagnostics[1].message
+    assert "'Unused' is never called" in diagnostics[2].message

@@ -997,11 +997,13 @@ def test_PARSE_008_text_valued_conditions(condition, tag, op, value):
     assert not c.is_numeric
 
 
-@pytest.mark.parametrize("condition", ["foo ==", "foo", "A = B = C", "== 3", ""])
-def test_PARSE_009_malformed_conditions_are_syntax_errors(simulate, condition):
+@pytest.mark.parametrize("condition, id", [("foo ==", "MissingValue"), ("foo", "MissingOperator"),
+                                           ("A = B = C", "InvalidCondition"), ("== 3", "MissingTag"),
+                                           ("", "ConditionMissing")])
+def test_PARSE_009_malformed_conditions_are_syntax_errors(simulate, condition, id):
     text = f"Watch: {condition}\n    Mark: a"
     method = parse(text)
-    assert [(e.id, e.line) for e in method.errors] == [("InvalidCondition", 1)]
+    assert [(e.id, e.line) for e in method.errors] == [(id, 1)]
     assert method.node(1).condition is None
     with pytest.raises(ValueError, match="has 1 error"):
         simulate(text)
@@ -1064,7 +1066,7 @@ def test_QRK_005_exponent_is_a_number_and_mistyped_operator_is_an_error(simulate
     assert (node.condition.value, node.condition.unit) == (1000.0, None)
     node, errors = only_line("Watch: Counter =< 3")
     assert node.condition is None
-    assert [e.id for e in errors] == ["InvalidCondition"]
+    assert [(e.id, e.fixes) for e in errors] == [("InvalidCondition", ("<=",))]
     assert "did you mean '<='" in errors[0].message
     assert "did you mean '>='" in only_line("Alarm: Counter => 3")[1][0].message
     sim = run(simulate, """

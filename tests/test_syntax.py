@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from textwrap import dedent
 
+import pytest
 from hypothesis import given, settings, strategies as st
 
 from pectus.pcode.syntax import Kind, parse, parse_condition
@@ -54,9 +55,46 @@ def test_all_syntax_errors_are_reported_with_line_and_column():
             Mark: y
         """))
     found = [(e.line, e.column, e.id) for e in method.errors]
-    assert found == [(2, 1, "InvalidIndentation"), (3, 1, "InvalidInstruction"), (4, 8, "InvalidCondition"),
+    assert found == [(2, 1, "InvalidIndentation"), (3, 1, "InvalidInstruction"), (4, 8, "MissingOperator"),
                      (6, 1, "InvalidIndentation"), (7, 8, "InvalidCondition")]
     assert "did you mean '<='" in method.errors[-1].message
+
+
+@pytest.mark.parametrize("line, id, message", [
+    ("Watch", "ConditionMissing", "Watch: Expected a condition 'Tag > value', found nothing"),
+    ("Watch: TT01 5 degC", "MissingOperator", "no operator in 'TT01 5 degC'"),
+    ("Alarm: > 5 degC", "MissingTag", "Expected a tag name before '>'"),
+    ("Watch: TT01 >=", "MissingValue", "Expected a value after '>='"),
+    ("Simulate: TT01 == 5", "MissingOperator", "Expected '=' in an assignment"),
+    ("Watch: A =< 3", "InvalidCondition", "did you mean '<='?"),
+    ("Watch: A = B = C", "InvalidCondition", "More than one operator"),
+])
+def test_a_malformed_condition_says_what_is_missing(line, id, message):
+    """Before the fix every one of them was InvalidCondition: an editor could not tell them apart."""
+    (error,) = parse(line).errors
+    assert (error.id, error.line) == (id, 1)
+    assert message in error.message
+
+
+def test_blank_and_comment_lines_have_their_depth_and_parent():
+    """Before the fix every blank or comment line had depth 0 and no parent, also inside a block."""
+    method = parse(dedent("""\
+        Block: A
+
+            Mark: a
+        # between two lines of A: in A
+            Watch: Counter > 1
+                # indented under the Watch: in the Watch
+            # back at A's indentation: in A
+
+        Mark: b
+            # indented under a line that has no body: top level
+        """))
+    block, watch = method.lines[0], method.lines[4]
+    found = [(n.line, n.depth, n.parent) for n in method.lines if n.kind in (Kind.BLANK, Kind.COMMENT)]
+    assert found == [(2, 1, block), (4, 1, block), (6, 2, watch), (7, 1, block), (8, 0, method.program),
+                     (10, 0, method.program)]
+    assert [n.line for n in block.children] == [3, 5]  # the tree itself holds instructions only
 
 
 def test_unexpected_indentation_says_what_was_expected():
@@ -72,10 +110,10 @@ def test_conditions():
     condition, _ = parse_condition("Valve = Open")
     assert (condition.op, condition.value, condition.unit) == ("=", "Open", None)
     assert parse_condition("x>0,98")[0].value == "0,98"
-    assert parse_condition("A = B = C")[1] == "More than one operator in 'A = B = C'"
-    assert "Expected a value" in parse_condition("foo ==")[1]
-    assert "no operator" in parse_condition("foo")[1]
-    assert "Expected '='" in parse_condition("A == 3", assignment=True)[1]
+    assert parse_condition("A = B = C")[1].message == "More than one operator in 'A = B = C'"
+    assert "Expected a value" in parse_condition("foo ==")[1].message
+    assert "no operator" in parse_condition("foo")[1].message
+    assert "Expected '='" in parse_condition("A == 3", assignment=True)[1].message
 
 
 def test_ids_come_from_the_editor_when_given():
@@ -109,6 +147,5 @@ def test_any_text_parses_or_yields_diagnostics_with_a_line(lines, newline):
     assert len(method.lines) == count
     for error in method.errors:
         assert 1 <= error.line <= count and error.column >= 0 and error.message
-    for node in method.lines:
-        if node.kind not in (Kind.BLANK, Kind.COMMENT):
-            assert node.parent is not None or node.errors
+    for node in method.lines:  # every line, blank and comment lines too, is somewhere in the tree
+        assert node.parent is not None and node.depth == node.parent.depth + 1

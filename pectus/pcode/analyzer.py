@@ -28,26 +28,51 @@ Families and ids (severity):
   it), ``ThresholdBaseInvalid`` (error);
 * conditions of Watch, Alarm, Simulate and Simulate off - ``UndefinedTag``, ``UnexpectedUnit``,
   ``MissingUnit``, ``InvalidUnit``, ``IncompatibleUnits``, ``NonNumericComparison`` (errors; the
-  first failing check of a line only);
+  first failing check of a line only). A bare number for a tag with a unit is ``MissingUnit`` in
+  a Simulate too, as a warning: the run takes it in the tag's unit, where a Watch stops on it.
+  (A malformed condition is a syntax error of the parser, with an id that says what is missing:
+  ``ConditionMissing``, ``MissingTag``, ``MissingOperator``, ``MissingValue``; see
+  :class:`~pectus.pcode.syntax.ConditionProblem`);
 * instructions and commands - ``UndefinedCommand``, ``CommandArgsInvalid``, ``MissingArgument``,
-  ``InvalidArgument``, ``ArgumentNotExpected`` (errors), ``BatchNameTagMissing`` (info);
+  ``InvalidArgument``, ``ArgumentNotExpected`` (errors; also for a unit command that takes no
+  argument, when the caller gives its :class:`CommandSpec`), ``BatchNameTagMissing`` (info);
 * macros - ``MacroNameInvalid``, ``MacroCallNameInvalid``, ``MacroCalledNotDefined``,
   ``MacroRecursive`` (errors), ``MacroCalledBeforeDefinition`` (warning), ``MacroRedefined``,
-  ``MacroUnused`` (info).
+  ``MacroUnused`` (info; also a definition that no call can run, because it is defined again
+  on the main line before any call reaches it).
 """
 
 from __future__ import annotations
 
+import math
 import re
-from typing import Callable, Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
 
 from pectus.pcode import units
 from pectus.pcode.diagnostics import Diagnostic, Severity, closest
-from pectus.pcode.syntax import BUILTINS, CONDITIONAL, Condition, Kind, Method, Node, parse
+from pectus.pcode.syntax import BUILTINS, CONDITIONAL, NUMBER, Condition, Kind, Method, Node, parse
+from pectus.pcode.timing import parse_duration
 
-__all__ = ["analyze"]
+__all__ = ["CommandSpec", "analyze"]
 
 ArgumentParser = Callable[[str], object | None]
+
+
+@runtime_checkable
+class CommandSpec(Protocol):
+    """A unit command as the analyzer reads it; ``pectus.uod``'s command definitions are ones.
+
+    ``parse`` returns None for an argument text the command does not accept;
+    ``argument_names`` is the empty set for a command that takes no argument (None when its
+    own parser decides).
+    """
+
+    @property
+    def argument_names(self) -> set[str] | None: ...
+
+    def parse(self, argument: str) -> object | None: ...
+
+
 Problem = tuple[str, str, tuple[str, ...]]  # (id, message, fixes)
 
 #: The Base of thresholds before any ``Base:`` line (as in Open Pectus).
@@ -62,18 +87,20 @@ _NO_ARGUMENT = frozenset({
     Kind.INCREMENT_RUN_COUNTER, Kind.END_BLOCK, Kind.END_BLOCKS, Kind.STOP, Kind.RESTART,
     Kind.UNPAUSE, Kind.UNHOLD,
 })
-_DURATION_RE = re.compile(r"^\s*(\d+\.\d*|\.\d+|\d+)\s*(s|min|h)\s*$")
 _COUNT_RE = re.compile(r"^\s*\d+\s*$")
+_NUMBER_THEN_TEXT_RE = re.compile(rf"^{NUMBER}\s*(?P<unit>\S.*)$")  # '5 deg C': a unit mistyped
 
 
 def analyze(method: Method | str, *, tags: Mapping[str, str | None] | None = None,
-            commands: Mapping[str, ArgumentParser] | None = None,
+            commands: Mapping[str, ArgumentParser | CommandSpec] | None = None,
             base_units: Iterable[str] = ("s", "min", "h")) -> list[Diagnostic]:
     """All diagnostics of ``method``: its syntax errors and the analyzer's findings, by line.
 
     ``tags`` maps every tag name of the unit (system and UOD tags) to its unit, or None for a
-    tag without unit. ``commands`` maps every UOD command name to its argument parser, which
-    returns None when an argument text is invalid for the command. ``base_units`` are the
+    tag without unit. ``commands`` maps every UOD command name to its :class:`CommandSpec` (a
+    UOD's ``commands`` as they are), or to just its argument parser, which returns None when an
+    argument text is invalid for the command (then a command that takes no argument is not
+    known as one: its argument is only "not valid"). ``base_units`` are the
     units ``Base:`` and thresholds accept on this unit (time always; volumes or column volumes
     when the UOD has the accumulators). None for ``tags`` or ``commands`` means "not known":
     those checks are skipped rather than guessed.
@@ -274,7 +301,10 @@ def _check_conditions(program: Node, tags: Mapping[str, str | None] | None) -> I
             continue
         if found:
             id, message, fixes = found
-            yield _at(node, id, Severity.ERROR, message, fragment=tag, fixes=fixes)
+            # The run takes a bare number in a Simulate in the tag's unit (as Open Pectus, whose
+            # Simulate took no unit at all): a warning, where a Watch stops the run on it.
+            severity = Severity.WARNING if id == "MissingUnit" and node.kind is Kind.SIMULATE else Severity.ERROR
+            yield _at(node, id, severity, message, fragment=tag, fixes=fixes)
 
 
 def _tag_problem(tag: str, tags: Mapping[str, str | None] | None) -> Problem | None:
@@ -287,7 +317,8 @@ def _condition_problem(condition: Condition, tags: Mapping[str, str | None] | No
                        is_assignment: bool) -> Problem | None:
     """The first failing check of a condition, or None.
 
-    A Simulate assignment may give a bare number: it is taken in the tag's own unit.
+    A Simulate assignment may give a bare number: the run takes it in the tag's own unit, and
+    the finding says so.
     """
     tag, unit = condition.tag, condition.unit
     undefined = _tag_problem(tag, tags)
@@ -297,9 +328,16 @@ def _condition_problem(condition: Condition, tags: Mapping[str, str | None] | No
     if tags is not None and unit and not tag_unit:
         return ("UnexpectedUnit", f"Tag {_quote(tag)} has no unit, so the value cannot have one: "
                 f"remove {_quote(unit)}", ())
-    if tag_unit and not unit and condition.is_numeric and not is_assignment:
+    if tag_unit and not unit and condition.is_numeric:
+        example = f"e.g. '{condition.value:g} {tag_unit}'"
+        if is_assignment:
+            return ("MissingUnit", f"Tag {_quote(tag)} is measured in {tag_unit}: the number is taken "
+                    f"in {tag_unit}; write the unit to say so, {example}", ())
         return ("MissingUnit", f"Tag {_quote(tag)} is measured in {tag_unit}: write the value with "
-                f"its unit, e.g. '{condition.value:g} {tag_unit}'", ())
+                f"its unit, {example}", ())
+    number_then_text = None if condition.is_numeric else _NUMBER_THEN_TEXT_RE.match(str(condition.value))
+    if number_then_text and not is_assignment and (condition.op in _ORDERING or tag_unit):
+        unit = number_then_text.group("unit")  # a number with a unit the parser could not read
     if unit and not units.is_supported(unit):
         # Our own message: the units module's explanation would load pint (a quarter second).
         candidates = units.compatible_units(tag_unit) or [
@@ -350,10 +388,10 @@ def _check_instructions(program: Node, commands: Mapping[str, ArgumentParser] | 
         elif kind is Kind.WAIT:
             if not argument:
                 yield _at(node, "MissingArgument", Severity.ERROR, "Wait needs a duration, e.g. 'Wait: 5 s'")
-            elif not _DURATION_RE.match(argument):
+            elif parse_duration(argument) is None:
                 yield _invalid_duration(node)
         elif kind in (Kind.PAUSE, Kind.HOLD):
-            if argument and not _DURATION_RE.match(argument):
+            if argument and parse_duration(argument) is None:
                 yield _invalid_duration(node)
         elif kind is Kind.RUN_COUNTER:
             if not argument:
@@ -365,8 +403,7 @@ def _check_instructions(program: Node, commands: Mapping[str, ArgumentParser] | 
                           fragment=argument)
         elif kind in _NO_ARGUMENT:
             if argument:
-                yield _at(node, "ArgumentNotExpected", Severity.ERROR,
-                          f"{node.name} takes no argument: remove ': {argument}'", fragment=argument)
+                yield _argument_not_expected(node)
         elif kind is Kind.SIMULATE_OFF:
             if not argument:
                 yield _at(node, "MissingArgument", Severity.ERROR,
@@ -376,17 +413,26 @@ def _check_instructions(program: Node, commands: Mapping[str, ArgumentParser] | 
                       f"This unit has no {_quote(BATCH_NAME_TAG)} tag, so the batch name is not recorded")
 
 
+def _argument_not_expected(node: Node) -> Diagnostic:
+    return _at(node, "ArgumentNotExpected", Severity.ERROR,
+               f"{node.name} takes no argument: remove ': {node.arguments}'", fragment=node.arguments)
+
+
 def _invalid_duration(node: Node) -> Diagnostic:
     return _at(node, "InvalidArgument", Severity.ERROR,
                f"{_quote(node.arguments)} is not a duration: write a number and a unit s, min or h, "
                f"e.g. '{node.name}: 5 s'", fragment=node.arguments)
 
 
-def _command_problem(node: Node, commands: Mapping[str, ArgumentParser]) -> Diagnostic | None:
+def _command_problem(node: Node, commands: Mapping[str, ArgumentParser | CommandSpec]) -> Diagnostic | None:
     name, argument = node.name, node.arguments
     parser = commands.get(name)
     if parser is None:
         return _undefined_command(node, commands)
+    if isinstance(parser, CommandSpec):
+        if argument and parser.argument_names == set():
+            return _argument_not_expected(node)
+        parser = parser.parse
     try:
         valid = parser(argument) is not None
     except Exception:  # a UOD parser is the unit author's code; raising means "not valid"
@@ -398,7 +444,7 @@ def _command_problem(node: Node, commands: Mapping[str, ArgumentParser]) -> Diag
                f"{_quote(name)}: {shown}", fragment=argument)
 
 
-def _undefined_command(node: Node, commands: Mapping[str, ArgumentParser]) -> Diagnostic:
+def _undefined_command(node: Node, commands: Mapping[str, ArgumentParser | CommandSpec]) -> Diagnostic:
     name = node.name
     if name == "Start":
         return _at(node, "UndefinedCommand", Severity.ERROR,
@@ -447,6 +493,7 @@ def _check_macros(program: Node, definitions: Mapping[str, list[Node]]) -> Itera
                           "A macro needs a name, e.g. 'Macro: Prime'")
             continue
         cycle = _cycle_from(name, graph)
+        its_calls = [c for c in calls if c.arguments == name]
         for index, node in enumerate(nodes):
             if cycle:
                 yield _at(node, "MacroRecursive", Severity.ERROR,
@@ -458,6 +505,27 @@ def _check_macros(program: Node, definitions: Mapping[str, list[Node]]) -> Itera
                           "calls after this line run this definition")
             if name not in called:
                 yield _at(node, "MacroUnused", Severity.INFO, f"Macro {_quote(name)} is never called")
+            elif len(nodes) > 1:  # (a single definition called too early is MacroCalledBeforeDefinition)
+                replaced_by = nodes[index + 1] if index + 1 < len(nodes) else None
+                if not _runs_for_a_call(node, replaced_by, its_calls):
+                    why = (f"it is defined again on line {replaced_by.line} before any call runs it"
+                           if replaced_by is not None and _on_main_line(replaced_by)
+                           else "every call of it comes before it")
+                    yield _at(node, "MacroUnused", Severity.INFO,
+                              f"This definition of macro {_quote(name)} is never called: {why}")
+
+
+def _runs_for_a_call(definition: Node, replaced_by: Node | None, calls: list[Node]) -> bool:
+    """Whether a call can run ``definition``: a call runs the definition whose Macro line ran last.
+
+    On the main line, lines run in line order, so a definition there serves the main-line calls
+    between it and the next main-line definition of the name. A definition or a call elsewhere (a
+    Watch or Alarm body, a macro body) runs at a time the analyzer cannot know: it may be served.
+    """
+    if not _on_main_line(definition):
+        return bool(calls)
+    end = replaced_by.line if replaced_by is not None and _on_main_line(replaced_by) else math.inf
+    return any(not _on_main_line(call) or definition.line < call.line < end for call in calls)
 
 
 def _on_main_line(node: Node) -> bool:

@@ -13,7 +13,11 @@ Invariants of :func:`parse`:
   and column, and *all* problems are reported, not the first;
 * every line of the text has exactly one :class:`Node` in ``Method.lines`` (index = line - 1),
   also blank and comment lines and lines with errors, so an editor can show all of them;
-* only instruction nodes are in the tree (``Node.children``); blank and comment lines are not;
+* only instruction nodes are in the tree (``Node.children``); blank and comment lines are not,
+  but every line has its ``parent`` and ``depth``: a blank or comment line belongs to the
+  container its next instruction is in (a blank line between two lines of a Block is in the
+  Block), or to a deeper open container its indentation reaches (a comment indented under a
+  Block's last line is in the Block), so an editor can fold it and a tool can walk it;
 * a method with any syntax error (``Method.errors``) must not be run - the engine refuses it
   whole, it is never half-loaded.
 
@@ -81,8 +85,10 @@ WHITESPACE = frozenset({Kind.BLANK, Kind.COMMENT})
 #: Comparison operators. At the leftmost operator position the longest operator wins.
 OPERATORS = ("<=", ">=", "==", "!=", "<", ">", "=")
 _OPERATOR_RE = re.compile(r"<=|>=|==|!=|=<|=>|<|>|=")
+#: A number in a condition's value (an exponent is part of the number: ``1e3`` is 1000).
+NUMBER = r"[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?"
 _VALUE_RE = re.compile(
-    r"^(?P<number>[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?)\s*(?P<unit>[A-Za-z\u00b5\u03bc\u00b0%][A-Za-z0-9\u00b5\u03bc\u00b0%/*]*)?$"
+    rf"^(?P<number>{NUMBER})\s*(?P<unit>[A-Za-z\u00b5\u03bc\u00b0%][A-Za-z0-9\u00b5\u03bc\u00b0%/*]*)?$"
 )
 _LINE_RE = re.compile(
     r"(?P<indent>[ \t]*)"
@@ -110,6 +116,21 @@ class Condition:
     @property
     def is_numeric(self) -> bool:
         return isinstance(self.value, float)
+
+
+@dataclass(frozen=True, slots=True)
+class ConditionProblem:
+    """Why a condition is malformed. ``id`` says what is missing, so an editor can offer a fix:
+
+    ``ConditionMissing`` (nothing after the ``:``), ``MissingTag``, ``MissingOperator`` (also a
+    Simulate whose operator is not ``=``), ``MissingValue`` - the Open Pectus ids - and
+    ``InvalidCondition`` (a mistyped operator such as ``=<``, more than one operator).
+    ``fixes`` holds the replacement of the operator when there is a sure one.
+    """
+
+    id: str
+    message: str
+    fixes: tuple[str, ...] = ()
 
 
 @dataclass(slots=True, eq=False)
@@ -181,8 +202,9 @@ class Method:
         return self.lines[line - 1]
 
 
-def parse_condition(argument: str | None, *, assignment: bool = False) -> tuple[Condition | None, str | None]:
-    """Parse ``TAG OP VALUE [unit]``; return (condition, None) or (None, message).
+def parse_condition(argument: str | None, *,
+                    assignment: bool = False) -> tuple[Condition | None, ConditionProblem | None]:
+    """Parse ``TAG OP VALUE [unit]``; return (condition, None) or (None, problem).
 
     Unlike Open Pectus, a number with an exponent is a number (``1e3`` is 1000, not 1 with
     unit ``e3``) and ``=<``/``=>`` are reported as mistyped operators.
@@ -190,23 +212,24 @@ def parse_condition(argument: str | None, *, assignment: bool = False) -> tuple[
     text = (argument or "").strip()
     what = "an assignment 'Tag = value'" if assignment else "a condition 'Tag > value'"
     if not text:
-        return None, f"Expected {what}, found nothing"
+        return None, ConditionProblem("ConditionMissing", f"Expected {what}, found nothing")
     match = _OPERATOR_RE.search(text)
     if match is None:
-        return None, f"Expected {what}: no operator in '{text}'"
+        return None, ConditionProblem("MissingOperator", f"Expected {what}: no operator in '{text}'")
     op = match.group()
     if op in ("=<", "=>"):
-        return None, f"Unknown operator '{op}'; did you mean '{op[::-1]}'?"
+        return None, ConditionProblem("InvalidCondition", f"Unknown operator '{op}'; did you mean '{op[::-1]}'?",
+                                      (op[::-1],))
     if assignment and op != "=":
-        return None, f"Expected '=' in {what}, found '{op}'"
+        return None, ConditionProblem("MissingOperator", f"Expected '=' in {what}, found '{op}'", ("=",))
     tag = text[: match.start()].strip()
     right = text[match.end():].strip()
     if not tag:
-        return None, f"Expected a tag name before '{op}'"
+        return None, ConditionProblem("MissingTag", f"Expected a tag name before '{op}'")
     if not right:
-        return None, f"Expected a value after '{op}'"
+        return None, ConditionProblem("MissingValue", f"Expected a value after '{op}'")
     if _OPERATOR_RE.search(right):
-        return None, f"More than one operator in '{text}'"
+        return None, ConditionProblem("InvalidCondition", f"More than one operator in '{text}'")
     value_match = _VALUE_RE.match(right)
     if value_match:
         number = float(value_match.group("number"))
@@ -242,10 +265,14 @@ def _parse_pairs(pairs: list[tuple[str, str]]) -> Method:
     # stack[d] is the container whose children are at depth d.
     stack: list[Node] = [program]
     last_instruction: Node | None = None
+    # Blank and comment lines since the last instruction, each with the open container its
+    # indentation reaches; they are placed when the next instruction is (or at the end).
+    whitespace: list[tuple[Node, Node]] = []
     for number, (line_id, text) in enumerate(pairs, 1):
         node = _parse_line(text, number, line_id)
         lines.append(node)
         if node.kind in WHITESPACE:
+            whitespace.append((node, stack[min(node.indent // INDENT, len(stack) - 1)]))
             continue
         problems = node.errors if node.errors is not None else []
         depth = node.indent // INDENT
@@ -268,6 +295,9 @@ def _parse_pairs(pairs: list[tuple[str, str]]) -> Method:
                                          f"Unexpected indentation: expected {expected}"))
             depth = len(stack) - 1
         parent = stack[depth]
+        for line, reached in whitespace:
+            _place(line, parent if parent.depth >= reached.depth else reached)
+        whitespace.clear()
         del stack[depth + 1:]
         node.depth = depth
         node.parent = parent
@@ -278,7 +308,15 @@ def _parse_pairs(pairs: list[tuple[str, str]]) -> Method:
         if problems:
             node.errors = problems
             errors.extend(problems)
+    for line, reached in whitespace:  # after the last instruction: where the indentation reaches
+        _place(line, reached)
     return Method(program, lines, errors)
+
+
+def _place(line: Node, parent: Node) -> None:
+    """Give a blank or comment line its parent and depth; it is not one of the parent's children."""
+    line.parent = parent
+    line.depth = parent.depth + 1
 
 
 def _problem(line: int, column: int, id: str, message: str) -> Diagnostic:
@@ -312,12 +350,16 @@ def _parse_line(text: str, number: int, line_id: str) -> Node:
             node.condition, problem = parse_condition(argument)
             if problem:
                 column = _argument_column(text) if argument is not None else len(text.rstrip()) + 1
-                node.errors = [_problem(number, column, "InvalidCondition", f"{name}: {problem}")]
+                node.errors = [_condition_error(number, column, name, problem)]
     elif kind is Kind.SIMULATE:
         node.condition, problem = parse_condition(argument, assignment=True)
         if problem:
-            node.errors = [_problem(number, _argument_column(text), "InvalidCondition", f"Simulate: {problem}")]
+            node.errors = [_condition_error(number, _argument_column(text), name, problem)]
     return node
+
+
+def _condition_error(line: int, column: int, name: str, problem: ConditionProblem) -> Diagnostic:
+    return Diagnostic(problem.id, Severity.ERROR, line, f"{name}: {problem.message}", column, fixes=problem.fixes)
 
 
 def _argument_column(text: str) -> int:
