@@ -357,6 +357,8 @@ def _run(args: argparse.Namespace) -> int:
     uod = _load(args.uod)
     if uod is None:
         return EXIT_PROBLEMS
+    for warning in uod.warnings:  # what the reference let pass: the unit runs, the engineer should know
+        logging.getLogger("pectus.uod.user").warning("%s", warning)
     engine_id = f"{socket.gethostname()}_{uod.instrument}"
     if init_sentry("engine", args.sentry_event_level, {"engine_id": engine_id, "uod_location": uod.location}):
         log.info("Sentry error reporting is on")
