@@ -133,14 +133,18 @@ class Simulator:
     @property
     def time(self) -> float:
         """Seconds of virtual time since the first tick."""
-        return max(self.engine.tick_number, 0) * self.tick_length
+        return self._seconds(max(self.engine.tick_number, 0))
+
+    def _seconds(self, ticks: int) -> float:
+        # Rounded so that tick 3 of 0.1 s is 0.3 s, not 0.30000000000000004, as the tests write it.
+        return round(ticks * self.tick_length, 9)
 
     def run_ticks(self, count: int = 1) -> None:
         engine = self.engine
         connections = self.connections
         for _ in range(count):
             number = engine.tick_number + 1
-            now = number * self.tick_length
+            now = self._seconds(number)
             if number == 0:
                 for connection in connections:  # connect, then read the first image
                     self._poll(connection, now)
