@@ -15,12 +15,10 @@ Invariants:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from pectus.pcode.context import RunContext
 from pectus.pcode.runlog import ItemState, RunLogItem
-
-if TYPE_CHECKING:
-    from pectus.pcode.engine import Engine
 
 #: Run controls the engine implements itself.
 CONTROLS = ("Start", "Stop", "Pause", "Unpause", "Hold", "Unhold", "Restart")
@@ -51,7 +49,7 @@ class Running:
 class CommandManager:
     __slots__ = ("engine", "queue", "executing", "_overlap")
 
-    def __init__(self, engine: "Engine"):
+    def __init__(self, engine: RunContext):
         self.engine = engine
         self.queue: list[Running] = []
         self.executing: list[Running] = []

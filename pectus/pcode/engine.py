@@ -29,6 +29,8 @@ from typing import Any, Iterable
 from pectus.pcode import events as ev
 from pectus.pcode import units
 from pectus.pcode.commands import CONTROLS, CommandManager
+from pectus.pcode.context import MethodError
+from pectus.pcode.interpreter import Interpreter
 from pectus.pcode.runlog import ItemState, LineState, RunLog, RunLogItem
 from pectus.pcode.syntax import Method, Node, parse
 from pectus.pcode.tags import (HOOKS, SystemTagName as S, Tag, TagTable, format_time_as_clock,
@@ -57,14 +59,6 @@ class Outcome:
 ACCEPTED = Outcome(True)
 
 
-class MethodError(Exception):
-    """A run-time error of the method; ``node`` is the failing line."""
-
-    def __init__(self, message: str, node: Node | None = None):
-        super().__init__(message)
-        self.node = node
-
-
 def _system_tags() -> list[Tag]:
     clock = format_time_as_clock
     return [
@@ -85,11 +79,12 @@ def _system_tags() -> list[Tag]:
 
 
 class Engine:
-    """The core of one unit. Build it from a UnitOperationDefinition, then tick it."""
+    """The core of one unit. Build it from a UnitOperationDefinition, then tick it.
+
+    It is the :class:`~pectus.pcode.context.RunContext` of its interpreter and command manager.
+    """
 
     def __init__(self, uod: Any, *, record_events: bool = False):
-        from pectus.pcode.interpreter import Interpreter
-
         self.uod = uod
         tags = TagTable(_system_tags())
         for tag in uod.tags:
@@ -426,7 +421,7 @@ class Engine:
             if self.method_status == "Error":
                 self._t[S.METHOD_STATUS].set_value("OK", self.clock)
         else:
-            self.interpreter = type(self.interpreter)(self, method)
+            self.interpreter = Interpreter(self, method)
         self.method = method
         self.method_version += 1
         self._emit(ev.MethodChanged, self.method_version, live, len(method.lines))
@@ -552,7 +547,7 @@ class Engine:
                               "(units s, min, h)")
         return duration
 
-    def schedule(self, node: Node, item: RunLogItem) -> None:
+    def schedule(self, node: Node, item: RunLogItem | None) -> None:
         self.commands.schedule(node.name, node.arguments, item)
 
     # Thresholds: a line's position on its scope's timeline, in the current Base unit.

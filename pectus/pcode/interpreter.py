@@ -1,4 +1,4 @@
-"""The interpreter: runs a parsed method, one step per tick, against an Engine.
+"""The interpreter: runs a parsed method, one step per tick, in a run context (the engine).
 
 Execution model. A *thread* runs a list of *frames*; a frame is a position in the body of a
 container (the program, a Block, a Macro called, the body of a Watch/Alarm that fired, injected
@@ -24,18 +24,15 @@ Invariants:
 from __future__ import annotations
 
 import operator
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any, Callable
 
 from pectus.pcode import units
+from pectus.pcode.context import MethodError, RunContext
 from pectus.pcode.diagnostics import closest
-from pectus.pcode.engine import MethodError
 from pectus.pcode.runlog import ItemState, LineState, RunLogItem
 from pectus.pcode.syntax import Kind, Method, Node
 from pectus.pcode.tags import SystemTagName as S, is_number
 from pectus.pcode.timing import micros, parse_duration, seconds
-
-if TYPE_CHECKING:
-    from pectus.pcode.engine import Engine
 
 _COMPARE = {"<": operator.lt, "<=": operator.le, ">": operator.gt, ">=": operator.ge,
             "=": operator.eq, "==": operator.eq, "!=": operator.ne}
@@ -91,7 +88,7 @@ class Interrupt:
 
 
 class Interpreter:
-    def __init__(self, engine: "Engine", method: Method):
+    def __init__(self, engine: RunContext, method: Method):
         self.engine = engine
         self.method = method
         self.restart()
@@ -263,7 +260,7 @@ class Interpreter:
                 cancellable = False
             if kind is Kind.STOP:  # not shown in the run log, as in Open Pectus
                 engine.set_line_state(node.id, node.line, LineState.EXECUTED)
-                engine.commands.schedule(node.name, "", None)
+                engine.schedule(node, None)
                 return DONE
             item = self._start_item(node, frame)
             item.cancellable = cancellable
