@@ -158,7 +158,7 @@ def _analyze(engine, text: str) -> list:
 
     uod = engine.uod
     return analyze(text, tags={tag.name: tag.unit for tag in engine.tags},
-                   commands={name: command.parse for name, command in uod.commands.items()},
+                   commands=uod.commands,
                    base_units=list(uod.base_unit_provider))
 
 
