@@ -27,7 +27,7 @@ DESCRIPTION = {
                   "execute_command_name": "PU01", "command_options": None},
                  {"kind": "reading_with_choice", "tag_name": "Valve", "entry_data_type": None,
                   "execute_command_name": None, "command_options": {"Open": "Valve: Open", "Closed": "Valve: Closed"}}],
-    "commands": [{"name": "Reset", "help": "Resets the unit.\n\nReset", "examples": ["Reset"]},
+    "commands": [{"name": "Reset", "help": "Resets the unit.\n\nReset", "examples": ["Reset"], "takes_argument": False},
                  {"name": "PU01", "help": "PU01: 50 %", "examples": ["PU01: 50 %", "PU01: 0.5 %"]}],
 }
 
@@ -238,6 +238,14 @@ async def test_analyze_without_the_uod_description_checks_tags_but_not_command_n
     # the commands panel still lists the commands of the process values
     vocabulary = await (await create_app(backend).test_client().get(f"/api/process_units/{UNIT}/vocabulary")).get_json()
     assert vocabulary["commands"] == [{"name": "FT01", "help": "", "examples": [], "reading": True}]
+
+
+@trio_test
+async def test_analyze_says_a_unit_command_takes_no_argument_when_its_uod_says_so(backend: FakeBackend) -> None:
+    """Before the UOD's description said so, the editor accepted any argument of any unit command."""
+    response, body = await analyze(backend, "Reset: now\nReset\nPU01: 20 %\n")
+    assert response.status_code == 200
+    assert [(d["line"], d["id"]) for d in body["diagnostics"]] == [(1, "ArgumentNotExpected")]
 
 
 @trio_test

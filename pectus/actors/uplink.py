@@ -214,7 +214,9 @@ class RecordBuilder:
         readings = [{"kind": r.kind, "tag_name": r.tag_name, "entry_data_type": r.entry_data_type,
                      "execute_command_name": r.execute_command_name, "command_options": r.command_options}
                     for r in uod.readings]
-        commands = [{"name": name, "help": c.help, "examples": c.examples()} for name, c in uod.commands.items()]
+        commands = [{"name": name, "help": c.help, "examples": c.examples(),
+                     "takes_argument": None if c.argument_names is None else bool(c.argument_names)}
+                    for name, c in uod.commands.items()]
         tags = [{"name": t.name, "unit": t.unit, "direction": str(t.direction)} for t in self.engine.tags]
         return {"kind": "uod", "time": time, "run": self._run, "data": {
             "uod_name": uod.instrument, "uod_author_name": uod.author_name, "uod_author_email": uod.author_email,

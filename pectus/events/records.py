@@ -63,6 +63,7 @@ class CommandInfo(_Data):
     name: Name
     help: Text = ""
     examples: Annotated[list[Text], msgspec.Meta(max_length=100)] = []
+    takes_argument: bool | None = None  # None: its own parser decides
 
 
 class PlotAxis(_Data):

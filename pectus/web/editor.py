@@ -4,6 +4,7 @@ commands with examples, instructions, Base units) and diagnostics of a text (the
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import trio
@@ -53,9 +54,19 @@ INSTRUCTION_EXAMPLES: tuple[tuple[str, str], ...] = (
 )
 
 
-def _accept_any(argument: str | None) -> bool:
-    """The aggregator does not have the UOD's argument parsers: any argument may be right."""
-    return True
+@dataclass(frozen=True)
+class _DescribedCommand:
+    """A unit command as the UOD's description tells it: whether it takes an argument, not its
+    parser (that stays with the engine), so any argument of one that takes one may be right."""
+
+    takes_argument: bool | None
+
+    @property
+    def argument_names(self) -> set[str] | None:
+        return set() if self.takes_argument is False else None
+
+    def parse(self, argument: str | None) -> bool:
+        return True
 
 
 def _vocabulary(backend: Backend, unit: str) -> dict[str, Any]:
@@ -107,7 +118,8 @@ def diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
 async def diagnose(backend: Backend, body: dict, unit: str) -> dict[str, Any]:
     vocabulary = _vocabulary(backend, unit)
     commands = vocabulary["commands"]
-    parsers = {name: _accept_any for name in commands} if commands is not None else None
+    parsers = ({name: _DescribedCommand(command.get("takes_argument")) for name, command in commands.items()}
+               if commands is not None else None)
 
     def run() -> list[Diagnostic]:
         return analyze(body["text"], tags=vocabulary["tags"], commands=parsers, base_units=vocabulary["base_units"])
