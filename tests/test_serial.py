@@ -397,14 +397,10 @@ def test_the_serial_example_uod_loads_and_validates(monkeypatch: pytest.MonkeyPa
 def test_the_serial_example_tares_once_from_a_method(monkeypatch: pytest.MonkeyPatch, balance: SimulatedBalance):
     monkeypatch.setenv("PECTUS_SERIAL_PORT", balance.port)
     uod = load_uod(ROOT / "uods" / "serial_example.py")
-    uod.hwl.connect()
-    try:
-        sim = Simulator(uod, "Tare\n")
+    with Simulator(uod, "Tare\n") as sim:  # connects the balance before the first tick, disconnects at the end
         assert sim.start()
         sim.run_until(lambda: balance.tare_offset == 12.34, max_seconds=2)
         balance.load = 20.0
         sim.run_ticks(5)  # the tag is back at rest: no second tare
         assert sim.value("TARE") == "N/A" and sim.value("Weight") == pytest.approx(7.66)
         assert balance.tare_offset == 12.34
-    finally:
-        uod.hwl.disconnect()
