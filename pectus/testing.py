@@ -18,8 +18,8 @@ test gives the same result every time::
 The hardware is the UOD's own, driven as the live engine drives it: a simulation runs inside the
 tick; any other driver (a UOD's own ``HardwareLayerBase`` subclass, OPC-UA, serial, each device
 of a composite) is a :class:`~pectus.hardware.connection.Connection` with error recovery,
-connected before the first tick, read before each tick and written after it, and disconnected
-by :meth:`Simulator.close`. With ``hardware="memory"`` no device is needed: an in-memory process
+connected before the first tick, ticked, written and read between ticks, and disconnected by
+:meth:`Simulator.close`. With ``hardware="memory"`` no device is needed: an in-memory process
 image (:class:`~pectus.hardware.memory.MemoryHardware`) takes the hardware's place.
 
 What you can do between ticks: queue run controls (:meth:`start`, :meth:`pause`...), set a

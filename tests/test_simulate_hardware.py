@@ -25,7 +25,7 @@ from pectus.uod import (HardwareLayerBase, HardwareLayerException, Register, Reg
 class CountingHardware(HardwareLayerBase):
     def __init__(self):
         super().__init__()
-        self.calls = {"connect": 0, "read": 0, "write": 0, "disconnect": 0}
+        self.calls = {"connect": 0, "tick": 0, "read": 0, "write": 0, "disconnect": 0}
         self.device = {"FT01": 12.5, "PU01": 0.0}
         self.fail_reads = 0
 
@@ -36,6 +36,9 @@ class CountingHardware(HardwareLayerBase):
     def disconnect(self):
         self.calls["disconnect"] += 1
         super().disconnect()
+
+    def tick(self):  # Open Pectus' signature
+        self.calls["tick"] += 1
 
     def read(self, r: Register):
         self.calls["read"] += 1
@@ -124,8 +127,8 @@ def test_a_uods_own_driver_is_connected_polled_recovered_and_disconnected_as_liv
     device = sim.connections[0].driver
     sim.start()
     sim.run_ticks(1)
-    # Connected and read before the first tick; after it, the outputs written and the next image read.
-    assert device.calls == {"connect": 1, "read": 2, "write": 1, "disconnect": 0}
+    # Connected, ticked and read before the first tick; after it ticked, written and read again.
+    assert device.calls == {"connect": 1, "tick": 2, "read": 2, "write": 1, "disconnect": 0}
     assert sim.value("FT01") == 12.5 and sim.value("Connection Status") == "Connected"
     sim.run_until(lambda: device.device["PU01"] == 40.0, max_seconds=1)  # written after the tick
 
@@ -145,6 +148,28 @@ def test_a_uods_own_driver_is_connected_polled_recovered_and_disconnected_as_liv
     assert device.calls["connect"] == 1 and device.calls["disconnect"] == 1
     assert device.device["PU01"] == 0.0  # the safe value, written out before disconnecting
     assert sim.system_state == "Stopped"
+
+
+def test_the_live_engine_ticks_a_uods_own_driver_too(tmp_path):
+    """Before: the live engine connected and read it but never called its tick()."""
+    import trio
+
+    from conftest import wait_for
+    from pectus.actors.engine import EngineProcess
+
+    uod = load_uod(write(tmp_path, "counting.py", COUNTING_UOD))
+    device = uod.hwl
+
+    async def main() -> None:
+        process = EngineProcess(uod)
+        async with trio.open_nursery() as nursery:
+            await nursery.start(process.run)
+            await wait_for(lambda: device.calls["read"] >= 3)
+            await process.stop()
+
+    trio.run(main)
+    assert device.calls["connect"] == 1 and device.calls["disconnect"] == 1
+    assert device.calls["tick"] == device.calls["read"]  # once per exchange, before its read
 
 
 def test_a_driver_that_cannot_connect_is_retried_on_the_recovery_schedule(tmp_path):

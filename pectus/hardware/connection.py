@@ -20,8 +20,9 @@ So a UOD's own hardware class is connected, polled and recovered the same way in
 Invariants:
 
 * a driver is connected by the first poll (the image is Disconnected until then, and reads and
-  writes of the core fail); after that, one poll makes at most one driver exchange: write the
-  pending outputs, then read every readable register;
+  writes of the core fail); after that, one poll makes at most one driver exchange: the
+  driver's ``tick(now, seconds since the previous exchange)`` (its housekeeping, once per
+  exchange), then write the pending outputs, then read every readable register;
 * writes are kept until the equipment took them: a failed write is retried on the next poll,
   the latest value per register wins;
 * any exception of a driver call is a :class:`~pectus.hardware.base.HardwareError` to recovery
@@ -112,6 +113,7 @@ class Connection:
         self.on_transition = on_transition
         self.on_failure = on_failure
         self._readable = [r for r in driver.registers.values() if r.readable]
+        self._last_exchange: float | None = None
 
     def poll(self, now: float, clock: Callable[[], float]) -> PollSteps:
         """Write the pending outputs and read the next image, or (re)connect when that is due.
@@ -133,8 +135,10 @@ class Connection:
         if not recovery.does_io:
             return
         pending = dict(self.image.pending)
+        increment = 0.0 if self._last_exchange is None else now - self._last_exchange
+        self._last_exchange = now
         try:
-            values = yield partial(self._exchange, list(pending.values()))
+            values = yield partial(self._exchange, list(pending.values()), now, increment)
         except HardwareError as error:
             self._fail(str(error), now)
             self._note(recovery.failed(clock(), str(error)))
@@ -145,9 +149,10 @@ class Connection:
         self.image.values = dict(zip((r.name for r in self._readable), values))
         self._note(recovery.succeeded(clock()))
 
-    def _exchange(self, writes: list[tuple[Register, Any]]) -> list[Any]:
-        """A driver call: write the outputs (already converted by from_tag), then read the inputs."""
+    def _exchange(self, writes: list[tuple[Register, Any]], now: float, increment: float) -> list[Any]:
+        """A driver call: tick, write the outputs (already converted by from_tag), read the inputs."""
         with _as_hardware_error(f"{self.driver}"):
+            self.driver.tick(now, increment)
             if writes:
                 self.driver.write_batch([value for _, value in writes], [register for register, _ in writes])
             return self.driver.read_batch(self._readable) if self._readable else []
