@@ -40,7 +40,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Literal
 
 from pectus.hardware.base import HardwareLayerBase
 from pectus.hardware.connection import Connection, per_connection, poll_inline
@@ -87,7 +87,8 @@ class Simulator:
     """
 
     def __init__(self, uod: Any, method: MethodSource = "", *, tick: float = 0.1,
-                 start_time: float = 1_800_000_000.0, record_events: bool = True, hardware: str = "uod"):
+                 start_time: float = 1_800_000_000.0, record_events: bool = True,
+                 hardware: Literal["uod", "memory"] = "uod"):
         if isinstance(uod, (str, Path)):
             from pectus.uod import load_uod
 
@@ -102,7 +103,7 @@ class Simulator:
         self.connections: list[Connection] = []
         #: Recovery transitions and failures of the connections: "0.3 s: Driver: connection OK -> Issue: ...".
         self.hardware_log: list[str] = []
-        uod.hwl = per_connection(self.memory or uod.hwl, self._connection)
+        uod.hwl = per_connection(self.memory if self.memory is not None else uod.hwl, self._connection)
         self.engine = Engine(uod, record_events=record_events)
         self.events: list[EngineEvent] = []
         #: Every mark made since the simulator was created, across runs, oldest first.

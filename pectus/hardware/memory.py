@@ -117,7 +117,8 @@ class MemoryHardware(SimulatedHardware):
                 f"engine wrote")
         missing = self.without_value()
         if missing:
-            text += f"; without a value: {', '.join(missing)} (give one with --set NAME=VALUE)"
+            shown = ", ".join(missing[:10]) + (f" and {len(missing) - 10} more" if len(missing) > 10 else "")
+            text += f"; without a value: {shown} (give one with --set NAME=VALUE)"
         return text
 
     # -- the tick -----------------------------------------------------------------------------
