@@ -1,22 +1,28 @@
-"""UiHub: one encoding per change, per-subscriber filters, coalescing of a lagging subscriber.
+"""UiHub: one encoding per change, rounds paced for every browser, per-subscriber filters,
+coalescing of a lagging subscriber, a bounded log, and the close at shutdown.
 
 The picture a browser keeps is modelled by :class:`Picture`, which merges deltas as the pages
 do (pectus/web/static: whole views replace, values by tag keeping the newest time, logs by
 item id within a run, a new run starting its log afresh). Coalescing is right when a subscriber
-that reads late ends up with the same picture as one that read every delta. Time is Trio's
-MockClock: the stall rule is checked to the second without waiting for it.
+that reads late ends up with the same picture as one that read every round. Time is Trio's
+MockClock: the pace and the stall rule are checked to the tick without waiting for them; the
+last test closes a real aggregator under a real browser socket.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import random
 from typing import Any
 
+import pytest
 import trio
 import trio.testing
+from trio_websocket import ConnectionClosed, open_websocket_url
 
-from pectus.actors.ui_hub import STALL, Subscription, UiHub
+from pectus.actors.aggregator import AggregatorProcess
+from pectus.actors.ui_hub import CLOSE_GRACE, PACE, RECENT, SPAN, STALL, Subscription, UiHub
 from pectus.projections.views import Delta
 from pectus.web.auth import Identity
 from pectus.events.domain import Actor
@@ -39,6 +45,14 @@ async def received(subscription: Subscription) -> list[dict[str, Any]]:
         assert frame and isinstance(frame, list | dict), frame
         messages += frame if isinstance(frame, list) else [frame]
     return messages
+
+
+async def nothing_for(subscription: Subscription) -> bool:
+    """Whether ``subscription`` gets nothing for a while (far longer than a round)."""
+    with trio.move_on_after(STALL / 2):
+        await subscription.take()
+        return False
+    return True
 
 
 def follower(hub: UiHub, units: list[str], viewer: Identity = OPERATOR) -> Subscription:
@@ -106,20 +120,23 @@ def busy_deltas(count: int, seed: int = 7) -> list[Delta]:
     return deltas
 
 
-def test_a_subscriber_that_does_not_read_holds_one_message_per_key_and_then_the_latest_of_every_key():
+def test_a_subscriber_that_lags_gets_what_it_missed_merged_into_the_latest_of_every_key():
     async def main():
         hub = UiHub()
         eager, lagging = follower(hub, UNITS), follower(hub, UNITS)
         eager_picture, lagging_picture = Picture(), Picture()
         deltas = busy_deltas(10_000)
-        for delta in deltas:
-            hub.publish([delta])
-            for message in await received(eager):
+        rounds = 80  # 20 s: the lagging one is far behind (its rounds merged into spans), not stalled
+        for n in range(rounds):
+            hub.publish(deltas[n * len(deltas) // rounds:(n + 1) * len(deltas) // rounds])
+            for message in await received(eager):  # each round once it is sealed, PACE after its first change
                 eager_picture.apply(message)
-        # per unit: 3 views, values (live, samples), 2 logs x 2 runs; per run: its summary
-        assert lagging.waiting <= len(UNITS) * (3 + 2 + 2 * 2) + len(UNITS) * 2
+        assert trio.current_time() == rounds * PACE
         (frame,) = await lagging.take()  # all it missed, in one frame
-        for message in json.loads(frame):
+        messages = json.loads(frame)
+        # per unit: 3 views, values (live, samples), 2 logs x 2 runs; per run: its summary
+        assert len(messages) <= len(UNITS) * (3 + 2 + 2 * 2) + len(UNITS) * 2
+        for message in messages:
             lagging_picture.apply(message)
         assert lagging_picture.state() == eager_picture.state()
         assert lagging_picture.views and lagging_picture.values and lagging_picture.logs  # all topics seen
@@ -138,15 +155,42 @@ class Counted:
         return self.text
 
 
-def test_a_change_is_encoded_once_for_all_its_subscribers():
+def test_a_change_is_encoded_once_however_many_subscribers_take_it():
     async def main():
         hub = UiHub()
-        first, second = follower(hub, ["a"]), follower(hub, ["a"])
+        subscriptions = [follower(hub, ["a"]) for _ in range(1000)]
         encodings = Counted("Ann")
         hub.publish([Delta("a", "method", {"version": 2, "author": encodings})])
-        assert await received(first) == await received(second) == [
-            {"unit": "a", "topic": "method", "data": {"version": 2, "author": "Ann"}}]
+        for subscription in subscriptions:
+            assert await received(subscription) == [
+                {"unit": "a", "topic": "method", "data": {"version": 2, "author": "Ann"}}]
         assert encodings.count == 1
+
+    run(main)
+
+
+def test_a_subscriber_gets_a_frame_a_round_however_fast_its_units_change():
+    async def main():
+        hub = UiHub()
+        reader = follower(hub, ["a"])
+        frames: list[tuple[float, list[dict]]] = []
+        async with trio.open_nursery() as nursery:
+            async def read():
+                async for taken in reader:
+                    frames.extend((trio.current_time(), json.loads(frame)) for frame in taken)
+            nursery.start_soon(read)
+            for n in range(1000):  # a change every millisecond for a second
+                hub.publish([Delta("a", "values", [{"name": f"T{n % 10}", "value": n, "time": trio.current_time()}])])
+                await trio.sleep(0.001)
+            while not frames or frames[-1][1][0]["data"][-1]["value"] != 999:
+                await trio.sleep(PACE)
+            reader.close()
+        assert len(frames) <= 1 / PACE + 1
+        for (received_at, deltas), next_at in zip(frames, [at for at, _ in frames[1:]] + [math.inf]):
+            assert next_at - received_at >= PACE  # paced
+            (delta,) = deltas  # the round's values merged by tag
+            assert len(delta["data"]) == 10
+            assert received_at - max(value["time"] for value in delta["data"]) <= PACE  # within a round
 
     run(main)
 
@@ -165,16 +209,16 @@ def test_each_subscriber_gets_the_units_it_follows_and_the_global_changes_its_ro
         assert topics(await received(operator)) == [("a", "method", None), (None, "runs", "r-open"),
                                                  (None, "runs", "r-ops")]
         assert topics(await received(nobody)) == [("b", "method", None), (None, "runs", "r-open")]
-        assert anonymous.waiting == 0  # not signed in: nothing at all
+        assert await nothing_for(anonymous)  # not signed in: nothing at all
 
         # A unit that comes to require a role its follower lacks is no longer followed.
         hub.publish([Delta("b", "units", {"id": "b", "required_roles": ["Admin"]}), Delta("b", "method", {})])
-        assert nobody.waiting == 0 and nobody.units == set()
+        assert await nothing_for(nobody) and nobody.units == set()
 
     run(main)
 
 
-def test_a_new_viewer_or_an_unfollow_drops_what_waits_and_a_reply_comes_after_the_changes_before_it():
+def test_a_new_viewer_or_an_unfollow_drops_what_was_not_taken_and_a_reply_comes_after_the_changes_before_it():
     async def main():
         hub = UiHub()
         subscription = follower(hub, ["a", "b"])
@@ -186,9 +230,10 @@ def test_a_new_viewer_or_an_unfollow_drops_what_waits_and_a_reply_comes_after_th
         await subscription.reply({"subscribed": ["b"]})
         hub.publish([Delta("a", "method", {"version": 2}), Delta("b", "method", {"version": 2})])
         frames = [json.loads(frame) for frame in await subscription.take()]
-        # b's method waited: version 2 took its place, after the reply (as it arrived after it)
-        assert frames == [[{"unit": None, "topic": "runs", "data": {"run_id": "r-open", "required_roles": []}}],
-                          {"subscribed": ["b"]}, [{"unit": "b", "topic": "method", "data": {"version": 2}}]]
+        assert frames == [[{"unit": "b", "topic": "method", "data": {"version": 1}},
+                           {"unit": None, "topic": "runs", "data": {"run_id": "r-open", "required_roles": []}}],
+                          {"subscribed": ["b"]}]
+        assert await received(subscription) == [{"unit": "b", "topic": "method", "data": {"version": 2}}]
 
     run(main)
 
@@ -206,9 +251,69 @@ def test_only_a_subscriber_that_takes_nothing_for_the_stall_time_is_closed():
             while not stuck.closed.is_set():
                 hub.publish([Delta("a", "values", [{"name": "T", "value": trio.current_time(), "time": 0.0}])])
                 await trio.sleep(1)
-            assert stuck.stalled and stuck.waiting == 0
+            assert stuck.stalled and await stuck.take() == []
             assert STALL < trio.current_time() - began <= STALL + 2
             assert not reading.closed.is_set() and hub.subscribers == 1
             reading.close()
 
     run(main)
+
+
+def test_the_log_holds_a_bounded_number_of_messages_however_long_the_units_run():
+    async def main():
+        hub = UiHub()
+        reader = follower(hub, UNITS)
+        deltas = busy_deltas(20_000)
+        held = []
+        rounds = int(4 * STALL / PACE)
+        for n in range(rounds):
+            hub.publish(deltas[n * len(deltas) // rounds:(n + 1) * len(deltas) // rounds])
+            await reader.take()
+            held.append(hub.held)
+        keys = len(UNITS) * (3 + 2 + 2 * 2) + len(UNITS) * 2
+        spans = RECENT + 1 + math.ceil(STALL / PACE / SPAN) + 1
+        assert max(held) <= keys * spans < len(deltas)  # not all that was published: one per key and span
+
+    run(main)
+
+
+def test_close_ends_every_subscription_and_waits_for_their_readers_to_let_go():
+    async def main():
+        for forgotten in (False, True):
+            hub = UiHub()
+            subscriptions = [follower(hub, ["a"]) for _ in range(3)]
+            async with trio.open_nursery() as nursery:
+                async def read(subscription: Subscription) -> None:
+                    async for _ in subscription:
+                        pass
+                    await trio.sleep(1)  # the browser is told, then the reader lets go
+                    subscription.close()
+                for subscription in subscriptions[forgotten:]:
+                    nursery.start_soon(read, subscription)
+                began = trio.current_time()
+                await hub.close()
+                assert trio.current_time() - began == (CLOSE_GRACE if forgotten else 1)
+                assert all(s.closed.is_set() and not s.stalled for s in subscriptions) and hub.subscribers == 0
+
+    run(main)
+
+
+def test_a_live_socket_is_closed_with_1001_when_the_aggregator_shuts_down(tmp_path):
+    aggregator = AggregatorProcess(tmp_path / "data", port=0)
+
+    async def main():
+        shutdown = trio.Event()
+        with trio.fail_after(30):
+            async with trio.open_nursery() as nursery:
+                bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown,
+                                                                               task_status=task_status))
+                port = int(bound[0].rsplit(":", 1)[1])
+                async with open_websocket_url(f"ws://127.0.0.1:{port}/api/ws") as ws:
+                    await ws.send_message(json.dumps({"subscribe": []}))
+                    assert json.loads(await ws.get_message()) == {"subscribed": []}
+                    shutdown.set()
+                    with pytest.raises(ConnectionClosed) as closed:
+                        await ws.get_message()
+                    assert closed.value.reason.code == 1001
+
+    trio.run(main)

@@ -21,7 +21,7 @@ import trio.testing
 import trio_websocket
 from hypercorn.config import Config
 from hypercorn.trio import serve
-from quart.testing.connections import WebsocketDisconnectError
+from quart.testing.connections import WebsocketDisconnectError, WebsocketResponseError
 
 from pectus.actors.ui_hub import STALL, UiHub
 from pectus.events.domain import Actor
@@ -485,6 +485,43 @@ async def test_a_malformed_websocket_message_gets_an_error_and_the_socket_stays_
             assert await socket.receive_json() == {"subscribed": [UNIT]}
 
 
+@pytest.mark.parametrize("message, status, reason", [
+    ("[" * 100 + "]" * 100, 400, "nests deeper than 64 levels"),
+    (json.dumps({"subscribe": ["\ud800"]}), 422, "lone surrogate"),
+    ('{"subscribe": [NaN]}', 400, "not JSON"),
+])
+@trio_test
+async def test_a_websocket_message_is_decoded_as_a_request_body_is(
+        backend: FakeBackend, message: str, status: int, reason: str) -> None:
+    client = create_app(backend).test_client()
+    with trio.fail_after(5):
+        async with client.websocket("/api/ws") as socket:
+            await socket.send(message)
+            error = (await socket.receive_json())["error"]
+            assert error["status"] == status and reason in error["message"], error
+            await socket.send_json({"subscribe": [UNIT]})
+            assert await socket.receive_json() == {"subscribed": [UNIT]}
+
+
+@trio_test
+async def test_a_page_of_another_site_cannot_open_the_websocket(backend: FakeBackend) -> None:
+    client = create_app(backend, allowed_origins=frozenset({"https://pectus.example.com"})).test_client()
+    with trio.fail_after(5):
+        for origin in ("http://evil.example", "http://localhost.evil.example", "null"):
+            async with client.websocket("/api/ws", headers={"Origin": origin}) as socket:
+                with pytest.raises(WebsocketResponseError) as refused:
+                    await socket.receive()
+            assert refused.value.response.status_code == 403
+            assert "PECTUS_ALLOWED_ORIGINS" in (await refused.value.response.get_json())["error"]["message"]
+        # the aggregator's own pages (directly, or through a proxy that ends TLS), a listed
+        # origin, and clients that are not browsers (no Origin)
+        for headers in ({"Origin": "http://localhost"}, {"Origin": "https://localhost"},
+                        {"Origin": "https://pectus.example.com"}, {}):
+            async with client.websocket("/api/ws", headers=headers) as socket:
+                await socket.send_json({"subscribe": [UNIT]})
+                assert await socket.receive_json() == {"subscribed": [UNIT]}
+
+
 def test_a_lagging_websocket_client_gets_coalesced_deltas_and_is_closed_only_when_it_stops_reading(
         backend: FakeBackend) -> None:
     """On Trio's MockClock: the 30 s of the stall rule pass without waiting for them."""
@@ -539,7 +576,7 @@ async def test_the_websocket_closes_with_1001_when_the_feed_ends(backend: FakeBa
         async with client.websocket("/api/ws") as socket:
             await socket.send_json({"subscribe": []})
             await socket.receive_json()
-            backend.hub.close()
+            await backend.hub.close()
             with pytest.raises(WebsocketDisconnectError) as closed:
                 await socket.receive()
             assert closed.value.args[0] == 1001
@@ -595,6 +632,11 @@ async def test_served_by_hypercorn_trio_on_a_loopback_port(backend: FakeBackend)
                 backend.publish(Delta(UNIT, "method", {"version": 4}))
                 assert json.loads(await socket.get_message()) == [
                     {"unit": UNIT, "topic": "method", "data": {"version": 4}}]
+            with pytest.raises(trio_websocket.ConnectionRejected) as refused:  # a page of another site
+                async with trio_websocket.open_websocket_url(f"ws://127.0.0.1:{port}/api/ws",
+                                                             extra_headers=[(b"Origin", b"http://evil.example")]):
+                    pass
+            assert refused.value.status_code == 403 and b"evil.example" in refused.value.body
 
             # An oversized body is refused before it is read: that connection is closed, so the
             # client's next request goes on a fresh one instead of waiting forever on this one.

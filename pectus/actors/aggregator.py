@@ -199,6 +199,7 @@ class AggregatorProcess:
                 log.info("serving on %s", ", ".join(self.bound))
                 task_status.started(self.bound)
                 await shutdown.wait()
+                await self.hub.close()  # the browsers are told the aggregator is going away (1001) before it goes
                 nursery.cancel_scope.cancel()
         finally:
             self.store.close()

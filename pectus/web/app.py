@@ -280,6 +280,7 @@ def create_app(backend: Backend, sign_in: SignIn | None = None,
     app = QuartTrio(__name__, static_folder=None)
     app.extensions["pectus.sign_in"] = sign_in if sign_in is not None else SignIn(AuthConfig())
     app.extensions["pectus.download_tickets"] = DownloadTickets()
+    app.extensions["pectus.allowed_origins"] = allowed_origins  # the live socket checks them too (pectus.web.live)
     app.config["MAX_CONTENT_LENGTH"] = MAX_BODY_BYTES
     app.json.sort_keys = False  # keep documents in the order they were written (OpenAPI reads better)
     for route in ROUTES:

@@ -1,16 +1,21 @@
 """The live WebSocket ``/api/ws``: one browser's sign-in, the units it follows, and its deltas.
 
-The fan-out itself is :class:`pectus.actors.ui_hub.UiHub`'s: a delta is encoded once for all
-browsers and offered to each subscription that may see it; a browser that lags gets its
-waiting deltas coalesced (the newest whole view, changes merged by key) instead of a backlog.
-This module keeps each subscription's filter right: who is signed in on the socket (its
-roles) and which units it follows, re-checked whenever either changes, and it writes the
-subscription's messages to the socket in order.
+The fan-out itself is :class:`pectus.actors.ui_hub.UiHub`'s: deltas are collected in rounds,
+encoded once for all browsers, and each browser's sender takes what it may see of the rounds
+it has not read yet, as one frame, at most once a round (``PACE``); a browser that lags gets
+them coalesced (the newest whole view, changes merged by key) instead of a backlog. This module
+keeps each subscription's filter right: who is signed in on the socket (its roles) and which
+units it follows, re-checked whenever either changes, and it writes the subscription's frames
+to the socket in order.
 
 Invariant: once the reply to a request has been sent, no delta the request ruled out follows
 it - an unsubscribed unit, or a unit the identity just sent on the socket may not see. The
-reply is queued behind the deltas waiting at that moment, and what the request ruled out is
-dropped from the queue at once.
+reply is queued behind the deltas published until then, and the subscription's filter applies
+to everything it has not taken yet, so what the request ruled out is never taken again.
+
+A page of another site cannot open the socket through the browser: as for every request that
+acts (``pectus.web.api.refuse_cross_site``), a handshake whose Origin is neither the
+aggregator's own nor listed in PECTUS_ALLOWED_ORIGINS is refused (403), sign-in on or off.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import time
 from typing import Any
 
 import trio
-from quart import websocket
+from quart import Response, current_app, websocket
 from quart.wrappers import Websocket
 
 from pectus.actors.ui_hub import STALL, Subscription
+from pectus.web.api import ALLOWED_ORIGINS_VARIABLE, INLINE_BODY_BYTES, JSON, decode_json, origin_of
 from pectus.web.app import ApiError, Backend, _sign_in, authorize, check
 from pectus.web.auth import ANONYMOUS, Identity, SignIn, SignInError
 
@@ -108,10 +114,9 @@ class LiveSocket:
     async def apply(self, raw: str | bytes) -> dict[str, Any]:
         """Apply one request; the reply: ``{"subscribed": [...]}``, with ``"dropped"`` when a
         new identity may not see some of the units followed until then."""
-        try:
-            message = json.loads(raw)
-        except ValueError:
-            raise ApiError(400, "the message is not JSON") from None
+        # as a request body: bounded nesting, no lone surrogate, 400 / 422 with the reason
+        data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
+        message = decode_json(data) if len(data) <= INLINE_BODY_BYTES else await trio.to_thread.run_sync(decode_json, data)
         check(WS_REQUEST_SCHEMA, message)
         if not message.keys() & {"identity", "subscribe", "unsubscribe"}:
             raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
@@ -150,13 +155,31 @@ class LiveSocket:
         return dropped
 
 
-async def live_socket(backend: Backend) -> None:
+WS_SCHEMES = {"ws": "http", "wss": "https"}  # the page's scheme, as its Origin header writes it
+
+
+def refuse_other_sites(socket: Websocket, allowed: frozenset[str]) -> None:
+    """ApiError 403 for a handshake a page of another site made: its Origin is neither the
+    aggregator's own (the page's scheme and the Host, or https and the Host behind a proxy that
+    ends TLS) nor in ``allowed``. Clients that are not browsers send no Origin and pass."""
+    origin = socket.headers.get("Origin")
+    if origin is None:
+        return
+    own = origin_of(f"{WS_SCHEMES.get(socket.scheme, socket.scheme)}://{socket.host}")
+    claimed = origin_of(origin)
+    if claimed is None or (claimed not in (own, origin_of(f"https://{socket.host}")) and claimed not in allowed):
+        raise ApiError(403, f"a live socket from the origin {origin!r} is refused: only pages of this aggregator "
+                            f"({own}) and of origins listed in {ALLOWED_ORIGINS_VARIABLE} may open it")
+
+
+async def live_socket(backend: Backend) -> Response | None:
     """Live deltas. The browser sends ``{"subscribe": [unit ids]}`` or ``{"unsubscribe": [...]}``
     and gets ``{"subscribed": [unit ids]}`` back; a malformed message gets ``{"error": {...}}``
     and the socket stays open. The server sends a delta ``{"unit", "topic", "data"}`` for each
     change of a followed unit and of the global topics ``units`` and ``runs`` (those the user may
     see). Deltas come in frames: each text frame is a JSON array of one or more deltas, in order
-    (all that waited for the browser when it was ready for more); replies are JSON objects.
+    (all that waited for the browser when it was ready for more), at most one frame every 0.25 s
+    (the hub's ``PACE``) besides replies; replies are JSON objects.
 
     With sign-in on, the first message carries the ID token, ``{"identity": "<token>"}`` (alone
     or with a subscribe); without it a subscribe is refused (401), and a unit requiring a role
@@ -172,8 +195,12 @@ async def live_socket(backend: Backend) -> None:
     deltas it receives by key still gives the current picture. Close codes: 1013 means the
     browser read nothing for 30 s while deltas waited for it, 1001 that the aggregator is going
     away, 4401 that the sign-in expired: reconnect (with a renewed token), resubscribe and
-    refetch."""
+    refetch. A handshake from a page of another site is refused (403: ``refuse_other_sites``)."""
     socket = websocket._get_current_object()
+    try:
+        refuse_other_sites(socket, current_app.extensions["pectus.allowed_origins"])
+    except ApiError as error:  # answered instead of the handshake (there is no request to make it JSON)
+        return current_app.response_class(json.dumps(error.body()), status=error.status, mimetype=JSON)
     await socket.accept()
     subscription = backend.subscribe()
     try:
