@@ -32,13 +32,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from quart import Response, current_app, g, request
+from quart import Response, current_app, g, has_request_context, request
 from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from pectus.projections.views import Delta
 from pectus.web import editor, exports, openapi, pages, units
-from pectus.web.api import (JSON, ApiError, Backend, Handler, Outcome, Subscription, allowed_origins_from,
+from pectus.web.api import (JSON, SAFE_METHODS, ApiError, Backend, Handler, Outcome, Subscription, allowed_origins_from,
                             authorize, check, current_sign_in, current_tickets, json_body, listing, projection,
                             refuse_cross_site)
 from pectus.web.auth import AuthConfig, DownloadTickets, SignIn, SignInError
@@ -266,6 +266,11 @@ def _view(route: Route, backend: Backend) -> Callable[..., Awaitable[Any]]:
 def _error_response(error: ApiError) -> Response:
     response = current_app.json.response(error.body())
     response.status_code = error.status
+    if has_request_context() and request.method not in SAFE_METHODS:
+        # A refusal may come before the body was read (403 another site, 415, 401...): what is left of
+        # it would be taken for the client's next request on this connection, which then waits for
+        # ever. The connection ends with the answer; the client opens a new one.
+        response.headers["Connection"] = "close"
     return response
 
 
@@ -304,10 +309,6 @@ def create_app(backend: Backend, sign_in: SignIn | None = None,
         for name, value in error.get_headers():
             if name.lower() != "content-type":
                 response.headers[name] = value
-        if error.code == 413:
-            # The rest of the oversized body was never read: the connection cannot carry another
-            # request (the client's next one would wait on it forever), so it ends here.
-            response.headers["Connection"] = "close"
         return response
 
     @app.after_request
