@@ -46,7 +46,6 @@ from pectus.hardware.base import HardwareLayerBase
 from pectus.hardware.connection import Connection, per_connection, poll_inline
 from pectus.hardware.memory import MemoryHardware
 from pectus.hardware.recovery import State, Transition
-from pectus.pcode.analyzer import analyze
 from pectus.pcode.diagnostics import Diagnostic
 from pectus.pcode.engine import Engine, Outcome
 from pectus.pcode.events import EngineEvent
@@ -318,11 +317,7 @@ class Simulator:
         commands and base units; a list of :class:`~pectus.pcode.diagnostics.Diagnostic`
         (``line``, ``severity``, ``id``, ``message``, ``fixes``), by line.
         """
-        parsed: Method = self.engine.method if method is None else parse(method)
-        engine = self.engine
-        return analyze(parsed, tags={tag.name: tag.unit for tag in engine.tags},
-                       commands={name: command.parse for name, command in engine.uod.commands.items()},
-                       base_units=list(engine.uod.base_unit_provider))
+        return self.engine.analyze(self.engine.method if method is None else parse(method))
 
     def take_events(self) -> list[EngineEvent]:
         """The engine's events recorded since the last call (and no longer in :attr:`events`)."""

@@ -11,9 +11,8 @@ import pytest
 
 from conftest import ROOT
 from pectus.cli.engine import main
-from pectus.hardware.base import HardwareError
 from pectus.testing import Simulator
-from pectus.uod import load_uod
+from pectus.uod import UodError, load_uod
 
 # A UOD in Open Pectus' style with a driver of its own: it counts the driver calls, and fails one
 # read when told to.
@@ -291,6 +290,6 @@ def test_bad_settings_and_a_failing_simulation_say_what_to_do(tmp_path, capsys):
     assert "the simulation of register 'FT01' failed: ZeroDivisionError" in sim.errors[0]
     with pytest.raises(ValueError, match="hardware='memory'"):
         Simulator(broken, "Mark: a").set_input("FT01", 1.0)
-    with pytest.raises(HardwareError, match="simulate= must be a function"):
+    with pytest.raises(UodError, match=r"bad.py:\d+: with_hardware_register\('FT01'\): simulate must be a function"):
         Simulator(write(tmp_path, "bad.py", OPCUA_SIMULATED_UOD.replace(
             'simulate=lambda hw: 0.5 * hw.get("PU01", 0.0)', "simulate=3")), hardware="memory")

@@ -152,16 +152,6 @@ def _read(path: Path) -> str | None:
         return None
 
 
-def _analyze(engine, text: str) -> list:
-    """The analyzer's findings for ``text`` on the engine's unit (its tags, commands, base units)."""
-    from pectus.pcode.analyzer import analyze
-
-    uod = engine.uod
-    return analyze(text, tags={tag.name: tag.unit for tag in engine.tags},
-                   commands=uod.commands,
-                   base_units=list(uod.base_unit_provider))
-
-
 def _validate(uod_path: Path, method: Path | None, connect: bool, strict: bool = False) -> int:
     uod = _load(uod_path)
     if uod is None:
@@ -184,7 +174,7 @@ def _validate(uod_path: Path, method: Path | None, connect: bool, strict: bool =
         return EXIT_PROBLEMS
     from pectus.pcode.engine import Engine
 
-    diagnostics = _analyze(Engine(uod), text)
+    diagnostics = Engine(uod).analyze(text)
     for diagnostic in diagnostics:
         hint = f" (did you mean '{diagnostic.fixes[0]}'?)" if diagnostic.fixes else ""
         print(f"{method}:{diagnostic.line}: {diagnostic.severity}: {diagnostic.message}{hint}")

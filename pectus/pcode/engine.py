@@ -28,8 +28,10 @@ from typing import Any, Iterable
 
 from pectus.pcode import events as ev
 from pectus.pcode import units
+from pectus.pcode.analyzer import analyze
 from pectus.pcode.commands import CONTROLS, CommandManager
 from pectus.pcode.context import MethodError
+from pectus.pcode.diagnostics import Diagnostic
 from pectus.pcode.interpreter import Interpreter
 from pectus.pcode.runlog import ItemState, LineState, RunLog, RunLogItem
 from pectus.pcode.syntax import Method, Node, parse
@@ -427,6 +429,12 @@ class Engine:
         self._emit(ev.MethodChanged, self.method_version, live, len(method.lines))
         self._emit_hook("on_method_edited", live)
         return ACCEPTED
+
+    def analyze(self, method: Method | str) -> list[Diagnostic]:
+        """The analyzer's findings for ``method`` on this unit: its tags with their units, its
+        commands (with whether each takes an argument) and the units ``Base:`` accepts here."""
+        return analyze(method, tags={tag.name: tag.unit for tag in self.tags}, commands=self.uod.commands,
+                       base_units=list(self.uod.base_unit_provider))
 
     def inject(self, code: str) -> Outcome:
         """Run a snippet of P-code now, beside the method (e.g. an operator's command)."""

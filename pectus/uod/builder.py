@@ -162,7 +162,9 @@ class UodBuilder:
 
         Special options: ``to_tag`` (raw -> tag value after each read), ``from_tag`` (tag value ->
         raw before each write), ``safe_value`` (writable registers only: the tag's value at
-        start, on Pause and on Stop). Other options belong to the hardware (``path``...).
+        start, on Pause and on Stop), ``simulate`` (``hw -> raw value``: what the register reads
+        when the unit is dry-run on in-memory hardware, ``simulate --hardware memory``). Other
+        options belong to the hardware (``path``...).
         """
         source = self._here(f"with_hardware_register({name!r})")
         problems = []
@@ -176,7 +178,7 @@ class UodBuilder:
             problems.append(f"direction must be RegisterDirection.Read, Write or Both, not {direction!r}")
         elif "safe_value" in options and not direction & RegisterDirection.Write:
             problems.append("safe_value is only for registers that are written (Write or Both)")
-        problems += [f"{option} must be a function" for option in ("to_tag", "from_tag")
+        problems += [f"{option} must be a function" for option in ("to_tag", "from_tag", "simulate")
                      if option in options and not callable(options[option])]
         for message in problems:
             self._problem(source, message)
