@@ -232,6 +232,8 @@ class EngineSession:
         self._next_request = 1
         self._scope = trio.CancelScope()
         self._interrupt: tuple[str, int] | None = None  # (run, seq): close the run once seq is stored
+        self._heard = 0.0  # trio's time when the session began waiting for the engine's next frame
+        self._listening = False  # waiting for a frame (not handling one)
 
     async def serve(self, now: Callable[[], float]) -> None:
         """Run the session until the engine goes away; raises nothing for a bad engine."""
@@ -333,14 +335,42 @@ class EngineSession:
         raise refusal
 
     async def _follow(self, memory: UnitMemory, actor: d.Actor, now: Callable[[], float]) -> str:
-        while True:
+        """The engine's frames until it goes away, or falls silent for :data:`SILENCE` seconds
+        while the session waits for its next frame.
+
+        Silence is watched by one task that sleeps until that moment (and sleeps on when a frame
+        came meanwhile), not by a deadline around each receive: an engine sends a dozen frames a
+        second, and entering and leaving a cancel scope for each was a tenth of the loop's time."""
+        reason: str | None = None
+        failure: SessionClosed | p.ProtocolError | None = None
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._watch_silence, nursery.cancel_scope)
             try:
-                with trio.fail_after(SILENCE):
-                    frame = await self._receive()
-            except trio.TooSlowError:
-                return f"no message for {SILENCE:g} s"
+                reason = await self._frames(memory, actor, now)
+            except (SessionClosed, p.ProtocolError) as error:
+                failure = error  # raised as itself below, not inside the nursery's exception group
+            nursery.cancel_scope.cancel()
+        if failure is not None:
+            raise failure
+        return reason if reason is not None else f"no message for {SILENCE:g} s"
+
+    async def _watch_silence(self, scope: trio.CancelScope) -> None:
+        while True:
+            due, current = self._heard + SILENCE, trio.current_time()
+            if current >= due and self._listening:
+                scope.cancel()
+                return
+            # Overdue while a frame is handled (a slow commit is no silence): look again later.
+            await trio.sleep_until(due if current < due else current + SILENCE)
+
+    async def _frames(self, memory: UnitMemory, actor: d.Actor, now: Callable[[], float]) -> str:
+        while True:
+            self._heard, self._listening = trio.current_time(), True
+            try:
+                frame = await self._receive()
             except (ConnectionError, trio.ClosedResourceError, trio.BrokenResourceError):
                 return "connection closed"
+            self._listening = False
             if frame is None:
                 return "connection closed"
             message = p.decode(frame, allowed=p.FROM_ENGINE)
