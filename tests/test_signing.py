@@ -23,10 +23,12 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from conftest import wait_for
 from eventsourcing.persistence import PersistenceError
 from test_store import canonical, raw, sample
 
 from pectus.actors.aggregator import SIGNING_KEY_FILE, STORE_FILE, AggregatorProcess
+from pectus.actors.event_writer import FAILURE_HOLD
 from pectus.cli.aggregator import main
 from pectus.events.domain import EngineConnected
 from pectus.events.signing import ChainSigner, load_or_create_signer, load_public_key, public_key_file
@@ -409,10 +411,19 @@ def test_a_full_disk_makes_health_say_failing_until_an_append_succeeds(tiny_disk
         filler.unlink()
         await aggregator.writer.append(connected())
         answer = await get(port, "/health")
+        answers.append((answer.status_code, answer.json()))  # one success does not make it healthy
+
+        async def healthy() -> httpx.Response | None:
+            await aggregator.writer.append(connected())
+            answer = await get(port, "/health")
+            return answer if answer.status_code == 200 else None
+
+        answer = await wait_for(healthy, timeout=FAILURE_HOLD + 10, step=1.0)
         answers.append((answer.status_code, answer.json()))
         return answers
 
-    (full, freed) = serving(tiny_disk / "data", scenario)
+    (full, just_freed, freed) = serving(tiny_disk / "data", scenario)
     assert full[0] == 503 and full[1]["status"] == "failing"
     assert "full" in full[1]["problem"]
+    assert just_freed[0] == 503 and just_freed[1]["status"] == "failing"
     assert freed[0] == 200 and freed[1]["status"] == "ok" and "problem" not in freed[1]

@@ -15,9 +15,11 @@ of its group are written without it. Backups do not need the writer: SQLite's on
 copies one committed snapshot of the live file (``pectus-aggregator backup``).
 
 ``failure`` tells whether the store is failing: the error of the last append the store could
-not write (disk full, a read-only file, another writer), "" once an append succeeds again. A
-batch refused for its content (a value JSON cannot encode) is the requester's problem, not the
-store's, and leaves it as it was.
+not write (disk full, a read-only file, another writer), "" once appends have succeeded for
+``FAILURE_HOLD`` seconds with none failing (a nearly full disk takes small batches and refuses
+large ones: one small success must not make the store look healthy). A batch refused for its
+content (a value JSON cannot encode) is the requester's problem, not the store's, and leaves it
+as it was.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pectus.events.store import EventStore, Record, StoreConflict
 log = logging.getLogger("pectus.aggregator.writer")
 
 MAX_GROUP = 1000  # requests per transaction
+FAILURE_HOLD = 10.0  # seconds of successful appends before a failing store counts as healthy again
 STORE_FAILURES = (PersistenceError, sqlite3.Error, OSError, StoreConflict)
 
 
@@ -58,6 +61,7 @@ class EventWriter(Actor[Append | CatchUp]):
         self.on_commit = on_commit
         self.transactions = 0
         self.failure = ""
+        self._failed_at = 0.0  # trio time of the last failed append
         self.position: int | None = None  # the last record handed to on_commit
 
     async def append(self, events: Sequence[DomainEvent]) -> list[Record]:
@@ -116,7 +120,7 @@ class EventWriter(Actor[Append | CatchUp]):
                 for request in group:
                     await self._write([request])
             return
-        if self.failure:
+        if self.failure and trio.current_time() - self._failed_at >= FAILURE_HOLD:
             log.warning("the event store writes again")
             self.failure = ""
         self.transactions += 1
@@ -132,6 +136,7 @@ class EventWriter(Actor[Append | CatchUp]):
             if not self.failure:  # once when it starts, not once per batch
                 log.error("the event store cannot write: %s", error)
             self.failure = str(error) or type(error).__name__
+            self._failed_at = trio.current_time()
         for request in group:
             request.reply.fail(error)
 

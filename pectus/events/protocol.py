@@ -37,7 +37,7 @@ from typing import Annotated, Any, Union, get_args
 
 import msgspec
 
-from pectus.events.records import Name, RunId, Scalar, Time
+from pectus.events.records import Name, RunId, Scalar, Time, unicode_hint
 
 PROTOCOL_VERSION = 2
 MAX_FRAME = 4 * 1024 * 1024
@@ -166,7 +166,7 @@ def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Mess
     except msgspec.ValidationError as error:
         raise ProtocolError(f"invalid message: {error}") from None
     except msgspec.DecodeError as error:
-        raise ProtocolError(f"frame is not valid JSON: {error}") from None
+        raise ProtocolError(f"frame is not valid JSON: {error}{unicode_hint(str(error))}") from None
     except RecursionError:
         raise ProtocolError("frame nests too deeply") from None
     except UnicodeDecodeError as error:

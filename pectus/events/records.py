@@ -240,6 +240,14 @@ def check_record(encoded: bytes | str) -> Record:
     except msgspec.ValidationError as error:
         raise RecordError(str(error)) from None
     except msgspec.DecodeError as error:
-        raise RecordError(f"not valid JSON: {error}") from None
+        raise RecordError(f"not valid JSON: {error}{unicode_hint(str(error))}") from None
     except RecursionError:
         raise RecordError("the record nests too deeply") from None
+
+
+def unicode_hint(message: str) -> str:
+    """What a JSON decoder's message about escapes usually means, for the person reading the log."""
+    if "escape" in message or "surrogate" in message:
+        return (" (a string holds a broken \\u escape, or half of a surrogate pair such as \\ud800: text that is "
+                "not valid Unicode)")
+    return ""
