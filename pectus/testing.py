@@ -50,7 +50,7 @@ from pectus.pcode.diagnostics import Diagnostic
 from pectus.pcode.engine import Engine, Outcome
 from pectus.pcode.events import EngineEvent
 from pectus.pcode.runlog import LineState, RunLogItem
-from pectus.pcode.syntax import Method, parse
+from pectus.pcode.syntax import parse
 from pectus.pcode.tags import SystemTagName, TagValue
 
 __all__ = ["Diagnostic", "Mark", "MethodRefused", "Simulator", "Outcome", "RunLogItem", "TagValue"]

@@ -58,7 +58,13 @@ async def session(port: int, frames: list[str], *, hello: p.Hello = HELLO) -> li
 def run_against_aggregator(tmp_path, scenario, *, accept_new_engines: bool = True, auth: AuthConfig = AuthConfig()):
     """``scenario(port, aggregator)`` against a real aggregator on a loopback port; its result.
     By default the aggregator enrols engines on first use (each test's engines are new to it)."""
-    aggregator = AggregatorProcess(tmp_path / "data", port=0, accept_new_engines=accept_new_engines, auth=auth)
+    return serve(tmp_path / "data", scenario, accept_new_engines=accept_new_engines, auth=auth)
+
+
+def serve(data, scenario, **options):
+    """``scenario(port, aggregator)`` against a real aggregator (``options``: AggregatorProcess's)
+    on the store in ``data``, on a loopback port; its result."""
+    aggregator = AggregatorProcess(data, port=0, **options)
 
     async def main_():
         shutdown = trio.Event()

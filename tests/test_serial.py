@@ -15,7 +15,7 @@ from typing import Any, Callable, Sequence
 
 import pytest
 
-from pectus.hardware.base import HardwareError, HardwareLayerBase, Register, RegisterDirection
+from pectus.hardware.base import HardwareError, Register, RegisterDirection
 from pectus.hardware.composite import CompositeHardware
 from pectus.hardware.serial import SerialHardware
 from pectus.hardware.serial_sim import SerialInstrument, SimulatedBalance

@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-import trio
 from conftest import wait_for
 from eventsourcing.persistence import PersistenceError
+from test_aggregator import serve
 from test_store import canonical, raw, sample
 
 from pectus.actors.aggregator import SIGNING_KEY_FILE, STORE_FILE, AggregatorProcess
@@ -314,21 +314,6 @@ def test_a_new_key_on_a_signed_store_checks_links_and_says_so(
     store.close()
 
 
-def serving(data: Path, scenario: Callable[[int, AggregatorProcess], Any]) -> Any:
-    """``scenario(port, aggregator)`` against an aggregator on ``data``, on a loopback port."""
-    aggregator = AggregatorProcess(data, port=0)
-
-    async def run() -> Any:
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-            result = await scenario(int(bound[0].rsplit(":", 1)[1]), aggregator)
-            shutdown.set()
-        return result
-
-    return trio.run(run)
-
-
 async def get(port: int, path: str) -> httpx.Response:
     async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
         return await http.get(path)
@@ -348,7 +333,7 @@ def test_a_sound_store_starts_healthy(tmp_path: Path) -> None:
     async def scenario(port: int, aggregator: AggregatorProcess) -> httpx.Response:
         return await get(port, "/health")
 
-    health = serving(signed_data_dir(tmp_path), scenario)
+    health = serve(signed_data_dir(tmp_path), scenario)
     assert health.status_code == 200 and health.json()["status"] == "ok"
 
 
@@ -363,7 +348,7 @@ def test_a_tampered_store_is_served_but_health_says_broken(
         return await get(port, "/health"), await get(port, "/api/process_units")
 
     with caplog.at_level(logging.ERROR, logger="pectus.aggregator"):
-        health, units = serving(data, scenario)
+        health, units = serve(data, scenario)
     assert units.status_code == 200  # the record stays readable
     assert health.status_code == 503
     assert health.json()["status"] == "broken"
@@ -422,7 +407,7 @@ def test_a_full_disk_makes_health_say_failing_until_an_append_succeeds(tiny_disk
         answers.append((answer.status_code, answer.json()))
         return answers
 
-    (full, just_freed, freed) = serving(tiny_disk / "data", scenario)
+    (full, just_freed, freed) = serve(tiny_disk / "data", scenario)
     assert full[0] == 503 and full[1]["status"] == "failing"
     assert "full" in full[1]["problem"]
     assert just_freed[0] == 503 and just_freed[1]["status"] == "failing"

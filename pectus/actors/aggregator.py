@@ -201,7 +201,7 @@ class AggregatorProcess:
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
                   shutdown: trio.Event | None = None) -> None:
         from hypercorn.config import Config
-        from hypercorn.trio import serve
+        from pectus.web.server import serve
 
         # Before serving, a tampered tail is looked for (the newest links, the newest signature): a
         # broken one does not stop the aggregator - the record must stay readable - but /health

@@ -184,6 +184,18 @@ class Fleet:
         outbox = outbox or self.directory / name / "outbox.sqlite3"
         return self._started(Engine(aggregator, outbox, self.directory / f"{name}.log", **kwargs))
 
+    @asynccontextmanager
+    async def a_unit_online(self, *args: Any, **kwargs: Any) -> AsyncIterator[tuple[Aggregator, Engine,
+                                                                                   httpx.AsyncClient]]:
+        """An aggregator and one engine (``engine``'s arguments), serving, the engine online:
+        (aggregator, engine, a client of the aggregator's API)."""
+        aggregator = self.aggregator()
+        engine = self.engine(aggregator, *args, **kwargs)
+        await aggregator.serving()
+        async with aggregator.api() as api:
+            await patiently(lambda: online(api, engine.unit))
+            yield aggregator, engine, api
+
     def _started(self, process: Process) -> Any:
         process.start()
         self.processes.append(process)

@@ -28,11 +28,7 @@ def test_a_forger_cannot_take_over_a_connected_engine_nor_lose_its_records(tmp_p
     told the forger's higher last_seq, deletes its unsent marks."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            engine = fleet.engine(aggregator)
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, engine.unit))
+            async with fleet.a_unit_online() as (aggregator, engine, api):
                 unit = f"/api/process_units/{engine.unit}"
                 saved = await api.post(f"{unit}/method", json={"lines": method_lines(METHOD), "version": 0})
                 assert saved.status_code == 200, saved.text

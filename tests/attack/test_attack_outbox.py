@@ -15,8 +15,7 @@ from pathlib import Path
 
 import trio
 
-from attack_harness import (Aggregator, Engine, Fleet, at_least, completed, method_lines, of_unit, online,
-                            patiently, run_ids)
+from attack_harness import (Aggregator, Engine, Fleet, at_least, completed, method_lines, of_unit, patiently, run_ids)
 
 WIDE_UOD = Path(__file__).with_name("wide_uod.py")
 FRAME_LIMIT = 4 * 1024 * 1024  # the aggregator's max_frame
@@ -42,11 +41,7 @@ def test_an_engine_with_a_fresh_outbox_delivers_its_first_records(tmp_path):
     its records up to it, its RunStarted among them: the new run is not in /api/runs."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            engine = fleet.engine(aggregator)
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, engine.unit))
+            async with fleet.a_unit_online() as (aggregator, engine, api):
                 await _start(api, engine)
                 await patiently(lambda: engine.outbox_state().newest >= 15)  # a sample a second
                 await _stop(api, engine)
@@ -81,11 +76,7 @@ def test_a_wide_unit_delivers_its_whole_backlog_after_an_outage(tmp_path):
     4 MiB limit, refused every 5 s forever; the outbox never empties."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            engine = fleet.engine(aggregator, "wide", uod=WIDE_UOD, instrument="WideUod")
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, engine.unit))
+            async with fleet.a_unit_online("wide", uod=WIDE_UOD, instrument="WideUod") as (aggregator, engine, api):
                 await _start(api, engine)
                 (run,) = await patiently(lambda: run_ids(api, engine.unit))
 
@@ -112,11 +103,7 @@ def test_a_run_whose_engine_was_killed_is_closed_as_interrupted_and_the_method_v
     it, and after the restart the API shows method version 1 while the engine has 0 (409)."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            engine = fleet.engine(aggregator)
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, engine.unit))
+            async with fleet.a_unit_online() as (aggregator, engine, api):
                 unit = f"/api/process_units/{engine.unit}"
                 saved = await api.post(f"{unit}/method", json={"lines": method_lines("Mark: a\nWait: 1 h\n"),
                                                                "version": 0})

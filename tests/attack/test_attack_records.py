@@ -15,7 +15,7 @@ import re
 
 import trio
 
-from attack_harness import (T0, Fleet, RawEngine, completed, failing_gets, of_unit, online, patiently, record,
+from attack_harness import (T0, Fleet, RawEngine, completed, failing_gets, of_unit, patiently, record,
                             run_ids, runlog_data, samples_data, state_data, uod_data)
 
 RUN = "r1"
@@ -101,11 +101,7 @@ def test_records_naming_another_units_run_are_refused_and_never_shown_in_it(tmp_
     the victim's CSV, and its run_stopped ends the victim's run."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            victim = fleet.engine(aggregator)
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, victim.unit))
+            async with fleet.a_unit_online() as (aggregator, victim, api):
                 control = f"/api/process_units/{victim.unit}/control"
                 assert (await api.post(control, json={"command": "Start"})).status_code == 200
                 (run,) = await patiently(lambda: run_ids(api, victim.unit))

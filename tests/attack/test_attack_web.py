@@ -36,11 +36,7 @@ def test_a_method_with_a_lone_surrogate_is_refused_before_the_engine_applies_it(
     its method record can never be stored (the unit is cut off from the store for good)."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            engine = fleet.engine(aggregator)
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, engine.unit))
+            async with fleet.a_unit_online() as (aggregator, engine, api):
                 unit = f"/api/process_units/{engine.unit}"
                 before = (await api.get(f"{unit}/method")).json()
                 body = '{"lines": [{"id": "1", "text": "Mark: \\ud800"}], "version": %d}' % before["version"]
@@ -108,11 +104,7 @@ def test_a_cross_site_request_cannot_start_a_unit(tmp_path):
     another site starts (and stops) the unit."""
     async def main():
         with Fleet(tmp_path) as fleet:
-            aggregator = fleet.aggregator()
-            engine = fleet.engine(aggregator)
-            await aggregator.serving()
-            async with aggregator.api() as api:
-                await patiently(lambda: online(api, engine.unit))
+            async with fleet.a_unit_online() as (aggregator, engine, api):
                 control = f"/api/process_units/{engine.unit}/control"
                 start = json.dumps({"command": "Start"})
                 evil = "http://evil.example"
