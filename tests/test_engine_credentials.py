@@ -276,3 +276,54 @@ def test_msal_refuses_a_plain_http_authority(provider):
                      oidc_authority=provider.issuer.replace("https://", "http://"))
     with pytest.raises(CredentialError, match="https url"):
         trio.run(plain.present)
+
+
+# --- an engine signing in to an aggregator with sign-in on --------------------------------------
+
+
+def test_an_engine_enrolled_for_its_app_connects_with_its_app_token_and_no_other_app_can(tmp_path, provider):
+    """A real engine process takes an app token from the provider with msal and says hello with
+    it; the aggregator checks it (keys, issuer, audience, an app's) and that the app is the one
+    enrolled for that engine id. Another app's token, a user's ID token and a key are refused."""
+    from conftest import DEMO_UOD, wait_for
+    from test_aggregator import engine_hello, serve, session
+
+    from pectus.actors.aggregator import STORE_FILE
+    from pectus.actors.engine import EngineProcess
+    from pectus.events import protocol as p
+    from pectus.events.domain import EngineEnrolled
+    from pectus.events.store import SQLiteEventStore
+    from pectus.uod import load_uod
+
+    unit = "column-3_DemoUod"
+    provider.register_app("intruder-app", secret=SECRET)
+    data = tmp_path / "data"
+    data.mkdir()
+    store = SQLiteEventStore(data / STORE_FILE)
+    store.append([EngineEnrolled(time=0.0, unit=unit, client_id=ENGINE_APP).stored()])  # engines enroll --client-id
+    store.close()
+
+    async def scenario(port, aggregator):
+        credential = credential_from_environment(engine_env(provider, PECTUS_ENGINE_CLIENT_SECRET=SECRET),
+                                                 tmp_path / "unused.key")
+        engine = EngineProcess(load_uod(DEMO_UOD), uplink={
+            "outbox": tmp_path / "engine.outbox.sqlite3", "url": f"ws://127.0.0.1:{port}/engine",
+            "engine_id": unit, "computer_name": "column-3", "credential": credential})
+        async with trio.open_nursery() as nursery:
+            await nursery.start(engine.run)
+            await wait_for(lambda: unit in aggregator.engines.sessions, timeout=20)
+            await engine.stop()
+        await wait_for(lambda: unit not in aggregator.engines.sessions, timeout=20)
+        intruder = AppToken("intruder-app", SECRET, f"api://{provider.client_id}", oidc_authority=provider.issuer)
+        answers = {}
+        for name, credential in (("another app", await intruder.present()), ("a user", provider.mint()),
+                                 ("a key", "some-key")):
+            answers[name] = (await session(port, [], hello=engine_hello(unit, credential)))[0]
+        return answers, [r.data for r in aggregator.store.read() if r.type == "EngineRegistered"]
+
+    answers, registered = serve(data, scenario, auth=signed_in(provider).config)
+    assert [r["credential"] for r in registered] == [f"app {ENGINE_APP}"]
+    for name, answer in answers.items():
+        assert isinstance(answer, p.Refused) and answer.code == "credential", (name, answer)
+    assert "not the app enrolled" in answers["another app"].reason
+    assert not list((tmp_path).glob("unused.key"))  # an app-token engine makes no key file
