@@ -1,20 +1,24 @@
 """Live socket benchmark: many browsers following 20 running engines through one real aggregator.
 
-    python bench/live_bench.py [--subscribers 200 1000] [--engines 20] [--seconds 20] [--no-deflate]
+    python bench/live_bench.py [--subscribers 200 1000] [--engines 20] [--follow N] [--seconds 20] [--no-deflate]
+                               [--py-spy FILE]
 
 For each number of subscribers, a fresh aggregator process gets ``--engines`` engines at the demo
 unit's rate (``demo_rate_engine`` of aggregator_bench: live values 10 times a second, a sample and
 a run-log change every second) and that many browser-like WebSocket clients, each subscribed to
-every unit. Like Chromium, a client offers permessage-deflate (``--no-deflate``: it does not), so
-the aggregator compresses what it sends as it does for real browsers. Prints, over the
-measured window (after connecting and a warm-up):
+every unit (the worst case: a page showing the whole plant live), or to ``--follow N`` of them
+(browser k follows units k .. k+N-1, round robin: ``--follow 1`` is a unit page). Like Chromium,
+a client offers permessage-deflate (``--no-deflate``: it does not), so the aggregator compresses
+what it sends as it does for real browsers. Prints, over the measured window (after connecting
+and a warm-up):
 
 * subscribers held to the end and closed (with their close codes);
 * the aggregator's CPU (% of one core) and this process's (the browsers and engines);
 * the CPU other processes used meanwhile (the figures are only comparable on a quiet machine);
 * the latency of live values from the engine's send (the value's time) to a browser's receipt,
-  p50 and p99 over every live-values delta received, and the frames and deltas each browser
-  received per second (fewer deltas than published when the hub coalesces a lagging browser's).
+  p50 and p99 over every live-values delta received by one browser in ten (the others only count
+  their frames), and the frames, deltas and kB of JSON (what the aggregator compresses for it)
+  each browser received per second (the hub sends at most one frame per round: ``PACE``).
 
 Target: 1,000 subscribers on 20 engines hold, none closed, on a two-core machine.
 """
@@ -22,7 +26,9 @@ Target: 1,000 subscribers on 20 engines hold, none closed, on a two-core machine
 from __future__ import annotations
 
 import argparse
+import shutil
 import statistics
+import subprocess
 import tempfile
 import time
 from collections import Counter
@@ -32,7 +38,7 @@ from pathlib import Path
 import orjson
 import psutil
 import trio
-from aggregator_bench import demo_rate_engine, start_aggregator
+from aggregator_bench import BIN, demo_rate_engine, start_aggregator
 from measure import percentile
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, CloseConnection, Ping, RejectConnection, Request, TextMessage
@@ -42,6 +48,7 @@ from pectus.hardware.opcua_server import free_port
 
 CONNECTING = 50  # browsers opening their socket at once (the listen backlog is finite)
 WARM_UP = 5.0  # seconds between the engines starting and the measured window
+TIMED = 10  # one browser in so many parses its frames and times its live values
 
 
 @dataclass
@@ -51,14 +58,17 @@ class Tally:
     measuring: bool = False
     latencies: list[float] = field(default_factory=list)
     frames: int = 0
-    deltas: int = 0
+    bytes: int = 0  # of the frames' JSON text, before compression
+    deltas: int = 0  # received by the timed browsers
     connected: int = 0
     closed: Counter = field(default_factory=Counter)  # close code (or the error) -> browsers
 
 
 async def browser(port: int, units: list[str], deflate: bool, tally: Tally, connecting: trio.Semaphore,
-                  connected: trio.Event | None = None) -> None:
-    """One browser tab on the live socket: subscribe to ``units``, then read and time every delta."""
+                  timed: bool) -> None:
+    """One browser tab on the live socket: subscribe to ``units``, then read every frame (and, if
+    ``timed``, parse it and time its live values: a sample of the browsers, so that this process
+    spends less of the machine than the aggregator it measures)."""
     async with connecting:
         stream = await trio.open_tcp_stream("127.0.0.1", port)
         ws = WSConnection(ConnectionType.CLIENT)
@@ -77,7 +87,7 @@ async def browser(port: int, units: list[str], deflate: bool, tally: Tally, conn
             if isinstance(event, TextMessage):
                 parts.append(event.data)
                 if event.message_finished:
-                    _received(orjson.loads("".join(parts)), tally)
+                    _received("".join(parts), tally, timed)
                     parts = []
             elif isinstance(event, Ping):
                 await stream.send_all(ws.send(event.response()))
@@ -102,11 +112,15 @@ async def _next_event(stream: trio.SocketStream, ws: WSConnection):
             return event
 
 
-def _received(frame: list[dict] | dict, tally: Tally) -> None:
-    if not tally.measuring or not isinstance(frame, list):  # a frame of deltas, or a reply
+def _received(text: str, tally: Tally, timed: bool) -> None:
+    if not tally.measuring or not text.startswith("["):  # a frame of deltas, or a reply
+        return
+    tally.frames += 1
+    tally.bytes += len(text)
+    if not timed:
         return
     now = time.time()
-    tally.frames += 1
+    frame = orjson.loads(text)
     tally.deltas += len(frame)
     for delta in frame:
         if delta["topic"] == "values" and isinstance(delta["data"], list):
@@ -114,7 +128,8 @@ def _received(frame: list[dict] | dict, tally: Tally) -> None:
             tally.latencies.append(now - max(value["time"] for value in delta["data"]))
 
 
-async def measure(port: int, pid: int, subscribers: int, engines: int, seconds: float, deflate: bool) -> dict:
+async def measure(port: int, pid: int, subscribers: int, engines: int, follow: int, seconds: float, deflate: bool,
+                  py_spy: Path | None = None) -> dict:
     units = [f"live-{n}_Unit" for n in range(engines)]
     tally = Tally()
     aggregator = psutil.Process(pid)
@@ -123,8 +138,9 @@ async def measure(port: int, pid: int, subscribers: int, engines: int, seconds: 
         # The browsers connect first (as after an aggregator restart, they are there when the
         # engines come back), then the engines run until the measurement is over.
         connecting = trio.Semaphore(CONNECTING)
-        for _ in range(subscribers):
-            nursery.start_soon(browser, port, units, deflate, tally, connecting)
+        for k in range(subscribers):
+            followed = [units[(k + n) % engines] for n in range(min(follow, engines))]
+            nursery.start_soon(browser, port, followed, deflate, tally, connecting, k % TIMED == 0)
         with trio.fail_after(120):
             while tally.connected + sum(tally.closed.values()) < subscribers:
                 await trio.sleep(0.1)
@@ -133,7 +149,12 @@ async def measure(port: int, pid: int, subscribers: int, engines: int, seconds: 
         await trio.sleep(WARM_UP)
         aggregator.cpu_percent(), me.cpu_percent(), psutil.cpu_percent()
         tally.measuring, began = True, time.perf_counter()
-        await trio.sleep(seconds)
+        if py_spy is not None:
+            await trio.to_thread.run_sync(lambda: subprocess.run(
+                [shutil.which("py-spy") or str(BIN / "py-spy"), "record", "--pid", str(pid), "--duration",
+                 str(int(seconds)), "--rate", "100", "--format", "raw", "--output", str(py_spy)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        await trio.sleep(max(0.0, seconds - (time.perf_counter() - began)))
         tally.measuring = False
         elapsed = time.perf_counter() - began
         cpu, own_cpu = aggregator.cpu_percent(), me.cpu_percent()
@@ -142,35 +163,43 @@ async def measure(port: int, pid: int, subscribers: int, engines: int, seconds: 
     per_browser = elapsed * max(1, subscribers)
     return {"held": tally.connected - sum(count for code, count in tally.closed.items() if code != "rejected"),
             "closed": dict(tally.closed), "cpu": cpu, "own_cpu": own_cpu, "others": machine - cpu - own_cpu,
-            "latencies": tally.latencies, "frames": tally.frames / per_browser, "deltas": tally.deltas / per_browser}
+            "latencies": tally.latencies, "frames": tally.frames / per_browser,
+            "deltas": tally.deltas / (elapsed * len(range(0, subscribers, TIMED)) or 1),
+            "bytes": tally.bytes / per_browser}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--subscribers", type=int, nargs="+", default=[200, 1000])
     parser.add_argument("--engines", type=int, default=20)
+    parser.add_argument("--follow", type=int, default=0, help="units each browser follows (default: all)")
     parser.add_argument("--seconds", type=float, default=20.0, help="length of the measured window")
     parser.add_argument("--no-deflate", dest="deflate", action="store_false",
                         help="browsers do not offer permessage-deflate")
+    parser.add_argument("--py-spy", type=Path, help="record the aggregator with py-spy (raw format) into FILE, "
+                                                     "during the measured window of the last level")
     args = parser.parse_args()
     for subscribers in args.subscribers:
+        spy = args.py_spy if subscribers == args.subscribers[-1] else None
         with tempfile.TemporaryDirectory() as folder:
             port = free_port()
             aggregator = start_aggregator(Path(folder) / "data", port)
             try:
-                result = trio.run(measure, port, aggregator.pid, subscribers, args.engines, args.seconds, args.deflate)
+                result = trio.run(measure, port, aggregator.pid, subscribers, args.engines, args.follow or args.engines,
+                                  args.seconds, args.deflate, spy)
             finally:
                 aggregator.terminate()
                 aggregator.wait(10)
         latencies = result["latencies"]
         p50 = f"{statistics.median(latencies) * 1000:.0f}" if latencies else "-"
         p99 = f"{percentile(latencies, 99) * 1000:.0f}" if latencies else "-"
-        print(f"{subscribers} subscribers on {args.engines} engines{'' if args.deflate else ' (no deflate)'}: "
+        following = f", each following {args.follow}" if args.follow else ""
+        print(f"{subscribers} subscribers on {args.engines} engines{following}{'' if args.deflate else ' (no deflate)'}: "
               f"held {result['held']}, closed {sum(result['closed'].values())} {result['closed'] or ''}; "
               f"aggregator CPU {result['cpu']:.0f} % of a core (this process, browsers and engines: "
               f"{result['own_cpu']:.0f} %; other processes: {max(0.0, result['others']):.0f} %); "
               f"live values engine -> browser p50 {p50} ms, p99 {p99} ms; per browser and second "
-              f"{result['frames']:.1f} frames carrying {result['deltas']:.0f} deltas")
+              f"{result['frames']:.1f} frames carrying {result['deltas']:.0f} deltas, {result['bytes'] / 1000:.0f} kB")
 
 
 if __name__ == "__main__":

@@ -228,12 +228,17 @@ def test_a_new_viewer_or_an_unfollow_drops_what_was_not_taken_and_a_reply_comes_
         subscription.unfollow(["a"])
         subscription.sign_in(NOBODY)
         await subscription.reply({"subscribed": ["b"]})
-        hub.publish([Delta("a", "method", {"version": 2}), Delta("b", "method", {"version": 2})])
         frames = [json.loads(frame) for frame in await subscription.take()]
         assert frames == [[{"unit": "b", "topic": "method", "data": {"version": 1}},
                            {"unit": None, "topic": "runs", "data": {"run_id": "r-open", "required_roles": []}}],
                           {"subscribed": ["b"]}]
+        assert trio.current_time() == PACE  # the reply went with the round it follows, sealed when due
+
+        hub.publish([Delta("a", "method", {"version": 2}), Delta("b", "method", {"version": 2})])
         assert await received(subscription) == [{"unit": "b", "topic": "method", "data": {"version": 2}}]
+        await subscription.reply({"subscribed": ["b"]})  # nothing published since: it goes at once
+        assert await received(subscription) == [{"subscribed": ["b"]}]
+        assert trio.current_time() == 2 * PACE
 
     run(main)
 

@@ -203,7 +203,7 @@ class Subscription:
         self.cursor = hub.head  # the last round taken: a new subscription starts at the newest
         self._replies: deque[tuple[int, str]] = deque()  # (the round it follows, its text)
         self._reply_slot = trio.Semaphore(1)  # one reply waiting at most: requests wait for it
-        self._waiting: trio.CancelScope | None = None  # the sender's wait for the next round
+        self._bell = trio.Event()  # rung to wake its sender: a round sealed, a reply, the end
 
     def follow(self, units: Iterable[str]) -> None:
         self.units.update(units)
@@ -218,12 +218,17 @@ class Subscription:
         self.viewer = viewer
 
     async def reply(self, answer: dict[str, Any]) -> None:
-        """Queue ``answer`` after the changes published until now; waits while an earlier reply
-        is still waiting, so a browser that sends requests without reading cannot grow the queue."""
+        """Queue ``answer`` after the changes published until now: it goes out with the round
+        that holds the last of them, once sealed (at once if it is sealed already; changes of
+        that round published after the request come before the reply too). Waits while an
+        earlier reply is still waiting, so a browser that sends requests without reading cannot
+        grow the queue. (A reply never seals a round early: a thousand browsers reconnecting at
+        once still get a frame a round, not one per request.)"""
         await self._reply_slot.acquire()
-        self._hub.seal()  # the changes before the reply, in a round of their own
-        self._replies.append((self._hub.head, encode(answer)))
-        self._wake()
+        after = self._hub.last_round()
+        self._replies.append((after, encode(answer)))
+        if after <= self._hub.head:
+            self._hub.wake(self)
 
     async def take(self) -> list[str]:
         """Once there is something for this subscription, everything there is, as the frames to
@@ -231,14 +236,12 @@ class Subscription:
         in between splits it in two, around the reply's JSON object); [] once closed."""
         hub = self._hub
         while True:
-            while not (self.closed.is_set() or self._replies or self.cursor < hub.head):
-                with trio.CancelScope() as self._waiting:
-                    await hub.next_round()
-                self._waiting = None
+            while not (self.closed.is_set() or self.cursor < hub.head or self._reply_due()):
+                await hub.next_round(self)
             if self.closed.is_set():
                 return []
             frames: list[str] = []
-            while self._replies:
+            while self._reply_due():
                 after, reply = self._replies.popleft()
                 frames += self._changes(after)
                 frames.append(reply)
@@ -247,6 +250,9 @@ class Subscription:
             hub.taken(self)
             if frames:
                 return frames
+
+    def _reply_due(self) -> bool:
+        return bool(self._replies) and self._replies[0][0] <= self._hub.head
 
     def _changes(self, upto: int) -> list[str]:
         """The frame of what this subscription may see in the rounds after its cursor up to
@@ -292,16 +298,12 @@ class Subscription:
         self.stalled = self.stalled or stalled
         self._hub.ended(self)
         self.closed.set()
-        self._wake()
+        self._hub.wake(self)
 
     def close(self) -> None:
         """The browser has left (and been told why, if the subscription ended first)."""
         self.end()
         self._hub.released(self)
-
-    def _wake(self) -> None:
-        if self._waiting is not None:
-            self._waiting.cancel()
 
     async def __aiter__(self) -> AsyncIterator[list[str]]:
         while frames := await self.take():
@@ -317,7 +319,9 @@ class UiHub:
         self._open: Changes = {}
         self._due = 0.0  # when the open round is sealed (trio's clock), once it has a change
         self._opened = trio.Event()  # set when the open round gets its first change
-        self._sealed = trio.Event()  # set when a round is sealed
+        self._timekeeper: Subscription | None = None  # the sender that seals the open round when due
+        self._timekeeping = trio.CancelScope()  # its wait (cancelled to wake it)
+        self._waiting: set[Subscription] = set()  # the other senders waiting for the next round
         self._log: deque[Span] = deque()
         self._sealed_at: deque[float] = deque()  # per round of the log, from its first
         self._taking: dict[Subscription, None] = {}  # the open subscriptions, oldest cursor first
@@ -333,7 +337,7 @@ class UiHub:
     def publish(self, deltas: Iterable[Delta]) -> None:
         now = trio.current_time()
         if self._open and now >= self._due:
-            self.seal()
+            self._seal()
         for delta in deltas:
             global_ = delta.topic in GLOBAL_TOPICS
             required = frozenset(delta.data.get("required_roles") or ()) if global_ else frozenset()
@@ -344,27 +348,60 @@ class UiHub:
                 self._opened.set()
             put(self._open, key if key is not None else object(), message)
 
-    async def next_round(self) -> None:
-        """Wait for the next round: until the open round is due, or any round is sealed. The
-        first waiter to wake at the due time seals it; every sender wakes at that moment."""
-        if not self._open:
-            await self._opened.wait()
-        with trio.move_on_at(self._due):
-            await self._sealed.wait()
-        if self._open and trio.current_time() >= self._due:
-            self.seal()
+    def last_round(self) -> int:
+        """The round that holds the last change published: the open one if it holds any."""
+        return self.head + 1 if self._open else self.head
 
-    def seal(self) -> None:
-        """Append the open round to the log (if it holds anything) and wake the senders."""
-        if not self._open:
+    async def next_round(self, subscription: Subscription) -> None:
+        """Wait until a round is sealed, or ``subscription`` is woken (a reply, its end).
+
+        One waiting sender keeps the time: it waits for the open round's first change, sleeps
+        until the round is due and seals it, which rings every other waiting sender once (a
+        timer and an exception per round, not per sender). Whichever comes back first keeps the
+        time for the next round; one that leaves without sealing (woken, or its browser gone)
+        rings the others, so that one of them takes over."""
+        if self._timekeeper is not None:
+            subscription._bell = trio.Event()
+            self._waiting.add(subscription)
+            try:
+                await subscription._bell.wait()
+            finally:
+                self._waiting.discard(subscription)
             return
+        self._timekeeper = subscription
+        try:
+            with trio.CancelScope() as self._timekeeping:
+                while True:
+                    if not self._open:
+                        await self._opened.wait()
+                    await trio.sleep_until(self._due)
+                    if self._open and trio.current_time() >= self._due:
+                        self._seal()
+                        return
+        finally:
+            self._timekeeper = None
+            self._ring()
+
+    def wake(self, subscription: Subscription) -> None:
+        """Wake ``subscription``'s sender if it waits for the next round."""
+        if subscription is self._timekeeper:
+            self._timekeeping.cancel()
+        else:
+            subscription._bell.set()
+
+    def _ring(self) -> None:
+        for subscription in self._waiting:
+            subscription._bell.set()
+        self._waiting.clear()
+
+    def _seal(self) -> None:
+        """Append the open round to the log and wake the senders."""
         now = trio.current_time()
         self.head += 1
         self._log.append(Span(self.head, self._open))
         self._sealed_at.append(now)
         self._open, self._opened = {}, trio.Event()
-        self._sealed.set()
-        self._sealed = trio.Event()
+        self._ring()
         if len(self._log) > RECENT + 1:  # the oldest of the recent rounds joins the spans
             older, aging = self._log[-RECENT - 2], self._log[-RECENT - 1]
             if older.last - older.first + 1 < SPAN:
