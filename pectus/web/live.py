@@ -50,10 +50,11 @@ WS_REQUEST_SCHEMA = {
 class LiveSocket:
     """One browser on ``/api/ws``, served by four tasks: ``read_requests`` applies the
     browser's sign-in and (un)subscriptions to the hub subscription, ``send_outbox`` writes the
-    subscription's messages to the socket, ``watch`` closes the socket when the subscription
-    ends (1013 when it stalled, 1001 when the hub closed), and ``expire`` closes it when the
-    sign-in runs out (4401; a renewed identity sent on the socket moves that moment). Only
-    ``send_outbox`` ever waits on the browser; the hub never does.
+    subscription's frames to the socket (at most one a round of the hub, besides replies),
+    ``watch`` closes the socket when the subscription ends (1013 when it stalled, 1001 when the
+    hub closed), and ``expire`` closes it when the sign-in runs out (4401; a renewed identity
+    sent on the socket moves that moment). Only ``send_outbox`` ever waits on the browser; the
+    hub never does.
     """
 
     def __init__(self, socket: Websocket, sign_in: SignIn, views: Any, subscription: Subscription) -> None:
@@ -114,9 +115,12 @@ class LiveSocket:
     async def apply(self, raw: str | bytes) -> dict[str, Any]:
         """Apply one request; the reply: ``{"subscribed": [...]}``, with ``"dropped"`` when a
         new identity may not see some of the units followed until then."""
-        # as a request body: bounded nesting, no lone surrogate, 400 / 422 with the reason
+        # decoded as a request body is: bounded nesting, no lone surrogate, 400 / 422 with the reason
         data = raw.encode("utf-8", "surrogatepass") if isinstance(raw, str) else raw
-        message = decode_json(data) if len(data) <= INLINE_BODY_BYTES else await trio.to_thread.run_sync(decode_json, data)
+        if len(data) <= INLINE_BODY_BYTES:
+            message = decode_json(data)
+        else:  # in a worker thread, as a large body is
+            message = await trio.to_thread.run_sync(decode_json, data)
         check(WS_REQUEST_SCHEMA, message)
         if not message.keys() & {"identity", "subscribe", "unsubscribe"}:
             raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
