@@ -39,6 +39,7 @@ import functools
 import json
 import multiprocessing
 import random
+import re
 import shutil
 import socket
 import statistics
@@ -50,7 +51,7 @@ import tracemalloc
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import httpx
 import msgspec
@@ -87,25 +88,28 @@ WARM_UP = 5.0  # seconds between the last engine connecting and the measured win
 
 # -- the demo engine's traffic --------------------------------------------------------------
 
+Template = tuple  # an encoded frame or record: literal texts, and holes (a time: float; a run id: (id,))
+
+
 @dataclass(frozen=True)
 class Tick:
-    """What one scan of the demo engine hands the Uplink: the tag values that changed (a live
-    frame) and the records the tick produced (kept until the next outbox write)."""
+    """What one scan of the demo engine hands the Uplink: the tags that changed (its live frame,
+    None when none did) and the records the tick produced (kept until the next outbox write)."""
 
-    live: list[dict[str, Any]]
-    records: list[dict[str, Any]]
+    live: Template | None
+    records: list[Template]
 
 
 @dataclass(frozen=True)
 class Traffic:
-    """The demo engine's records and live values, tick by tick.
+    """The demo engine's frames and records, tick by tick, encoded as the Uplink encodes them.
 
     ``present``: what the Uplink puts in the outbox at start (the UOD and the method);
     ``prelude``: a second of idle ticks, then the demo method saved; ``body``: the method started,
     run to its end and a few idle seconds, for ``runs`` runs - repeated for as long as an engine
     runs (the demo method looped). ``runs`` are the run ids the body names."""
 
-    present: list[dict[str, Any]]
+    present: list[Template]
     prelude: list[Tick]
     body: list[Tick]
     runs: frozenset[str]
@@ -117,60 +121,86 @@ def demo_traffic(runs: int = 2) -> Traffic:
     sim = Simulator(DEMO_UOD, start_time=SIM_START)
     builder = RecordBuilder(sim.engine)
     present = builder.present(SIM_START)
+    ticks: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]] = []
 
-    def tick() -> Tick:
+    def tick() -> None:
         sim.run_ticks(1)
         events, sim.events = sim.events, []
         records, live = builder.feed(events) if events else ([], [])  # the scan cycle skips an empty tick
-        return Tick(live, records)
+        ticks.append((live, records))
 
-    prelude = [tick() for _ in range(10)]
+    for _ in range(10):
+        tick()
     saved = sim.save_method(DEMO_METHOD.read_text())
     assert saved, saved.reason
-    prelude.append(tick())
-    body: list[Tick] = []
+    tick()
+    prelude = len(ticks)
     for _ in range(runs):
         started = sim.start()
         assert started, started.reason
         for _ in range(100_000):
-            body.append(tick())
-            if any(record["kind"] == "run_stopped" for record in body[-1].records):
+            tick()
+            if any(record["kind"] == "run_stopped" for record in ticks[-1][1]):
                 break
         else:
             raise RuntimeError("the demo method did not stop within 10,000 s")
-        body.extend(tick() for _ in range(20))
-    # As the wire has them: tag names are plain strings, numbers and texts JSON's.
-    plain = json.loads(json.dumps([present, [(t.live, t.records) for t in prelude],
-                                   [(t.live, t.records) for t in body]]))
-    run_ids = {record["run"] for t in body for record in t.records if record["run"]}
-    return Traffic(plain[0], [Tick(*t) for t in plain[1]], [Tick(*t) for t in plain[2]], frozenset(run_ids))
+        for _ in range(20):
+            tick()
+    run_ids = frozenset(record["run"] for _, records in ticks for record in records if record["run"])
+
+    def frame(live: list[dict[str, Any]], records: list[dict[str, Any]]) -> Tick:
+        return Tick(template(live, run_ids, lambda values: p.encode(p.Live(values))) if live else None,
+                    [template(record, run_ids, _record_text) for record in records])
+
+    return Traffic([template(record, run_ids, _record_text) for record in present],
+                   [frame(*t) for t in ticks[:prelude]], [frame(*t) for t in ticks[prelude:]], run_ids)
 
 
-def restamp(value: Any, shift: float, runs: dict[str, str]) -> Any:
-    """``value`` with every time moved by ``shift`` seconds and every run id renamed by ``runs``
-    (times are the floats in the virtual clock's span; a run id is a string that is one)."""
-    if isinstance(value, float):
-        return value + shift if SIM_START <= value < SIM_START + SIM_SPAN else value
-    if isinstance(value, str):
-        return runs.get(value, value)
-    if isinstance(value, dict):
-        return {key: restamp(item, shift, runs) for key, item in value.items()}
-    if isinstance(value, list):
-        return [restamp(item, shift, runs) for item in value]
-    return value
+def _record_text(record: dict[str, Any]) -> str:
+    return json.dumps(record, separators=(",", ":"), allow_nan=False)  # as the Uplink's outbox stores it
 
 
-def replay(traffic: Traffic, began: float) -> Iterator[Tick]:
-    """One engine's ticks from ``began`` (its wall-clock start): the prelude, then the body again
-    and again, each pass with fresh run ids and its times one pass later."""
+_HOLE = re.compile(r'"@@(\d+)@@"')
+
+
+def template(value: Any, runs: frozenset[str], encode: Callable[[Any], str]) -> Template:
+    """``value`` encoded, its times (floats in the virtual clock's span) and run ids left open."""
+    holes: list[float | tuple[str]] = []
+
+    def mark(item: Any) -> Any:
+        if isinstance(item, float) and SIM_START <= item < SIM_START + SIM_SPAN or isinstance(item, str) and item in runs:
+            holes.append(item if isinstance(item, float) else (item,))
+            return f"@@{len(holes) - 1}@@"
+        if isinstance(item, dict):
+            return {str(key): mark(inner) for key, inner in item.items()}  # tag names may be str enums
+        if isinstance(item, list):
+            return [mark(inner) for inner in item]
+        return item
+
+    pieces = _HOLE.split(encode(mark(value)))
+    return tuple(piece if i % 2 == 0 else holes[int(piece)] for i, piece in enumerate(pieces))
+
+
+def render(parts: Template, shift: float, runs: dict[str, str]) -> str:
+    """A template's text with its times moved by ``shift`` seconds and its run ids renamed."""
+    return "".join(part if type(part) is str else repr(part + shift) if type(part) is float
+                   else f'"{runs[part[0]]}"' for part in parts)
+
+
+def replay(traffic: Traffic, began: float) -> Iterator[tuple[str | None, list[str]]]:
+    """One engine's ticks from ``began`` (its wall-clock start), as (live frame, record texts):
+    the prelude, then the body again and again, each pass with fresh run ids and its times one
+    pass later."""
     shift = began - SIM_START
+    runs: dict[str, str] = {}
     for tick in traffic.prelude:
-        yield Tick(restamp(tick.live, shift, {}), tick.records and restamp(tick.records, shift, {}))
+        yield (render(tick.live, shift, runs) if tick.live else None), [render(r, shift, runs) for r in tick.records]
     length = len(traffic.body) * TICK
     while True:
         runs = {run: str(uuid.uuid4()) for run in traffic.runs}
         for tick in traffic.body:
-            yield Tick(restamp(tick.live, shift, runs), tick.records and restamp(tick.records, shift, runs))
+            yield (render(tick.live, shift, runs) if tick.live else None), [render(r, shift, runs)
+                                                                             for r in tick.records]
         shift += length
 
 
@@ -210,11 +240,10 @@ def emulated_hello(name: str, newest: int) -> str:
                             uuid.uuid4().hex, newest))
 
 
-def records_frame(records: list[dict[str, Any]], first_seq: int) -> str:
-    """Records as the Uplink sends them: each numbered, in one ``records`` frame."""
-    texts = [msgspec.Raw(msgspec.json.encode({"seq": seq, **record}))
-             for seq, record in enumerate(records, first_seq)]
-    return p.encode(p.Records(texts))
+def records_frame(texts: list[str], first_seq: int) -> str:
+    """Records as the Uplink sends them from its outbox: each numbered, in one ``records`` frame."""
+    return p.encode(p.Records([msgspec.Raw(f'{{"seq":{seq},{text[1:]}')
+                               for seq, text in enumerate(texts, first_seq)]))
 
 
 async def emulated_engine(port: int, name: str, until: float, tally: Tally, link: Link | None = None) -> None:
@@ -227,7 +256,7 @@ async def emulated_engine(port: int, name: str, until: float, tally: Tally, link
         if not isinstance(welcome, p.Welcome):
             raise RuntimeError(f"{name}: {welcome}")
 
-        async def send_records(records: list[dict[str, Any]]) -> None:
+        async def send_records(records: list[str]) -> None:
             frame = records_frame(records, link.sent + 1)
             link.sent += len(records)
             link.waiting.append((link.sent, time.time()))
@@ -237,21 +266,21 @@ async def emulated_engine(port: int, name: str, until: float, tally: Tally, link
 
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_receive, ws, link, tally)
-            await send_records(traffic.present)  # in the outbox before the hello
             began = time.time()
+            await send_records([render(record, began - SIM_START, {}) for record in traffic.present])
             clock = trio.current_time()
-            outbox: list[dict[str, Any]] = []
-            for k, tick in enumerate(replay(traffic, began)):
+            outbox: list[str] = []
+            for k, (live, records) in enumerate(replay(traffic, began)):
                 due = clock + k * TICK
                 if began + k * TICK >= until:
                     break
                 await trio.sleep_until(due)
                 if tally.measuring(time.time()):
                     tally.late.append(trio.current_time() - due)
-                if tick.live:
-                    await ws.send_message(p.encode(p.Live(tick.live)))
+                if live is not None:
+                    await ws.send_message(live)
                     tally.frames += 1
-                outbox += tick.records
+                outbox += records
                 if k % FLUSH_TICKS == FLUSH_TICKS - 1 and outbox:
                     await send_records(outbox)
                     outbox = []
@@ -409,6 +438,8 @@ class Level:
     units: int
     cpu: float  # % of one core
     rss: float  # MiB
+    bench: float  # % of one core the bench processes used
+    others: float  # % of one core everything else on the machine used (the figures need a quiet one)
     api: list[float]
     api_errors: collections.Counter
     tally: Tally
@@ -422,12 +453,13 @@ class Level:
         waiting = t.backlog[max(t.backlog)] if t.backlog else 0
         problems = sum(t.errors.values()) + sum(self.api_errors.values())
         return (f"{self.units:5d} {self.cpu:7.1f} {self.cpu / self.units:8.2f} {self.rss:6.0f} {api} {acks} "
-                f"{waiting:8d} {grows:>6} {late} {problems:6d}")
+                f"{waiting:8d} {grows:>6} {late} {problems:6d} {self.bench:6.0f} {self.others:6.0f}")
 
 
 HEADER = (f"{'units':>5} {'CPU %':>7} {'%/unit':>8} {'RSS MB':>6} {'API p99':>7} {'ack p99':>8} "
-          f"{'unacked':>8} {'backlog':>6} {'late':>6} {'errors':>6}\n"
-          f"{'':>5} {'(1 core)':>7} {'':>8} {'':>6} {'(ms)':>7} {'(ms)':>8} {'(end)':>8} {'':>6} {'(ms)':>6}")
+          f"{'unacked':>8} {'backlog':>6} {'late':>6} {'errors':>6} {'bench':>6} {'others':>6}\n"
+          f"{'':>5} {'(1 core)':>7} {'':>8} {'':>6} {'(ms)':>7} {'(ms)':>8} {'(end)':>8} {'':>6} {'(ms)':>6} "
+          f"{'':>6} {'CPU %':>6} {'CPU %':>6}")
 
 
 def measure_level(units: int, seconds: float, folder: Path, py_spy: Path | None = None,
@@ -444,21 +476,32 @@ def measure_level(units: int, seconds: float, folder: Path, py_spy: Path | None 
         spy = None
         if py_spy is not None:
             spy = subprocess.Popen([shutil.which("py-spy") or str(BIN / "py-spy"), "record", "--pid",
-                                    str(aggregator.pid), "--duration", str(int(seconds)), "--rate", "200",
+                                    str(aggregator.pid), "--duration", str(int(seconds)), "--rate", "200", "--gil",
                                     "--format", "raw", "--output", str(py_spy)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        cpu, wall = sum(usage.cpu_times()[:2]), time.perf_counter()
+        bench = [psutil.Process(worker.pid) for worker in workers] + [psutil.Process()]
+        before, wall = [_busy(usage), sum(map(_busy, bench)), _busy()], time.perf_counter()
         latencies: list[float] = []
         api_errors: collections.Counter = collections.Counter()
         trio.run(poll_api, port, window[1], latencies, api_errors)
-        cpu = 100 * (sum(usage.cpu_times()[:2]) - cpu) / (time.perf_counter() - wall)
+        cpu, ours, machine = [100 * (after - then) / (time.perf_counter() - wall) for after, then in
+                              zip([_busy(usage), sum(map(_busy, bench)), _busy()], before)]
         rss = usage.memory_info().rss / 2**20
         tally = collect(workers, results)
         if spy is not None:
             spy.wait(30)
-        return Level(units, cpu, rss, latencies, api_errors, tally)
+        return Level(units, cpu, rss, ours, machine - cpu - ours, latencies, api_errors, tally)
     finally:
         stop(aggregator)
+
+
+def _busy(process: psutil.Process | None = None) -> float:
+    """CPU seconds used so far: by ``process``, or by the whole machine."""
+    if process is None:
+        times = psutil.cpu_times()
+        return sum(times) - times.idle - getattr(times, "iowait", 0.0)
+    times = process.cpu_times()
+    return times.user + times.system
 
 
 def print_problems(level: Level) -> None:
