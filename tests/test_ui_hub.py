@@ -129,9 +129,9 @@ def test_a_subscriber_that_lags_gets_what_it_missed_merged_into_the_latest_of_ev
         rounds = 80  # 20 s: the lagging one is far behind (its rounds merged into spans), not stalled
         for n in range(rounds):
             hub.publish(deltas[n * len(deltas) // rounds:(n + 1) * len(deltas) // rounds])
-            for message in await received(eager):  # each round once it is sealed, PACE after its first change
+            for message in await received(eager):  # each round once sealed: the first at once, then PACE apart
                 eager_picture.apply(message)
-        assert trio.current_time() == rounds * PACE
+        assert trio.current_time() == (rounds - 1) * PACE
         (frame,) = await lagging.take()  # all it missed, in one frame
         messages = json.loads(frame)
         # per unit: 3 views, values (live, samples), 2 logs x 2 runs; per run: its summary
@@ -169,7 +169,7 @@ def test_a_change_is_encoded_once_however_many_subscribers_take_it():
     run(main)
 
 
-def test_a_subscriber_gets_a_frame_a_round_however_fast_its_units_change():
+def test_a_subscriber_gets_a_lone_change_at_once_and_a_frame_a_round_however_fast_its_units_change():
     async def main():
         hub = UiHub()
         reader = follower(hub, ["a"])
@@ -179,18 +179,47 @@ def test_a_subscriber_gets_a_frame_a_round_however_fast_its_units_change():
                 async for taken in reader:
                     frames.extend((trio.current_time(), json.loads(frame)) for frame in taken)
             nursery.start_soon(read)
+            await trio.testing.wait_all_tasks_blocked()  # the reader waits for the first change
             for n in range(1000):  # a change every millisecond for a second
                 hub.publish([Delta("a", "values", [{"name": f"T{n % 10}", "value": n, "time": trio.current_time()}])])
                 await trio.sleep(0.001)
-            while not frames or frames[-1][1][0]["data"][-1]["value"] != 999:
-                await trio.sleep(PACE)
+            with trio.fail_after(10 * PACE):
+                while not frames or frames[-1][1][0]["data"][-1]["value"] != 999:
+                    await trio.sleep(PACE)
             reader.close()
-        assert len(frames) <= 1 / PACE + 1
+        assert len(frames) <= 1 / PACE + 2
+        assert frames[0] == (0.0, [{"unit": "a", "topic": "values", "data": [{"name": "T0", "value": 0, "time": 0.0}]}])
         for (received_at, deltas), next_at in zip(frames, [at for at, _ in frames[1:]] + [math.inf]):
             assert next_at - received_at >= PACE  # paced
             (delta,) = deltas  # the round's values merged by tag
-            assert len(delta["data"]) == 10
+            assert len(delta["data"]) == 10 or received_at == 0  # all ten tags, after the first change's round
             assert received_at - max(value["time"] for value in delta["data"]) <= PACE  # within a round
+
+    run(main)
+
+
+def test_a_round_is_sealed_when_due_though_the_sender_keeping_the_time_leaves():
+    async def main():
+        hub = UiHub()
+        subscriptions = [follower(hub, ["a"]), follower(hub, ["a"])]
+        received_at: list[float] = []
+        async with trio.open_nursery() as nursery:
+            async def read(subscription: Subscription) -> None:
+                async for _ in subscription:
+                    received_at.append(trio.current_time())
+            for subscription in subscriptions:
+                nursery.start_soon(read, subscription)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish([Delta("a", "method", {"version": 1})])  # sealed at once
+            hub.publish([Delta("a", "method", {"version": 2})])  # due PACE later
+            await trio.testing.wait_all_tasks_blocked()
+            (staying,) = [subscription for subscription in subscriptions if subscription is not hub._timekeeper]
+            hub._timekeeper.close()  # the browser of the sender waiting for the round to be due leaves
+            with trio.fail_after(10 * PACE):
+                while len(received_at) < 3:
+                    await trio.sleep(PACE / 10)
+            staying.close()
+        assert received_at == [0.0, 0.0, pytest.approx(PACE)]
 
     run(main)
 
@@ -225,20 +254,23 @@ def test_a_new_viewer_or_an_unfollow_drops_what_was_not_taken_and_a_reply_comes_
         hub.publish([Delta("a", "method", {"version": 1}), Delta("b", "method", {"version": 1}),
                      Delta(None, "runs", {"run_id": "r-ops", "required_roles": ["Operator"]}),
                      Delta(None, "runs", {"run_id": "r-open", "required_roles": []})])
+        hub.publish([Delta("b", "control_state", {"running": True})])  # the next round: sealed PACE later
         subscription.unfollow(["a"])
         subscription.sign_in(NOBODY)
         await subscription.reply({"subscribed": ["b"]})
+        hub.publish([Delta("a", "method", {"version": 2}), Delta("b", "method", {"version": 2})])
+        assert await received(subscription) == [  # the first round, sealed at once
+            {"unit": "b", "topic": "method", "data": {"version": 1}},
+            {"unit": None, "topic": "runs", "data": {"run_id": "r-open", "required_roles": []}}]
         frames = [json.loads(frame) for frame in await subscription.take()]
-        assert frames == [[{"unit": "b", "topic": "method", "data": {"version": 1}},
-                           {"unit": None, "topic": "runs", "data": {"run_id": "r-open", "required_roles": []}}],
+        assert frames == [[{"unit": "b", "topic": "control_state", "data": {"running": True}},
+                           {"unit": "b", "topic": "method", "data": {"version": 2}}],  # of the reply's round
                           {"subscribed": ["b"]}]
         assert trio.current_time() == PACE  # the reply went with the round it follows, sealed when due
 
-        hub.publish([Delta("a", "method", {"version": 2}), Delta("b", "method", {"version": 2})])
-        assert await received(subscription) == [{"unit": "b", "topic": "method", "data": {"version": 2}}]
         await subscription.reply({"subscribed": ["b"]})  # nothing published since: it goes at once
         assert await received(subscription) == [{"subscribed": ["b"]}]
-        assert trio.current_time() == 2 * PACE
+        assert trio.current_time() == PACE
 
     run(main)
 

@@ -1,9 +1,11 @@
 """UiHub: fans live changes out to the browsers' WebSocket subscriptions.
 
 The cost of a change (a :class:`~pectus.projections.views.Delta`) does not grow with the number
-of browsers. Publishing puts it in the hub's *open round*, once for everybody; a round is
-*sealed* :data:`PACE` seconds after its first change and appended, with a sequence number, to
-one shared log; sealing wakes the browsers' senders with one broadcast. Each subscription only
+of browsers. Publishing puts it in the hub's *open round*, once for everybody; the round is
+*sealed* - appended, with a sequence number, to one shared log - at once if the last one was
+sealed :data:`PACE` seconds ago or more, else when that much time has passed, so a lone change
+goes out at once and a busy plant's changes in at most a few rounds a second. Sealing wakes the
+browsers' senders with one broadcast. Each subscription only
 holds a *cursor* (the last round it took) and its filter (who is signed in, which units it
 follows): when its sender is ready it reads the rounds after its cursor, keeps what it may see
 and sends them as ONE frame. So a browser gets at most one frame per round (a few a second),
@@ -54,6 +56,7 @@ own, after the changes published before it.
 from __future__ import annotations
 
 import json
+import math
 from collections import deque
 from collections.abc import AsyncIterator, Hashable, Iterable
 from typing import Any, Protocol
@@ -66,10 +69,10 @@ from pectus.projections.views import Delta
 GLOBAL_TOPICS = frozenset({"units", "runs"})  # offered to every signed-in subscription, by roles
 WHOLE_VIEWS = frozenset({"units", "control_state", "method", "runs"})
 LOGS = frozenset({"run_log", "error_log"})
-# Seconds from a round's first change to its sealing: the longest a change waits for the round
-# that carries it, and the shortest time between two frames to one browser. Measured with
-# bench/live_bench.py: 1,000 browsers on 20 demo engines cost the aggregator about twice the CPU
-# at 0.1 s as at 0.25 s (a frame and its compression per browser per round), for little latency.
+# Seconds between two rounds: the longest a change waits for the round that carries it, and the
+# shortest time between two frames to one browser. Each frame costs the aggregator its send path
+# (hypercorn, wsproto, permessage-deflate, the socket: 0.15-0.4 ms here), so a round costs a
+# frame per browser that follows something that changed (measured with bench/live_bench.py).
 PACE = 0.25
 STALL = 30.0  # seconds a round may wait for a subscription that takes nothing before it is closed
 RECENT = 8  # the newest rounds kept apart
@@ -318,6 +321,7 @@ class UiHub:
         self.head = 0  # the newest sealed round
         self._open: Changes = {}
         self._due = 0.0  # when the open round is sealed (trio's clock), once it has a change
+        self._last_sealed = -math.inf  # when the newest round was sealed
         self._opened = trio.Event()  # set when the open round gets its first change
         self._timekeeper: Subscription | None = None  # the sender that seals the open round when due
         self._timekeeping = trio.CancelScope()  # its wait (cancelled to wake it)
@@ -336,17 +340,17 @@ class UiHub:
 
     def publish(self, deltas: Iterable[Delta]) -> None:
         now = trio.current_time()
-        if self._open and now >= self._due:
-            self._seal()
         for delta in deltas:
             global_ = delta.topic in GLOBAL_TOPICS
             required = frozenset(delta.data.get("required_roles") or ()) if global_ else frozenset()
             message = Message(delta.unit, delta.topic, delta.data, required)
             key = key_of(message)
             if not self._open:
-                self._due = now + PACE
+                self._due = max(now, self._last_sealed + PACE)
                 self._opened.set()
             put(self._open, key if key is not None else object(), message)
+        if self._open and now >= self._due:  # after a quiet spell at once; or overdue, no sender keeping the time
+            self._seal()
 
     def last_round(self) -> int:
         """The round that holds the last change published: the open one if it holds any."""
@@ -368,16 +372,16 @@ class UiHub:
             finally:
                 self._waiting.discard(subscription)
             return
-        self._timekeeper = subscription
+        self._timekeeper, head = subscription, self.head
         try:
             with trio.CancelScope() as self._timekeeping:
-                while True:
+                while self.head == head:  # (publish seals a lone change itself)
                     if not self._open:
                         await self._opened.wait()
-                    await trio.sleep_until(self._due)
-                    if self._open and trio.current_time() >= self._due:
+                    elif trio.current_time() < self._due:
+                        await trio.sleep_until(self._due)
+                    else:
                         self._seal()
-                        return
         finally:
             self._timekeeper = None
             self._ring()
@@ -396,7 +400,7 @@ class UiHub:
 
     def _seal(self) -> None:
         """Append the open round to the log and wake the senders."""
-        now = trio.current_time()
+        now = self._last_sealed = trio.current_time()
         self.head += 1
         self._log.append(Span(self.head, self._open))
         self._sealed_at.append(now)
