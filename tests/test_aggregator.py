@@ -307,3 +307,25 @@ def test_it_refuses_to_start_when_an_allowed_origin_is_not_one(tmp_path, capsys,
     monkeypatch.setenv("PECTUS_ALLOWED_ORIGINS", "pectus.example.com")
     assert main(["--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
     assert "'pectus.example.com' is not an origin" in capsys.readouterr().err
+
+
+def test_an_engine_revoked_from_the_command_line_is_disconnected_and_refused(tmp_path, capsys):
+    """Before: a revoked engine kept its live session until it reconnected on its own."""
+    async def scenario(port, aggregator):
+        async with open_websocket_url(f"ws://127.0.0.1:{port}/engine", disconnect_timeout=1) as ws:
+            await ws.send_message(p.encode(HELLO))
+            assert isinstance(p.decode(await ws.get_message()), p.Welcome)
+            command = ["--data-dir", str(tmp_path / "data"), "engines", "revoke", "rogue_Unit"]
+            assert await trio.to_thread.run_sync(main, command) == 0
+            with trio.fail_after(15):  # the aggregator reads the store's new tail within seconds
+                with pytest.raises(ConnectionClosed):
+                    while True:
+                        await ws.get_message()
+        again = await session(port, [])
+        disconnected = [r.data["reason"] for r in aggregator.store.read() if r.type == "EngineDisconnected"]
+        return again, disconnected
+
+    again, disconnected = run_against_aggregator(tmp_path, scenario)
+    # Not enrolled again on first use either: a revocation stands until an operator enrols it again.
+    assert isinstance(again[0], p.Refused) and again[0].code == "identity" and "was revoked" in again[0].reason
+    assert disconnected[0] == "its enrolment was revoked"

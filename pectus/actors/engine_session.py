@@ -132,6 +132,7 @@ class Engines:
         self.sessions: dict[str, EngineSession] = {}
         self.units: dict[str, UnitMemory] = {}
         self.enrolments: dict[str, Enrolment] = {}
+        self.revoked: set[str] = set()  # engine ids revoked and not enrolled since: never enrolled on first use
         self.run_units: dict[str, str] = {}  # run id -> the unit that started it
 
     @property
@@ -168,8 +169,13 @@ class Engines:
             memory.run = None
         elif type_name == "EngineEnrolled":
             self.enrolments[unit] = Enrolment(data.get("key_sha256"), data.get("client_id"))
+            self.revoked.discard(unit)
         elif type_name == "EngineRevoked":
             self.enrolments.pop(unit, None)
+            self.revoked.add(unit)
+            session = self.sessions.get(unit)
+            if session is not None:  # a revoked credential no longer holds a connection open
+                session.close("its enrolment was revoked")
 
     async def admit(self, hello: p.Hello, now: float) -> str:
         """Check the hello's credential against the engine's enrolment; enrol on first use when
@@ -183,6 +189,9 @@ class Engines:
             await self.writer.catch_up()
             enrolment = self.enrolments.get(unit)
         if enrolment is None:
+            if unit in self.revoked:
+                raise Refusal(f"engine '{unit}' was revoked: enrol it again with 'pectus-aggregator engines enroll "
+                              f"{unit}' if it may connect", "identity")
             if not self.accept_new:
                 raise Refusal(f"engine '{unit}' is not enrolled at this aggregator: enrol it with "
                               f"'pectus-aggregator engines enroll {unit}' and give the engine its key", "identity")
@@ -231,6 +240,7 @@ class EngineSession:
         self._pending: dict[int, trio.MemorySendChannel[p.Reply]] = {}
         self._next_request = 1
         self._scope = trio.CancelScope()
+        self._closing = "closed by the aggregator"
         self._interrupt: tuple[str, int] | None = None  # (run, seq): close the run once seq is stored
         self._heard = 0.0  # trio's time when the session began waiting for the engine's next frame
         self._listening = False  # waiting for a frame (not handling one)
@@ -263,6 +273,8 @@ class EngineSession:
                 await self._interrupt_when_caught_up(memory, now)
             with self._scope:
                 reason = await self._follow(memory, actor, now)
+            if self._scope.cancelled_caught:
+                reason = self._closing
         except (SessionClosed, p.ProtocolError) as error:
             reason = str(error) or type(error).__name__
             log.warning("engine %s: %s; closing its session", unit, reason)
@@ -327,7 +339,9 @@ class EngineSession:
             await self.engines.writer.append([d.ErrorLogged(time=now, unit=unit, severity="error", message=reason)])
         await self._refuse(Refusal(reason, "duplicate"))
 
-    def close(self) -> None:
+    def close(self, reason: str) -> None:
+        """End the session (its engine will be refused or welcomed anew when it reconnects)."""
+        self._closing = reason
         self._scope.cancel()
 
     async def _refuse(self, refusal: Refusal) -> None:

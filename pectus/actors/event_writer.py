@@ -9,7 +9,8 @@ Invariants: exactly one writer actor per store; a batch is appended in one trans
 nothing; every record of the store - also one appended by an operator's command such as
 ``pectus-aggregator engines enroll`` - is handed to ``on_commit`` once, in position order, before
 any later batch is written. The writer reads such records when the store says another writer
-appended (it then writes its batch again) and when asked to (:meth:`EventWriter.catch_up`).
+appended (it then writes its batch again), when asked to (:meth:`EventWriter.catch_up`) and
+after ``QUIET_CATCH_UP`` seconds without appends.
 One request whose events cannot be stored (a value JSON cannot encode) fails alone: the others
 of its group are written without it. Backups do not need the writer: SQLite's online backup
 copies one committed snapshot of the live file (``pectus-aggregator backup``).
@@ -39,6 +40,7 @@ from pectus.events.store import EventStore, Record, StoreConflict
 log = logging.getLogger("pectus.aggregator.writer")
 
 MAX_GROUP = 1000  # requests per transaction
+QUIET_CATCH_UP = 5.0  # seconds without appends after which records of other processes are read
 FAILURE_HOLD = 10.0  # seconds of successful appends before a failing store counts as healthy again
 STORE_FAILURES = (PersistenceError, sqlite3.Error, OSError, StoreConflict)
 
@@ -78,7 +80,15 @@ class EventWriter(Actor[Append | CatchUp]):
     async def run(self) -> None:
         if self.position is None:
             self.position = self.store.last_position()  # the views were rebuilt up to here
-        async for message in self.inbox:
+        while True:
+            with trio.move_on_after(QUIET_CATCH_UP) as quiet:
+                try:
+                    message = await self.inbox.receive()
+                except trio.EndOfChannel:
+                    return
+            if quiet.cancelled_caught:  # an operator's enrol or revoke takes effect within seconds
+                await self._foreign()
+                continue
             if isinstance(message, CatchUp):
                 message.reply.set(await self._foreign())
                 continue

@@ -10,8 +10,8 @@ once, and never stored: the store keeps its SHA-256. With ``--client-id`` the en
 with an OpenID Connect application token of that app instead of a key.
 
 These commands append to the store file directly, also while the aggregator runs: the store's
-position check keeps the chain whole, and the aggregator reads what they appended before it
-refuses an engine it does not know.
+position check keeps the chain whole, and the aggregator reads what they appended within seconds
+(and at once before it refuses an engine it does not know); a revoked engine's live session ends.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pathlib import Path
 from pectus.credentials import key_digest
 from pectus.events import domain as d
 from pectus.events.store import SQLiteEventStore
+from pectus.projections.views import iso
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
 
@@ -40,8 +41,8 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     enroll.add_argument("--key-file", type=Path, help="write the new key to this file (mode 0600) instead of "
                                                       "printing it")
     actions.add_parser("list", help="the enrolled engines and how each proves who it is")
-    revoke = actions.add_parser("revoke", help="stop admitting an engine (its live session, if any, ends at "
-                                               "its next connection)")
+    revoke = actions.add_parser("revoke", help="stop admitting an engine (a connected one is disconnected "
+                                               "within seconds)")
     revoke.add_argument("engine_id")
 
 
@@ -89,7 +90,7 @@ def _list(store: SQLiteEventStore) -> int:
         if record.type == "EngineEnrolled":
             how = f"app {record.data['client_id']}" if record.data.get("client_id") else "key"
             enrolled[record.data["unit"]] = (how, f"{record.data.get('how', 'enrolled')} by "
-                                                  f"{record.data['actor']['name']}")
+                                                  f"{record.data['actor']['name']} at {iso(record.time)}")
         elif record.type == "EngineRevoked":
             enrolled.pop(record.data["unit"], None)
     if not enrolled:
@@ -105,5 +106,5 @@ def _revoke(store: SQLiteEventStore, engine_id: str) -> int:
         print(f"engine {engine_id} is not enrolled", file=sys.stderr)
         return EXIT_PROBLEMS
     store.append([d.EngineRevoked(time=time.time(), unit=engine_id, actor=_operator(), reason="revoked").stored()])
-    print(f"engine {engine_id} revoked: it is refused from its next connection")
+    print(f"engine {engine_id} revoked: a running aggregator disconnects it within seconds and refuses it from then on")
     return EXIT_OK
