@@ -22,7 +22,7 @@ import trio.testing
 from trio_websocket import ConnectionClosed, open_websocket_url
 
 from pectus.actors.aggregator import AggregatorProcess
-from pectus.actors.ui_hub import CLOSE_GRACE, PACE, RECENT, SPAN, STALL, Subscription, UiHub
+from pectus.actors.ui_hub import CLOSE_GRACE, FANOUT_SHARE, PACE, RECENT, SPAN, STALL, Subscription, UiHub
 from pectus.projections.views import Delta
 from pectus.web.auth import Identity
 from pectus.events.domain import Actor
@@ -194,6 +194,28 @@ def test_a_subscriber_gets_a_lone_change_at_once_and_a_frame_a_round_however_fas
             (delta,) = deltas  # the round's values merged by tag
             assert len(delta["data"]) == 10 or received_at == 0  # all ten tags, after the first change's round
             assert received_at - max(value["time"] for value in delta["data"]) <= PACE  # within a round
+
+    run(main)
+
+
+def test_rounds_grow_longer_when_the_fan_out_takes_more_than_its_share_of_the_loop():
+    async def main():
+        hub = UiHub()
+        subscription = follower(hub, ["a"])
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.next_round, subscription)  # its sender waits for the next round
+            await trio.testing.wait_all_tasks_blocked()
+            hub.publish([Delta("a", "method", {"version": 1})])  # sealed at once, wakes it
+        slow = 3 * PACE
+        await trio.sleep(slow)  # a busy loop: the woken sender gets to take the round this late
+        await received(subscription)
+        hub.publish([Delta("a", "method", {"version": 2})])
+        assert await received(subscription) == [{"unit": "a", "topic": "method", "data": {"version": 2}}]
+        assert trio.current_time() == pytest.approx(slow / FANOUT_SHARE)  # not PACE after the last round
+
+        hub.publish([Delta("a", "method", {"version": 3})])  # that fan-out was quick: PACE again
+        await received(subscription)
+        assert trio.current_time() == pytest.approx(slow / FANOUT_SHARE + PACE)
 
     run(main)
 

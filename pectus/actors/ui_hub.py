@@ -4,8 +4,9 @@ The cost of a change (a :class:`~pectus.projections.views.Delta`) does not grow 
 of browsers. Publishing puts it in the hub's *open round*, once for everybody; the round is
 *sealed* - appended, with a sequence number, to one shared log - at once if the last one was
 sealed :data:`PACE` seconds ago or more, else when that much time has passed, so a lone change
-goes out at once and a busy plant's changes in at most a few rounds a second. Sealing wakes the
-browsers' senders with one broadcast. Each subscription only
+goes out at once and a busy plant's changes in at most a few rounds a second (fewer when the
+browsers are so many that a round's fan-out would take more than :data:`FANOUT_SHARE` of the
+event loop). Sealing wakes the browsers' senders with one broadcast. Each subscription only
 holds a *cursor* (the last round it took) and its filter (who is signed in, which units it
 follows): when its sender is ready it reads the rounds after its cursor, keeps what it may see
 and sends them as ONE frame. So a browser gets at most one frame per round (a few a second),
@@ -69,11 +70,16 @@ from pectus.projections.views import Delta
 GLOBAL_TOPICS = frozenset({"units", "runs"})  # offered to every signed-in subscription, by roles
 WHOLE_VIEWS = frozenset({"units", "control_state", "method", "runs"})
 LOGS = frozenset({"run_log", "error_log"})
-# Seconds between two rounds: the longest a change waits for the round that carries it, and the
-# shortest time between two frames to one browser. Each frame costs the aggregator its send path
-# (hypercorn, wsproto, permessage-deflate, the socket: 0.15-0.4 ms here), so a round costs a
-# frame per browser that follows something that changed (measured with bench/live_bench.py).
+# The shortest time between two rounds, so between two frames to one browser: a change waits for
+# its round at most this long while the fan-out is cheap. Each frame costs the aggregator its
+# send path (hypercorn, wsproto, permessage-deflate, the socket: 0.15-0.5 ms, measured with
+# bench/live_bench.py), so a round costs a frame per browser following something that changed;
+# at 4 rounds a second 1,000 browsers would take the whole event loop. Hence FANOUT_SHARE.
 PACE = 0.25
+# The largest share of the event loop the fan-out takes: the next round waits at least the last
+# fan-out's time (from sealing to the last woken sender taking it) divided by this, so with many
+# browsers rounds grow longer (fewer, fuller frames) and engines and the API keep the rest.
+FANOUT_SHARE = 0.5
 STALL = 30.0  # seconds a round may wait for a subscription that takes nothing before it is closed
 RECENT = 8  # the newest rounds kept apart
 SPAN = 8  # rounds older than RECENT are merged into spans of this many
@@ -322,6 +328,8 @@ class UiHub:
         self._open: Changes = {}
         self._due = 0.0  # when the open round is sealed (trio's clock), once it has a change
         self._last_sealed = -math.inf  # when the newest round was sealed
+        self._untaken = 0  # senders woken for the newest round that have not taken it yet
+        self._fanout = 0.0  # seconds from the last measured round's sealing to its last taking
         self._opened = trio.Event()  # set when the open round gets its first change
         self._timekeeper: Subscription | None = None  # the sender that seals the open round when due
         self._timekeeping = trio.CancelScope()  # its wait (cancelled to wake it)
@@ -346,7 +354,7 @@ class UiHub:
             message = Message(delta.unit, delta.topic, delta.data, required)
             key = key_of(message)
             if not self._open:
-                self._due = max(now, self._last_sealed + PACE)
+                self._due = max(now, self._last_sealed + max(PACE, self._fanout / FANOUT_SHARE))
                 self._opened.set()
             put(self._open, key if key is not None else object(), message)
         if self._open and now >= self._due:  # after a quiet spell at once; or overdue, no sender keeping the time
@@ -405,6 +413,7 @@ class UiHub:
         self._log.append(Span(self.head, self._open))
         self._sealed_at.append(now)
         self._open, self._opened = {}, trio.Event()
+        self._untaken = len(self._waiting) + (self._timekeeper is not None)
         self._ring()
         if len(self._log) > RECENT + 1:  # the oldest of the recent rounds joins the spans
             older, aging = self._log[-RECENT - 2], self._log[-RECENT - 1]
@@ -437,6 +446,10 @@ class UiHub:
     def taken(self, subscription: Subscription) -> None:
         if subscription in self._taking:
             self._taking[subscription] = self._taking.pop(subscription)  # now the newest cursor
+        if self._untaken:
+            self._untaken -= 1
+            if not self._untaken:
+                self._fanout = trio.current_time() - self._last_sealed
 
     def ended(self, subscription: Subscription) -> None:
         self._taking.pop(subscription, None)
