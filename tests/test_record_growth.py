@@ -6,9 +6,10 @@ encoded as the outbox encodes them. Invariant: nothing a record carries grows wi
 with the runs before it - so a 10-hour run's records grow linearly with its length, and an
 outbox write costs the disk the same few pages at any hour.
 
-These tests fail on the old behaviour: with the Mark tag joining every mark of every run (as it
-did before it held only the current mark), the records of the tenth hour are several times those
-of the first, since every run-log snapshot and sample carries the whole history of marks.
+These tests fail on the old behaviour. With the Mark tag joining every mark of every run and the
+run-log items sent whole at each change (as before records carried what changed), every snapshot
+carries the history of marks: 226 KB of records per minute in the first hour, 2.8 MB in the tenth.
+With the outbox's pages at SQLite's 4 KiB, a write appended 7.6 KB to the log instead of 2.6 KB.
 """
 
 from __future__ import annotations
