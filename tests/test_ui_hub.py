@@ -269,6 +269,23 @@ def test_each_subscriber_gets_the_units_it_follows_and_the_global_changes_its_ro
     run(main)
 
 
+def test_the_changes_of_a_unit_nobody_follows_are_not_kept():
+    async def main():
+        hub = UiHub()
+        subscription = follower(hub, ["a"])
+        hub.publish([Delta("b", "method", {"version": 1}), Delta("b", "values", [{"name": "T", "value": 1, "time": 0}])])
+        assert await nothing_for(subscription) and hub.held == 0
+        subscription.follow(["b"])  # from now on
+        hub.publish([Delta("b", "method", {"version": 2})])
+        assert await received(subscription) == [{"unit": "b", "topic": "method", "data": {"version": 2}}]
+        assert hub.held == 1
+        subscription.close()
+        hub.publish([Delta("b", "method", {"version": 3}), Delta(None, "runs", {"run_id": "r", "required_roles": []})])
+        assert hub.last_round() == hub.head  # no subscription at all: nothing is kept, no round opens
+
+    run(main)
+
+
 def test_a_new_viewer_or_an_unfollow_drops_what_was_not_taken_and_a_reply_comes_after_the_changes_before_it():
     async def main():
         hub = UiHub()

@@ -11,7 +11,7 @@ holds a *cursor* (the last round it took) and its filter (who is signed in, whic
 follows): when its sender is ready it reads the rounds after its cursor, keeps what it may see
 and sends them as ONE frame. So a browser gets at most one frame per round (a few a second),
 however fast the units change, and the JSON text of a unit's changes in a round is encoded once
-and joined into every frame that carries it.
+and joined into every frame that carries it. The changes of a unit nobody follows are not kept.
 
 Coalescing, by *key*: a round holds at most one message per key, and a browser that reads more
 than one round at a time gets them merged by key as well; a newer change whose key is already
@@ -215,11 +215,16 @@ class Subscription:
         self._bell = trio.Event()  # rung to wake its sender: a round sealed, a reply, the end
 
     def follow(self, units: Iterable[str]) -> None:
-        self.units.update(units)
+        """Follow ``units``: their changes published from now on are taken."""
+        added = set(units) - self.units
+        self.units |= added
+        self._hub.followed(added, 1)
 
     def unfollow(self, units: Iterable[str]) -> None:
         """Stop following ``units``: none of their changes is taken from now on."""
-        self.units.difference_update(units)
+        dropped = set(units) & self.units
+        self.units -= dropped
+        self._hub.followed(dropped, -1)
 
     def sign_in(self, viewer: Viewer) -> None:
         """Deliver to ``viewer`` from now on: global changes it may not see are not taken.
@@ -305,6 +310,7 @@ class Subscription:
     def end(self, stalled: bool = False) -> None:
         """End the subscription (the hub's side): its reader gets [] and closes the browser."""
         self.stalled = self.stalled or stalled
+        self.unfollow(self.units)
         self._hub.ended(self)
         self.closed.set()
         self._hub.wake(self)
@@ -337,6 +343,7 @@ class UiHub:
         self._log: deque[Span] = deque()
         self._sealed_at: deque[float] = deque()  # per round of the log, from its first
         self._taking: dict[Subscription, None] = {}  # the open subscriptions, oldest cursor first
+        self._followers: dict[str, int] = {}  # unit -> how many open subscriptions follow it
         self._held: set[Subscription] = set()  # handed out and not closed by their reader
         self._released = trio.Event()  # set when a subscription is closed by its reader
 
@@ -350,6 +357,8 @@ class UiHub:
         now = trio.current_time()
         for delta in deltas:
             global_ = delta.topic in GLOBAL_TOPICS
+            if not (self._taking if global_ else delta.unit in self._followers):
+                continue  # nobody would take it (a subscription takes what is published after it follows)
             required = frozenset(delta.data.get("required_roles") or ()) if global_ else frozenset()
             message = Message(delta.unit, delta.topic, delta.data, required)
             key = key_of(message)
@@ -450,6 +459,14 @@ class UiHub:
             self._untaken -= 1
             if not self._untaken:
                 self._fanout = trio.current_time() - self._last_sealed
+
+    def followed(self, units: Iterable[str], change: int) -> None:
+        for unit in units:
+            count = self._followers.get(unit, 0) + change
+            if count:
+                self._followers[unit] = count
+            else:
+                del self._followers[unit]
 
     def ended(self, subscription: Subscription) -> None:
         self._taking.pop(subscription, None)
