@@ -371,6 +371,7 @@ class Uplink(Actor[list[dict[str, Any]]]):
         self.connected = False
         self.last_acked = 0
         self._trimmed = 0  # acknowledged records up to here are gone from the outbox
+        self._written = 0  # the newest record in the outbox
         self._refused: list[p.RefusedRecord] = []  # acknowledged as refused, not yet dead-lettered
         self._live: dict[str, dict[str, Any]] = {}
         self._new = trio.Event()
@@ -393,7 +394,7 @@ class Uplink(Actor[list[dict[str, Any]]]):
         try:
             # What the engine is now (its UOD, its method) is in the outbox before any hello, so the
             # aggregator learns it in order: after whatever the outbox still held from before.
-            await trio.to_thread.run_sync(self.outbox.append, self.builder.present(self.engine.clock))
+            self._written = await trio.to_thread.run_sync(self.outbox.append, self.builder.present(self.engine.clock))
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._store)
                 nursery.start_soon(self._connect_forever)
@@ -426,9 +427,10 @@ class Uplink(Actor[list[dict[str, Any]]]):
         if not records and acknowledged == self._trimmed and not refused:
             return
         self._refused = []
-        await trio.to_thread.run_sync(self.outbox.write, records, acknowledged, refused)
+        newest = await trio.to_thread.run_sync(self.outbox.write, records, acknowledged, refused)
         self._trimmed = acknowledged
         if records:
+            self._written = newest
             self._new.set()
 
     async def _connect_forever(self) -> None:
@@ -481,7 +483,8 @@ class Uplink(Actor[list[dict[str, Any]]]):
             if self._live:
                 live, self._live = list(self._live.values()), {}
                 await ws.send_message(p.encode(p.Live(live)))
-            while True:
+            # Live values wake this every tick; the outbox has new records twice a second.
+            while sent < self._written:
                 records = await trio.to_thread.run_sync(self.outbox.pending, sent, max_bytes)
                 if not records:
                     break
