@@ -440,6 +440,7 @@ class Level:
     rss: float  # MiB
     bench: float  # % of one core the bench processes used
     others: float  # % of one core everything else on the machine used (the figures need a quiet one)
+    waited: float  # % of the window the aggregator's loop was ready to run but waited for a core
     api: list[float]
     api_errors: collections.Counter
     tally: Tally
@@ -453,13 +454,13 @@ class Level:
         waiting = t.backlog[max(t.backlog)] if t.backlog else 0
         problems = sum(t.errors.values()) + sum(self.api_errors.values())
         return (f"{self.units:5d} {self.cpu:7.1f} {self.cpu / self.units:8.2f} {self.rss:6.0f} {api} {acks} "
-                f"{waiting:8d} {grows:>6} {late} {problems:6d} {self.bench:6.0f} {self.others:6.0f}")
+                f"{waiting:8d} {grows:>6} {late} {problems:6d} {self.bench:6.0f} {self.others:6.0f} {self.waited:6.0f}")
 
 
 HEADER = (f"{'units':>5} {'CPU %':>7} {'%/unit':>8} {'RSS MB':>6} {'API p99':>7} {'ack p99':>8} "
-          f"{'unacked':>8} {'backlog':>6} {'late':>6} {'errors':>6} {'bench':>6} {'others':>6}\n"
+          f"{'unacked':>8} {'backlog':>6} {'late':>6} {'errors':>6} {'bench':>6} {'others':>6} {'waited':>6}\n"
           f"{'':>5} {'(1 core)':>7} {'':>8} {'':>6} {'(ms)':>7} {'(ms)':>8} {'(end)':>8} {'':>6} {'(ms)':>6} "
-          f"{'':>6} {'CPU %':>6} {'CPU %':>6}")
+          f"{'':>6} {'CPU %':>6} {'CPU %':>6} {'%':>6}")
 
 
 def measure_level(units: int, seconds: float, folder: Path, py_spy: Path | None = None,
@@ -480,17 +481,17 @@ def measure_level(units: int, seconds: float, folder: Path, py_spy: Path | None 
                                     "--format", "raw", "--output", str(py_spy)],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         bench = [psutil.Process(worker.pid) for worker in workers] + [psutil.Process()]
-        before, wall = [_busy(usage), sum(map(_busy, bench)), _busy()], time.perf_counter()
+        before, wall = [_busy(usage), sum(map(_busy, bench)), _busy(), _waited(usage)], time.perf_counter()
         latencies: list[float] = []
         api_errors: collections.Counter = collections.Counter()
         trio.run(poll_api, port, window[1], latencies, api_errors)
-        cpu, ours, machine = [100 * (after - then) / (time.perf_counter() - wall) for after, then in
-                              zip([_busy(usage), sum(map(_busy, bench)), _busy()], before)]
+        cpu, ours, machine, waited = [100 * (after - then) / (time.perf_counter() - wall) for after, then in
+                                      zip([_busy(usage), sum(map(_busy, bench)), _busy(), _waited(usage)], before)]
         rss = usage.memory_info().rss / 2**20
         tally = collect(workers, results)
         if spy is not None:
             spy.wait(30)
-        return Level(units, cpu, rss, ours, machine - cpu - ours, latencies, api_errors, tally)
+        return Level(units, cpu, rss, ours, machine - cpu - ours, waited, latencies, api_errors, tally)
     finally:
         stop(aggregator)
 
@@ -502,6 +503,15 @@ def _busy(process: psutil.Process | None = None) -> float:
         return sum(times) - times.idle - getattr(times, "iowait", 0.0)
     times = process.cpu_times()
     return times.user + times.system
+
+
+def _waited(process: psutil.Process) -> float:
+    """Seconds the process's main thread (the Trio loop) was ready to run but waited for a core
+    (Linux schedstat): the time other processes took from the loop. 0 where the kernel does not say."""
+    try:
+        return int(Path(f"/proc/{process.pid}/task/{process.pid}/schedstat").read_text().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
 
 
 def print_problems(level: Level) -> None:
