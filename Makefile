@@ -14,8 +14,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# The demo's port: PORT=8400 make demo (or make demo PORT=8400).
+PORT ?= 8300
+
 demo: $(STAMP)
-	$(BIN)/python -m pectus.demo
+	$(BIN)/python -m pectus.demo --port $(PORT)
 
 # The browser tests drive Debian's Chromium (never a downloaded browser).
 CHROMIUM := /usr/bin/chromium

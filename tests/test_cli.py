@@ -1,8 +1,11 @@
-"""pectus-engine validate and simulate: exit codes, findings with lines, the events file."""
+"""The command lines: pectus-engine validate and simulate (exit codes, findings with lines, the events file),
+and what a new user meets first when starting the engine, the aggregator or the demo."""
 
 from __future__ import annotations
 
 import json
+import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -137,3 +140,40 @@ def test_the_engine_refuses_a_broken_uod_with_its_line(tmp_path):
     result = subprocess.run([str(script), "-uod", str(uod)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 1
     assert "broken.py:2" in result.stderr and "undefined_name" in result.stderr
+
+
+def busy_port() -> socket.socket:
+    """A listening socket on a free loopback port: the port is taken while it is open."""
+    taken = socket.socket()
+    taken.bind(("127.0.0.1", 0))
+    taken.listen()
+    return taken
+
+
+def test_the_aggregator_on_a_busy_port_says_so_in_one_line(tmp_path):
+    """Before: a 61-line ExceptionGroup traceback from inside hypercorn's serve."""
+    script = Path(sys.executable).parent / "pectus-aggregator"
+    with busy_port() as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run([str(script), "-p", str(port), "--data-dir", str(tmp_path)],
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    line = f"port {port} on 127.0.0.1 is already in use"
+    said = [text for text in result.stderr.splitlines() if line in text]
+    assert len(said) == 1 and said[0].endswith("choose another port with -p PORT"), result.stderr
+
+
+def test_the_demo_takes_its_port_from_make_and_says_when_it_is_busy(tmp_path):
+    dry_run = subprocess.run(["make", "-n", "demo"], cwd=ROOT, env={**os.environ, "PORT": "8411"},
+                             capture_output=True, text=True, timeout=60)
+    assert dry_run.stdout.splitlines()[-1].endswith("-m pectus.demo --port 8411"), dry_run.stdout
+    with busy_port() as taken:
+        port = taken.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "pectus.demo", "--port", str(port)], cwd=tmp_path,
+                                capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"port {port} on 127.0.0.1 is already in use (another aggregator, or `make demo`, may be running): "
+        f"stop what uses it, or choose another port with PORT={port + 1} make demo")

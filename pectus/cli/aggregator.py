@@ -195,6 +195,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from pectus.actors.aggregator import SIGNING_KEY_FILE, AggregatorProcess
+    from pectus.cli.ports import is_port_in_use, port_in_use_message
     from pectus.events.signing import load_or_create_signer
     from pectus.sentry import flush, init_sentry
     from pectus.web.auth import AuthConfig, ConfigError
@@ -237,6 +238,11 @@ def _serve(args: argparse.Namespace) -> int:
 
     try:
         trio.run(run)
+    except BaseExceptionGroup as error:
+        if not is_port_in_use(error):
+            raise
+        print(port_in_use_message(args.host, args.port, "-p PORT"), file=sys.stderr)
+        return EXIT_PROBLEMS
     finally:
         flush()
     return EXIT_OK
