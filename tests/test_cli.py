@@ -108,6 +108,14 @@ def test_the_console_script_is_installed():
     assert result.returncode == 2
 
 
+def test_the_engine_without_a_uod_says_what_is_missing(capsys):
+    """Before: the bare help, with nothing saying that -uod was missing."""
+    assert main([]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["pectus-engine: the UOD is missing: run a unit with pectus-engine -uod UOD.py, or use "
+                                "a subcommand (validate, port-uod, simulate); pectus-engine --help lists every option"]
+
+
 def test_the_engine_runs_writes_events_and_stops_cleanly_on_sigterm(tmp_path):
     import signal
     import time

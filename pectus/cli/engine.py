@@ -125,7 +125,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "simulate":
         return _simulate(args)
     if args.uod is None:
-        parser.print_help(sys.stderr)
+        print("pectus-engine: the UOD is missing: run a unit with pectus-engine -uod UOD.py, or use a subcommand "
+              "(validate, port-uod, simulate); pectus-engine --help lists every option", file=sys.stderr)
         return EXIT_USAGE
     if args.show_register_details:
         return _validate(args.uod, None, True)
