@@ -185,3 +185,13 @@ def test_the_demo_takes_its_port_from_make_and_says_when_it_is_busy(tmp_path):
     assert result.stderr.splitlines()[-1] == (
         f"port {port} on 127.0.0.1 is already in use (another aggregator, or `make demo`, may be running): "
         f"stop what uses it, or choose another port with PORT={port + 1} make demo")
+
+
+def test_every_option_of_both_programs_has_help_text():
+    """Before: pectus-aggregator --help showed --log-level with no word about it."""
+    from pectus.cli import aggregator, engine
+
+    for parser in (engine._parser(), aggregator._parser()):
+        unexplained = [action.option_strings for action in parser._actions
+                       if action.option_strings and not action.help]
+        assert unexplained == [], parser.prog

@@ -49,7 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                              "only enrolled engines connect)")
     parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="lowest log level sent to Sentry as an event; Sentry is on only when SENTRY_DSN is set")
-    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="console log level (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     verify = commands.add_parser("verify", help="walk the hash chain of a store; exit 1 at the first broken link")
     verify.add_argument("--file", type=Path, help="a store file (default: the one in --data-dir)")
