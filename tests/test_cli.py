@@ -195,3 +195,16 @@ def test_every_option_of_both_programs_has_help_text():
         unexplained = [action.option_strings for action in parser._actions
                        if action.option_strings and not action.help]
         assert unexplained == [], parser.prog
+
+
+def test_a_refused_argument_says_what_is_valid_in_validate_and_in_the_run(tmp_path, capsys):
+    """The analyzer and the run give the same reason, naming the range, units and choices."""
+    method = write(tmp_path, "m.pcode", "VA01: Foo\nPU01: 500 L\n")
+    assert main(["validate", "--uod", str(DEMO_UOD), str(method)]) == 1
+    out = capsys.readouterr().out
+    valve = "Invalid arguments for command 'VA01': 'Foo' is not valid: VA01 takes one of Open or Closed"
+    pump = ("Invalid arguments for command 'PU01': '500 L' is not valid: L is a volume; "
+            "PU01 takes a number, 0 or more, in % (percentage)")
+    assert f"{method}:1: error: {valve}." in out and f"{method}:2: error: {pump}." in out
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "10"]) == 1
+    assert f"the run paused on an error: line 1: Command 'VA01' failed: {valve}" in capsys.readouterr().out

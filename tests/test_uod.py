@@ -23,7 +23,7 @@ from pectus.uod import (REGEX_BASE_ARG, REGEX_DURATION, REGEX_DURATION_OPTIONAL,
                         UnitOperationDefinition, UnitOperationDefinitionBase, UodBuilder, UodCommand, UodError,
                         as_decimal, as_int, load_uod, tags)
 from pectus.uod.commands import CommandDefinition
-from pectus.uod.regex import describe_pattern
+from pectus.uod.regex import describe_accepted, describe_pattern
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO_UOD = ROOT / "uods" / "demo_uod.py"
@@ -585,6 +585,35 @@ def test_describe_pattern():
     assert info.exclusive_options == ("A", "B") and info.additive_options == ("1", "2", "3")
     # A hand-written pattern: only the literal alternatives are units.
     assert describe_pattern(r"^(?P<number>\d+) (?P<number_unit>[a-z]+|kg|\%)$").units == ("kg", "%")
+
+
+
+def test_describe_accepted_says_what_a_helper_pattern_takes():
+    assert describe_accepted(RegexNumber(units=["%"], non_negative=True)) == "a number, 0 or more, in % (percentage)"
+    assert describe_accepted(RegexNumber(units=["L", "mL", "L/h"])) == "a number in L or mL (volume) or L/h (flow)"
+    assert describe_accepted(REGEX_INT) == "a whole number, 0 or more"
+    assert describe_accepted(REGEX_DURATION_OPTIONAL) == "a number, 0 or more, in s, min or h (time), or nothing"
+    assert describe_accepted(RegexCategorical(["Open", "Closed"])) == "one of Open or Closed"
+    assert describe_accepted(RegexCategorical(["Off"], ["1", "2"])) == (
+        "one of Off; or 1 or 2, or several of them joined by '+' (e.g. 1+2)")
+    # What the helpers did not build is not guessed at.
+    assert describe_accepted(REGEX_TEXT) is None
+    assert describe_accepted(r"^(?P<number>\d+) (?P<number_unit>kg)$") is None
+
+
+def test_a_refused_argument_says_what_the_command_accepts():
+    """Before: only "'500 L' is not valid" and "'Foo' is not valid"."""
+    pump = CommandDefinition("PU01", noop, parser=re.compile(RegexNumber(units=["%"], non_negative=True)))
+    assert pump.refusal("500 L") == (
+        "'500 L' is not valid: L is a volume; PU01 takes a number, 0 or more, in % (percentage)")
+    assert pump.refusal("-5 %") == "'-5 %' is not valid: PU01 takes a number, 0 or more, in % (percentage)"
+    assert pump.refusal("") == "an argument is needed: PU01 takes a number, 0 or more, in % (percentage)"
+    valve = CommandDefinition("VA01", noop, parser=re.compile(RegexCategorical(["Open", "Closed"])))
+    assert valve.refusal(" Foo ") == "'Foo' is not valid: VA01 takes one of Open or Closed"
+    no_argument = CommandDefinition("Reset", noop, parser=None)
+    assert no_argument.refusal("now") == "'now' is not valid: Reset takes no argument"
+    custom = CommandDefinition("A", noop, parser=lambda text: None)
+    assert custom.refusal("x") == "'x' is not valid"
 
 
 def test_as_decimal_and_as_int():

@@ -73,6 +73,13 @@ class CommandSpec(Protocol):
     def parse(self, argument: str) -> object | None: ...
 
 
+@runtime_checkable
+class ExplainsRefusal(Protocol):
+    """A command that can say why an argument is refused and what it accepts (a UOD's can)."""
+
+    def refusal(self, argument: str) -> str: ...
+
+
 Problem = tuple[str, str, tuple[str, ...]]  # (id, message, fixes)
 
 #: The Base of thresholds before any ``Base:`` line (as in Open Pectus).
@@ -426,7 +433,7 @@ def _invalid_duration(node: Node) -> Diagnostic:
 
 def _command_problem(node: Node, commands: Mapping[str, ArgumentParser | CommandSpec]) -> Diagnostic | None:
     name, argument = node.name, node.arguments
-    parser = commands.get(name)
+    parser = spec = commands.get(name)
     if parser is None:
         return _undefined_command(node, commands)
     if isinstance(parser, CommandSpec):
@@ -439,7 +446,10 @@ def _command_problem(node: Node, commands: Mapping[str, ArgumentParser | Command
         valid = False
     if valid:
         return None
-    shown = f"{_quote(argument)} is not valid" if argument else "an argument is needed"
+    if isinstance(spec, ExplainsRefusal):
+        shown = spec.refusal(argument)
+    else:
+        shown = f"{_quote(argument)} is not valid" if argument else "an argument is needed"
     return _at(node, "CommandArgsInvalid", Severity.ERROR, f"Invalid arguments for command "
                f"{_quote(name)}: {shown}", fragment=argument)
 

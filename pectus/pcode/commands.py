@@ -192,7 +192,8 @@ class CommandManager:
                     self.cancel(other)
         arguments = definition.parse(running.argument)
         if arguments is None:
-            raise CommandError(f"Invalid arguments '{running.argument}' for command '{running.name}'")
+            raise CommandError(f"Invalid arguments for command '{running.name}': "
+                               f"{definition.refusal(running.argument)}")
         if running.uod is None:
             running.uod = definition.create(engine.uod, running.item.id if running.item else 0, clock=engine.now)
             running.uod.initialize()

@@ -27,8 +27,9 @@ a regex       every named group (groups that did not match as ``None``)
 a callable    the dict it returns
 ============  ==========================================================
 
-Every parser answers ``None`` for arguments it does not accept; the engine reports that as
-"Invalid arguments for command '<name>'".
+Every parser answers ``None`` for arguments it does not accept; the engine and the analyzer
+report that as "Invalid arguments for command '<name>': " and :meth:`CommandDefinition.refusal`,
+which says what the command accepts when its pattern is one of the ``pectus.uod.regex`` helpers.
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Literal
 
-from pectus.uod.regex import PatternInfo, describe_pattern
+from pectus.pcode.units import quantity_of
+from pectus.uod.regex import PatternInfo, describe_accepted, describe_pattern
 
 ExecFn = Callable[..., None]
 LifecycleFn = Callable[["UodCommand"], None]
@@ -49,6 +51,9 @@ LifecycleFn = Callable[["UodCommand"], None]
 Parser = Literal["default"] | None | re.Pattern[str] | Callable[[str], dict[str, Any] | None]
 
 ArgumentType = Literal["none", "text", "float", "choice"]
+
+# A number then a word: the word is the unit the argument was written in ('500 L').
+_WRITTEN_UNIT_RE = re.compile(r"^\s*-?[0-9.]+\s*(?P<unit>\S+)\s*$")
 
 
 class UodCommand:
@@ -156,6 +161,24 @@ class CommandDefinition:
             match = parser.search(argument)
             return match.groupdict() if match else None
         return parser(argument)
+
+    def refusal(self, argument: str) -> str:
+        """Why ``argument`` is refused, and what would be accepted when the pattern tells.
+
+        "'500 L' is not valid: L is a volume; PU01 takes a number, 0 or more, in % (percentage)".
+        Call it only for an argument :meth:`parse` refused.
+        """
+        refused = f"'{argument.strip()}' is not valid" if argument.strip() else "an argument is needed"
+        if self.parser is None:
+            return f"{refused}: {self.name} takes no argument"
+        accepted = describe_accepted(self.pattern) if self.pattern is not None else None
+        if accepted is None:
+            return refused
+        written = _WRITTEN_UNIT_RE.match(argument)
+        unit = written["unit"] if written and self.units and written["unit"] not in self.units else None
+        quantity = quantity_of(unit)
+        mismatch = f" {unit} is a {quantity};" if quantity is not None else ""
+        return f"{refused}:{mismatch} {self.name} takes {accepted}"
 
     def create(self, context: Any, instance_id: str, clock: Callable[[], float] = time.time) -> UodCommand:
         """A new instance. ``clock`` gives ``cmd.tick_time``: the engine passes its tick clock."""

@@ -23,6 +23,7 @@ The names and shapes are those of Open Pectus, so UOD files port unchanged.
 
 from __future__ import annotations
 
+import itertools
 import re
 from dataclasses import dataclass
 
@@ -172,3 +173,53 @@ def _literals(alternatives: list[str]) -> list[str]:
     return [re.sub(r"\\(.)", r"\1", a) for a in alternatives
             if a and not re.search(r"\\[A-Za-z0-9]", a)
             and not re.search(r"[.^$*+?{}\[\]()|]", re.sub(r"\\.", "", a))]
+
+
+def describe_accepted(pattern: str) -> str | None:
+    """What an argument must be to match ``pattern``, in words, for a message that refuses one.
+
+    ``RegexNumber(units=["%"], non_negative=True)`` gives "a number, 0 or more, in % (percentage)";
+    ``RegexCategorical(["Open", "Closed"])`` gives "one of Open or Closed". Only the helpers'
+    shapes are described (recognised by building them again from what :func:`describe_pattern`
+    reads); for a hand-written pattern the answer is None, never a guess.
+    """
+    info = describe_pattern(pattern)
+    if "number" in info.groups:
+        units = list(info.units) or None
+        for non_negative, int_only, optional in itertools.product((False, True), repeat=3):
+            helper = RegexNumberOptional if optional else RegexNumber
+            if helper(units, non_negative, int_only) == pattern:
+                text = "a whole number" if int_only else "a number"
+                if non_negative:
+                    text += ", 0 or more" + ("," if units else "")
+                if units:
+                    text += f" in {_units_in_words(units)}"
+                return text + (", or nothing" if optional else "")
+        return None
+    if "option" in info.groups:
+        exclusive, additive = list(info.exclusive_options), list(info.additive_options)
+        if RegexCategorical(exclusive or None, additive or None) != pattern:
+            return None
+        choices = []
+        if exclusive:
+            choices.append(f"one of {_either(exclusive)}")
+        if additive:
+            several = f", or several of them joined by '+' (e.g. {'+'.join(additive[:2])})" if len(additive) > 1 else ""
+            choices.append(_either(additive) + several)
+        return "; or ".join(choices)
+    return None
+
+
+def _units_in_words(units: list[str]) -> str:
+    """``["L", "mL", "L/h"]`` -> "L or mL (volume) or L/h (flow)": units grouped by their quantity."""
+    from pectus.pcode.units import quantity_of
+
+    by_quantity: dict[str | None, list[str]] = {}
+    for unit in units:
+        by_quantity.setdefault(quantity_of(unit), []).append(unit)
+    return _either([_either(same) + (f" ({quantity})" if quantity else "") for quantity, same in by_quantity.items()])
+
+
+def _either(words: list[str]) -> str:
+    """``["a", "b", "c"]`` -> "a, b or c"."""
+    return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
