@@ -30,7 +30,8 @@ HOST = "127.0.0.1"
 
 async def main(port: int) -> None:
     data = Path("data")
-    aggregator = AggregatorProcess(data, host=HOST, port=port, accept_new_engines=True)  # the demo engine enrols on first use
+    # The demo engine enrols on first use.
+    aggregator = AggregatorProcess(data, host=HOST, port=port, accept_new_engines=True)
     uod = load_uod(ROOT / "uods" / "demo_uod.py")
     engine_id = f"{socket.gethostname()}_{uod.instrument}"
     engine = EngineProcess(uod, uplink={"outbox": data / f"{engine_id}.outbox.sqlite3",
