@@ -208,3 +208,12 @@ def test_a_refused_argument_says_what_is_valid_in_validate_and_in_the_run(tmp_pa
     assert f"{method}:1: error: {valve}." in out and f"{method}:2: error: {pump}." in out
     assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "10"]) == 1
     assert f"the run paused on an error: line 1: Command 'VA01' failed: {valve}" in capsys.readouterr().out
+
+
+def test_validate_and_the_run_use_the_same_word_for_an_unknown_instruction(tmp_path, capsys):
+    """Before: the analyzer said "Unknown instruction" where the run said "Invalid instruction"."""
+    method = write(tmp_path, "m.pcode", "Danger: now\n")
+    assert main(["validate", "--uod", str(DEMO_UOD), str(method)]) == 1
+    assert f"{method}:1: error: Invalid instruction 'Danger': " in capsys.readouterr().out
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "10"]) == 1
+    assert "the run paused on an error: line 1: Invalid instruction 'Danger'" in capsys.readouterr().out

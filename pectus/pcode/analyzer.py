@@ -466,12 +466,12 @@ def _undefined_command(node: Node, commands: Mapping[str, ArgumentParser | Comma
         if name.startswith(candidate + " "):
             fix = f"{candidate}: {name[len(candidate):].strip()}"
             return _at(node, "UndefinedCommand", Severity.ERROR,
-                       f"Unknown instruction {_quote(name)}: separate {_quote(candidate)} from its "
+                       f"Invalid instruction {_quote(name)}: separate {_quote(candidate)} from its "
                        "arguments with ': '", fixes=(fix,))
     fixes = closest(name, known)
     case_hint = " (names are case-sensitive)" if fixes and fixes[0].lower() == name.lower() else ""
     return _at(node, "UndefinedCommand", Severity.ERROR,
-               f"Unknown instruction {_quote(name)}: neither a P-code instruction nor a command of "
+               f"Invalid instruction {_quote(name)}: neither a P-code instruction nor a command of "
                f"this unit{case_hint}", fixes=fixes)
 
 
