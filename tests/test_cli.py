@@ -217,3 +217,12 @@ def test_validate_and_the_run_use_the_same_word_for_an_unknown_instruction(tmp_p
     assert f"{method}:1: error: Invalid instruction 'Danger': " in capsys.readouterr().out
     assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "10"]) == 1
     assert "the run paused on an error: line 1: Invalid instruction 'Danger'" in capsys.readouterr().out
+
+
+def test_simulate_lists_the_marks_with_their_time(tmp_path, capsys):
+    """Before: only "2 marks"."""
+    method = write(tmp_path, "m.pcode", "Mark: first\nWait: 2 s\nMark: second one\n")
+    assert main(["simulate", "--uod", str(DEMO_UOD), str(method)]) == 0
+    out = capsys.readouterr().out
+    listed = [line for line in out.splitlines() if line.startswith("  Mark at")]
+    assert listed == ["  Mark at 0.1 s (line 1): first", "  Mark at 2.2 s (line 3): second one"], out

@@ -321,6 +321,10 @@ def _simulate_run(sim, args: argparse.Namespace, out) -> int:
     print(f"System State {engine.system_state}, Method Status {engine.method_status}, "
           f"process time {engine.process_time:.1f} s, {len(engine.marks)} marks, "
           f"{len(engine.run_log)} run-log items")
+    # Each mark with the simulated time it was set at, on the clock of "Simulated ... s" above.
+    for item in engine.run_log:
+        if item.instruction == "Mark":
+            print(f"  Mark at {item.start:.1f} s (line {item.line}): {item.arguments}")
     error = engine.last_error if engine.method_status == "Error" else None
     sim.close()  # as the engine stops: safe outputs written, hardware disconnected
     write_events()
