@@ -226,3 +226,13 @@ def test_simulate_lists_the_marks_with_their_time(tmp_path, capsys):
     out = capsys.readouterr().out
     listed = [line for line in out.splitlines() if line.startswith("  Mark at")]
     assert listed == ["  Mark at 0.1 s (line 1): first", "  Mark at 2.2 s (line 3): second one"], out
+
+
+def test_docs_engine_lists_every_option_of_the_engine():
+    """Before: docs/engine.md left out --standalone (and, earlier, --outbox)."""
+    from pectus.cli import engine
+
+    table = (ROOT / "docs" / "engine.md").read_text(encoding="utf-8")
+    missing = [action.option_strings[-1] for action in engine._parser()._actions
+               if action.option_strings and action.dest != "help" and f"`{action.option_strings[-1]}" not in table]
+    assert missing == []
