@@ -236,3 +236,12 @@ def test_docs_engine_lists_every_option_of_the_engine():
     missing = [action.option_strings[-1] for action in engine._parser()._actions
                if action.option_strings and action.dest != "help" and f"`{action.option_strings[-1]}" not in table]
     assert missing == []
+
+
+def test_the_licence_is_an_spdx_expression_so_make_demo_installs_without_warnings():
+    """Before: `license = { text = "MIT" }`, which setuptools warns about on every `make demo` install."""
+    import tomllib
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    assert project["project"]["license"] == "MIT"
+    assert "setuptools>=77" in project["build-system"]["requires"]  # the first to read an SPDX string
