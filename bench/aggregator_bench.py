@@ -25,8 +25,8 @@ The emulated engine tells the truth: it sends what the demo engine sends, record
 frame for frame. The demo UOD and method run once, on a virtual clock, through the engine's own
 :class:`~pectus.actors.uplink.RecordBuilder` (:func:`demo_traffic`); each emulated engine then
 replays those ticks on a real 0.1 s clock, with the times moved to its own clock and the run ids
-made its own, and ships them as the Uplink does: a ``live`` frame per tick with the tags that
-changed, the records in a ``records`` frame every half second (the outbox's flush), a heartbeat
+made its own, and ships them as the Uplink does: a ``live`` frame every LIVE_INTERVAL with the
+newest value of each tag that changed, the records in a ``records`` frame every half second (the outbox's flush), a heartbeat
 every 5 s, acknowledgements received and timed as they come (the Uplink does not stop sending
 while it waits for them).
 """
@@ -37,6 +37,7 @@ import argparse
 import collections
 import functools
 import json
+import math
 import multiprocessing
 import random
 import re
@@ -60,7 +61,7 @@ import trio
 from measure import percentile
 from trio_websocket import ConnectionClosed, open_websocket_url
 
-from pectus.actors.uplink import FLUSH_INTERVAL, RecordBuilder
+from pectus.actors.uplink import FLUSH_INTERVAL, LIVE_INTERVAL, RecordBuilder
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.signing import ChainSigner, load_or_create_signer
@@ -78,6 +79,7 @@ BATCH = 20  # records per frame: an engine's backlog after a short cut; live it 
 TAGS = 10  # tag values per sample record
 TICK = 0.1  # the engine's scan interval (s)
 FLUSH_TICKS = round(FLUSH_INTERVAL / TICK)  # ticks per outbox write: records go out in a frame per write
+LIVE_TICKS = math.ceil(LIVE_INTERVAL / TICK - 1e-9)  # ticks per live frame of a unit whose tags change every tick
 HEARTBEAT_TICKS = 50  # a heartbeat every 5 s
 SIM_START = 1_800_000_000.0  # the virtual clock's start: every time the demo produced lies after it
 SIM_SPAN = 10_000_000.0  # ... and before SIM_START + SIM_SPAN; no tag value of the demo does
@@ -152,8 +154,20 @@ def demo_traffic(runs: int = 2) -> Traffic:
         return Tick(template(live, run_ids, lambda values: p.encode(p.Live(values))) if live else None,
                     [template(record, run_ids, _record_text) for record in records])
 
+    def paced(ticks: list[tuple[list[dict[str, Any]], list[dict[str, Any]]]]) -> list[Tick]:
+        """The Uplink's live pacing: the newest value of each tag, one frame per LIVE_INTERVAL."""
+        pending: dict[str, dict[str, Any]] = {}
+        frames = []
+        for k, (live, records) in enumerate(ticks):
+            pending.update((value["name"], value) for value in live)
+            due = k % LIVE_TICKS == 0
+            frames.append(frame(list(pending.values()) if due else [], records))
+            if due:
+                pending = {}
+        return frames
+
     return Traffic([template(record, run_ids, _record_text) for record in present],
-                   [frame(*t) for t in ticks[:prelude]], [frame(*t) for t in ticks[prelude:]], run_ids)
+                   paced(ticks[:prelude]), paced(ticks[prelude:]), run_ids)
 
 
 def _record_text(record: dict[str, Any]) -> str:
@@ -546,7 +560,8 @@ def profile_summary(path: Path, top: int = 15) -> str:
 
 
 def curve(args: argparse.Namespace) -> None:
-    print("aggregator under truthful emulated demo engines (each: a live frame per tick, records every "
+    print("aggregator under truthful emulated demo engines (each: a live frame every "
+          f"{LIVE_INTERVAL:g} s, records every "
           f"{FLUSH_INTERVAL:g} s, heartbeats); window {args.seconds:.0f} s per level")
     print(HEADER)
     with tempfile.TemporaryDirectory() as folder:

@@ -52,6 +52,9 @@ log = logging.getLogger("pectus.engine.uplink")
 
 FRAME_MARGIN = 64 * 1024  # room in a frame for its envelope
 FLUSH_INTERVAL = 0.5  # seconds of ticks written to the outbox in one transaction
+# Live values go out at most this often (s), the newest of each tag: what browsers are sent anyway
+# (the aggregator's fan-out rounds), at a fraction of the frames a frame per tick cost it.
+LIVE_INTERVAL = 0.25
 # A credential that cannot be had now (the provider is down, a wrong secret) is retried like a cut.
 _CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError, CredentialError)
 
@@ -478,10 +481,13 @@ class Uplink(Actor[list[dict[str, Any]]]):
 
     async def _transmit(self, ws, max_bytes: int) -> None:
         sent = self.last_acked
+        live_sent = -math.inf
         while True:
             self._new = trio.Event()
             if self._live:
+                await trio.sleep_until(live_sent + LIVE_INTERVAL)  # a change after a quiet spell goes at once
                 live, self._live = list(self._live.values()), {}
+                live_sent = trio.current_time()
                 await ws.send_message(p.encode(p.Live(live)))
             # Live values wake this every tick; the outbox has new records twice a second.
             while sent < self._written:
