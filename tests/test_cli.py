@@ -173,8 +173,9 @@ def test_the_aggregator_on_a_busy_port_says_so_in_one_line(tmp_path):
 
 
 def test_the_demo_takes_its_port_from_make_and_says_when_it_is_busy(tmp_path):
-    dry_run = subprocess.run(["make", "-n", "demo"], cwd=ROOT, env={**os.environ, "PORT": "8411"},
-                             capture_output=True, text=True, timeout=60)
+    # --no-print-directory: run from within `make test`, make would add "Entering directory" lines.
+    dry_run = subprocess.run(["make", "--no-print-directory", "-n", "demo"], cwd=ROOT,
+                             env={**os.environ, "PORT": "8411"}, capture_output=True, text=True, timeout=60)
     assert dry_run.stdout.splitlines()[-1].endswith("-m pectus.demo --port 8411"), dry_run.stdout
     with busy_port() as taken:
         port = taken.getsockname()[1]
