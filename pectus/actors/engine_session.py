@@ -425,24 +425,36 @@ class EngineSession:
         started: set[str] = set()  # runs this frame starts: its later records may name them
         state = memory.state
         for raw in raws:
-            try:
-                head = _head.decode(raw)
-            except msgspec.MsgspecError as error:
-                raise p.ProtocolError(f"a record without a readable seq: {error}") from None
-            if head.seq <= last:
-                continue  # stored before: a resend after a cut
-            if last and head.seq != last + 1:
-                raise SessionClosed(f"record {head.seq} arrived where {last + 1} was due")
-            last = head.seq
-            base = {"unit": self.unit, "actor": actor, "seq": head.seq, "outbox": self.outbox}
+            # Each record is decoded once: checked against its schema, or - only when that fails -
+            # read for where it sits in the sequence.
+            record: r.Record | None = None
             try:
                 record = r.check_record(raw)
-                self._check_run(record, started)
+                seq, problem = record.seq, ""
             except r.RecordError as error:
-                kind = head.kind if isinstance(head.kind, str) and len(head.kind) <= 50 else "?"
-                refused.append(p.RefusedRecord(head.seq, str(error)))
-                events.append(d.RecordRefused(time=now(), **base, run=memory.run, kind=kind, reason=str(error)))
+                try:
+                    head = _head.decode(raw)
+                except msgspec.MsgspecError as unreadable:
+                    raise p.ProtocolError(f"a record without a readable seq: {unreadable}") from None
+                seq, problem = head.seq, str(error)
+            if seq <= last:
+                continue  # stored before: a resend after a cut
+            if last and seq != last + 1:
+                raise SessionClosed(f"record {seq} arrived where {last + 1} was due")
+            last = seq
+            base = {"unit": self.unit, "actor": actor, "seq": seq, "outbox": self.outbox}
+            if record is not None:
+                try:
+                    self._check_run(record, started)
+                except r.RecordError as error:
+                    problem = str(error)
+            if problem:
+                kind = record.__struct_config__.tag if record is not None else head.kind
+                kind = kind if isinstance(kind, str) and len(kind) <= 50 else "?"
+                refused.append(p.RefusedRecord(seq, problem))
+                events.append(d.RecordRefused(time=now(), **base, run=memory.run, kind=kind, reason=problem))
                 continue
+            assert record is not None
             event = self._event(record, base, memory, state)
             if isinstance(event, d.StateChanged):
                 state = (event.system_state, event.method_status)
