@@ -204,9 +204,12 @@ class RecordBuilder:
         return self._run
 
     def present(self, time: float) -> list[dict[str, Any]]:
-        """What the engine is at start: its UOD and its method (the aggregator's view of the unit's
-        method is always the engine's, also after the engine restarted with another one)."""
-        return [self.describe(time), self._record("method", time, self._method())]
+        """What the engine is at start: its UOD, its method (the aggregator's view of the unit's
+        method is always the engine's, also after the engine restarted with another one) and its
+        state, so the first change the engine reports has a known old state (Stopped -> Running
+        in the run's audit trail, never an unknown one)."""
+        state = {"system_state": self.engine.system_state, "method_status": self.engine.method_status}
+        return [self.describe(time), self._record("method", time, self._method()), self._record("state", time, state)]
 
     def _method(self, version: int | None = None) -> dict[str, Any]:
         return {"version": self.engine.method_version if version is None else version,
@@ -223,7 +226,7 @@ class RecordBuilder:
         tags = [{"name": t.name, "unit": t.unit, "direction": str(t.direction)} for t in self.engine.tags]
         return {"kind": "uod", "time": time, "run": self._run, "data": {
             "uod_name": uod.instrument, "uod_author_name": uod.author_name, "uod_author_email": uod.author_email,
-            "uod_filename": str(uod.filename), "location": uod.location, "hardware": str(uod.hwl),
+            "uod_filename": str(uod.filename), "location": uod.location, "hardware": uod.hwl.description,
             "tags": tags, "readings": readings, "commands": commands,
             "plot_configuration": uod.plot_configuration.to_dict(),
             "data_log_interval_seconds": self.interval, "required_roles": sorted(uod.required_roles)}}

@@ -123,6 +123,13 @@ class HardwareLayerBase:
     def validate_online(self) -> None:
         """Check the registers against the connected equipment."""
 
+    @property
+    def description(self) -> str:
+        """The driver as a person reads it on a run's record: its name and what it talks to
+        ("OPCUAHardware at opc.tcp://plc:4840"). No live state: the record keeps this text for
+        good, and the connection's state has a tag of its own (Connection Status)."""
+        return type(self).__name__
+
     def __str__(self) -> str:
         # Messages name the driver; a UOD's own class without a __str__ is named by its class.
         return type(self).__name__

@@ -146,6 +146,10 @@ class CompositeHardware(HardwareLayerBase):
         if problems:
             raise _combined("the online check failed", problems)
 
+    @property
+    def description(self) -> str:
+        return f"{type(self).__name__} of {', '.join(device.description for device in self.devices) or 'no device'}"
+
     def __str__(self) -> str:
         devices = ", ".join(str(device) for device in self.devices)
         return f"CompositeHardware(is_connected={self.is_connected}, devices=[{devices}])"

@@ -92,6 +92,10 @@ class ProcessImage(HardwareLayerBase):
         # Only called for names ProcessImage does not have: the driver's own methods.
         return getattr(self.__dict__["driver"], name)
 
+    @property
+    def description(self) -> str:
+        return self.driver.description
+
     def __str__(self) -> str:
         return f"{self.driver} [{self.recovery.state}]"
 

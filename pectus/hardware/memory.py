@@ -152,6 +152,10 @@ class MemoryHardware(SimulatedHardware):
 
         return record
 
+    @property
+    def description(self) -> str:
+        return f"MemoryHardware (simulated in place of {self.replaced.description})"
+
     def __str__(self) -> str:
         return f"MemoryHardware(in place of {self.replaced})"
 

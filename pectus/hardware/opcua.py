@@ -568,5 +568,9 @@ class OPCUAHardware(HardwareLayerBase):
                 self.disconnect()
             raise
 
+    @property
+    def description(self) -> str:
+        return f"{type(self).__name__} at {self.host}"
+
     def __str__(self) -> str:
         return f"{type(self).__name__}(host={self.host!r}, connected={self.is_connected})"

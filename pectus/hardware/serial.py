@@ -299,6 +299,10 @@ class SerialHardware(HardwareLayerBase):
     def _name(self) -> str:
         return f"SerialHardware {self.port}"
 
+    @property
+    def description(self) -> str:
+        return f"{type(self).__name__} on {self.port} at {self.baudrate} baud"
+
     def __str__(self) -> str:
         return f"SerialHardware(is_connected={self._is_connected}, port={self.port!r}, baudrate={self.baudrate})"
 

@@ -84,5 +84,9 @@ class SimulatedHardware(HardwareLayerBase):
                                 f"its direction is {register.direction.name}")
         (self._readable if access is RegisterDirection.Read else self._writable).add(register.name)
 
+    @property
+    def description(self) -> str:
+        return f"{type(self).__name__} (simulated)"
+
     def __str__(self) -> str:
         return f"{type(self).__name__}(is_connected={self._is_connected}, elapsed={self.elapsed:.1f} s)"
