@@ -497,19 +497,27 @@ export function formatValue(value, unit, name = "") {
   return String(value);
 }
 
+// State icons are inline SVG, not characters: a glyph such as U+23F8 (pause) is missing from
+// common Linux fonts and would show as an empty box.
+const svgIcon = (body) => `<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false" ` +
+  `fill="none" stroke="currentColor" stroke-width="1.8" stroke-linecap="round" stroke-linejoin="round">${body}</svg>`;
 export const UNIT_STATES = {
-  ready: {label: "Ready", icon: "✓"},
-  running: {label: "Running", icon: "▶"},
-  paused: {label: "Paused", icon: "⏸"},
-  holding: {label: "On hold", icon: "✋"},
-  error: {label: "Interrupted by error", icon: "⚠"},
-  offline: {label: "Offline", icon: "⊘"},
+  ready: {label: "Ready", icon: svgIcon('<path d="M3 8.5l3.2 3.2L13 4.8"/>')},
+  running: {label: "Running", icon: svgIcon('<path d="M5 3l8 5-8 5z" fill="currentColor"/>')},
+  paused: {label: "Paused", icon: svgIcon('<path d="M5.5 3.5v9M10.5 3.5v9" stroke-width="2.6"/>')},
+  holding: {label: "On hold", icon: svgIcon('<path d="M5 8V4.6a1 1 0 0 1 2 0V8M7 7.5V3.3a1 1 0 0 1 2 0V7.5M9 7.5V4.3a1 1 0 0 1 2 0' +
+    'V8.5M11 8V6a1 1 0 0 1 2 0v3.5A4.5 4.5 0 0 1 8.5 14H8a4 4 0 0 1-3.2-1.6L3 10a1 1 0 0 1 1.6-1.2L5 9.3V8"/>')},
+  error: {label: "Interrupted by error", icon: svgIcon('<path d="M8 2L14.5 13.5h-13z"/><path d="M8 6.5v3M8 11.6v.1"/>')},
+  offline: {label: "Offline", icon: svgIcon('<circle cx="8" cy="8" r="5.5"/><path d="M4.2 11.8l7.6-7.6"/>')},
 };
+const UNKNOWN_ICON = svgIcon('<circle cx="8" cy="8" r="5.5"/><path d="M8 11.5v.1"/><path d="M6.3 6.4a1.8 1.8 0 1 1 2.4 1.7c-.5.2-.7.6-.7 1.1"/>');
 
 export function stateBadge(state) {
-  const known = UNIT_STATES[state] || {label: state || "Unknown", icon: "?"};
+  const known = UNIT_STATES[state] || {label: state || "Unknown", icon: UNKNOWN_ICON};
+  const icon = h("span.state-icon", {"aria-hidden": "true"});
+  icon.innerHTML = known.icon; // a constant of this module, never data
   return h("span.state-badge", {class: `state-${state || "unknown"}`, "data-testid": "unit-state", "data-state": state},
-    h("span.state-icon", {"aria-hidden": "true"}, known.icon), " ", known.label);
+    icon, " ", known.label);
 }
 
 // -- toasts and confirmations ----------------------------------------------------------------

@@ -6,12 +6,17 @@
 // RunLogView, ErrorLogView and loadEditor are shared with the recent run page (run.js).
 
 import {
-  ApiError, api, clear, confirmDialog, formatDate, formatTime, formatValue, h, live, panel, stateBadge, toSeconds, toast,
+  ApiError, api, clear, confirmDialog, formatDate, formatTime, formatValue, h, live, stateBadge, toSeconds, toast,
   userName,
 } from "./api.js";
 import {ProcessPlot} from "./plot.js";
+import {Tabs} from "./tabs.js";
 
 const STOP_UNLOCK_MS = 4000;
+// The page fills the window (trend, values and tabs side by side) where there is room for it;
+// style.css has the same query.
+const WIDE_LAYOUT = "(min-width: 1100px) and (min-height: 640px)";
+const MIN_PLOT_HEIGHT = 160;
 const LOCK_CLOSED = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">' +
   '<rect x="3" y="7" width="10" height="8" rx="1.5" fill="currentColor"/>' +
   '<path d="M5 7V5a3 3 0 0 1 6 0v2" fill="none" stroke="currentColor" stroke-width="1.6"/></svg>';
@@ -344,7 +349,10 @@ export function mount(root, [unitId]) {
   const facts = h("p.unit-facts");
   const stateSlot = h("span.unit-state-slot");
   const errorBanner = h("div.banner.banner-error", {role: "alert", "data-testid": "unit-error-banner", hidden: true},
-    h("strong", "Interrupted by error!"), " The run is paused on an error: see the error log below.");
+    h("strong", "Interrupted by error!"), " The run is paused on an error: ",
+    h("button.link-button", {type: "button", "data-testid": "unit-error-link", onclick: () => showNewestError()}, "see the error log"), ".");
+  const runEnded = h("p.run-ended", {"data-testid": "run-ended", hidden: true});
+  const presence = h("div.presence", {"data-testid": "presence", "aria-live": "polite"});
   const offlineBanner = h("div.banner.banner-offline", {role: "status", "data-testid": "unit-offline-banner", hidden: true},
     h("strong", "The unit is offline."), " Shown is what it last reported; it cannot be controlled until its engine reconnects.");
   const missing = h("div.banner.banner-error", {role: "alert", "data-testid": "unit-missing", hidden: true});
@@ -362,7 +370,9 @@ export function mount(root, [unitId]) {
     h("span#control-stop-hint.visually-hidden", "Stop is locked: unlock it first, then confirm."));
 
   const header = h("header.unit-header",
-    h("div.unit-title", title, stateSlot), facts, controls, errorBanner, offlineBanner, missing);
+    h("div.unit-heading", h("div.unit-title", title, stateSlot), facts, runEnded),
+    controls, presence);
+  const banners = h("div.unit-banners", errorBanner, offlineBanner, missing);
 
   // -- process values
 
@@ -375,6 +385,7 @@ export function mount(root, [unitId]) {
 
   // -- commands
 
+  // One compact band: who and what the unit is doing on the left, the controls on the right.
   const exampleList = h("ul.example-list", {"data-testid": "command-examples", "aria-label": "Command examples"});
   const examplePreview = h("div.example-preview", {"data-testid": "command-example-preview", "aria-live": "polite"},
     h("p.muted", "Choose an example to see it here."));
@@ -401,24 +412,83 @@ export function mount(root, [unitId]) {
   const errorLog = new ErrorLogView();
   const plotHost = h("div.plot-host#unit-plot", {"data-testid": "plot"});
 
-  const layout = h("div.unit-layout",
-    panel("values-panel", "Process values", [tiles], {className: "area-values",
-      actions: h("label.checkbox", allToggle, " All process values")}),
-    panel("method-panel", "Method", [conflictBanner, editorHost], {className: "area-method",
-      actions: [saveButton, methodStatus]}),
-    panel("commands-panel", "Commands", [
-      h("div.commands",
-        h("div.commands-examples", h("h3", "Examples"), exampleList),
-        h("div.commands-preview", h("h3", "Example"), examplePreview),
-        h("div.commands-inject",
-          h("label", {for: "inject-code"}, h("h3", "P-code to run now")),
-          injectBox, h("div.toolbar", injectButton, h("span.muted", "Ctrl+Enter runs it")), injectError)),
-    ], {className: "area-commands"}),
-    panel("run-log-panel", "Run log", [runLog.element], {className: "area-runlog"}),
-    panel("plot-panel", "Plot", [plotHost], {className: "area-plot"}),
-    panel("error-log-panel", "Error log", [errorLog.element], {className: "area-errors"}),
-  );
-  root.append(header, layout);
+  const diagramHost = h("div.diagram-host#unit-diagram", {"data-testid": "process-diagram"});
+
+  // -- layout: the trend as the main area (with the process diagram as its other view), the
+  // process values beside it, the method, run log, commands and error log in tabs under it.
+
+  const views = new Tabs({id: "unit-view", label: "Trend or process diagram", className: "unit-views",
+    storageKey: `pectus.unit-view:${unitId}`, onShow: () => fitTrend(), tabs: [
+      {key: "trend", label: "Trend", testid: "view-trend", content: plotHost},
+      {key: "diagram", label: "Process diagram", testid: "view-diagram", content: diagramHost, hidden: true},
+    ]});
+  const errorTabCount = h("span.tab-count", {"data-testid": "tab-error-count", hidden: true});
+  const work = new Tabs({id: "unit-work", label: "Method, run log, commands and error log", className: "unit-work",
+    storageKey: `pectus.unit-work:${unitId}`, onShow: (key) => {
+      if (key === "method" && editor && editor.view) editor.view.requestMeasure(); // measured while hidden: 0 px
+    }, tabs: [
+      {key: "method", label: "Method", testid: "tab-method", content: h("section#method-panel.work-panel", {"aria-label": "Method"},
+        h("div.toolbar.method-toolbar", saveButton, methodStatus), conflictBanner, editorHost)},
+      {key: "run-log", label: "Run log", testid: "tab-run-log", content: h("section#run-log-panel.work-panel", {"aria-label": "Run log"},
+        runLog.element)},
+      {key: "commands", label: "Commands", testid: "tab-commands", content: h("section#commands-panel.work-panel", {"aria-label": "Commands"},
+        h("div.commands",
+          h("div.commands-examples", h("h3", "Examples"), exampleList),
+          h("div.commands-preview", h("h3", "Example"), examplePreview),
+          h("div.commands-inject",
+            h("label", {for: "inject-code"}, h("h3", "P-code to run now")),
+            injectBox, h("div.toolbar", injectButton, h("span.muted", "Ctrl+Enter runs it")), injectError)))},
+      {key: "errors", label: ["Error log", errorTabCount], testid: "tab-error-log",
+        content: h("section#error-log-panel.work-panel", {"aria-label": "Error log"}, errorLog.element)},
+    ]});
+  const valuesPanel = h("section#values-panel.unit-values", {"aria-labelledby": "values-heading"},
+    h("div.section-head", h("h2#values-heading", "Process values"), h("label.checkbox", allToggle, " All process values")),
+    h("div.values-scroll", tiles));
+  const trend = h("section#plot-panel.unit-trend", {"aria-label": "Trend"}, views.element);
+  const layout = h("div.unit-layout", trend, valuesPanel, work.element);
+  root.classList.add("unit-page");
+  root.append(header, banners, layout);
+
+  const wide = window.matchMedia(WIDE_LAYOUT);
+  const fitter = new ResizeObserver(() => fitTrend());
+  fitter.observe(trend);
+  fitter.observe(plotHost);
+  wide.addEventListener("change", fitTrend);
+
+  /** The plot fills the trend area in the wide layout: the sub plots share the height the
+   * toolbar, legends and read-out leave (measured, as they depend on the width). */
+  function fitTrend() {
+    if (!plot || views.selected !== "trend") return;
+    if (!wide.matches) {
+      plotHost.style.removeProperty("--plot-height");
+    } else {
+      const current = parseFloat(getComputedStyle(plotHost).getPropertyValue("--plot-height")) || 420;
+      const room = trend.clientHeight - views.tablist.offsetHeight - plotHost.offsetHeight;
+      if (Math.abs(room) < 2) return;
+      plotHost.style.setProperty("--plot-height", `${Math.max(MIN_PLOT_HEIGHT, Math.round(current + room))}px`);
+    }
+    plot.resize();
+  }
+
+  /** The error banner's link: the Error log tab, its newest entry focused. */
+  function showNewestError() {
+    work.select("errors");
+    const newest = errorLog.list.querySelector('[data-testid="error-log-entry"]');
+    if (!newest) {
+      work.tab("errors").focus();
+      return;
+    }
+    newest.tabIndex = -1;
+    newest.focus();
+    newest.scrollIntoView({block: "nearest"});
+  }
+
+  function renderErrorCount() {
+    const count = errorLog.entries.size;
+    errorTabCount.hidden = count === 0;
+    errorTabCount.textContent = count > 99 ? "99+" : String(count);
+    errorTabCount.setAttribute("aria-label", `${count} ${count === 1 ? "entry" : "entries"}`);
+  }
 
   // -- header rendering
 
@@ -455,6 +525,13 @@ export function mount(root, [unitId]) {
     holdButton.disabled = offline || !running;
     stopButton.setAttribute("aria-pressed", String(!running));
     const unlocked = stopTimer !== null;
+    // Between runs: the run that just ended, one step away (its record, plot and logs).
+    runEnded.hidden = Boolean(unit.run_id) || !unit.last_run_id;
+    if (!runEnded.hidden) {
+      clear(runEnded, "Run ended ", unit.last_run_completed ? formatDate(unit.last_run_completed) : "", " — ",
+        h("a", {href: `/runs/${encodeURIComponent(unit.last_run_id)}`, "data-testid": "run-ended-link"}, "see the run"));
+    }
+    views.setHidden("diagram", !unit.process_diagram);
     stopLock.disabled = offline || !running;
     stopButton.disabled = offline || !running || !unlocked;
     if ((offline || !running) && unlocked) lockStop();
@@ -943,6 +1020,7 @@ export function mount(root, [unitId]) {
         renderHeader();
       } else if (topic === "control_state") {
         control = data;
+      renderErrorCount();
         renderControls();
       } else if (topic === "values") {
         applyValues(data);
@@ -977,5 +1055,9 @@ export function mount(root, [unitId]) {
 }
 
 function cssId(name) {
+        renderErrorCount();
   return String(name).replace(/[^A-Za-z0-9_-]/g, "_");
 }
+      fitter.disconnect();
+      wide.removeEventListener("change", fitTrend);
+      root.classList.remove("unit-page");
