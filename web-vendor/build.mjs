@@ -6,6 +6,8 @@
 //   codemirror.js   one minified, tree-shaken ES module re-exporting the CodeMirror 6 API the editor uses
 //   uPlot.esm.js    uPlot's ES module build, minified (its copyright header kept)
 //   uPlot.min.css   uPlot's stylesheet, as published
+//   axe.min.js      axe-core's browser build, as published: the accessibility checker the browser tests
+//                   inject into the pages (no page of Pectus loads it)
 //   LICENSES.txt    the licence text of every package that ends up in these files, with its version
 //
 // The versions are pinned in package.json and package-lock.json, and esbuild's output depends only
@@ -53,12 +55,16 @@ const entry = Object.entries(EXPORTS)
   .map(([pkg, names]) => `export { ${names.join(", ")} } from ${JSON.stringify(pkg)};`)
   .join("\n");
 
+// A package's name, version, licence and licence text (with the notices of the code it bundles, when
+// it ships them in a file of their own).
 async function pkgInfo(name) {
   const dir = join(modules, name);
   const meta = JSON.parse(await readFile(join(dir, "package.json"), "utf8"));
   const licenceFile = ["LICENSE", "LICENSE.md", "LICENSE.txt", "LICENCE"].map((f) => join(dir, f)).find(existsSync);
   if (!licenceFile) throw new Error(`${name}: no licence file`);
-  return { name, version: meta.version, license: meta.license, text: (await readFile(licenceFile, "utf8")).trim() };
+  const thirdParty = join(dir, "LICENSE-3RD-PARTY.txt");
+  const texts = [await readFile(licenceFile, "utf8"), ...(existsSync(thirdParty) ? [await readFile(thirdParty, "utf8")] : [])];
+  return { name, version: meta.version, license: meta.license, text: texts.map((text) => text.trim()).join("\n\n") };
 }
 
 // The package a bundled input file belongs to (node_modules/@scope/name/... or node_modules/name/...).
@@ -106,8 +112,12 @@ await writeFile(
 );
 await copyFile(join(modules, "uplot", "dist", "uPlot.min.css"), join(out, "uPlot.min.css"));
 
-// 3. Licences.
-const all = [...cmPackages, uplot];
+// 3. axe-core: its minified browser build as published (its MPL-2.0 copyright header first).
+const axe = await pkgInfo("axe-core");
+await copyFile(join(modules, "axe-core", "axe.min.js"), join(out, "axe.min.js"));
+
+// 4. Licences.
+const all = [...cmPackages, uplot, axe];
 const sections = all.map(
   (p) => `${"=".repeat(78)}\n${p.name} ${p.version} (${p.license})\n${"=".repeat(78)}\n\n${p.text}\n`,
 );
@@ -115,12 +125,14 @@ await writeFile(
   join(out, "LICENSES.txt"),
   "Third-party code in this folder (pectus/web/static/vendor/)\n\n" +
     "codemirror.js bundles: " + cmPackages.map((p) => `${p.name} ${p.version}`).join(", ") + "\n" +
-    `uPlot.esm.js, uPlot.min.css: uplot ${uplot.version}\n\n` +
+    `uPlot.esm.js, uPlot.min.css: uplot ${uplot.version}\n` +
+    `axe.min.js: axe-core ${axe.version} (${axe.license}), unmodified; its Source Code Form is the npm package ` +
+    `axe-core@${axe.version}, also at https://github.com/dequelabs/axe-core/tree/v${axe.version}\n\n` +
     "Built by web-vendor/build.mjs (see web-vendor/README.md). Licence texts follow.\n\n" +
     sections.join("\n"),
 );
 
-for (const f of ["codemirror.js", "uPlot.esm.js", "uPlot.min.css", "LICENSES.txt"]) {
+for (const f of ["codemirror.js", "uPlot.esm.js", "uPlot.min.css", "axe.min.js", "LICENSES.txt"]) {
   const size = (await readFile(join(out, f))).length;
   console.log(`${f.padEnd(14)} ${String(size).padStart(8)} bytes`);
 }
