@@ -4,7 +4,13 @@
 
 import {api, clear, download, formatDate, h, live, panel, toSeconds} from "./api.js";
 import {ProcessPlot} from "./plot.js";
-import {ErrorLogView, RunLogView, lineStateSets, loadEditor} from "./unit.js";
+import {ErrorLogView, RunLogView, lineStateSets, loadEditor, valueWithUnit} from "./unit.js";
+
+// What a user asked a unit for, as the audit trail names it.
+const REQUESTS = {
+  control: "Run control", process_value: "Process value", save_method: "Method saved", inject: "Code run",
+  cancel: "Run-log item cancelled", force: "Run-log item forced",
+};
 
 export function mount(root, [runId]) {
   const base = api.run(runId);
@@ -16,6 +22,7 @@ export function mount(root, [runId]) {
   let plot = null;
   let editor = null;
   let audit = [];
+  let units = {}; // tag -> unit, from the unit's vocabulary
   let destroyed = false;
   let stopUnit = null;
 
@@ -30,7 +37,7 @@ export function mount(root, [runId]) {
   const plotHost = h("div.plot-host#run-plot", {"data-testid": "plot"});
   const editorHost = h("div.editor-host#run-method", {"data-testid": "method-editor"});
   const revisions = h("div.revisions", {"data-testid": "method-revisions"});
-  const runLog = new RunLogView();
+  const runLog = new RunLogView({unitOf: (name) => units[name]});
   const errorLog = new ErrorLogView();
   const auditTable = h("table.audit-table", {"data-testid": "audit-table"});
 
@@ -72,37 +79,70 @@ export function mount(root, [runId]) {
     const list = method.revisions || [];
     clear(revisions, list.length
       ? [h("h3", "Revisions during the run"), h("ol", list.map((revision) => h("li",
-        `Version ${revision.version} by ${(revision.author && revision.author.name) || "?"} at ${formatDate(revision.time)}`)))]
-      : h("p.muted", `The method was not changed during the run (version ${method.version ?? "?"}).`));
+        `Version ${revision.version}${revision.author && revision.author.name ? ` by ${revision.author.name}` : ""}` +
+        ` at ${formatDate(revision.time)}`)))]
+      : h("p.muted", method.version ? `The method was not changed during the run (version ${method.version}).`
+        : "The method was not changed during the run."));
   }
 
-  function auditDetail(entry) {
+  /** Who did it: a person by name, the unit (its engine) by the unit's name. */
+  function auditWho(actor) {
+    if (!actor) return "—";
+    if (actor.kind === "engine") return [run.engine_name || actor.name, h("span.muted", " (the unit)")];
+    return actor.name || actor.id || "—";
+  }
+
+  /** [what, change (old → new), outcome] of an audit entry, each in words and values a person reads. */
+  function auditCells(entry) {
     const detail = entry.detail || {};
-    if (entry.what === "state changed" && detail.old && detail.new) {
-      return `${detail.old.system_state ?? "?"} → ${detail.new.system_state ?? "?"}` +
-        (detail.old.method_status !== detail.new.method_status ? ` (method ${detail.old.method_status ?? "?"} → ${detail.new.method_status ?? "?"})` : "");
+    const change = (old, now) => (old === null || old === undefined || old === "" ? `now ${now}` : `${old} → ${now}`);
+    if (entry.what === "state changed") {
+      const old = detail.old || {}, now = detail.new || {};
+      const status = old.method_status !== now.method_status && now.method_status
+        ? `; method ${change(old.method_status, now.method_status)}` : "";
+      return ["State", change(old.system_state, now.system_state) + status, ""];
     }
-    if (entry.what === "method revised") return `version ${detail.old_version ?? "?"} → ${detail.new_version ?? "?"}`;
-    if ("accepted" in detail) {
-      const asked = detail.asked || {};
-      const what = asked.command || asked.code || (asked.tag ? `${asked.tag} = ${asked.value}${asked.unit ? ` ${asked.unit}` : ""}` : "") ||
-        (asked.item !== undefined ? `item ${asked.item}` : asked.version !== undefined ? `version ${asked.version}` : JSON.stringify(asked));
-      const answer = detail.accepted === null ? h("span.muted", "no answer recorded (the unit never replied)")
-        : detail.accepted ? h("span.ok", "accepted") : h("span.refused", `refused: ${detail.reason || ""}`);
-      return [h("span", what), " ", answer];
+    if (entry.what === "method revised") {
+      return ["Method revised", change(detail.old_version && `version ${detail.old_version}`, `version ${detail.new_version}`), ""];
     }
-    return JSON.stringify(detail);
+    if (!("asked" in detail)) return [entry.what, "—", ""];
+    const asked = detail.asked || {};
+    const answer = detail.accepted === null || detail.accepted === undefined
+      ? h("span.muted", "no answer recorded (the unit never replied)")
+      : detail.accepted ? h("span.ok", "accepted") : h("span.refused", `refused: ${detail.reason || "no reason given"}`);
+    const what = REQUESTS[entry.what] || entry.what;
+    switch (entry.what) {
+      case "control":
+        return [`${what}: ${asked.command}`, "—", answer];
+      case "process_value": {
+        const now = valueWithUnit(asked.value, asked.unit || units[asked.tag], asked.tag);
+        return [`${what}: ${asked.tag}`, change(asked.old === undefined ? null : valueWithUnit(asked.old, units[asked.tag], asked.tag), now), answer];
+      }
+      case "save_method":
+        return [what, change(asked.version && `version ${asked.version}`, `version ${Number(asked.version) + 1}`), answer];
+      case "inject":
+        return [what, h("code", asked.code), answer];
+      case "cancel":
+      case "force":
+        return [what, runLog.itemName(asked.item) || `item ${asked.item}`, answer];
+      default:
+        return [what, Object.entries(asked).map(([name, value]) => `${name}: ${value}`).join(", ") || "—", answer];
+    }
   }
 
   function renderAudit() {
     clear(auditTable,
       h("caption.visually-hidden", "Audit trail: who did what, when"),
-      h("thead", h("tr", ["Time", "Who", "What", "Detail"].map((label) => h("th", {scope: "col"}, label)))),
-      h("tbody", audit.length ? audit.map((entry) => h("tr", {"data-testid": "audit-row"},
-        h("td.time", formatDate(entry.time, {millis: true})),
-        h("td", (entry.actor && entry.actor.name) || ""),
-        h("td", entry.what),
-        h("td", auditDetail(entry)))) : h("tr", h("td", {colspan: 4}, "Nothing recorded."))));
+      h("thead", h("tr", ["Time", "Who", "What", "Change", "Outcome"].map((label) => h("th", {scope: "col"}, label)))),
+      h("tbody", audit.length ? audit.map((entry) => {
+        const [what, change, outcome] = auditCells(entry);
+        return h("tr", {"data-testid": "audit-row"},
+          h("td.time", formatDate(entry.time, {millis: true})),
+          h("td", {"data-testid": "audit-who"}, auditWho(entry.actor)),
+          h("td", {"data-testid": "audit-what"}, what),
+          h("td", {"data-testid": "audit-change"}, change),
+          h("td", {"data-testid": "audit-outcome"}, outcome));
+      }) : h("tr", h("td", {colspan: 5}, "Nothing recorded."))));
   }
 
   async function load() {
@@ -121,12 +161,12 @@ export function mount(root, [runId]) {
     const [method, items, errors, series, configuration, trail] = await Promise.all([
       api.get(`${base}/method`), api.get(`${base}/run_log`), api.get(`${base}/error_log`),
       api.get(`${base}/plot_log`), api.get(`${base}/plot_configuration`).catch(() => ({})), api.get(`${base}/audit`)]);
-    let units = {};
+    units = {};
     try {
       const vocabulary = await api.get(`${api.unit(run.engine_id)}/vocabulary`);
       for (const tag of vocabulary.tags || []) if (tag.unit) units[tag.name] = tag.unit;
     } catch {
-      units = {};
+      units = {}; // a unit no longer known: values show without units
     }
     if (destroyed) return;
     renderMeta();

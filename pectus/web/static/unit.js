@@ -94,16 +94,26 @@ function itemEnd(item) {
   return item.state && item.state !== "started" ? item.time : null;
 }
 
-function valueChips(values) {
+/** A tag's value as a person reads it, with its unit after a number ("40 %", "12.5 L/h"); a value
+ *  formatValue shows otherwise (a duration as "1:02", text, nothing as "—") stands as it is. */
+export function valueWithUnit(value, unit, name) {
+  const text = formatValue(value, unit, name);
+  return unit && /^[-+]?\d[\d.]*(?:e[-+]?\d+)?$/i.test(text) ? `${text} ${unit}` : text;
+}
+
+function valueChips(values, unitOf) {
   const entries = Object.entries(values || {});
   if (!entries.length) return h("span.muted", "none recorded");
-  return h("ul.chips", entries.map(([name, value]) => h("li.chip", h("span.chip-name", name), " ", formatValue(value, null, name))));
+  return h("ul.chips", entries.map(([name, value]) => h("li.chip", {"data-tag": name},
+    h("span.chip-name", name), " ", h("span.chip-value", valueWithUnit(value, unitOf(name), name)))));
 }
 
 export class RunLogView {
-  /** `act(kind, item)` (kind "force" | "cancel") is called after confirmation; null: read-only. */
-  constructor({act = null} = {}) {
+  /** `act(kind, item)` (kind "force" | "cancel") is called after confirmation; null: read-only.
+   *  `unitOf(tag)` gives a tag's unit (or nothing) for the values at an item's start and end. */
+  constructor({act = null, unitOf = () => null} = {}) {
     this.act = act;
+    this.unitOf = unitOf;
     this.items = new Map(); // id -> {item, row, details}
     this.firstSeen = new Map();
     this.filter = "";
@@ -227,8 +237,8 @@ export class RunLogView {
     clear(entry.details, h("td", {colspan: 4},
       hasValues
         ? h("dl.values-at",
-          h("dt", "At start:"), h("dd", valueChips(item.start_values)),
-          h("dt", "At end:"), h("dd", item.end_values ? valueChips(item.end_values) : h("span.muted", "not ended")))
+          h("dt", "At start:"), h("dd", valueChips(item.start_values, this.unitOf)),
+          h("dt", "At end:"), h("dd", item.end_values ? valueChips(item.end_values, this.unitOf) : h("span.muted", "not ended")))
         : h("span.muted", "No values were recorded for this item.")));
     entry.details.hidden = entry.row.hidden;
   }
@@ -274,6 +284,12 @@ export class RunLogView {
   updateStatus(shown = 0) {
     this.status.textContent = this.items.size === 0 ? "No run log yet."
       : shown === 0 ? "No item matches the filter." : `${shown} of ${this.items.size} items`;
+  }
+
+  /** The instruction of item `id` ("Wait: 60 s"), or null when the log has no such item. */
+  itemName(id) {
+    const entry = this.items.get(Number(id));
+    return entry ? entry.item.name : null;
   }
 }
 
@@ -408,7 +424,8 @@ export function mount(root, [unitId]) {
 
   // -- run log, plot, errors
 
-  const runLog = new RunLogView({act: (kind, item) => runLogAction(kind, item)});
+  const runLog = new RunLogView({act: (kind, item) => runLogAction(kind, item),
+    unitOf: (name) => (vocabulary.tags.find((tag) => tag.name === name) || {}).unit});
   const errorLog = new ErrorLogView();
   const plotHost = h("div.plot-host#unit-plot", {"data-testid": "plot"});
 
