@@ -55,6 +55,7 @@ def test_an_operators_run_from_the_dashboard_to_the_recent_runs_csv(system, brow
     # Start: marks appear in the run log, the plot grows.
     page.get_by_test_id("control-start").click()
     expect(page.get_by_test_id("run-controls")).to_have_attribute("data-state", "running", timeout=T)
+    page.get_by_test_id("tab-run-log").click()  # the run log shares the space under the trend with the method
     started = page.locator('[data-testid="run-log-row"]').filter(has_text="Mark: Started")
     expect(started).to_be_visible(timeout=T)
     expect(page.get_by_test_id("plot")).to_be_visible()
@@ -139,6 +140,7 @@ def test_the_page_reconnects_after_an_aggregator_restart_and_shows_what_it_misse
     assert httpx.post(f"{api}/control", json={"command": "Start"}).status_code == 200
     page = browser.new_page()
     page.goto(f"{system.url}/units/{system.unit}")
+    page.get_by_test_id("tab-run-log").click()
     expect(page.locator('[data-testid="run-log-row"]').filter(has_text="Mark: before")).to_be_visible(timeout=T)
     system.stop_aggregator()
     expect(page.get_by_test_id("connection-banner")).to_be_visible(timeout=T)
