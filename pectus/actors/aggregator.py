@@ -18,7 +18,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import trio
 
@@ -30,6 +30,7 @@ from pectus.actors.ui_hub import UiHub
 from pectus.events.domain import Actor as Who, RequestAnswered, UserRequested
 from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import Record, SQLiteEventStore
+from pectus.notifications import TOPIC as NOTIFICATION, Notification, from_delta
 from pectus.projections.export import csv_rows, jsonl_lines
 from pectus.projections.views import Projector, iso
 from pectus.web.app import Outcome, create_app
@@ -44,17 +45,33 @@ GC_THRESHOLDS = (20_000, 50, 1000)  # the collector's, while serving (see run)
 
 
 class ProjectorActor(Actor[list[Record]]):
-    """Applies committed records to the views in order and publishes what changed."""
+    """Applies committed records to the views in order and publishes what changed.
+
+    ``listeners`` are called with each live :class:`~pectus.notifications.Notification`, in store
+    order, after its delta is published (Web Push registers its sender here). A listener must not
+    block (it runs in this loop); one that raises is logged and the others still hear it."""
 
     def __init__(self, views: Projector, hub: UiHub) -> None:
         super().__init__("aggregator/projector", capacity=4096)
         self.views = views
         self.hub = hub
+        self.listeners: list[Callable[[Notification], None]] = []
 
     async def run(self) -> None:
         async for records in self.inbox:
             for record in records:
-                self.hub.publish(self.views.apply(record))
+                deltas = self.views.apply(record)
+                self.hub.publish(deltas)
+                if self.listeners:
+                    self._tell([from_delta(delta.data) for delta in deltas if delta.topic == NOTIFICATION])
+
+    def _tell(self, notifications: list[Notification]) -> None:
+        for notification in notifications:
+            for listener in self.listeners:
+                try:
+                    listener(notification)
+                except Exception:  # noqa: BLE001 - one listener's fault must not stop the record's views
+                    log.exception("a notification listener failed on %s", notification)
 
 
 class EngineSockets:
@@ -215,6 +232,7 @@ class AggregatorProcess:
         began = time.perf_counter()
         count = await trio.to_thread.run_sync(self.replay)
         log.info("replayed %d events in %.2f s", count, time.perf_counter() - began)
+        self.views.notifying = True  # from now on what is appended is news
         # The views rebuilt at start live as long as the process: out of the collector's sight,
         # its full passes no longer rescan them (a pause that would grow with the store).
         gc.freeze()

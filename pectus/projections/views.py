@@ -47,11 +47,14 @@ from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any, Iterable, overload
 
+import msgspec
+
 from pectus.events.domain import (DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered,
                                   ErrorLogged, LinesChanged, MethodRevised, RecordRefused, RequestAnswered,
                                   RunInterrupted, RunLogChanged, RunStarted, RunStopped, StateChanged, UodDescribed,
                                   UserRequested, decode)
 from pectus.events.store import Record
+from pectus.notifications import NOTIFYING, TOPIC, Before, derive
 
 _log = logging.getLogger("pectus.projections")
 
@@ -208,6 +211,9 @@ class Projector:
         self._units: dict[str, UnitView] = {}
         self._runs: dict[str, RunView] = {}
         self.unfoldable: list[dict[str, Any]] = []  # {position, type, reason} of each event skipped
+        # Whether apply() derives notifications (pectus.notifications): the live aggregator sets it once
+        # its start-up replay is done; replay() never does, so what happened before is not told again.
+        self.notifying = False
 
     @property
     def position(self) -> int:
@@ -227,6 +233,7 @@ class Projector:
         count = 0
         collecting = gc.isenabled()
         gc.disable()
+        notifying, self.notifying = self.notifying, False
         try:
             for record in records:
                 if record.type == "TagSamples":
@@ -239,6 +246,7 @@ class Projector:
                     self.apply(record)
                 count += 1
         finally:
+            self.notifying = notifying
             if collecting:
                 gc.enable()
         return count
@@ -248,17 +256,37 @@ class Projector:
         self._position = record.position
 
     def apply(self, record: Record) -> list[Delta]:
-        """Folds one record and says which live views changed."""
+        """Folds one record and says which live views changed, and (while :attr:`notifying`) which
+        notifications it makes: deltas of topic ``notification`` of its unit, last."""
         self._advance(record)
         try:
             if record.type == "TagSamples":
                 return self._values_delta(self._fold_samples(record.data), record.data["samples"])
             if record.type in _NOT_SHOWN:
                 return []
-            return self._fold(decode(record.type, record.data))
+            event = decode(record.type, record.data)
+            told = self._notifications(event, record.position) if self.notifying and event.type in NOTIFYING else []
+            return self._fold(event) + told
         except Exception as error:  # noqa: BLE001 - see _skip
             self._skip(record, error)
             return []
+
+    def _notifications(self, event: DomainEvent, position: int) -> list[Delta]:
+        """What ``event`` tells people (pectus.notifications.derive), from the views before it is
+        folded. A notification that cannot be made is logged; the event is still folded."""
+        unit = self._units.get(event.unit) or UnitView(event.unit)
+        run = self._runs.get(event.run) if event.run is not None else None
+        errors = self._runs[unit.run].errors if unit.run is not None else unit.idle_errors
+        before = Before(name=unit.name if unit.uod_name else unit.id, run=unit.run, known_run=run is not None,
+                        method_status=unit.method_status,
+                        last_error=errors.entries[-1]["message"] if errors.entries else None,
+                        items=run.run_log if run is not None else {})
+        try:
+            told = derive(event, position, iso(event.time), before)
+        except Exception:  # noqa: BLE001 - telling is secondary to keeping the record
+            _log.exception("event %d (%s): its notification cannot be made", position, event.type)
+            return []
+        return [Delta(event.unit, TOPIC, msgspec.structs.asdict(notification)) for notification in told]
 
     def _skip(self, record: Record, error: Exception) -> None:
         """An event that cannot be folded is reported and skipped: the record stays readable
