@@ -32,6 +32,7 @@ from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import Record, SQLiteEventStore
 from pectus.notifications import TOPIC as NOTIFICATION, Notification, from_delta
 from pectus.projections.export import csv_rows, jsonl_lines
+from pectus.projections.trend import DEFAULT_WINDOW, Trend
 from pectus.projections.views import Projector, iso
 from pectus.web.app import Outcome, create_app
 from pectus.web.auth import AuthConfig, SignIn
@@ -131,6 +132,9 @@ class Backend:
         # Times as the projections give them (ISO UTC), so the freshest value can be picked.
         return [{**value, "time": iso(value.get("time"))} for value in memory.live.values()]
 
+    def trend(self, unit_id: str) -> dict[str, list[list]] | None:
+        return self.engines.trend.series(unit_id)
+
     async def request(self, unit_id: str, request: str, detail: dict, user: Who) -> Outcome:
         """Audit before action: the request is stored before the unit is asked, and its answer after.
         A request that cannot be stored (the store fails) never reaches the unit."""
@@ -183,7 +187,7 @@ class Backend:
 class AggregatorProcess:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, accept_new_engines: bool = False,
                  hostname: str | None = None, auth: AuthConfig = AuthConfig(),
-                 signer: ChainSigner | None = None) -> None:
+                 signer: ChainSigner | None = None, trend_window: float = DEFAULT_WINDOW) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port = host, port
         # Every batch is signed: with the key given, else the data directory's (created on first start).
@@ -194,7 +198,8 @@ class AggregatorProcess:
         self.projector = ProjectorActor(self.views, self.hub)
         self.writer = EventWriter(self.store, self._committed)
         sign_in = SignIn(auth)
-        self.engines = Engines(self.writer, self.hub, sign_in=sign_in, accept_new=accept_new_engines)
+        self.engines = Engines(self.writer, self.hub, sign_in=sign_in, accept_new=accept_new_engines,
+                               trend=Trend(trend_window))
         self.backend = Backend(self.store, self.views, self.engines, self.hub)
         self.app = create_app(self.backend, sign_in)
         self.asgi = EngineSockets(self.app, self.engines)  # what the server serves: engines, then the app

@@ -20,7 +20,9 @@ and for every frame:
   against its schema (:mod:`pectus.events.records`) and against the runs this unit started, has
   the good ones appended as domain events and the bad ones as ``RecordRefused`` (their content is
   never stored), and acknowledges the lot once committed, listing the refused ones;
-* ``live``: the latest tag values go to the browsers at once, without being stored;
+* ``live``: the latest tag values go to the browsers at once, without being stored, and feed the
+  unit's trend (:mod:`pectus.projections.trend`: a rolling window in memory), whose new rows go
+  to the browsers too;
 * ``reply``: answers a user's request that the session forwarded.
 
 A run the unit had open is closed as interrupted once the engine is back without it and every
@@ -49,6 +51,7 @@ from pectus.credentials import key_digest
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events import records as r
+from pectus.projections.trend import Trend
 from pectus.projections.views import Delta
 from pectus.web.auth import SignIn, SignInError
 
@@ -123,9 +126,10 @@ class Engines:
     commit), so what a session checks is always what the store says."""
 
     def __init__(self, writer: EventWriter, hub: UiHub, *, sign_in: SignIn | None = None,
-                 accept_new: bool = False, throttle: Throttle | None = None) -> None:
+                 accept_new: bool = False, throttle: Throttle | None = None, trend: Trend | None = None) -> None:
         self.writer = writer
         self.hub = hub
+        self.trend = trend if trend is not None else Trend()
         self.sign_in = sign_in
         self.accept_new = accept_new
         self.throttle = throttle or Throttle()
@@ -167,6 +171,8 @@ class Engines:
             memory.run = data["run"]
         elif type_name in ("RunStopped", "RunInterrupted") and data.get("run") == memory.run:
             memory.run = None
+        elif type_name == "UodDescribed":
+            self.trend.describe(unit, data)
         elif type_name == "EngineEnrolled":
             self.enrolments[unit] = Enrolment(data.get("key_sha256"), data.get("client_id"))
             self.revoked.discard(unit)
@@ -395,7 +401,9 @@ class EngineSession:
                 values = [msgspec.structs.asdict(value) for value in message.values]
                 for value in values:
                     memory.live[value["name"]] = value
-                self.engines.hub.publish([Delta(self.unit, "values", values)])
+                row = self.engines.trend.offer(self.unit, values)
+                self.engines.hub.publish([Delta(self.unit, "values", values)] if row is None
+                                         else [Delta(self.unit, "values", values), Delta(self.unit, "trend", row)])
             elif isinstance(message, p.Reply):
                 channel = self._pending.pop(message.request_id, None)
                 if channel is not None:

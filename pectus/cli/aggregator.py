@@ -1,6 +1,6 @@
 """``pectus-aggregator``: the central server that keeps the record of every run.
 
-    pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--accept-new-engines]
+    pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--accept-new-engines] [--trend-window 30m]
     pectus-aggregator verify [--data-dir DIR | --file STORE] [--public-key FILE ...] [--anchor POSITION:HASH ...]
     pectus-aggregator backup DEST [--data-dir DIR]
     pectus-aggregator replay [--data-dir DIR] [--output FILE]
@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Sequence
 
 from pectus.cli import engines
+from pectus.projections.trend import DEFAULT_WINDOW
 
 log = logging.getLogger("pectus.aggregator")
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -47,6 +48,10 @@ def _parser() -> argparse.ArgumentParser:
                         help="enrol an engine that is not enrolled yet with the key it presents on first use "
                              "(trust on first use, for labs; default: $PECTUS_ACCEPT_NEW_ENGINES, else off: "
                              "only enrolled engines connect)")
+    parser.add_argument("--trend-window", type=_duration, default=DEFAULT_WINDOW, metavar="DURATION",
+                        help="how much of each unit's recent values to keep in memory for its live plot, also "
+                             "between runs: seconds, or a number with s, min (or m) or h, e.g. 30m, 1h "
+                             "(default 30m)")
     parser.add_argument("-sev", "--sentry_event_level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
                         help="lowest log level sent to Sentry as an event; Sentry is on only when SENTRY_DSN is set")
     parser.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
@@ -82,6 +87,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         return _replay(store_file, args.output)
     return _serve(args)
+
+
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*")
+_SECONDS = {None: 1, "s": 1, "m": 60, "min": 60, "h": 3600}
+
+
+def _duration(text: str) -> float:
+    """'1800', '90s', '30m', '30min', '1.5h' -> seconds (a second to a day)."""
+    match = _DURATION.fullmatch(text)
+    seconds = float(match.group(1)) * _SECONDS[match.group(2)] if match else None
+    if seconds is None or not 1 <= seconds <= 86_400:
+        raise argparse.ArgumentTypeError(f"expected a duration from 1s to 24h: seconds, or a number with s, min "
+                                         f"(or m) or h such as 30m or 1h; got {text!r}")
+    return seconds
 
 
 def _anchor(text: str) -> tuple[int, str]:
@@ -220,8 +239,9 @@ def _serve(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         process = AggregatorProcess(args.data_dir, host=args.host, port=args.port,
-                                    accept_new_engines=args.accept_new_engines, auth=auth, signer=signer)
-    except ConfigError as error:  # PECTUS_ALLOWED_ORIGINS names something that is not an origin
+                                    accept_new_engines=args.accept_new_engines, auth=auth, signer=signer,
+                                    trend_window=args.trend_window)
+    except ConfigError as error:  # PECTUS_ALLOWED_ORIGINS or PECTUS_PUSH_*, or the Web Push key file, is wrong
         print(f"{error}: refusing to start", file=sys.stderr)
         return EXIT_USAGE
 

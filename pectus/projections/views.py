@@ -415,7 +415,7 @@ class Projector:
         run.plot_configuration = description.get("plot_configuration", {})
         for tag in description.get("tags", []):
             run.columns[tag["name"]] = tag.get("unit") or None
-        for name in _plotted_tags(description):
+        for name in plotted_tags(description):
             run.series.setdefault(name, [])
 
     def _state_changed(self, unit: UnitView, run: RunView | None, event: StateChanged) -> list[Delta]:
@@ -757,7 +757,7 @@ def _run_state(unit: UnitView) -> str:
     return {"Running": "running", "Paused": "paused", "Holding": "holding"}.get(unit.system_state or "", "ready")
 
 
-def _plotted_tags(description: dict[str, Any]) -> list[str]:
+def plotted_tags(description: dict[str, Any]) -> list[str]:
     """The tags a run keeps series of: those its plot configuration mentions, then readings."""
     plot = description.get("plot_configuration", {})
     names = [*plot.get("process_value_names_to_annotate", []),

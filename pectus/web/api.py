@@ -62,6 +62,11 @@ class Backend(Protocol):
         """Freshest tag values ``{name, value, unit, time, simulated}``; None for an unknown unit."""
         ...
 
+    def trend(self, unit_id: str) -> dict[str, list[list]] | None:
+        """The unit's rolling window of recent values, shaped as a plot series
+        (``pectus.projections.trend``); None for a unit whose UOD was not described since start."""
+        ...
+
     async def request(self, unit_id: str, request: str, detail: dict, user: Actor) -> Outcome:
         """Forward a user's request: control {command} | inject {code} | save_method {lines,
         version} | cancel {item} | force {item} | process_value {tag, value, unit?}.

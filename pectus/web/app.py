@@ -159,6 +159,11 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{UNIT}/plot_configuration", "How the unit's plot is laid out",
           projection("plot_configuration"), "the plot configuration"),
     Route("GET", f"{UNIT}/plot_log", "The current run's plot series", projection("plot_series"), "the series"),
+    Route("GET", f"{UNIT}/trend",
+          "The unit's recent values (a rolling window kept in memory, also between runs), as a plot series",
+          units.trend, "the series: per tag, [epoch seconds, value] where the value changed",
+          {"type": "object", "additionalProperties": {"type": "array", "items": {
+              "type": "array", "prefixItems": [{"type": "number"}, {}], "minItems": 2, "maxItems": 2}}}),
     Route("POST", f"{UNIT}/control", "Start, stop, pause, hold or restart the unit", units.control,
           "accepted", OUTCOME, errors=(409,),
           body={"type": "object", "required": ["command"],

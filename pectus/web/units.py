@@ -34,6 +34,17 @@ async def process_values(backend: Backend, unit: str) -> list[dict]:
     return merged
 
 
+async def trend(backend: Backend, unit: str) -> dict[str, list[list]]:
+    """The unit's rolling window of recent values; empty while it fills (a unit not heard from
+    since the aggregator started)."""
+    series = backend.trend(unit)
+    if series is None:
+        if backend.views.unit(unit) is None:
+            raise ApiError(404, f"unknown process unit {unit!r}")
+        return {}
+    return series
+
+
 async def _ask(backend: Backend, unit: str, kind: str, detail: dict, refused_field: str | None = None) -> dict:
     """Forward a request to the unit and turn its Outcome into a response (see ``Outcome``)."""
     try:
