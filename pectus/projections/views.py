@@ -162,10 +162,10 @@ class UnitView:
     value_times: dict[str, float] = field(default_factory=dict)  # tag -> time of that value
     method: MethodState = field(default_factory=MethodState)
     run: str | None = None  # the active run
+    last_run: str | None = None  # the run that ended last (the page links to it between runs)
     idle_errors: ErrorLog = field(default_factory=lambda: ErrorLog(IDLE_ERROR_LIMIT))
     # Requests stored before the unit was asked, until their answer: request id -> (the run whose
     # audit has the entry, the audit entry) - a Start is in no run until its answer names one.
-    last_run: str | None = None  # the run that ended last (the page links to it between runs)
     unanswered: dict[str, tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
     # Answered requests whose answer names a run not recorded yet (its start is on its way): run id
     # -> their audit entries, which join the run when it starts.
@@ -391,6 +391,7 @@ class Projector:
         run = self._runs[unit.run]
         run.completed = time
         unit.run = None
+        unit.last_run = run.id
         # The run keeps the method object it shared with the unit; the unit carries on with a copy.
         unit.method = unit.method.without_states()
         unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
@@ -419,7 +420,6 @@ class Projector:
             run.series.setdefault(name, [])
 
     def _state_changed(self, unit: UnitView, run: RunView | None, event: StateChanged) -> list[Delta]:
-        unit.last_run = run.id
         old_system = event.old_system_state if event.old_system_state is not None else unit.system_state
         old_status = event.old_method_status if event.old_method_status is not None else unit.method_status
         unit.system_state = event.system_state
@@ -587,6 +587,8 @@ class Projector:
             "last_seen": iso(unit.last_seen), "run_id": unit.run,
             "run_started": iso(run.started) if run is not None else None,
             "run_time": run_time,
+            "last_run_id": unit.last_run,
+            "last_run_completed": iso(self._runs[unit.last_run].completed) if unit.last_run is not None else None,
             "contributors": _contributors(run) if run is not None else [],
             "required_roles": list(description.get("required_roles", [])),
         }
@@ -615,8 +617,6 @@ class Projector:
         for name in order:
             value, time = unit.values.get(name), unit.value_times.get(name)
             tag = tags.get(name, {})
-            "last_run_id": unit.last_run,
-            "last_run_completed": iso(self._runs[unit.last_run].completed) if unit.last_run is not None else None,
             reading = readings.get(name)
             values.append({"name": name, "value": value, "unit": tag.get("unit") or None, "time": iso(time),
                            "direction": tag.get("direction"),
