@@ -206,5 +206,6 @@ def create() -> UnitOperationDefinition:
                               PlotAxis("UV", ["UV01"], y_max=1000, y_min=0, color=Colors.C2)]),
             ],
             x_axis_process_value_names=["Process Time", "Run Time"]))
+        .with_process_diagram("demo_diagram.svg")
         .build()
     )

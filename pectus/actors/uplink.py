@@ -224,12 +224,15 @@ class RecordBuilder:
                      "takes_argument": None if c.argument_names is None else bool(c.argument_names)}
                     for name, c in uod.commands.items()]
         tags = [{"name": t.name, "unit": t.unit, "direction": str(t.direction)} for t in self.engine.tags]
+        # Without a diagram the field is left out, so an aggregator that predates it takes the record.
+        diagram = {"process_diagram": uod.process_diagram.svg} if uod.process_diagram is not None else {}
         return {"kind": "uod", "time": time, "run": self._run, "data": {
             "uod_name": uod.instrument, "uod_author_name": uod.author_name, "uod_author_email": uod.author_email,
             "uod_filename": str(uod.filename), "location": uod.location, "hardware": uod.hwl.description,
             "tags": tags, "readings": readings, "commands": commands,
             "plot_configuration": uod.plot_configuration.to_dict(),
-            "data_log_interval_seconds": self.interval, "required_roles": sorted(uod.required_roles)}}
+            "data_log_interval_seconds": self.interval, "required_roles": sorted(uod.required_roles),
+            **diagram}}
 
     def feed(self, events: list[ev.EngineEvent]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
         records: list[dict[str, Any]] = []

@@ -147,6 +147,7 @@ class UodDescribed(DomainEvent):
     plot_configuration: dict[str, Any]
     data_log_interval_seconds: float
     required_roles: list[str] = field(default_factory=list)
+    process_diagram: str | None = None  # the SVG as the engine sent it; served only sanitised again
 
 
 # -- runs ------------------------------------------------------------------------------------

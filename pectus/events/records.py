@@ -23,6 +23,8 @@ from typing import Annotated, Literal, Union
 
 import msgspec
 
+from pectus.diagram import MAX_DIAGRAM_CHARS
+
 __all__ = ["Record", "RecordError", "check_record", "MAX_RECORD", "RECORD_TYPES"]
 
 MAX_RECORD = 1024 * 1024  # bytes of one encoded record; a frame carries many
@@ -104,6 +106,8 @@ class UodData(_Data):
     plot_configuration: PlotConfiguration
     data_log_interval_seconds: Annotated[float, msgspec.Meta(gt=0, le=86_400)]
     required_roles: Annotated[list[Name], msgspec.Meta(max_length=100)] = []
+    # The UOD's process diagram, sanitised SVG (pectus.diagram); absent from older engines' records.
+    process_diagram: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_DIAGRAM_CHARS)] | None = None
 
 
 class Empty(_Data):

@@ -591,7 +591,14 @@ class Projector:
             "last_run_completed": iso(self._runs[unit.last_run].completed) if unit.last_run is not None else None,
             "contributors": _contributors(run) if run is not None else [],
             "required_roles": list(description.get("required_roles", [])),
+            "process_diagram": bool(description.get("process_diagram")),
         }
+
+    def process_diagram(self, unit_id: str) -> str | None:
+        """The process diagram's SVG as the engine sent it (sanitise it before serving it): ""
+        when the unit has none, None for an unknown unit."""
+        unit = self._units.get(unit_id)
+        return (unit.description.get("process_diagram") or "") if unit is not None else None
 
     def uod_description(self, unit_id: str) -> dict[str, Any] | None:
         """The unit's UOD as it described itself: tags with units, readings, commands, plot..."""

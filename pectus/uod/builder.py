@@ -34,20 +34,23 @@ import os
 import re
 import sys
 from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import Any
 
 import pectus
+from pectus.diagram import DiagramError, read_diagram
 from pectus.hardware.base import HardwareLayerBase, NullHardware, Register, RegisterDirection
 from pectus.pcode import units
 from pectus.pcode.syntax import BUILTINS
 from pectus.pcode.tags import SystemTagName, Tag
 from pectus.uod.commands import CommandDefinition, ExecFn, LifecycleFn, Parser
-from pectus.uod.definition import (DEFAULT_BASE_UNITS, USER_UOD_LOGGER, EntryDataType, Problem, ProcessValue,
-                                   Source, SourceKey, TagList, UnitOperationDefinition, UodError, format_problem,
-                                   sort_problems)
+from pectus.uod.definition import (DEFAULT_BASE_UNITS, USER_UOD_LOGGER, EntryDataType, Problem, ProcessDiagram,
+                                   ProcessValue, Source, SourceKey, TagList, UnitOperationDefinition, UodError,
+                                   format_problem, sort_problems)
 from pectus.uod.plot import PlotConfiguration
 
 _PECTUS_DIR = os.path.dirname(os.path.abspath(pectus.__file__)) + os.sep
+MAX_REMOVALS_LISTED = 10  # warnings about a diagram's removed parts; the rest are counted
 
 
 def _caller_frame() -> Any:
@@ -75,6 +78,7 @@ class UodBuilder:
         self._commands: dict[str, CommandDefinition] = {}
         self._overlaps: list[list[str]] = []
         self._plot = PlotConfiguration()
+        self._diagram: ProcessDiagram | None = None
         self._roles: set[str] = set()
         self._data_log_interval = 5.0
         self._base_units = dict(DEFAULT_BASE_UNITS)
@@ -378,6 +382,51 @@ class UodBuilder:
             self._plot = plot_configuration
         return self
 
+    def with_process_diagram(self, path_or_svg: str | os.PathLike[str]) -> UodBuilder:
+        """A process diagram of the unit (SVG, P&ID style) whose elements show its tags live: the
+        path of an SVG file (relative to the UOD file) or the SVG text itself (starting with ``<``).
+
+        Elements name tags with ``data-tag``, ``data-show``, ``data-kind`` and ``data-on`` (see
+        docs/uod.md, "Process diagram"). The SVG is sanitised here, so what the engine sends is
+        already safe: what was removed is a warning naming its SVG line; a diagram that cannot be
+        read, a misused attribute or a data-tag that names no tag is an error."""
+        inline = isinstance(path_or_svg, str) and path_or_svg.lstrip().startswith("<")
+        shown = "<SVG text>" if inline else repr(os.fspath(path_or_svg) if _is_path(path_or_svg) else path_or_svg)
+        source = self._here(f"with_process_diagram({shown})", ("diagram", ""))
+        if self._diagram is not None:
+            self._problem(source, "the unit already has a process diagram; a unit has one")
+            return self
+        if inline:
+            origin, text = "", str(path_or_svg)
+        elif _is_path(path_or_svg):
+            path = Path(source.path).parent / path_or_svg
+            origin = path.name
+            try:
+                text = path.read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as error:
+                reason = "it is not UTF-8 text" if isinstance(error, UnicodeDecodeError) else \
+                    error.strerror or str(error)
+                self._problem(source, f"cannot read the diagram {path}: {reason}")
+                return self
+        else:
+            self._problem(source, "give the path of an SVG file or the SVG text (starting with '<')")
+            return self
+        diagram = ProcessDiagram("", origin)
+        try:
+            read = read_diagram(text)
+        except DiagramError as error:
+            self._problem(source, (f"{diagram.at(error.line)}: " if error.line else "") + str(error))
+            return self
+        for line, message in read.problems:
+            self._problem(source, f"{diagram.at(line)}: {message}")
+        for removal in read.removed[:MAX_REMOVALS_LISTED]:
+            self._warnings.append((source, f"{diagram.at(removal.line)}: removed the {removal.what}"))
+        if len(read.removed) > MAX_REMOVALS_LISTED:
+            self._warnings.append((source, f"and {len(read.removed) - MAX_REMOVALS_LISTED} more parts of the "
+                                           "diagram were removed"))
+        self._diagram = ProcessDiagram(read.svg, origin, read.bindings)
+        return self
+
     def with_required_roles(self, roles: Iterable[str]) -> UodBuilder:
         """Only users holding at least one of these roles can see and use the unit."""
         source = self._here(f"with_required_roles({roles!r})")
@@ -408,7 +457,7 @@ class UodBuilder:
             instrument=self._instrument, author_name=self._author_name, author_email=self._author_email,
             filename=self._filename, location=self._location, hwl=self._hwl, tags=self._tags,
             readings=self._readings, commands=self._commands, overlapping_command_names_lists=self._overlaps,
-            plot_configuration=self._plot, required_roles=self._roles,
+            plot_configuration=self._plot, process_diagram=self._diagram, required_roles=self._roles,
             data_log_interval_seconds=self._data_log_interval, base_unit_provider=self._base_units,
             sources=self._sources)
         problems = sort_problems(self._problems + definition.find_problems())
@@ -430,6 +479,10 @@ def _adapt_reference_tick(hwl: HardwareLayerBase) -> None:
         return
     if takes_nothing:
         hwl.tick = lambda tick_time, increment_time: own_tick()  # type: ignore[method-assign]
+
+
+def _is_path(value: Any) -> bool:
+    return isinstance(value, (str, os.PathLike))
 
 
 def _text(value: Any) -> str:

@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Literal, SupportsIndex, overload
 
+from pectus.diagram import Binding
 from pectus.hardware.base import HardwareLayerBase
 from pectus.pcode import units
 from pectus.pcode.diagnostics import closest
@@ -143,6 +144,20 @@ class ProcessValue:
     command_options: dict[str, str] | None = None
 
 
+@dataclass(frozen=True)
+class ProcessDiagram:
+    """The unit's process diagram (``with_process_diagram``): its sanitised SVG, and the elements
+    that name a tag with their SVG lines. ``origin`` is the SVG file's name, "" for SVG text."""
+
+    svg: str
+    origin: str = ""
+    bindings: list[Binding] = field(default_factory=list)
+
+    def at(self, line: int) -> str:
+        """Where a line of the SVG is, for a message: ``demo_diagram.svg:17`` or ``SVG line 17``."""
+        return f"{self.origin}:{line}" if self.origin else f"SVG line {line}"
+
+
 @dataclass(eq=False)
 class UnitOperationDefinition:
     """The built UOD. Made by ``UodBuilder.build()``; the engine reads it, never a UOD file."""
@@ -162,6 +177,8 @@ class UnitOperationDefinition:
     data_log_interval_seconds: float = 5.0
     base_unit_provider: dict[str, tuple[str, str]] = field(default_factory=lambda: dict(DEFAULT_BASE_UNITS))
     sources: dict[SourceKey, Source] = field(default_factory=dict)
+    #: The process diagram (``with_process_diagram``), if the UOD has one.
+    process_diagram: ProcessDiagram | None = None
     #: The engine's system tags; set by the engine when it starts.
     system_tags: TagTable | None = None
     #: What ``build()`` warned about, each naming its UOD line, in the order of the file's lines.
@@ -277,6 +294,11 @@ class UnitOperationDefinition:
                                    + _did_you_mean(name, known) + f"; tags are {', '.join(self.tags.names())}")
         for message in self._plot_unit_warnings():
             warn(("plot", ""), message)
+        if self.process_diagram is not None:
+            for binding in self.process_diagram.bindings:
+                if binding.tag not in known:
+                    report(("diagram", ""), f"{self.process_diagram.at(binding.line)}: data-tag '{binding.tag}': "
+                                            + _no_tag(binding.tag, known))
         for unit, tag_names in self.base_unit_provider.items():
             for name in tag_names:
                 if name not in known:

@@ -37,7 +37,7 @@ from quart_trio import QuartTrio
 from werkzeug.exceptions import HTTPException
 
 from pectus.projections.views import Delta
-from pectus.web import editor, exports, openapi, pages, units
+from pectus.web import diagram, editor, exports, openapi, pages, units
 from pectus.web.api import (JSON, SAFE_METHODS, ApiError, Backend, Handler, Outcome, Subscription, allowed_origins_from,
                             authorize, check, current_sign_in, current_tickets, json_body, listing, projection,
                             refuse_cross_site)
@@ -159,6 +159,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", f"{UNIT}/plot_configuration", "How the unit's plot is laid out",
           projection("plot_configuration"), "the plot configuration"),
     Route("GET", f"{UNIT}/plot_log", "The current run's plot series", projection("plot_series"), "the series"),
+    Route("GET", f"{UNIT}/process_diagram", "The unit's process diagram (SVG, sanitised; 404 when it has none)",
+          diagram.process_diagram, "the diagram", {"type": "string"}, diagram.MEDIA, errors=(502,)),
     Route("GET", f"{UNIT}/trend",
           "The unit's recent values (a rolling window kept in memory, also between runs), as a plot series",
           units.trend, "the series: per tag, [epoch seconds, value] where the value changed",

@@ -31,6 +31,7 @@ STATUSES = {
     415: "not sent with Content-Type: application/json, which every request that acts must carry, "
          "with or without a body",
     422: "a bad argument, named by field (also a string that is not valid Unicode, e.g. a lone surrogate)",
+    502: "what the unit's engine sent cannot be served (e.g. a process diagram that is not valid SVG)",
     503: "degraded: the same health report, saying what is wrong",
 }
 ERROR = {
