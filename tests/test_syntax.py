@@ -56,8 +56,10 @@ def test_all_syntax_errors_are_reported_with_line_and_column():
         """))
     found = [(e.line, e.column, e.id) for e in method.errors]
     assert found == [(2, 1, "InvalidIndentation"), (3, 1, "InvalidInstruction"), (4, 8, "MissingOperator"),
-                     (6, 1, "InvalidIndentation"), (7, 8, "InvalidCondition")]
+                     (6, 1, "InvalidIndentation"), (7, 10, "InvalidCondition")]
+    # A mistyped operator is pointed at exactly: its fix replaces columns 10 to 12 ('=<').
     assert "did you mean '<='" in method.errors[-1].message
+    assert (method.errors[-1].end_column, method.errors[-1].fixes) == (12, ("<=",))
 
 
 @pytest.mark.parametrize("line, id, message", [

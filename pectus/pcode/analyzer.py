@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Callable, Iterable, Iterator, Mapping, Protocol, runtime_checkable
+from typing import Callable, Iterable, Iterator, Literal, Mapping, Protocol, runtime_checkable
 
 from pectus.pcode import units
 from pectus.pcode.diagnostics import Diagnostic, Severity, closest
@@ -80,7 +80,8 @@ class ExplainsRefusal(Protocol):
     def refusal(self, argument: str) -> str: ...
 
 
-Problem = tuple[str, str, tuple[str, ...]]  # (id, message, fixes)
+# (id, message, fixes), and the unit the fixes replace when the finding is about the value's unit
+Problem = tuple[str, str, tuple[str, ...]] | tuple[str, str, tuple[str, ...], str]
 
 #: The Base of thresholds before any ``Base:`` line (as in Open Pectus).
 DEFAULT_BASE = "min"
@@ -130,20 +131,33 @@ def analyze(method: Method | str, *, tags: Mapping[str, str | None] | None = Non
 # --- helpers shared by the families ----------------------------------------------------------
 
 
-def _at(node: Node, id: str, severity: Severity, message: str, *, fragment: str = "",
+Where = Literal["argument", "name", "last"]
+
+
+def _at(node: Node, id: str, severity: Severity, message: str, *, fragment: str = "", where: Where = "argument",
         end_line: int = 0, fixes: tuple[str, ...] = ()) -> Diagnostic:
-    """A diagnostic on ``node``'s line; ``fragment`` is the text to point the column at."""
+    """A diagnostic on ``node``'s line, pointing at ``fragment`` (found as ``where`` says): the text
+    its ``fixes`` replace."""
     # Every message is written as full sentences, so the editor can append "Did you mean ...?".
     message = message if message.endswith((".", "?")) else message + "."
-    return Diagnostic(id, severity, node.line, message, column=_column(node, fragment),
-                      end_line=end_line, fixes=fixes)
+    column = _column(node, fragment, where)
+    return Diagnostic(id, severity, node.line, message, column=column, end_line=end_line, fixes=fixes,
+                      end_column=column + len(fragment) if column else 0)
 
 
-def _column(node: Node, fragment: str) -> int:
-    """1-based column of ``fragment`` in the argument part of the line, 0 (whole line) if absent."""
+def _column(node: Node, fragment: str, where: Where = "argument") -> int:
+    """1-based column of ``fragment`` on the line, 0 (whole line) if absent: its first occurrence in
+    the argument part of the line, in the instruction's name (``name``), or its last one before a
+    comment (``last``: the unit at the end of a condition, which may also be part of the tag)."""
+    text = node.text
     if not fragment:
         return 0
-    return node.text.find(fragment, max(node.text.find(":"), 0)) + 1
+    if where == "name":
+        return text.find(fragment) + 1
+    if where == "last":
+        comment = text.find("#")
+        return text.rfind(fragment, 0, comment if comment >= 0 else len(text)) + 1
+    return text.find(fragment, max(text.find(":"), 0)) + 1
 
 
 def _last_line(node: Node) -> int:
@@ -307,11 +321,14 @@ def _check_conditions(program: Node, tags: Mapping[str, str | None] | None) -> I
         else:
             continue
         if found:
-            id, message, fixes = found
+            id, message, fixes, *unit = found
             # The run takes a bare number in a Simulate in the tag's unit (as Open Pectus, whose
             # Simulate took no unit at all): a warning, where a Watch stops the run on it.
             severity = Severity.WARNING if id == "MissingUnit" and node.kind is Kind.SIMULATE else Severity.ERROR
-            yield _at(node, id, severity, message, fragment=tag, fixes=fixes)
+            if unit:  # the finding (and its fixes) are about the value's unit
+                yield _at(node, id, severity, message, fragment=unit[0], where="last", fixes=fixes)
+            else:
+                yield _at(node, id, severity, message, fragment=tag, fixes=fixes)
 
 
 def _tag_problem(tag: str, tags: Mapping[str, str | None] | None) -> Problem | None:
@@ -350,7 +367,7 @@ def _condition_problem(condition: Condition, tags: Mapping[str, str | None] | No
         candidates = units.compatible_units(tag_unit) or [
             known for same_quantity in units.SUPPORTED_UNITS.values() for known in same_quantity]
         return ("InvalidUnit", f"{_quote(unit)} is not a known unit.{_accepted(tag, tag_unit)}",
-                closest(unit, candidates))
+                closest(unit, candidates), unit)
     if unit and tag_unit:
         try:
             units.check_comparable(tag_unit, unit)
@@ -467,12 +484,12 @@ def _undefined_command(node: Node, commands: Mapping[str, ArgumentParser | Comma
             fix = f"{candidate}: {name[len(candidate):].strip()}"
             return _at(node, "UndefinedCommand", Severity.ERROR,
                        f"Invalid instruction {_quote(name)}: separate {_quote(candidate)} from its "
-                       "arguments with ': '", fixes=(fix,))
+                       "arguments with ': '", fragment=name, where="name", fixes=(fix,))
     fixes = closest(name, known)
     case_hint = " (names are case-sensitive)" if fixes and fixes[0].lower() == name.lower() else ""
     return _at(node, "UndefinedCommand", Severity.ERROR,
                f"Invalid instruction {_quote(name)}: neither a P-code instruction nor a command of "
-               f"this unit{case_hint}", fixes=fixes)
+               f"this unit{case_hint}", fragment=name, where="name", fixes=fixes)
 
 
 # --- macros ------------------------------------------------------------------------------------

@@ -25,7 +25,8 @@ class Diagnostic:
     ``id`` is a stable machine-readable name (``InvalidIndentation``, ``UndefinedTag``...), the same
     ids the Open Pectus analyzer uses where it has one. ``line``/``end_line`` are 1-based and
     inclusive; ``column`` is 1-based (0 when the whole line is meant). ``fixes`` holds did-you-mean
-    replacements, best first.
+    replacements, best first, each for the text from ``column`` up to ``end_column`` on ``line``
+    (1-based, exclusive; 0: to the end of the line), so an editor can apply one as it is.
     """
 
     id: str
@@ -35,6 +36,7 @@ class Diagnostic:
     column: int = 0
     end_line: int = 0
     fixes: tuple[str, ...] = field(default=())
+    end_column: int = 0
 
     def __post_init__(self) -> None:
         if self.end_line < self.line:

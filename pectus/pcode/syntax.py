@@ -125,12 +125,14 @@ class ConditionProblem:
     ``ConditionMissing`` (nothing after the ``:``), ``MissingTag``, ``MissingOperator`` (also a
     Simulate whose operator is not ``=``), ``MissingValue`` - the Open Pectus ids - and
     ``InvalidCondition`` (a mistyped operator such as ``=<``, more than one operator).
-    ``fixes`` holds the replacement of the operator when there is a sure one.
+    ``fixes`` holds the replacement of the operator when there is a sure one; ``span`` is where that
+    operator is in the (stripped) condition text, [start, end).
     """
 
     id: str
     message: str
     fixes: tuple[str, ...] = ()
+    span: tuple[int, int] = (0, 0)
 
 
 @dataclass(slots=True, eq=False)
@@ -219,9 +221,9 @@ def parse_condition(argument: str | None, *,
     op = match.group()
     if op in ("=<", "=>"):
         return None, ConditionProblem("InvalidCondition", f"Unknown operator '{op}'; did you mean '{op[::-1]}'?",
-                                      (op[::-1],))
+                                      (op[::-1],), match.span())
     if assignment and op != "=":
-        return None, ConditionProblem("MissingOperator", f"Expected '=' in {what}, found '{op}'", ("=",))
+        return None, ConditionProblem("MissingOperator", f"Expected '=' in {what}, found '{op}'", ("=",), match.span())
     tag = text[: match.start()].strip()
     right = text[match.end():].strip()
     if not tag:
@@ -359,7 +361,14 @@ def _parse_line(text: str, number: int, line_id: str) -> Node:
 
 
 def _condition_error(line: int, column: int, name: str, problem: ConditionProblem) -> Diagnostic:
-    return Diagnostic(problem.id, Severity.ERROR, line, f"{name}: {problem.message}", column, fixes=problem.fixes)
+    """The problem of the condition that starts at ``column``; with a fix, at the operator it replaces."""
+    start, end = problem.span
+    if problem.fixes:
+        column, end_column = column + start, column + end
+    else:
+        end_column = 0
+    return Diagnostic(problem.id, Severity.ERROR, line, f"{name}: {problem.message}", column, fixes=problem.fixes,
+                      end_column=end_column)
 
 
 def _argument_column(text: str) -> int:

@@ -197,9 +197,12 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", f"{UNIT}/analyze", "Diagnostics of a P-code text for this unit (the method editor's lint)",
           editor.diagnose, "the diagnostics, by line",
           {"type": "object", "required": ["diagnostics"], "properties": {"diagnostics": {"type": "array", "items": {
-              "type": "object", "required": ["line", "end_line", "column", "severity", "id", "message", "fixes"],
+              "type": "object",
+              "required": ["line", "end_line", "column", "end_column", "severity", "id", "message", "fixes"],
               "properties": {"line": {"type": "integer"}, "end_line": {"type": "integer"},
-                             "column": {"type": "integer"},
+                             "column": {"type": "integer", "description": "1-based; 0: the whole line"},
+                             "end_column": {"type": "integer", "description": "1-based, exclusive; 0: the end "
+                                            "of the line. Each fix replaces the text from column to here"},
                              "severity": {"enum": ["error", "warning", "info"]}, "id": {"type": "string"},
                              "message": {"type": "string"},
                              "fixes": {"type": "array", "items": {"type": "string"}}}}}}},

@@ -111,8 +111,8 @@ def _vocabulary(backend: Backend, unit: str) -> dict[str, Any]:
 
 def diagnostic_json(diagnostic: Diagnostic) -> dict[str, Any]:
     return {"line": diagnostic.line, "end_line": diagnostic.end_line, "column": diagnostic.column,
-            "severity": str(diagnostic.severity), "id": diagnostic.id, "message": diagnostic.message,
-            "fixes": list(diagnostic.fixes)}
+            "end_column": diagnostic.end_column, "severity": str(diagnostic.severity), "id": diagnostic.id,
+            "message": diagnostic.message, "fixes": list(diagnostic.fixes)}
 
 
 async def diagnose(backend: Backend, body: dict, unit: str) -> dict[str, Any]:

@@ -7,7 +7,7 @@
 //     lines,                // initial [{id, text}] (the method as the server has it)
 //     readOnlyLines,        // line numbers (1-based) or line ids that are already executed
 //     onChange,             // (text, dirty) after every edit by the user (not after setText/setLines)
-//     lint,                 // async text => [{line, severity, message, column?, endColumn?}]
+//     lint,                 // async text => [{line, severity, message, column?, endColumn?, fixes?}]
 //     completions,          // () => ({instructions: [...], tags: [...]}) or a promise of it
 //     onSave,               // optional: Ctrl/Cmd+S calls it
 //     onDropRejected,       // optional: (reason) when a dropped file was not loaded
@@ -20,6 +20,13 @@
 // Executed and started lines are locked: a transaction filter rejects any edit that would change
 // their text (new lines may still be added before, between and after them). Failed lines are
 // marked but stay editable, so the failing instruction can be corrected.
+//
+// A diagnostic with `fixes` (did-you-mean replacements of its range, column to endColumn) offers
+// each as a quick fix: a button in its tooltip, and in the diagnostics panel (Ctrl+Shift+M, or
+// Cmd+Shift+M; arrows choose a diagnostic, the underlined letter of a fix applies it).
+//
+// The editor fills its parent's height (editor.css) and measures itself again whenever the parent
+// changes size: a window resized, a tab shown.
 //
 // Keyboard: Tab / Shift+Tab indent / dedent by 4 spaces. The editor is no focus trap: Escape then
 // Tab (within 2 s) moves the focus on, as does Ctrl+M (Shift+Alt+M on macOS), which toggles Tab
@@ -506,6 +513,13 @@ function toDiagnostics(doc, items) {
       severity: SEVERITIES[String(d.severity || "error").toLowerCase()] || "info",
       message: String(d.message ?? ""),
       source: d.source,
+      actions: (d.fixes || []).map(String).map((fix) => ({
+        name: `Replace with '${fix}'`,
+        apply: (view, fixFrom, fixTo) => view.dispatch({
+          changes: { from: fixFrom, to: fixTo, insert: fix }, selection: { anchor: fixFrom + fix.length },
+          userEvent: "input.fix", scrollIntoView: true,
+        }),
+      })),
     });
   }
   return out;
@@ -640,6 +654,10 @@ export function createEditor(parent, options = {}) {
     state: makeState(initialText, initialIds, { executed: readOnlyLines }),
   });
   saved = view.state.doc;
+  // CodeMirror measures on window resizes; a parent that grows or shrinks alone (a tab shown, a
+  // split moved) is followed here.
+  const resizes = new ResizeObserver(() => view.requestMeasure());
+  resizes.observe(parent);
 
   return {
     view,
@@ -672,7 +690,7 @@ export function createEditor(parent, options = {}) {
     /** Run the lint callback now instead of after the pause in typing. */
     lintNow: () => forceLinting(view),
     focus: () => view.focus(),
-    destroy: () => view.destroy(),
+    destroy: () => { resizes.disconnect(); view.destroy(); },
   };
 }
 

@@ -825,7 +825,9 @@ export function mount(root, [unitId]) {
       line: d.line,
       severity: d.severity,
       column: d.column > 0 ? d.column - 1 : undefined,
+      endColumn: d.column > 0 && d.end_column > 0 ? d.end_column - 1 : undefined,
       message: d.fixes && d.fixes.length && !/Did you mean/.test(d.message) ? `${d.message} Did you mean '${d.fixes[0]}'?` : d.message,
+      fixes: d.fixes,
       source: d.id,
     }));
   }
