@@ -48,6 +48,14 @@ taking anything (its browser stopped reading). It is then closed with ``stalled`
 else a slow browser costs is bounded by the rounds. A subscription never falls off the log: the
 log keeps every round younger than the stall time.
 
+Presence: who has a unit's page open now. A subscription says which unit's page its browser shows
+(:meth:`Subscription.be_here`, at most one) and under which name; every change of a unit's
+company (a page opened, closed, a name changed, a socket gone) publishes a ``presence`` delta of
+that unit: ``{"people": [{"name", "count"}], "total"}``, the names sorted, at most
+:data:`PRESENCE_LIST` of them (``total`` counts every page). It is a whole view, so a burst of
+changes costs one message per round however fast a browser sends them; a name is cut to
+:data:`PRESENCE_NAME_CHARS` characters.
+
 Frames: the changes a subscription takes go out as one text frame, a JSON array: unit by unit,
 each unit's changes in order, then the global ones (the order between keys carries no meaning:
 the browser merges by key). A reply to the browser's request goes out as a JSON object of its
@@ -58,7 +66,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import deque
+from collections import Counter, deque
 from collections.abc import AsyncIterator, Hashable, Iterable
 from typing import Any, Protocol
 
@@ -68,7 +76,7 @@ import trio
 from pectus.projections.views import Delta
 
 GLOBAL_TOPICS = frozenset({"units", "runs"})  # offered to every signed-in subscription, by roles
-WHOLE_VIEWS = frozenset({"units", "control_state", "method", "runs"})
+WHOLE_VIEWS = frozenset({"units", "control_state", "method", "runs", "presence"})
 LOGS = frozenset({"run_log", "error_log"})
 # The shortest time between two rounds, so between two frames to one browser: a change waits for
 # its round at most this long while the fan-out is cheap. Each frame costs the aggregator its
@@ -84,6 +92,8 @@ STALL = 30.0  # seconds a round may wait for a subscription that takes nothing b
 RECENT = 8  # the newest rounds kept apart
 SPAN = 8  # rounds older than RECENT are merged into spans of this many
 CLOSE_GRACE = 10.0  # seconds close() waits for the browsers to be told that the hub is closing
+PRESENCE_NAME_CHARS = 60  # a longer name is cut (with an ellipsis): it is shown on every page of the unit
+PRESENCE_LIST = 50  # the most names a presence delta lists; its total counts every page
 
 
 class Viewer(Protocol):
@@ -213,6 +223,8 @@ class Subscription:
         self._replies: deque[tuple[int, str]] = deque()  # (the round it follows, its text)
         self._reply_slot = trio.Semaphore(1)  # one reply waiting at most: requests wait for it
         self._bell = trio.Event()  # rung to wake its sender: a round sealed, a reply, the end
+        self.here: str | None = None  # the unit whose page its browser shows (presence)
+        self.present_as = ""  # the name it is shown under there
 
     def follow(self, units: Iterable[str]) -> None:
         """Follow ``units``: their changes published from now on are taken."""
@@ -225,6 +237,13 @@ class Subscription:
         dropped = set(units) & self.units
         self.units -= dropped
         self._hub.followed(dropped, -1)
+
+    def be_here(self, unit: str | None, name: str) -> None:
+        """Its browser shows ``unit``'s page (None: no unit's page) as ``name`` (cut to
+        :data:`PRESENCE_NAME_CHARS`; empty: Anonymous). The unit's presence is published when it
+        changes. Ignored once the subscription has ended."""
+        if not self.closed.is_set():
+            self._hub.present(self, unit, presence_name(name))
 
     def sign_in(self, viewer: Viewer) -> None:
         """Deliver to ``viewer`` from now on: global changes it may not see are not taken.
@@ -310,6 +329,7 @@ class Subscription:
     def end(self, stalled: bool = False) -> None:
         """End the subscription (the hub's side): its reader gets [] and closes the browser."""
         self.stalled = self.stalled or stalled
+        self._hub.present(self, None, "")
         self.unfollow(self.units)
         self._hub.ended(self)
         self.closed.set()
@@ -345,6 +365,7 @@ class UiHub:
         self._taking: dict[Subscription, None] = {}  # the open subscriptions, oldest cursor first
         self._followers: dict[str, int] = {}  # unit -> how many open subscriptions follow it
         self._held: set[Subscription] = set()  # handed out and not closed by their reader
+        self._present: dict[str, Counter[str]] = {}  # unit -> name -> pages of that unit open under it
         self._released = trio.Event()  # set when a subscription is closed by its reader
 
     def subscribe(self) -> Subscription:
@@ -468,6 +489,30 @@ class UiHub:
             else:
                 del self._followers[unit]
 
+    def present(self, subscription: Subscription, unit: str | None, name: str) -> None:
+        """Move ``subscription`` to ``unit``'s page as ``name``; publish each presence it changes."""
+        left, was = subscription.here, subscription.present_as
+        if (left, was) == (unit, name):
+            return
+        subscription.here, subscription.present_as = unit, name
+        if left is not None:
+            people = self._present[left]
+            people[was] -= 1
+            if not people[was]:
+                del people[was]
+            if not people:
+                del self._present[left]
+        if unit is not None:
+            self._present.setdefault(unit, Counter())[name] += 1
+        self.publish([Delta(changed, "presence", self.presence(changed)) for changed in dict.fromkeys((left, unit))
+                      if changed is not None])
+
+    def presence(self, unit: str) -> dict[str, Any]:
+        """Who has ``unit``'s page open: ``{"people": [{"name", "count"}], "total"}`` (see the module docstring)."""
+        people = self._present.get(unit, Counter())
+        names = sorted(people, key=lambda name: (name.casefold(), name))[:PRESENCE_LIST]
+        return {"people": [{"name": name, "count": people[name]} for name in names], "total": sum(people.values())}
+
     def ended(self, subscription: Subscription) -> None:
         self._taking.pop(subscription, None)
 
@@ -493,3 +538,10 @@ class UiHub:
     def held(self) -> int:
         """The messages the log holds: at most one per key per span, whatever the browsers do."""
         return sum(len(span.globals) + sum(map(len, span.units.values())) for span in self._log)
+
+
+def presence_name(name: str) -> str:
+    """The name a page is shown under: trimmed, "Anonymous" when empty, at most
+    :data:`PRESENCE_NAME_CHARS` characters (a longer one is cut and ends with an ellipsis)."""
+    name = " ".join(name.split()) or "Anonymous"
+    return name if len(name) <= PRESENCE_NAME_CHARS else f"{name[:PRESENCE_NAME_CHARS - 1]}…"

@@ -43,8 +43,12 @@ WS_REQUEST_SCHEMA = {
         "identity": {"type": "string"},
         "subscribe": {"type": "array", "items": {"type": "string"}},
         "unsubscribe": {"type": "array", "items": {"type": "string"}},
+        # presence: the unit whose page the browser shows (null: none), and (sign-in off) the name
+        "here": {"type": ["string", "null"]},
+        "name": {"type": "string"},
     },
 }
+REQUEST_KEYS = frozenset(WS_REQUEST_SCHEMA["properties"])
 
 
 class LiveSocket:
@@ -70,6 +74,8 @@ class LiveSocket:
         self._expiry = trio.CancelScope()  # its deadline is the identity's expiry, in trio's clock
         self.close_code: int | None = None
         self.close_reason = ""
+        self.here: str | None = None  # the unit whose page the browser shows (presence)
+        self.name = ""  # the name the browser gave (sign-in off: the "Your name" field)
 
     async def serve(self) -> None:
         with self.scope:
@@ -122,8 +128,9 @@ class LiveSocket:
         else:  # in a worker thread, as a large body is
             message = await trio.to_thread.run_sync(decode_json, data)
         check(WS_REQUEST_SCHEMA, message)
-        if not message.keys() & {"identity", "subscribe", "unsubscribe"}:
-            raise ApiError(422, 'expected {"subscribe": [unit ids]} or {"unsubscribe": [unit ids]}')
+        if not message.keys() & REQUEST_KEYS:
+            raise ApiError(422, 'expected {"subscribe": [unit ids]}, {"unsubscribe": [unit ids]} or '
+                                '{"here": unit id or null, "name": "your name"}')
         dropped: dict[str, list[str]] = {}
         if "identity" in message:
             try:
@@ -137,12 +144,25 @@ class LiveSocket:
             raise ApiError(401, 'sign in first: send {"identity": "<ID token>"}')
         for unit in subscribe:
             authorize(self.views, self.identity, {"unit": unit})
+        here = message.get("here", self.here)
+        if here is not None:
+            if self.identity is None:
+                raise ApiError(401, 'sign in first: send {"identity": "<ID token>"}')
+            authorize(self.views, self.identity, {"unit": here})
         self.subscription.follow(subscribe)
         self.subscription.unfollow(message.get("unsubscribe", ()))
+        self.name = message.get("name", self.name)
+        self.here = None if here in dropped else here
+        self.subscription.be_here(self.here, self.presence_name())
         answer: dict[str, Any] = {"subscribed": sorted(self.subscription.units)}
         if dropped:
             answer["dropped"] = dropped
         return answer
+
+    def presence_name(self) -> str:
+        """Who the browser is shown as to the others on the unit's page: the signed-in user's
+        name, or with sign-in off the name it sent."""
+        return self.identity.actor.name if self.sign_in.config.enabled and self.identity is not None else self.name
 
     def switch_identity(self, identity: Identity) -> dict[str, list[str]]:
         """Deliver to ``identity`` from now on; the followed units it may not see are dropped
@@ -199,7 +219,12 @@ async def live_socket(backend: Backend) -> Response | None:
     deltas it receives by key still gives the current picture. Close codes: 1013 means the
     browser read nothing for 30 s while deltas waited for it, 1001 that the aggregator is going
     away, 4401 that the sign-in expired: reconnect (with a renewed token), resubscribe and
-    refetch. A handshake from a page of another site is refused (403: ``refuse_other_sites``)."""
+    refetch. A handshake from a page of another site is refused (403: ``refuse_other_sites``).
+
+    Presence: ``{"here": unit id}`` says the browser shows that unit's page (``null``: none),
+    ``{"name": "..."}`` the name it is shown under with sign-in off (with sign-in on it is the
+    signed-in user's). Everyone following the unit gets its ``presence`` delta when its company
+    changes (``pectus.actors.ui_hub``); a socket that closes leaves."""
     socket = websocket._get_current_object()
     try:
         refuse_other_sites(socket, current_app.extensions["pectus.allowed_origins"])

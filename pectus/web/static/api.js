@@ -149,6 +149,7 @@ export class LiveClient extends EventTarget {
     this.acks = []; // resolvers of the pending (un)subscribe requests, in order
     this.timer = null;
     this.identity = null; // the ID token the open socket signed in with (sign-in on)
+    this.here = null; // the unit whose page is shown: the others there see this browser (presence)
     // A renewed token is sent on the open socket, so it is not closed when the old one runs out.
     authEvents.addEventListener("change", () => this.renewIdentity());
   }
@@ -186,7 +187,8 @@ export class LiveClient extends EventTarget {
       if (socket !== this.socket) return;
       this.identity = message.identity;
     }
-    const reply = await this.request(message);
+    const presence = this.presence();
+    const reply = await this.request({...message, ...presence});
     if (socket !== this.socket) return;
     if (reply && reply.error && authEnabled() && reply.error.status !== 403) {
       this.abandon(socket);
@@ -199,6 +201,7 @@ export class LiveClient extends EventTarget {
     else if (!(reply && reply.error)) units.forEach((unit) => this.subscribed.add(unit));
     this.attempt = 0;
     this.setState("live");
+    if (JSON.stringify(this.presence()) !== JSON.stringify(presence)) this.announce(); // changed meanwhile
     for (const watcher of this.watchers) this.resync(watcher);
   }
 
@@ -235,6 +238,21 @@ export class LiveClient extends EventTarget {
     } else {
       this.scheduleReconnect();
     }
+  }
+
+  /** This browser shows `unit`'s page (null: no unit's page); the others there are told. */
+  setHere(unit) {
+    this.here = unit;
+    this.announce();
+  }
+
+  /** Tell the aggregator where this browser is and its user's name (again after a change). */
+  announce() {
+    if (this.state === "live") this.request(this.presence());
+  }
+
+  presence() {
+    return {here: this.here, name: userName()};
   }
 
   /** Send a renewed ID token on the open socket; the server answers as to any request. */

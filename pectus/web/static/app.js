@@ -182,6 +182,7 @@ const signedInBox = document.getElementById("signed-in");
 nameInput.value = userName();
 nameInput.addEventListener("change", () => {
   setUserName(nameInput.value.trim());
+  live.announce(); // the others on the same unit page see the new name
   toast(nameInput.value.trim() ? `Your actions are recorded as ${nameInput.value.trim()}.` : "Your actions are recorded as Anonymous.");
 });
 

@@ -17,6 +17,7 @@ const STOP_UNLOCK_MS = 4000;
 // style.css has the same query.
 const WIDE_LAYOUT = "(min-width: 1100px) and (min-height: 640px)";
 const MIN_PLOT_HEIGHT = 160;
+const PRESENCE_NAME_CHARS = 60; // as pectus.actors.ui_hub.PRESENCE_NAME_CHARS
 const LOCK_CLOSED = '<svg viewBox="0 0 16 16" width="14" height="14" aria-hidden="true" focusable="false">' +
   '<rect x="3" y="7" width="10" height="8" rx="1.5" fill="currentColor"/>' +
   '<path d="M5 7V5a3 3 0 0 1 6 0v2" fill="none" stroke="currentColor" stroke-width="1.6"/></svg>';
@@ -385,6 +386,7 @@ export function mount(root, [unitId]) {
     startButton, pauseButton, holdButton, h("span.stop-pair", stopLock, stopButton),
     h("span#control-stop-hint.visually-hidden", "Stop is locked: unlock it first, then confirm."));
 
+  // One compact band: who and what the unit is doing on the left, the controls on the right.
   const header = h("header.unit-header",
     h("div.unit-heading", h("div.unit-title", title, stateSlot), facts, runEnded),
     controls, presence);
@@ -401,7 +403,6 @@ export function mount(root, [unitId]) {
 
   // -- commands
 
-  // One compact band: who and what the unit is doing on the left, the controls on the right.
   const exampleList = h("ul.example-list", {"data-testid": "command-examples", "aria-label": "Command examples"});
   const examplePreview = h("div.example-preview", {"data-testid": "command-example-preview", "aria-live": "polite"},
     h("p.muted", "Choose an example to see it here."));
@@ -500,6 +501,28 @@ export function mount(root, [unitId]) {
     newest.scrollIntoView({block: "nearest"});
   }
 
+  /** The others who have this page open (the aggregator's presence of the unit, less this page). */
+  function renderPresence({people = [], total = 0}) {
+    const me = presenceName(userName());
+    let mine = 1;
+    const others = [];
+    for (const {name, count} of people) {
+      const left = name === me ? count - mine : count;
+      if (name === me) mine = 0;
+      if (left > 0) others.push({name, count: left});
+    }
+    const unlisted = total - 1 - others.reduce((sum, person) => sum + person.count, 0);
+    if (!others.length && unlisted <= 0) {
+      clear(presence);
+      return;
+    }
+    clear(presence, h("span", "Also here:"),
+      others.map(({name, count}) => h("span.presence-person", {"data-testid": "presence-person", "data-name": name, title: name},
+        h("span.presence-initial", {"aria-hidden": "true"}, [...name][0].toUpperCase()),
+        h("span.presence-name", name), count > 1 ? h("span.muted", ` ×${count}`) : null)),
+      unlisted > 0 ? h("span", `and ${unlisted} more`) : null);
+  }
+
   function renderErrorCount() {
     const count = errorLog.entries.size;
     errorTabCount.hidden = count === 0;
@@ -525,6 +548,13 @@ export function mount(root, [unitId]) {
       (unit.contributors || []).length ? [" · ", h("span", "Contributors: ", unit.contributors.map((c) => c.name).join(", "))] : null);
     errorBanner.hidden = state !== "error";
     offlineBanner.hidden = unit.state !== "offline";
+    // Between runs: the run that just ended, one step away (its record, plot and logs).
+    runEnded.hidden = Boolean(unit.run_id) || !unit.last_run_id;
+    if (!runEnded.hidden) {
+      clear(runEnded, "Run ended ", unit.last_run_completed ? formatDate(unit.last_run_completed) : "", " — ",
+        h("a", {href: `/runs/${encodeURIComponent(unit.last_run_id)}`, "data-testid": "run-ended-link"}, "see the run"));
+    }
+    views.setHidden("diagram", !unit.process_diagram);
     renderControls();
   }
 
@@ -542,13 +572,6 @@ export function mount(root, [unitId]) {
     holdButton.disabled = offline || !running;
     stopButton.setAttribute("aria-pressed", String(!running));
     const unlocked = stopTimer !== null;
-    // Between runs: the run that just ended, one step away (its record, plot and logs).
-    runEnded.hidden = Boolean(unit.run_id) || !unit.last_run_id;
-    if (!runEnded.hidden) {
-      clear(runEnded, "Run ended ", unit.last_run_completed ? formatDate(unit.last_run_completed) : "", " — ",
-        h("a", {href: `/runs/${encodeURIComponent(unit.last_run_id)}`, "data-testid": "run-ended-link"}, "see the run"));
-    }
-    views.setHidden("diagram", !unit.process_diagram);
     stopLock.disabled = offline || !running;
     stopButton.disabled = offline || !running || !unlocked;
     if ((offline || !running) && unlocked) lockStop();
@@ -1037,9 +1060,10 @@ export function mount(root, [unitId]) {
           if (plot) plot.clear();
         }
         renderHeader();
+      } else if (topic === "presence") {
+        renderPresence(data);
       } else if (topic === "control_state") {
         control = data;
-      renderErrorCount();
         renderControls();
       } else if (topic === "values") {
         applyValues(data);
@@ -1057,9 +1081,11 @@ export function mount(root, [unitId]) {
           errorLog.reset([]);
         }
         errorLog.merge(data.changed || []);
+        renderErrorCount();
       }
     },
   });
+  live.setHere(unitId); // after the subscription: this page gets the unit's presence it changes
 
   return {
     canLeave: () => !(editor && editor.isDirty()),
@@ -1067,16 +1093,22 @@ export function mount(root, [unitId]) {
       destroyed = true;
       stop();
       clearTimeout(stopTimer);
+      fitter.disconnect();
+      wide.removeEventListener("change", fitTrend);
+      root.classList.remove("unit-page");
+      live.setHere(null);
       if (plot) plot.destroy();
       if (editor && editor.destroy) editor.destroy();
     },
   };
 }
 
+/** A name as the aggregator shows it in a unit's presence (pectus.actors.ui_hub.presence_name). */
+function presenceName(name) {
+  const trimmed = String(name || "").split(/\s+/).filter(Boolean).join(" ") || "Anonymous";
+  return [...trimmed].length <= PRESENCE_NAME_CHARS ? trimmed : `${[...trimmed].slice(0, PRESENCE_NAME_CHARS - 1).join("")}…`;
+}
+
 function cssId(name) {
-        renderErrorCount();
   return String(name).replace(/[^A-Za-z0-9_-]/g, "_");
 }
-      fitter.disconnect();
-      wide.removeEventListener("change", fitTrend);
-      root.classList.remove("unit-page");
