@@ -203,12 +203,12 @@ def test_a_refused_argument_says_what_is_valid_in_validate_and_in_the_run(tmp_pa
     method = write(tmp_path, "m.pcode", "VA01: Foo\nPU01: 500 L\n")
     assert main(["validate", "--uod", str(DEMO_UOD), str(method)]) == 1
     out = capsys.readouterr().out
-    valve = "Invalid arguments for command 'VA01': 'Foo' is not valid: VA01 takes one of Open or Closed"
-    pump = ("Invalid arguments for command 'PU01': '500 L' is not valid: L is a volume; "
-            "PU01 takes a number, 0 or more, in % (percentage)")
-    assert f"{method}:1: error: {valve}." in out and f"{method}:2: error: {pump}." in out
+    valve = "Foo is not a valid value: expected one of Open or Closed"
+    pump = "500 L is not a valid value: expected 0 to 100 %; L is a volume, not a percentage"
+    assert f"{method}:1: error: VA01: {valve}." in out and f"{method}:2: error: PU01: {pump}." in out
     assert main(["simulate", "--uod", str(DEMO_UOD), str(method), "--max-seconds", "10"]) == 1
-    assert f"the run paused on an error: line 1: Command 'VA01' failed: {valve}" in capsys.readouterr().out
+    assert (f"the run paused on an error: line 1: Command 'VA01' failed: Invalid arguments for command 'VA01': "
+            f"{valve}") in capsys.readouterr().out
 
 
 def test_validate_and_the_run_use_the_same_word_for_an_unknown_instruction(tmp_path, capsys):

@@ -564,11 +564,22 @@ def test_INJ_002_injected_code_runs_after_the_method_end(simulate) -> None:
 def test_INJ_003_an_error_in_injected_code_pauses_the_run(simulate) -> None:
     sim = simulate("Mark: A\nWait: 10 s\nMark: B")
     sim.run_until(lambda: sim.marks == ["A"])
-    assert sim.inject("Mark: I\nFrobnicate")
+    assert sim.inject("Mark: I\nCall macro: Nope")
     sim.run_until(lambda: sim.method_status == "Error", max_seconds=1)
     assert sim.system_state == "Paused"
     assert sim.marks == ["A", "I"]
-    assert sim.errors == ["Invalid instruction 'Frobnicate'"]
+    assert sim.errors == ['No macro named "Nope" is defined at this point. Defined macros: none']
+
+
+def test_INJ_003_deviation_what_would_fail_is_refused_before_it_runs(simulate) -> None:
+    """Open Pectus runs 'Frobnicate' and pauses the run on it; Pectus refuses the injection with the
+    reason (and its line) and nothing of it runs."""
+    sim = simulate("Mark: A\nWait: 10 s\nMark: B")
+    sim.run_until(lambda: sim.marks == ["A"])
+    refused(sim.inject("Mark: I\nFrobnicate"),
+            "line 2: Invalid instruction 'Frobnicate': neither a P-code instruction nor a command of this unit.")
+    sim.run_ticks(5)
+    assert (sim.system_state, sim.method_status, sim.marks) == ("Running", "OK", ["A"])
 
 
 def test_injection_while_stopped_runs_only_unit_commands(simulate) -> None:
@@ -963,7 +974,8 @@ def test_ANA_014_invalid_command_arguments(simulate) -> None:
     assert found(diagnostics) == [("CommandArgsInvalid", E, 1), ("InvalidArgument", E, 3),
                                   ("InvalidArgument", E, 4), ("InvalidArgument", E, 5),
                                   ("InvalidArgument", E, 6)]
-    assert "Invalid arguments for command 'PU01': '120 L' is not valid" in diagnostics[0].message
+    assert diagnostics[0].message == ("PU01: 120 L is not a valid value: expected a number in % (percentage); "
+                                      "L is a volume, not a percentage.")
     assert diagnostics[0].column == len("PU01: ") + 1
     assert "'-1' is not a count" in diagnostics[3].message
 

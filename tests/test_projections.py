@@ -207,13 +207,15 @@ def test_process_values_are_the_latest_samples_with_units_and_commands(log: Log)
     values = {value["name"]: value for value in log.live.process_values(UNIT)}
     assert list(values) == ["Run Time", "System State", "FT01", "PU01", "Valve", "Block", "Mark"]
     assert values["FT01"] == {"name": "FT01", "value": 3.0, "unit": "L/h", "time": "2025-01-09T19:16:50.000Z",
-                              "direction": "Input", "kind": "reading", "commands": []}
-    assert values["PU01"]["commands"] == [{"name": "PU01", "value_type": "float", "help": "PU01: 50 %"}]
+                              "direction": "Input", "kind": "reading", "commands": [], "format": None,
+                              "decimals": None}
+    assert values["PU01"]["commands"] == [{"name": "PU01", "value_type": "float", "help": "PU01: 50 %",
+                                          "rules": None}]  # an engine that sent no rules: the page checks nothing
     # The store encodes with sorted keys, so the choices come back in alphabetical order.
     assert values["Valve"]["commands"] == [{"name": "Valve", "value_type": "choice", "options": ["Closed", "Open"]}]
     assert values["Valve"]["unit"] is None and values["Valve"]["value"] == "Open"
     assert values["Mark"] == {"name": "Mark", "value": "A, first", "unit": None, "time": "2025-01-09T19:13:40.000Z",
-                              "direction": None, "kind": None, "commands": []}
+                              "direction": None, "kind": None, "commands": [], "format": None, "decimals": None}
     assert log.live.process_values(OTHER)[0] == {**values["Run Time"], "value": 0.0, "time": "2025-01-09T19:13:35.000Z"}
 
 

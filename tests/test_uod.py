@@ -604,16 +604,16 @@ def test_describe_accepted_says_what_a_helper_pattern_takes():
 def test_a_refused_argument_says_what_the_command_accepts():
     """Before: only "'500 L' is not valid" and "'Foo' is not valid"."""
     pump = CommandDefinition("PU01", noop, parser=re.compile(RegexNumber(units=["%"], non_negative=True)))
-    assert pump.refusal("500 L") == (
-        "'500 L' is not valid: L is a volume; PU01 takes a number, 0 or more, in % (percentage)")
-    assert pump.refusal("-5 %") == "'-5 %' is not valid: PU01 takes a number, 0 or more, in % (percentage)"
-    assert pump.refusal("") == "an argument is needed: PU01 takes a number, 0 or more, in % (percentage)"
+    assert pump.refusal("500 L") == ("PU01: 500 L is not a valid value: expected a number, 0 or more, in % "
+                                     "(percentage); L is a volume, not a percentage")
+    assert pump.refusal("-5 %") == "PU01: -5 % is not a valid value: expected a number, 0 or more, in % (percentage)"
+    assert pump.refusal("") == "PU01: a value is needed: expected a number, 0 or more, in % (percentage)"
     valve = CommandDefinition("VA01", noop, parser=re.compile(RegexCategorical(["Open", "Closed"])))
-    assert valve.refusal(" Foo ") == "'Foo' is not valid: VA01 takes one of Open or Closed"
+    assert valve.refusal(" Foo ") == "VA01: Foo is not a valid value: expected one of Open or Closed"
     no_argument = CommandDefinition("Reset", noop, parser=None)
-    assert no_argument.refusal("now") == "'now' is not valid: Reset takes no argument"
+    assert no_argument.refusal("now") == "Reset: now is not a valid value: expected no argument"
     custom = CommandDefinition("A", noop, parser=lambda text: None)
-    assert custom.refusal("x") == "'x' is not valid"
+    assert custom.refusal("x") == "A: x is not a valid value"
 
 
 def test_as_decimal_and_as_int():
@@ -732,5 +732,6 @@ def test_demo_pump_command_refuses_more_than_100_percent(demo):
     cmd.execute(pump.parse("40 %"))
     assert cmd.is_complete() and demo.tags["PU01"].value == 40.0
     assert pump.parse("-5 %") is None
-    with pytest.raises(ValueError, match="PU01 takes 0 to 100 %"):
-        pump.create(demo, "p2").execute(pump.parse("150 %"))
+    # The tag's declared range (0 to 100 %) is the command's: 150 % is refused before it runs.
+    assert pump.parse("100 %") is not None and pump.parse("150 %") is None
+    assert pump.refusal("150 %") == "PU01: 150 % is not a valid value: expected 0 to 100 %"

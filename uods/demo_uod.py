@@ -58,10 +58,8 @@ class DemoHardware(SimulatedHardware):
 
 
 def _set_percent(cmd: UodCommand, tag_name: str, number: str) -> None:
-    percent = float(number)
-    if percent > 100:  # the regex already refuses negative numbers
-        raise ValueError(f"{tag_name} takes 0 to 100 %, not {number} %")
-    cmd.context.tags[tag_name].set_value(percent, cmd.tick_time)
+    # The engine refused a value outside the tag's declared range (0 to 100 %) before this runs.
+    cmd.context.tags[tag_name].set_value(float(number), cmd.tick_time)
     cmd.set_complete()
 
 
@@ -156,10 +154,10 @@ def create() -> UnitOperationDefinition:
         .with_hardware_register("TT01", RegisterDirection.Read)
         .with_hardware_register("UV01", RegisterDirection.Read, to_tag=lambda absorbance: 1000.0 * absorbance)
 
-        .with_tag(tags.Tag("PU01", value=0.0, unit="%", direction=output))
+        .with_tag(tags.Tag("PU01", value=0.0, unit="%", direction=output, minimum=0, maximum=100))
         .with_tag(tags.SelectTag("VA01", "Closed", None, ["Open", "Closed"], direction=output))
         .with_tag(tags.SelectTag("Inlet", "Buffer", None, ["Buffer", "Sample"], direction=output))
-        .with_tag(tags.Tag("HE01", value=0.0, unit="%", direction=output))
+        .with_tag(tags.Tag("HE01", value=0.0, unit="%", direction=output, minimum=0, maximum=100))
         .with_tag(tags.SelectTag("Reset", "N/A", None, ["Reset", "N/A"], direction=output))
         .with_tag(tags.ReadingTag("FT01", "L/h"))
         .with_tag(tags.ReadingTag("Totalizer", "L"))

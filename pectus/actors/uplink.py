@@ -47,6 +47,7 @@ from pectus.events import protocol as p
 from pectus.events.records import MAX_RECORD, RecordError, check_record
 from pectus.pcode import events as ev
 from pectus.pcode.engine import Engine, Outcome
+from pectus.pcode.tags import display_format
 
 log = logging.getLogger("pectus.engine.uplink")
 
@@ -217,13 +218,17 @@ class RecordBuilder:
 
     def describe(self, time: float) -> dict[str, Any]:
         uod = self.engine.uod
+        # Fields that are not set are left out, so an aggregator that predates them takes the record.
         readings = [{"kind": r.kind, "tag_name": r.tag_name, "entry_data_type": r.entry_data_type,
-                     "execute_command_name": r.execute_command_name, "command_options": r.command_options}
+                     "execute_command_name": r.execute_command_name, "command_options": r.command_options,
+                     **_present(entry=uod.entry_rules(r))}
                     for r in uod.readings]
         commands = [{"name": name, "help": c.help, "examples": c.examples(),
                      "takes_argument": None if c.argument_names is None else bool(c.argument_names)}
                     for name, c in uod.commands.items()]
-        tags = [{"name": t.name, "unit": t.unit, "direction": str(t.direction)} for t in self.engine.tags]
+        tags = [{"name": t.name, "unit": t.unit, "direction": str(t.direction),
+                 **_present(**dict(zip(("format", "decimals"), display_format(t.format_fn))))}
+                for t in self.engine.tags]
         # Without a diagram the field is left out, so an aggregator that predates it takes the record.
         diagram = {"process_diagram": uod.process_diagram.svg} if uod.process_diagram is not None else {}
         return {"kind": "uod", "time": time, "run": self._run, "data": {
@@ -341,6 +346,11 @@ class RecordBuilder:
 
 def _json_value(value: Any) -> bool:
     return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _present(**fields: Any) -> dict[str, Any]:
+    """The fields that are set (not None)."""
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _scalar(value: Any) -> Any:

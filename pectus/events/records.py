@@ -51,6 +51,30 @@ class UodTag(_Data):
     name: Name
     unit: Label | None
     direction: Label
+    # How the UI shows the value (pectus.pcode.tags.display_format); absent when the UI's own
+    # number format applies, and from older engines' records.
+    format: Literal["duration", "date_time"] | None = None
+    decimals: Annotated[int, msgspec.Meta(ge=0, le=12)] | None = None
+
+
+class UnitRange(_Data):
+    """A unit an entry may be given in ("" for a number without unit) and the range in it."""
+
+    unit: Label
+    minimum: Number | None = None
+    maximum: Number | None = None
+
+
+class EntryRules(_Data):
+    """What an entry's value must be, for the page to check it before sending it
+    (pectus.uod.definition.UnitOperationDefinition.entry_rules); the engine checks it again."""
+
+    type: Literal["number", "choice", "text"]
+    expected: Text = ""  # in words, for the message: "0 to 100 %"
+    int_only: bool = False
+    optional: bool = False
+    units: Annotated[list[UnitRange], msgspec.Meta(max_length=1_000)] = []
+    options: Annotated[list[Label], msgspec.Meta(max_length=1_000)] = []
 
 
 class Reading(_Data):
@@ -59,6 +83,7 @@ class Reading(_Data):
     entry_data_type: Label | None = None
     execute_command_name: Label | None = None
     command_options: Annotated[dict[Label, Text], msgspec.Meta(max_length=1_000)] | None = None
+    entry: EntryRules | None = None  # an entry's rules; absent from older engines' records
 
 
 class CommandInfo(_Data):

@@ -75,7 +75,8 @@ class CommandSpec(Protocol):
 
 @runtime_checkable
 class ExplainsRefusal(Protocol):
-    """A command that can say why an argument is refused and what it accepts (a UOD's can)."""
+    """A command that can say why an argument is refused and what it accepts (a UOD's can):
+    "PU01: 150 % is not a valid value: expected 0 to 100 %"."""
 
     def refusal(self, argument: str) -> str: ...
 
@@ -463,12 +464,12 @@ def _command_problem(node: Node, commands: Mapping[str, ArgumentParser | Command
         valid = False
     if valid:
         return None
-    if isinstance(spec, ExplainsRefusal):
-        shown = spec.refusal(argument)
+    if isinstance(spec, ExplainsRefusal):  # names the command and says what is valid
+        message = spec.refusal(argument)
     else:
         shown = f"{_quote(argument)} is not valid" if argument else "an argument is needed"
-    return _at(node, "CommandArgsInvalid", Severity.ERROR, f"Invalid arguments for command "
-               f"{_quote(name)}: {shown}", fragment=argument)
+        message = f"Invalid arguments for command {_quote(name)}: {shown}"
+    return _at(node, "CommandArgsInvalid", Severity.ERROR, message, fragment=argument)
 
 
 def _undefined_command(node: Node, commands: Mapping[str, ArgumentParser | CommandSpec]) -> Diagnostic:

@@ -193,7 +193,7 @@ class CommandManager:
         arguments = definition.parse(running.argument)
         if arguments is None:
             raise CommandError(f"Invalid arguments for command '{running.name}': "
-                               f"{definition.refusal(running.argument)}")
+                               f"{definition.problem(running.argument)}")
         if running.uod is None:
             running.uod = definition.create(engine.uod, running.item.id if running.item else 0, clock=engine.now)
             running.uod.initialize()

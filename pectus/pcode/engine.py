@@ -31,12 +31,12 @@ from pectus.pcode import units
 from pectus.pcode.analyzer import analyze
 from pectus.pcode.commands import CONTROLS, CommandManager
 from pectus.pcode.context import MethodError
-from pectus.pcode.diagnostics import Diagnostic
+from pectus.pcode.diagnostics import Diagnostic, Severity
 from pectus.pcode.interpreter import Interpreter
 from pectus.pcode.runlog import ItemState, LineState, RunLog, RunLogItem
 from pectus.pcode.syntax import Method, Node, parse
 from pectus.pcode.tags import (HOOKS, SystemTagName as S, Tag, TagTable, format_time_as_clock,
-                               overridden_hooks)
+                               format_time_as_date_time, overridden_hooks)
 from pectus.pcode.timing import TIME_UNITS, micros, parse_duration, seconds
 
 RUNNING, PAUSED, HOLDING, STOPPED, RESTARTING = "Running", "Paused", "Holding", "Stopped", "Restarting"
@@ -60,6 +60,14 @@ class Outcome:
 
 ACCEPTED = Outcome(True)
 
+#: The analyzer's findings that refuse injected code before it runs: each would fail when its
+#: line runs and pause the run. Structure, thresholds and macros depend on the method the code
+#: joins, so those are left to the run.
+REFUSED_IN_INJECTION = frozenset({
+    "UndefinedCommand", "CommandArgsInvalid", "ArgumentNotExpected", "MissingArgument", "InvalidArgument",
+    "UndefinedTag", "UnexpectedUnit", "MissingUnit", "InvalidUnit", "IncompatibleUnits", "NonNumericComparison",
+})
+
 
 def _system_tags() -> list[Tag]:
     clock = format_time_as_clock
@@ -69,7 +77,7 @@ def _system_tags() -> list[Tag]:
         Tag(S.BLOCK, value=None),
         Tag(S.PROCESS_TIME, value=0.0, unit="s", format_fn=clock),
         Tag(S.RUN_TIME, value=0.0, unit="s", format_fn=clock),
-        Tag(S.CLOCK, value=0.0, unit="s"),
+        Tag(S.CLOCK, value=0.0, unit="s", format_fn=format_time_as_date_time),
         Tag(S.SYSTEM_STATE, value=STOPPED),
         Tag(S.METHOD_STATUS, value="OK"),
         Tag(S.CONNECTION_STATUS, value="Disconnected"),
@@ -437,7 +445,10 @@ class Engine:
                        base_units=list(self.uod.base_unit_provider))
 
     def inject(self, code: str) -> Outcome:
-        """Run a snippet of P-code now, beside the method (e.g. an operator's command)."""
+        """Run a snippet of P-code now, beside the method (e.g. an operator's command or a
+        process value's entry). Code that would fail once it runs - an argument a command
+        refuses, a value outside its tag's range, an unknown command or tag - is refused here,
+        before anything runs, with the reason: it never pauses the run."""
         method = parse(code)
         if method.errors:
             return Outcome(False, "; ".join(str(e) for e in method.errors))
@@ -449,11 +460,27 @@ class Engine:
                 if node.kind.value != "Command" or node.name not in self.uod.commands:
                     return Outcome(False, f"'{node.display_name}' can only run while a run is started; "
                                           "only unit commands run while the unit is Stopped")
+        problem = self.refusal_of(method)
+        if problem:
+            return Outcome(False, problem)
+        if not self.started:
             for node in method.program.children:
                 self.commands.schedule(node.name, node.arguments, None, source="user")
             return ACCEPTED
         self.interpreter.inject(method)
         return ACCEPTED
+
+    def refusal_of(self, method: Method) -> str | None:
+        """Why injected ``method`` would fail once it runs, or None: the analyzer's errors of
+        the kinds in :data:`REFUSED_IN_INJECTION` with their did-you-mean, each with its line
+        when the code has several ("PU01: 150 % is not a valid value: expected 0 to 100 %.")."""
+        several = sum(1 for node in method.lines if node.text.strip()) > 1
+        problems = []
+        for d in self.analyze(method):
+            if d.severity is Severity.ERROR and d.id in REFUSED_IN_INJECTION:
+                hint = f" Did you mean '{d.fixes[0]}'?" if d.fixes and "did you mean" not in d.message.lower() else ""
+                problems.append((f"line {d.line}: " if several else "") + d.message + hint)
+        return " ".join(problems) or None
 
     def cancel(self, item_id: int) -> Outcome:
         item = self.run_log.get(item_id)

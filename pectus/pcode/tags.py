@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from datetime import datetime, timezone
 from decimal import Decimal
 from enum import StrEnum
 from typing import Any, Callable, Iterable, Iterator
@@ -70,6 +71,47 @@ def format_time_as_clock(value: Any) -> str:
     return f"{seconds // 3600:02d}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
 
+def format_time_as_date_time(value: Any) -> str:
+    """Epoch seconds as an ISO 8601 UTC date and time (``2026-03-01T09:30:00Z``): the ``Clock`` tag."""
+    if value is None:
+        return ""
+    return datetime.fromtimestamp(float(value), timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@dataclass(frozen=True, slots=True)
+class FixedDecimals:
+    """A formatter that shows a number with ``decimals`` decimals (``FixedDecimals(1)(2.25)`` is "2.2").
+
+    Give it as a tag's ``format_fn``: unlike any other function it is also known to the UI, whose
+    tiles then show the tag's value with as many decimals (see :func:`display_format`).
+    """
+
+    decimals: int
+
+    def __post_init__(self) -> None:
+        if isinstance(self.decimals, bool) or not isinstance(self.decimals, int) or not 0 <= self.decimals <= 12:
+            raise ValueError(f"FixedDecimals needs a whole number of decimals 0 to 12, not {self.decimals!r}")
+
+    def __call__(self, value: Any) -> str:
+        return "" if value is None else f"{float(value):.{self.decimals}f}"
+
+
+def display_format(format_fn: Callable[[Any], str] | None) -> tuple[str | None, int | None]:
+    """How the UI shows a tag whose formatter is ``format_fn``: (format, decimals).
+
+    ``("duration", None)`` for :func:`format_time_as_clock` (HH:MM:SS), ``("date_time", None)`` for
+    :func:`format_time_as_date_time`, ``(None, n)`` for :class:`FixedDecimals` ``(n)``; any other
+    formatter is Python the browser cannot run, so ``(None, None)``: the UI's own number format.
+    """
+    if format_fn is format_time_as_clock:
+        return "duration", None
+    if format_fn is format_time_as_date_time:
+        return "date_time", None
+    if isinstance(format_fn, FixedDecimals):
+        return None, format_fn.decimals
+    return None, None
+
+
 @dataclass(frozen=True, slots=True)
 class TagValue:
     """A read-only snapshot of a tag, as published to the aggregator and the UI."""
@@ -112,24 +154,46 @@ def overridden_hooks(listener: object) -> set[str]:
     return {h for h in HOOKS if getattr(cls, h, None) is not getattr(EventListener, h)}
 
 
+def check_range(owner: str, minimum: Any, maximum: Any) -> None:
+    """Raise ValueError naming ``owner`` unless each bound is None or a finite number and
+    ``minimum <= maximum``."""
+    for label, bound in (("minimum", minimum), ("maximum", maximum)):
+        if bound is not None and (isinstance(bound, bool) or not isinstance(bound, (int, float, Decimal))
+                                  or not math.isfinite(bound)):
+            raise ValueError(f"{owner}: {label} must be a finite number or None, not {bound!r}")
+    if minimum is not None and maximum is not None and minimum > maximum:
+        raise ValueError(f"{owner}: minimum {minimum} is above maximum {maximum}")
+
+
 class Tag(EventListener):
-    """A named value with an optional unit, direction and formatter."""
+    """A named value with an optional unit, direction and formatter.
+
+    ``minimum`` and ``maximum`` (in the tag's unit, either or both) declare the values the tag
+    may be set to: the command that sets it (named as the tag, or the tag's entry's command)
+    then refuses a value outside them before it runs, in the page and in the engine
+    (``Tag("PU01", value=0.0, unit="%", minimum=0, maximum=100)``). Open Pectus tags have no
+    range; without one nothing changes.
+    """
 
     __slots__ = ("name", "value", "unit", "direction", "format_fn", "choices", "tick_time",
-                 "simulated", "simulated_value", "changed", "_table")
+                 "simulated", "simulated_value", "changed", "_table", "minimum", "maximum")
 
     def __init__(self, name: str, tick_time: float | None = None, value: Any = None,
                  unit: str | None = None, direction: TagDirection = TagDirection.NA,
-                 format_fn: Callable[[Any], str] | None = None):
+                 format_fn: Callable[[Any], str] | None = None, *,
+                 minimum: float | None = None, maximum: float | None = None):
         if not isinstance(name, str) or not name.strip():
             raise ValueError("A tag needs a non-empty name")
         if unit is not None and not units.is_supported(unit):
             raise ValueError(f"Tag '{name}': unknown unit '{unit}'")
+        check_range(f"Tag '{name}'", minimum, maximum)
         self.name = name
         self.value = value
         self.unit = unit or None
         self.direction = direction
         self.format_fn = format_fn
+        self.minimum = None if minimum is None else float(minimum)
+        self.maximum = None if maximum is None else float(maximum)
         self.choices: list[str] | None = None
         self.tick_time = time.time() if tick_time is None else tick_time
         self.simulated = False

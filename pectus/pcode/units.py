@@ -137,6 +137,15 @@ def compatible_units(unit: str | None) -> list[str]:
     return [u for u in SUPPORTED_UNITS[quantity] if _comparison_problem(unit, u) is None]
 
 
+def settable_units(unit: str | None) -> list[str]:
+    """The units a value may be given in to *set* a tag in ``unit``: its compatible units, except
+    that a percentage with a basis sets only a tag of that basis (a pump in ``%`` is set in ``%``,
+    never in ``vol%``; comparing it with ``5 vol%`` is another question). ``unit`` comes first."""
+    if quantity_of(unit) is None:
+        return []
+    return list(dict.fromkeys([unit, *(u for u in compatible_units(unit) if u not in _PERCENT_BASIS or u == unit)]))
+
+
 def check_comparable(tag_unit: str | None, value_unit: str | None) -> None:
     """Raise :class:`UnitError` unless a value in ``value_unit`` may be compared with a tag in
     ``tag_unit`` (see the module docstring for the rules). ``None`` and ``""`` mean "no unit"."""

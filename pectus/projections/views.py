@@ -626,7 +626,8 @@ class Projector:
             tag = tags.get(name, {})
             reading = readings.get(name)
             values.append({"name": name, "value": value, "unit": tag.get("unit") or None, "time": iso(time),
-                           "direction": tag.get("direction"),
+                           "direction": tag.get("direction"), "format": tag.get("format"),
+                           "decimals": tag.get("decimals"),
                            "kind": reading["kind"] if reading is not None else None,
                            "commands": _reading_commands(reading, helps) if reading is not None else []})
         return values
@@ -776,11 +777,20 @@ def plotted_tags(description: dict[str, Any]) -> list[str]:
     return list(dict.fromkeys(names))
 
 
+_ENTRY_VALUE_TYPES = {"number": "float", "text": "str", "choice": "choice"}  # an entry's rules' type -> value_type
+
+
 def _reading_commands(reading: dict[str, Any], helps: dict[str, str]) -> list[dict[str, Any]]:
     """What a user can do with a process value: enter a value, or pick one of the choices."""
     if reading["kind"] == "reading_with_entry":
         name = reading.get("execute_command_name") or reading["tag_name"]
-        return [{"name": name, "value_type": reading.get("entry_data_type"), "help": helps.get(name, "")}]
+        rules = reading.get("entry")  # what the page checks before sending (None from older engines)
+        if not rules:
+            return [{"name": name, "value_type": reading.get("entry_data_type"), "help": helps.get(name, ""),
+                     "rules": None}]
+        value_type = "int" if rules.get("int_only") else _ENTRY_VALUE_TYPES[rules["type"]]
+        return [{"name": name, "value_type": value_type, "help": helps.get(name, ""), "rules": rules,
+                 **({"options": rules["options"]} if value_type == "choice" else {})}]
     if reading["kind"] == "reading_with_choice":
         options = reading.get("command_options") or {}
         return [{"name": reading["tag_name"], "value_type": "choice", "options": list(options)}]

@@ -43,7 +43,7 @@ from pectus.hardware.base import HardwareLayerBase, NullHardware, Register, Regi
 from pectus.pcode import units
 from pectus.pcode.syntax import BUILTINS
 from pectus.pcode.tags import SystemTagName, Tag
-from pectus.uod.commands import CommandDefinition, ExecFn, LifecycleFn, Parser
+from pectus.uod.commands import CommandDefinition, ExecFn, LifecycleFn, Parser, ValueRange
 from pectus.uod.definition import (DEFAULT_BASE_UNITS, USER_UOD_LOGGER, EntryDataType, Problem, ProcessDiagram,
                                    ProcessValue, Source, SourceKey, TagList, UnitOperationDefinition, UodError,
                                    format_problem, sort_problems)
@@ -305,16 +305,31 @@ class UodBuilder:
 
     def with_command_regex_arguments(self, name: str, arg_parse_regex: str, exec_fn: ExecFn,
                                      init_fn: LifecycleFn | None = None,
-                                     finalize_fn: LifecycleFn | None = None) -> UodBuilder:
+                                     finalize_fn: LifecycleFn | None = None, *,
+                                     minimum: float | None = None, maximum: float | None = None) -> UodBuilder:
         """Add a command whose argument must match ``arg_parse_regex``; its named groups become
-        the keyword arguments of ``exec_fn`` (see :mod:`pectus.uod.regex`)."""
+        the keyword arguments of ``exec_fn`` (see :mod:`pectus.uod.regex`).
+
+        ``minimum``/``maximum`` declare the range of a ``RegexNumber`` argument, in the pattern's
+        first unit; without them the command takes the range of the tag it sets, if that has one
+        (``Tag(..., minimum=0, maximum=100)``)."""
         source = self._here(f"with_command_regex_arguments({name!r})")
         try:
             parser: Parser = re.compile(arg_parse_regex)
         except (re.error, TypeError) as error:
             self._problem(source, f"the argument pattern {arg_parse_regex!r} is not a valid regex: {error}")
             return self
-        self._add_command(source, CommandDefinition(name, exec_fn, init_fn, finalize_fn, parser))
+        command = CommandDefinition(name, exec_fn, init_fn, finalize_fn, parser)
+        if minimum is not None or maximum is not None:
+            if not command.takes_number:
+                self._problem(source, "minimum and maximum need a number argument: a RegexNumber pattern")
+                return self
+            try:
+                command.value_range = ValueRange(minimum, maximum, (command.units or [None])[0])
+            except ValueError as error:
+                self._problem(source, str(error))
+                return self
+        self._add_command(source, command)
         return self
 
     def _add_command(self, source: Source, command: CommandDefinition) -> None:
@@ -460,6 +475,7 @@ class UodBuilder:
             plot_configuration=self._plot, process_diagram=self._diagram, required_roles=self._roles,
             data_log_interval_seconds=self._data_log_interval, base_unit_provider=self._base_units,
             sources=self._sources)
+        definition.apply_tag_ranges()
         problems = sort_problems(self._problems + definition.find_problems())
         if problems:
             raise UodError([format_problem(p) for p in problems])

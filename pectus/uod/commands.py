@@ -27,9 +27,13 @@ a regex       every named group (groups that did not match as ``None``)
 a callable    the dict it returns
 ============  ==========================================================
 
-Every parser answers ``None`` for arguments it does not accept; the engine and the analyzer
-report that as "Invalid arguments for command '<name>': " and :meth:`CommandDefinition.refusal`,
-which says what the command accepts when its pattern is one of the ``pectus.uod.regex`` helpers.
+Every parser answers ``None`` for arguments it does not accept. A number argument (a
+``RegexNumber`` pattern) may also have a declared range (:class:`ValueRange`: the command's own,
+or the ``minimum``/``maximum`` of the tag it sets), and ``parse`` answers ``None`` for a number
+outside it too. :meth:`CommandDefinition.refusal` says why and what is valid, e.g.
+"PU01: 150 % is not a valid value: expected 0 to 100 %", when the pattern is one of the
+``pectus.uod.regex`` helpers; :meth:`CommandDefinition.entry_rules` gives the page the same rules
+to check an entry before it is sent.
 """
 
 from __future__ import annotations
@@ -42,8 +46,9 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Callable, Literal
 
-from pectus.pcode.units import quantity_of
-from pectus.uod.regex import PatternInfo, describe_accepted, describe_pattern
+from pectus.pcode.tags import check_range
+from pectus.pcode.units import convert, quantity_of
+from pectus.uod.regex import NumberShape, PatternInfo, describe_accepted, describe_pattern, either, number_shape
 
 ExecFn = Callable[..., None]
 LifecycleFn = Callable[["UodCommand"], None]
@@ -54,6 +59,33 @@ ArgumentType = Literal["none", "text", "float", "choice"]
 
 # A number then a word: the word is the unit the argument was written in ('500 L').
 _WRITTEN_UNIT_RE = re.compile(r"^\s*-?[0-9.]+\s*(?P<unit>\S+)\s*$")
+# A bound converted into another unit may miss by a rounding error: 1000 mL is 1 L.
+_RANGE_TOLERANCE = 1e-9
+
+
+@dataclass(frozen=True, slots=True)
+class ValueRange:
+    """The values a command's number may take: ``minimum`` to ``maximum`` (either may be None)
+    in ``unit`` (None for a number without unit)."""
+
+    minimum: float | None
+    maximum: float | None
+    unit: str | None = None
+
+    def __post_init__(self) -> None:
+        check_range("A value range", self.minimum, self.maximum)
+
+    def bounds_in(self, unit: str | None) -> tuple[float | None, float | None]:
+        """The bounds converted into ``unit`` (a number without unit: as they are)."""
+        if not unit or not self.unit or unit == self.unit:
+            return self.minimum, self.maximum
+        return tuple(None if b is None else convert(b, self.unit, unit)  # type: ignore[return-value]
+                     for b in (self.minimum, self.maximum))
+
+    def contains(self, number: float, unit: str | None) -> bool:
+        low, high = self.bounds_in(unit)
+        slack = _RANGE_TOLERANCE * max(1.0, abs(number))
+        return (low is None or number >= low - slack) and (high is None or number <= high + slack)
 
 
 class UodCommand:
@@ -149,9 +181,13 @@ class CommandDefinition:
     init_fn: LifecycleFn | None = None
     finalize_fn: LifecycleFn | None = None
     parser: Parser = "default"
+    #: The range of a number argument: the command's own, or the range of the tag it sets
+    #: (given to it by ``UodBuilder.build``). Only checked for a ``RegexNumber`` pattern.
+    value_range: ValueRange | None = None
 
     def parse(self, argument: str) -> dict[str, Any] | None:
-        """The keyword arguments for ``exec_fn``, or None when ``argument`` is not accepted."""
+        """The keyword arguments for ``exec_fn``, or None when ``argument`` is not accepted
+        (also a number outside :attr:`value_range`)."""
         parser = self.parser
         if parser == "default":
             return {"value": argument}
@@ -159,26 +195,102 @@ class CommandDefinition:
             return {} if not argument.strip() else None
         if isinstance(parser, re.Pattern):
             match = parser.search(argument)
-            return match.groupdict() if match else None
+            if match is None:
+                return None
+            groups = match.groupdict()
+            return groups if self._in_range(groups) else None
         return parser(argument)
 
-    def refusal(self, argument: str) -> str:
-        """Why ``argument`` is refused, and what would be accepted when the pattern tells.
+    def _in_range(self, groups: dict[str, Any]) -> bool:
+        number = groups.get("number")
+        if self.value_range is None or number is None or self._number is None:
+            return True
+        return self.value_range.contains(float(number), groups.get("number_unit") or None)
 
-        "'500 L' is not valid: L is a volume; PU01 takes a number, 0 or more, in % (percentage)".
-        Call it only for an argument :meth:`parse` refused.
+    def refusal(self, argument: str) -> str:
+        """Why ``argument`` is refused and what is valid, naming the command: what the engine
+        answers a refused entry or injection, and the analyzer's message. Call it only for an
+        argument :meth:`parse` refused.
+
+        "PU01: 150 % is not a valid value: expected 0 to 100 %";
+        "PU01: 500 L is not a valid value: expected 0 to 100 %; L is a volume, not a percentage";
+        "VA01: Foo is not a valid value: expected one of Open or Closed".
         """
-        refused = f"'{argument.strip()}' is not valid" if argument.strip() else "an argument is needed"
-        if self.parser is None:
-            return f"{refused}: {self.name} takes no argument"
-        accepted = describe_accepted(self.pattern) if self.pattern is not None else None
-        if accepted is None:
+        return f"{self.name}: {self.problem(argument)}"
+
+    def problem(self, argument: str) -> str:
+        """:meth:`refusal` without the command's name (the run says it in its own words)."""
+        written = argument.strip()
+        refused = f"{written} is not a valid value" if written else "a value is needed"
+        expected = self.expected()
+        if expected is None:
             return refused
+        return f"{refused}: expected {expected}{self._unit_mismatch(argument)}"
+
+    def expected(self) -> str | None:
+        """What a valid argument is, in words ("0 to 100 %", "one of Open or Closed", "no
+        argument"); None when the parser does not tell (a custom parser or a hand-written pattern)."""
+        if self.parser is None:
+            return "no argument"
+        if self.pattern is None:
+            return None
+        shape, value_range = self._number, self.value_range
+        if shape is None or value_range is None:
+            return describe_accepted(self.pattern)
+        unit = value_range.unit if value_range.unit in shape.units else (shape.units or ("",))[0]
+        low, high = self._bounds(shape, unit)
+        shown = f" {unit}" if unit else ""
+        if low is not None and high is not None:
+            text = f"{_number(low)} to {_number(high)}{shown}"
+        elif low is not None:
+            text = f"{_number(low)}{shown} or more"
+        else:
+            text = f"{_number(high)}{shown} or less"
+        if shape.int_only:
+            text = "a whole number, " + text
+        others = [other for other in shape.units if other != unit]
+        if others:
+            text += f" (or the same in {either(others)})"
+        return text + (", or nothing" if shape.optional else "")
+
+    def _bounds(self, shape: NumberShape, unit: str) -> tuple[float | None, float | None]:
+        """The range in ``unit`` ("" for none), narrowed to 0 or more for a non-negative pattern."""
+        low, high = self.value_range.bounds_in(unit or None) if self.value_range else (None, None)
+        if shape.non_negative and (low is None or low < 0):
+            low = 0.0
+        return low, high
+
+    def _unit_mismatch(self, argument: str) -> str:
+        """"; L is a volume, not a percentage" when the argument's unit is not one the command takes."""
         written = _WRITTEN_UNIT_RE.match(argument)
         unit = written["unit"] if written and self.units and written["unit"] not in self.units else None
         quantity = quantity_of(unit)
-        mismatch = f" {unit} is a {quantity};" if quantity is not None else ""
-        return f"{refused}:{mismatch} {self.name} takes {accepted}"
+        if quantity is None:
+            return ""
+        wanted = {quantity_of(u) for u in self.units} - {None}
+        instead = f", not {_a(next(iter(wanted)))}" if len(wanted) == 1 and quantity not in wanted else ""
+        return f"; {unit} is {_a(quantity)}{instead}"
+
+    def argument_rules(self) -> dict[str, Any] | None:
+        """The rules of a number or choice argument, for the page to check an entry before it is
+        sent; None when only the parser knows (the engine still checks). A number lists each unit
+        it may be written in ("" for none) with the range in that unit::
+
+            {"type": "number", "int_only": False, "optional": False, "expected": "0 to 100 %",
+             "units": [{"unit": "%", "minimum": 0.0, "maximum": 100.0}]}
+            {"type": "choice", "options": ["Open", "Closed"], "expected": "one of Open or Closed"}
+        """
+        shape = self._number
+        if shape is not None:
+            units = []
+            for unit in shape.units or ("",):
+                low, high = self._bounds(shape, unit)
+                units.append({"unit": unit, "minimum": low, "maximum": high})
+            return {"type": "number", "int_only": shape.int_only, "optional": shape.optional,
+                    "units": units, "expected": self.expected() or ""}
+        if self.argument_type == "choice" and self.expected() is not None:
+            return {"type": "choice", "options": self.options, "expected": self.expected()}
+        return None
 
     def create(self, context: Any, instance_id: str, clock: Callable[[], float] = time.time) -> UodCommand:
         """A new instance. ``clock`` gives ``cmd.tick_time``: the engine passes its tick clock."""
@@ -204,6 +316,10 @@ class CommandDefinition:
     def _info(self) -> PatternInfo:
         return describe_pattern(self.pattern or "")
 
+    @cached_property
+    def _number(self) -> NumberShape | None:
+        return number_shape(self.pattern) if self.pattern is not None else None
+
     @property
     def help(self) -> str:
         """The exec function's docstring: the command's help text, with P-code examples."""
@@ -219,6 +335,11 @@ class CommandDefinition:
         if "option" in self._info.groups:
             return "choice"
         return "text"
+
+    @property
+    def takes_number(self) -> bool:
+        """Whether the argument is a number of the ``RegexNumber`` helpers (then a range applies)."""
+        return self._number is not None
 
     @property
     def units(self) -> list[str]:
@@ -258,3 +379,13 @@ class CommandDefinition:
                       *("+".join(c) for n in range(1, len(additive) + 1) for c in itertools.combinations(additive, n))]
         generated = [f"{self.name}: {a}" if a else self.name for a in arguments if self.parse(a) is not None]
         return list(dict.fromkeys(documented + generated))
+
+
+def _number(value: float) -> str:
+    """A bound as people write it: 100, not 100.0; 0.5."""
+    return str(int(value)) if value == int(value) and abs(value) < 1e15 else repr(value)
+
+
+def _a(word: str) -> str:
+    """The word with its article: "a volume", "an absorbance"."""
+    return f"an {word}" if word[:1].lower() in "aeiou" else f"a {word}"

@@ -26,7 +26,7 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Literal, SupportsIndex, overload
 
 from pectus.diagram import Binding
@@ -34,7 +34,7 @@ from pectus.hardware.base import HardwareLayerBase
 from pectus.pcode import units
 from pectus.pcode.diagnostics import closest
 from pectus.pcode.tags import SystemTagName, Tag, TagTable
-from pectus.uod.commands import CommandDefinition
+from pectus.uod.commands import CommandDefinition, ValueRange
 from pectus.uod.plot import PlotConfiguration
 
 #: Records of this logger at WARNING and above go to the UI's error log (``get_logger()``).
@@ -207,15 +207,48 @@ class UnitOperationDefinition:
         return "int" if isinstance(value, int) else "float" if isinstance(value, float) else "str"
 
     def valid_value_units(self, reading: ProcessValue) -> list[str]:
-        """Units an entry may be given in: its command's regex units, else the tag's compatible
-        units, else ``[""]`` (no unit)."""
+        """Units an entry may be given in: its command's regex units, else the units that fit
+        the tag's quantity (:func:`~pectus.pcode.units.settable_units`: a pump in % only in %),
+        else ``[""]`` (no unit)."""
         command = self.commands.get(reading.execute_command_name or reading.tag_name)
         if command is not None and command.units:
             return command.units
         tag = self.tags.get(reading.tag_name)
         if tag is None or tag.unit is None:
             return [""]
-        return list(dict.fromkeys([tag.unit, *units.compatible_units(tag.unit)]))
+        return units.settable_units(tag.unit) or [tag.unit]
+
+    def entry_rules(self, reading: ProcessValue) -> dict[str, Any] | None:
+        """What the page checks an entry's value against before sending it (the engine checks
+        it again when it arrives): the command's argument rules when its pattern tells (see
+        :meth:`CommandDefinition.argument_rules`: type, units with their ranges, choices, what is
+        expected); else the entry's data type and the units that fit the tag, without range.
+        None for a reading without entry."""
+        if reading.kind != "reading_with_entry":
+            return None
+        command = self.commands.get(reading.execute_command_name or reading.tag_name)
+        rules = command.argument_rules() if command is not None else None
+        if rules is not None:
+            return rules
+        data_type = self.entry_data_type(reading)
+        return {"type": "number" if data_type in ("int", "float") else "text", "int_only": data_type == "int",
+                "optional": False, "expected": "",
+                "units": [{"unit": u, "minimum": None, "maximum": None} for u in self.valid_value_units(reading) if u]}
+
+    def command_tag(self, name: str) -> Tag | None:
+        """The tag command ``name`` sets: the tag of the entry that runs it, else the tag of its name."""
+        for reading in self.readings:
+            if reading.kind == "reading_with_entry" and (reading.execute_command_name or reading.tag_name) == name:
+                return self.tags.get(reading.tag_name)
+        return self.tags.get(name)
+
+    def apply_tag_ranges(self) -> None:
+        """Give every number command without a range of its own the range of the tag it sets
+        (:meth:`command_tag`), so the command refuses a value outside it. Idempotent."""
+        for name, command in self.commands.items():
+            tag = self.command_tag(name)
+            if command.value_range is None and command.takes_number and tag is not None and _has_range(tag):
+                self.commands[name] = replace(command, value_range=ValueRange(tag.minimum, tag.maximum, tag.unit))
 
     def pcode_examples(self) -> list[str]:
         """Example P-code lines for every command and every choice (``--validate`` runs them)."""
@@ -283,6 +316,14 @@ class UnitOperationDefinition:
         for name, command in self.commands.items():
             for message in command_signature_problems(command):
                 report(("command", name), message)
+            for message in _range_problems(command):
+                report(("command", name), message)
+        for tag in filter(_has_range, self.tags):
+            command = next((c for c in self.commands.values() if self.command_tag(c.name) is tag), None)
+            if command is None or command.value_range is None:
+                warn(("tag", tag.name), f"the range of tag '{tag.name}' is not checked: "
+                     + (f"its command '{command.name}' does not take a number (RegexNumber)" if command
+                        else "no command sets it (a command of its name, or its entry's)"))
         for index, group in enumerate(self.overlapping_command_names_lists):
             for name in group:
                 if name not in self.commands:
@@ -390,6 +431,27 @@ class UnitOperationDefinition:
                 if len(axis_units) > 1:
                     warnings.append(f"plot axis '{axis.label}' mixes units {', '.join(sorted(map(str, axis_units)))}")
         return warnings
+
+
+def _has_range(tag: Tag) -> bool:
+    return getattr(tag, "minimum", None) is not None or getattr(tag, "maximum", None) is not None
+
+
+def _range_problems(command: CommandDefinition) -> list[str]:
+    """Why ``command``'s range cannot be applied to every unit its argument may be written in."""
+    value_range = command.value_range
+    if value_range is None:
+        return []
+    if value_range.unit is None:
+        if len(command.units) > 1:
+            return [f"the range of '{command.name}' has no unit, but its argument may be given in "
+                    f"{', '.join(command.units)}: give the tag (or the range) a unit"]
+        return []
+    wrong = [unit for unit in command.units if unit not in units.settable_units(value_range.unit)]
+    if wrong:
+        return [f"the range of '{command.name}' is in {value_range.unit}, which cannot be converted to "
+                f"{', '.join(wrong)}: give the range in a unit of the argument's quantity"]
+    return []
 
 
 def _batch_name_difference(tag: Tag) -> str | None:

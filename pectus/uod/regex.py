@@ -175,6 +175,27 @@ def _literals(alternatives: list[str]) -> list[str]:
             and not re.search(r"[.^$*+?{}\[\]()|]", re.sub(r"\\.", "", a))]
 
 
+@dataclass(frozen=True, slots=True)
+class NumberShape:
+    """The arguments :func:`RegexNumber` or :func:`RegexNumberOptional` (``optional``) were given."""
+
+    units: tuple[str, ...]
+    non_negative: bool
+    int_only: bool
+    optional: bool
+
+
+def number_shape(pattern: str) -> NumberShape | None:
+    """How the number helpers built ``pattern`` (recognised by building it again); None for any
+    other pattern, a hand-written one included: its rules are not guessed."""
+    units = describe_pattern(pattern).units
+    for non_negative, int_only, optional in itertools.product((False, True), repeat=3):
+        helper = RegexNumberOptional if optional else RegexNumber
+        if helper(list(units) or None, non_negative, int_only) == pattern:
+            return NumberShape(units, non_negative, int_only, optional)
+    return None
+
+
 def describe_accepted(pattern: str) -> str | None:
     """What an argument must be to match ``pattern``, in words, for a message that refuses one.
 
@@ -185,41 +206,39 @@ def describe_accepted(pattern: str) -> str | None:
     """
     info = describe_pattern(pattern)
     if "number" in info.groups:
-        units = list(info.units) or None
-        for non_negative, int_only, optional in itertools.product((False, True), repeat=3):
-            helper = RegexNumberOptional if optional else RegexNumber
-            if helper(units, non_negative, int_only) == pattern:
-                text = "a whole number" if int_only else "a number"
-                if non_negative:
-                    text += ", 0 or more" + ("," if units else "")
-                if units:
-                    text += f" in {_units_in_words(units)}"
-                return text + (", or nothing" if optional else "")
-        return None
+        shape = number_shape(pattern)
+        if shape is None:
+            return None
+        text = "a whole number" if shape.int_only else "a number"
+        if shape.non_negative:
+            text += ", 0 or more" + ("," if shape.units else "")
+        if shape.units:
+            text += f" in {units_in_words(list(shape.units))}"
+        return text + (", or nothing" if shape.optional else "")
     if "option" in info.groups:
         exclusive, additive = list(info.exclusive_options), list(info.additive_options)
         if RegexCategorical(exclusive or None, additive or None) != pattern:
             return None
         choices = []
         if exclusive:
-            choices.append(f"one of {_either(exclusive)}")
+            choices.append(f"one of {either(exclusive)}")
         if additive:
             several = f", or several of them joined by '+' (e.g. {'+'.join(additive[:2])})" if len(additive) > 1 else ""
-            choices.append(_either(additive) + several)
+            choices.append(either(additive) + several)
         return "; or ".join(choices)
     return None
 
 
-def _units_in_words(units: list[str]) -> str:
+def units_in_words(units: list[str]) -> str:
     """``["L", "mL", "L/h"]`` -> "L or mL (volume) or L/h (flow)": units grouped by their quantity."""
     from pectus.pcode.units import quantity_of
 
     by_quantity: dict[str | None, list[str]] = {}
     for unit in units:
         by_quantity.setdefault(quantity_of(unit), []).append(unit)
-    return _either([_either(same) + (f" ({quantity})" if quantity else "") for quantity, same in by_quantity.items()])
+    return either([either(same) + (f" ({quantity})" if quantity else "") for quantity, same in by_quantity.items()])
 
 
-def _either(words: list[str]) -> str:
+def either(words: list[str]) -> str:
     """``["a", "b", "c"]`` -> "a, b or c"."""
     return " or ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)

@@ -81,12 +81,34 @@ async def _openapi(backend: Backend) -> dict[str, Any]:
 OUTCOME = {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}}
 HEALTH = {"type": "object", "required": ["status"],
           "properties": {"status": {"enum": ["ok", "degraded", "broken", "failing"]}, "problem": {"type": "string"}}}
+# What a process value's tile can do: an entry (value_type int/float/str, with the rules the page
+# checks before sending: pectus.uod.definition.UnitOperationDefinition.entry_rules) or a choice.
+PROCESS_VALUE_COMMAND = {
+    "type": "object",
+    "required": ["name", "value_type"],
+    "properties": {
+        "name": {"type": "string"}, "value_type": {"enum": ["int", "float", "str", "choice", "auto", None]},
+        "help": {"type": "string"}, "options": {"type": "array", "items": {"type": "string"}},
+        "rules": {"type": ["object", "null"], "required": ["type"], "properties": {
+            "type": {"enum": ["number", "choice", "text"]},
+            "expected": {"type": "string", "description": "what a valid value is, in words: '0 to 100 %'"},
+            "int_only": {"type": "boolean"}, "optional": {"type": "boolean"},
+            "units": {"type": "array", "description": "the units that fit ('' for a number without unit), "
+                      "each with the range in it", "items": {
+                          "type": "object", "required": ["unit"],
+                          "properties": {"unit": {"type": "string"}, "minimum": {"type": ["number", "null"]},
+                                         "maximum": {"type": ["number", "null"]}}}},
+            "options": {"type": "array", "items": {"type": "string"}}}}},
+}
 PROCESS_VALUE = {
     "type": "object",
     "required": ["name", "value"],
     "properties": {"name": {"type": "string"}, "value": {}, "unit": {"type": ["string", "null"]},
                    "time": {"type": ["string", "null"], "format": "date-time"}, "simulated": {"type": "boolean"},
-                   "commands": {"type": "array"}},
+                   "format": {"enum": ["duration", "date_time", None],
+                              "description": "how to show the value: a duration (HH:MM:SS), a date and time"},
+                   "decimals": {"type": ["integer", "null"], "description": "decimals to show the number with"},
+                   "commands": {"type": "array", "items": PROCESS_VALUE_COMMAND}},
 }
 
 

@@ -90,16 +90,15 @@ def _vocabulary(backend: Backend, unit: str) -> dict[str, Any]:
                                                     "reading": True})
     description = views.uod_description(unit)
     commands: dict[str, dict[str, Any]] | None = None
-    readings: list[dict[str, Any]] = []
     if description:
         for tag in description.get("tags", ()):
             tags[tag["name"]] = tag.get("unit") or None
         commands = {command["name"]: command for command in description.get("commands", ())}
-        readings = list(description.get("readings", ()))
-        for reading in readings:
+        for reading in description.get("readings", ()):
             name = reading.get("execute_command_name") or reading["tag_name"]
-            commands.setdefault(name, {"name": name})
-            commands[name] = {**commands[name], "reading": True}
+            # Only the unit's commands: a sensor or an engine tag shown as a process value is none.
+            if reading["kind"] != "reading" and name in commands:
+                commands[name] = {**commands[name], "reading": True}
         listed = commands
     base_units = list(TIME_BASE_UNITS)
     if "Accumulated Volume" in tags:
