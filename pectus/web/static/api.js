@@ -128,6 +128,11 @@ export async function downloadExport(path) {
 export const api = {
   get: (path) => call("GET", path),
   post: (path, body) => call("POST", path, body),
+  /** A GET whose answer is not JSON (e.g. an SVG), as text; a refusal throws as get() does. */
+  text: async (path) => {
+    const response = await send(path, {method: "GET"});
+    return response.ok ? response.text() : answer(response, path);
+  },
   unit: (id) => `/api/process_units/${encodeURIComponent(id)}`,
   run: (id) => `/api/runs/${encodeURIComponent(id)}`,
 };

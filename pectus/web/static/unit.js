@@ -11,6 +11,7 @@ import {
 } from "./api.js";
 import {ProcessPlot} from "./plot.js";
 import {Tabs} from "./tabs.js";
+import {ProcessDiagram} from "./diagram.js";
 
 const STOP_UNLOCK_MS = 4000;
 // The page fills the window (trend, values and tabs side by side) where there is room for it;
@@ -555,6 +556,7 @@ export function mount(root, [unitId]) {
         h("a", {href: `/runs/${encodeURIComponent(unit.last_run_id)}`, "data-testid": "run-ended-link"}, "see the run"));
     }
     views.setHidden("diagram", !unit.process_diagram);
+    showDiagram(Boolean(unit.process_diagram));
     renderControls();
   }
 
@@ -784,6 +786,7 @@ export function mount(root, [unitId]) {
       }
     }
     if (added) renderTiles();
+    if (diagram) diagram.update(values, changes.map((change) => change.name));
     if (plot && runId) {
       for (const time of [...byTime.keys()].sort((a, b) => a - b)) plot.append(time, byTime.get(time));
     }
@@ -987,6 +990,21 @@ export function mount(root, [unitId]) {
     }
   }
 
+  // -- process diagram (diagram.js): made once the unit says it has one, fed the values as they change
+
+  let diagram = null;
+
+  function showDiagram(present) {
+    if (present && !diagram) {
+      diagram = new ProcessDiagram(diagramHost, {url: `${base}/process_diagram`,
+        format: (value) => valueWithUnit(value.value, value.unit, value.name)});
+      diagram.update(values);
+    } else if (!present && diagram) {
+      diagram.destroy();
+      diagram = null;
+    }
+  }
+
   // -- plot
 
   function tagUnits() {
@@ -1043,6 +1061,7 @@ export function mount(root, [unitId]) {
       for (const value of processValues || []) values.set(value.name, value);
       renderHeader();
       renderTiles();
+      if (diagram) diagram.update(values);
       runLog.reset(runLogItems || []);
       errorLog.reset(errors || []);
       ensurePlot(configuration);
@@ -1098,6 +1117,7 @@ export function mount(root, [unitId]) {
       root.classList.remove("unit-page");
       live.setHere(null);
       if (plot) plot.destroy();
+      if (diagram) diagram.destroy();
       if (editor && editor.destroy) editor.destroy();
     },
   };
