@@ -5,7 +5,7 @@ run paused on an error, a Watch fired, a block started, the unit lost its connec
 words a person reads, with the store position of the record it comes from (unique, so a browser
 or a push sender never tells the same thing twice).
 
-:func:`derive` is the whole rule, with no I/O: given a decoded event, its position and
+:func:`derive` is the whole rule, with no I/O: given a decoded event, its position, its time and
 :class:`Before` (what the views knew of the unit just before the event), it says which
 notifications the event makes. The projector (:class:`pectus.projections.views.Projector`) calls
 it for live records only - once :attr:`~pectus.projections.views.Projector.notifying` is set,
@@ -56,7 +56,7 @@ class Notification(msgspec.Struct, frozen=True):
     unit: str  # the unit id
     topic: Topic
     title: str  # short, for a person: "host-7 (DemoUod): run started"
-    body: str  # the Notify text, the block's name, the reason...
+    body: str  # the Notify text, the block's name, the reason... ("" when the title says it all)
     time: str  # ISO 8601 UTC of the event it comes from
     position: int  # store position of that event (unique: de-duplicates)
     run_id: str | None
@@ -84,11 +84,11 @@ def derive(event: DomainEvent, position: int, time: str, before: Before) -> list
 
     match event:
         case RunStarted() if event.run is not None and not before.known_run:
-            return [note("run_started", "run started", f"Run {event.run}")]
+            return [note("run_started", "run started", "")]
         case RunStopped() if event.run is not None and event.run == before.run:
-            return [note("run_stopped", "run stopped", f"Run {event.run}")]
+            return [note("run_stopped", "run stopped", "")]
         case RunInterrupted() if event.run is not None and event.run == before.run:
-            return [note("run_stopped", "run ended", f"Run {event.run} ended without a stop: {event.reason}")]
+            return [note("run_stopped", "run ended", f"It ended without a stop: {event.reason}")]
         case StateChanged() if event.method_status == "Error" and before.method_status != "Error":
             return [note("paused_on_error", "paused on error", before.last_error or "See the unit's error log.")]
         case EngineDisconnected():

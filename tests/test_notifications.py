@@ -86,7 +86,7 @@ def test_a_run_start_and_stop_are_told_once_with_the_unit_and_the_run():
     started = log.emit(RunStarted(time=at(1), unit=UNIT, run="run-1", actor=ENGINE))
     position = log.store.last_position()
     assert started == [Notification(unit=UNIT, topic="run_started", title="host-7 (DemoUod): run started",
-                                    body="Run run-1", time="2025-01-09T19:13:21.000Z", position=position,
+                                    body="", time="2025-01-09T19:13:21.000Z", position=position,
                                     run_id="run-1")]
     assert log.emit(RunStarted(time=at(1), unit=UNIT, run="run-1", actor=ENGINE)) == []  # a duplicate start
     [stopped] = log.emit(RunStopped(time=at(9), unit=UNIT, run="run-1", actor=ENGINE))

@@ -332,6 +332,10 @@ export class LiveClient extends EventTarget {
   /** One delta {unit, topic, data}: to the watchers that follow its unit or the global topics. */
   dispatch(message) {
     if (!message || typeof message.topic !== "string") return;
+    if (message.topic === "notification") { // for whoever shows them (notify.js), not for a page's views
+      this.dispatchEvent(new CustomEvent("notification", {detail: message.data}));
+      return;
+    }
     for (const watcher of this.watchers) {
       const global = message.topic === "units" || message.topic === "runs";
       const wanted = (watcher.globals && global) || (message.unit != null && watcher.units.has(message.unit));

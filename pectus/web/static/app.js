@@ -14,6 +14,7 @@ import {
   CALLBACK_PATH, authEnabled, authEvents, completeSignIn, loadSettings, signIn, signOut, signedIn, signedInUser,
 } from "./auth.js";
 import * as dashboard from "./dashboard.js";
+import {mountNotifications} from "./notify.js";
 import * as run from "./run.js";
 import * as unit from "./unit.js";
 
@@ -26,6 +27,7 @@ const ROUTES = [
 const root = document.getElementById("page");
 const accessBanner = document.getElementById("access-banner");
 let current = null; // {path, view}
+const notifications = mountNotifications(); // every page: the units it follows; the dashboard: all of them
 let leaving = false; // the user chose to leave the site (sign out): no second question
 
 function match(path) {
@@ -49,6 +51,7 @@ function show(path) {
   accessBanner.hidden = true;
   clear(document.getElementById("breadcrumb"));
   const found = match(path);
+  notifications.followAllUnits(Boolean(found) && found.page === dashboard);
   if (!found) {
     document.title = "Not found — Pectus";
     root.append(h("section.not-found", h("h1", "Page not found"),
