@@ -411,7 +411,8 @@ def test_only_what_holds_no_process_data_is_public():
     public = {route.path for route in ROUTES if not route.signed_in}
     assert public == {"/health", "/api/version", "/api/openapi.json", "/auth/config",
                       "/api/ws",  # signs in with its first message
-                      "/", "/units/<unit>", "/runs/<run>", "/auth-callback", "/static/<path:file>"}
+                      "/", "/units/<unit>", "/runs/<run>", "/auth-callback", "/static/<path:file>",
+                      "/sw.js"}  # the push service worker: our code, no data
 
 
 @pytest.mark.parametrize("signed_in", [False, True])

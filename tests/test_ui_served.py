@@ -187,7 +187,7 @@ async def test_the_openapi_document_has_the_analysis_but_not_the_pages(backend: 
     assert "get" in paths["/api/runs/{run}/plot_configuration"]
     assert not [path for path in paths if not (path.startswith("/api/") or path in ("/health", "/auth/config"))]
     assert {route.path for route in ROUTES if route.ui} == {"/", "/units/<unit>", "/runs/<run>", "/auth-callback",
-                                                            "/static/<path:file>"}
+                                                            "/static/<path:file>", "/sw.js"}
 
 
 def test_the_system_tags_are_the_engines() -> None:

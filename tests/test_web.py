@@ -29,6 +29,7 @@ from pectus.projections.views import iso
 from pectus.web import Delta, Outcome, create_app
 from pectus.web.app import MAX_BODY_BYTES, ROUTES, openapi_document
 from pectus.web.units import merge_process_values
+from push_endpoint import memory_sender
 
 UNIT = "host-7_DemoUod"
 RUN = "run-1"
@@ -93,6 +94,7 @@ class FakeBackend:
         self.requests: list[tuple[str, str, dict, Actor]] = []
         self.hub = UiHub()
         self.health_report: dict[str, Any] = {"status": "ok", "engines": 1}
+        self.push = memory_sender(self.views)
 
     def live_values(self, unit_id: str) -> list[dict] | None:
         return self.live.get(unit_id)
@@ -383,7 +385,7 @@ async def test_openapi_lists_exactly_the_registered_routes(backend: FakeBackend)
     assert documented == api
     ui = {(route.method, re.sub(r"<(?:\w+:)?(\w+)>", r"{\1}", route.path)) for route in ROUTES if route.ui}
     assert ui == {("GET", "/"), ("GET", "/units/{unit}"), ("GET", "/runs/{run}"), ("GET", "/auth-callback"),
-                  ("GET", "/static/{file}")}
+                  ("GET", "/static/{file}"), ("GET", "/sw.js")}
     assert registered == api | ui
 
     for path, operations in document["paths"].items():

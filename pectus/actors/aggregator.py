@@ -4,6 +4,7 @@
     aggregator/writer         EventWriter: the single writer of the event store, group commit
     aggregator/projector      Projector: follows the log, keeps the views, publishes their changes
     UiHub                     fan-out of live changes to the browsers' WebSocket subscriptions
+    aggregator/push           PushSender: live notifications to subscribed browsers (pectus.actors.push)
 
 At start the projections are rebuilt by replaying the whole store (in a worker thread), then the
 web server (Quart on hypercorn, Trio worker) opens: engines connect to ``/engine``, browsers use
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import gc
 import logging
+import os
 import socket
 import time
 import uuid
@@ -26,6 +28,8 @@ from pectus import __version__
 from pectus.actors.core import Actor, Restart, supervise
 from pectus.actors.engine_session import Engines, EngineSession
 from pectus.actors.event_writer import EventWriter
+from pectus.actors.push import (PUSH_EVENTS, VAPID_KEY_FILE, PushSender, PushSettings, Subscriptions,
+                                 load_or_create_vapid_keys)
 from pectus.actors.ui_hub import UiHub
 from pectus.events.domain import Actor as Who, RequestAnswered, UserRequested
 from pectus.events.signing import ChainSigner, load_or_create_signer
@@ -35,7 +39,7 @@ from pectus.projections.export import csv_rows, jsonl_lines
 from pectus.projections.trend import DEFAULT_WINDOW, Trend
 from pectus.projections.views import Projector, iso
 from pectus.web.app import Outcome, create_app
-from pectus.web.auth import AuthConfig, SignIn
+from pectus.web.auth import AuthConfig, ConfigError, SignIn
 
 log = logging.getLogger("pectus.aggregator")
 
@@ -118,11 +122,13 @@ class EngineSockets:
 class Backend:
     """What the web API uses (pectus.web.app.Backend): views, live values, requests, exports."""
 
-    def __init__(self, store: SQLiteEventStore, views: Projector, engines: Engines, hub: UiHub) -> None:
+    def __init__(self, store: SQLiteEventStore, views: Projector, engines: Engines, hub: UiHub,
+                 push: PushSender) -> None:
         self.store = store
         self.views = views
         self.engines = engines
         self.hub = hub
+        self.push = push  # Web Push: subscriptions and sending (pectus.web.push)
         self.version = __version__
 
     def live_values(self, unit_id: str) -> list[dict] | None:
@@ -187,7 +193,8 @@ class Backend:
 class AggregatorProcess:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, accept_new_engines: bool = False,
                  hostname: str | None = None, auth: AuthConfig = AuthConfig(),
-                 signer: ChainSigner | None = None, trend_window: float = DEFAULT_WINDOW) -> None:
+                 signer: ChainSigner | None = None, trend_window: float = DEFAULT_WINDOW,
+                 push: PushSettings | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port = host, port
         # Every batch is signed: with the key given, else the data directory's (created on first start).
@@ -200,17 +207,40 @@ class AggregatorProcess:
         sign_in = SignIn(auth)
         self.engines = Engines(self.writer, self.hub, sign_in=sign_in, accept_new=accept_new_engines,
                                trend=Trend(trend_window))
-        self.backend = Backend(self.store, self.views, self.engines, self.hub)
+        self.push = self._push_sender(data_dir, push or PushSettings.from_environment(os.environ))
+        self.projector.listeners.append(self.push.notify)
+        self.backend = Backend(self.store, self.views, self.engines, self.hub, self.push)
         self.app = create_app(self.backend, sign_in)
         self.asgi = EngineSockets(self.app, self.engines)  # what the server serves: engines, then the app
         self.bound: list[str] = []
 
+    def _push_sender(self, data_dir: Path, settings: PushSettings) -> PushSender:
+        """Web Push, with the data directory's VAPID keys (created on first start); ConfigError
+        for a key file that is not a key, or a contact push services refuse."""
+        try:
+            keys = load_or_create_vapid_keys(data_dir / VAPID_KEY_FILE)
+        except (ValueError, OSError) as error:
+            raise ConfigError(f"cannot use the Web Push key: {error}") from None
+        keys.check_contact(settings.contact)
+
+        def unit_roles(unit_id: str) -> list[str] | None:
+            unit = self.views.unit(unit_id)
+            return unit["required_roles"] if unit is not None else None
+
+        return PushSender(keys, settings, Subscriptions(), self.writer.append, unit_roles)
+
     async def _committed(self, records: list[Record]) -> None:
-        """What the writer committed: the engines' memory first (a session's next check must see
-        it), then the views, in the projector's own time."""
+        """What the writer committed: the engines' memory (or the push subscriptions) first (a
+        session's next check must see it), then the views, in the projector's own time."""
         for record in records:
-            self.engines.remember(record.type, record.data)
+            self._remember(record)
         await self.projector.send(records)
+
+    def _remember(self, record: Record) -> None:
+        if record.type in PUSH_EVENTS:
+            self.push.subscriptions.remember(record.type, record.data)
+        else:
+            self.engines.remember(record.type, record.data)
 
     def replay(self) -> int:
         """Rebuild the views and the engines' memory from the whole store (blocking)."""
@@ -218,7 +248,7 @@ class AggregatorProcess:
 
     def _remembered(self, records: Iterator[Record]) -> Iterator[Record]:
         for record in records:
-            self.engines.remember(record.type, record.data)
+            self._remember(record)
             yield record
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -252,7 +282,8 @@ class AggregatorProcess:
         shutdown = shutdown if shutdown is not None else trio.Event()
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3))])
+                nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3)),
+                                               (self.push, Restart(limit=3))])
                 self.bound = await nursery.start(lambda task_status: serve(
                     self.asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status))
                 log.info("serving on %s", ", ".join(self.bound))

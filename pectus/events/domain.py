@@ -252,11 +252,48 @@ class RequestAnswered(DomainEvent):
     reason: str = ""
 
 
+# -- Web Push subscriptions (pectus.actors.push) ------------------------------------------------
+# A browser's subscription belongs to no unit: ``unit`` is "" and the events form the stream "push".
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushSubscribed(DomainEvent):
+    """A browser subscribed to push notifications, or its user changed what it gets. The ``actor``
+    owns it; a later event with the same ``subscription`` (the id of the endpoint) replaces this
+    one. ``keys`` are the browser's {p256dh, auth}; ``topics`` the notification topics chosen;
+    ``units`` the unit ids chosen (None: every unit the user may see); ``roles`` those the user
+    held when subscribing (a unit requiring another role is never pushed)."""
+
+    type: ClassVar[str] = "PushSubscribed"
+    subscription: str
+    endpoint: str
+    keys: dict[str, str]
+    topics: list[str]
+    units: list[str] | None = None
+    roles: list[str] = field(default_factory=list)
+
+    @property
+    def stream(self) -> str:
+        return "push"
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class PushUnsubscribed(DomainEvent):
+    """The subscription ends: its user unsubscribed, or the push service said it is gone."""
+
+    type: ClassVar[str] = "PushUnsubscribed"
+    subscription: str
+    reason: str
+
+    @property
+    def stream(self) -> str:
+        return "push"
+
+
 EVENT_TYPES: dict[str, type[DomainEvent]] = {
     cls.type: cls for cls in (EngineRegistered, EngineEnrolled, EngineRevoked, EngineConnected, EngineDisconnected,
                               UodDescribed, RunStarted, RunStopped, RunInterrupted, StateChanged, TagSamples,
                               RunLogChanged, LinesChanged, MethodRevised, ErrorLogged, RecordRefused, UserRequested,
-                              RequestAnswered)
+                              RequestAnswered, PushSubscribed, PushUnsubscribed)
 }
 
 

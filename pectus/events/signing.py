@@ -32,7 +32,8 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
-__all__ = ["ChainSigner", "PublicKey", "load_or_create_signer", "load_public_key", "public_key_file"]
+__all__ = ["ChainSigner", "PublicKey", "load_or_create_signer", "load_public_key", "public_key_file",
+           "write_private_key"]
 
 log = logging.getLogger("pectus.events.signing")
 
@@ -144,8 +145,13 @@ def load_public_key(path: Path) -> PublicKey:
 
 def _create(path: Path) -> None:
     key = Ed25519PrivateKey.generate()
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    write_private_key(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                              serialization.NoEncryption()))
+
+
+def write_private_key(path: Path, pem: bytes) -> None:
+    """Writes a new private key file, readable by its owner only (mode 0600); FileExistsError
+    when ``path`` exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     # O_EXCL: never overwrite a key that appeared meanwhile; the mode is set at creation, so the
     # key is never readable by others, not even for a moment.

@@ -197,8 +197,8 @@ class RunView:
     audit: list[dict[str, Any]] = field(default_factory=list)
 
 
-# Facts about who may connect: nothing any view shows.
-_NOT_SHOWN = frozenset({"EngineEnrolled", "EngineRevoked"})
+# Facts about who may connect, and browsers' push subscriptions (pectus.actors.push): nothing any view shows.
+_NOT_SHOWN = frozenset({"EngineEnrolled", "EngineRevoked", "PushSubscribed", "PushUnsubscribed"})
 
 
 class Projector:

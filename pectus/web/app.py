@@ -44,6 +44,7 @@ from pectus.web.api import (JSON, SAFE_METHODS, ApiError, Backend, Handler, Outc
 from pectus.web.auth import AuthConfig, DownloadTickets, SignIn, SignInError
 from pectus.web.editor import SYSTEM_TAGS
 from pectus.web.pages import STATIC_DIR
+from pectus.web import push
 
 # Imported from here by modules written before the split (pectus.web.live: _sign_in) and by tests.
 __all__ = ["ApiError", "Backend", "Delta", "Outcome", "ROUTES", "Route", "STATIC_DIR", "SYSTEM_TAGS", "Subscription",
@@ -255,6 +256,17 @@ ROUTES: tuple[Route, ...] = (
            "properties": {"url": {"type": "string"}, "expires_in": {"type": "number"}}},
           body={"type": "object", "required": ["export"],
                 "properties": {"export": {"type": "string", "enum": list(exports.EXPORTS)}}}),
+    # Web Push (pectus.web.push): the browser's subscription, its choices, a test notification
+    Route("GET", "/api/push/config", "What a browser subscribes to push notifications with: the aggregator's "
+          "public key, the topics", push.config, "the push settings", push.CONFIG),
+    Route("GET", "/api/push/subscriptions", "The caller's push subscriptions (one per browser)", push.subscriptions,
+          "the subscriptions", {"type": "array", "items": push.SUBSCRIPTION}),
+    Route("POST", "/api/push/subscriptions", "Subscribe a browser to push notifications, or change its topics "
+          "and units", push.subscribe, "the subscription", push.SUBSCRIPTION, body=push.SUBSCRIBE_BODY),
+    Route("POST", "/api/push/subscriptions/<subscription>/unsubscribe", "End a push subscription",
+          push.unsubscribe, "accepted", OUTCOME, body=push.UNSUBSCRIBE_BODY),
+    Route("POST", "/api/push/test", "Push a test notification to the caller's browsers, and say what became of "
+          "each", push.test, "the deliveries", push.DELIVERIES, errors=(404,), body=push.TEST_BODY),
     Route("WEBSOCKET", "/api/ws", "Live deltas of followed units and of the unit and run lists", _live,
           signed_in=False),
     # the browser UI (not in the OpenAPI document); the pages sign in through the API
@@ -265,6 +277,8 @@ ROUTES: tuple[Route, ...] = (
           signed_in=False),
     Route("GET", "/auth-callback", "Where the provider sends the browser back after sign-in", pages.page,
           "index.html", media="text/html", ui=True, signed_in=False),
+    Route("GET", "/sw.js", "The service worker that shows push notifications", pages.service_worker, "the script",
+          media="text/javascript", ui=True, signed_in=False),
     Route("GET", "/static/<path:file>", "A file of the UI (modules, styles, vendored libraries)", pages.static_file,
           "the file", media="application/octet-stream", ui=True, signed_in=False),
 )

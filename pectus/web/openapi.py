@@ -19,6 +19,7 @@ PARAMETERS = {
     "tag": "tag name, e.g. FT01",
     "item": "run-log item id",
     "file": "path of a UI file under /static",
+    "subscription": "push subscription id (GET /api/push/subscriptions)",
 }
 STATUSES = {
     400: f"the body is not UTF-8 JSON, or nests deeper than {MAX_DEPTH} levels",

@@ -78,3 +78,12 @@ async def page(backend: Backend, **params: str) -> Response:
 
 async def static_file(backend: Backend, file: str) -> Response:
     return await _static_response(file)
+
+
+async def service_worker(backend: Backend) -> Response:
+    """static/sw.js (Web Push: pectus.web.push) at the site's root, because a service worker's
+    scope is at most the path it is served from, and its notifications open any page. It runs our
+    code only and fetches nothing: its own policy allows nothing else."""
+    response = await _static_response("sw.js")
+    response.headers["Content-Security-Policy"] = "default-src 'none'"
+    return response
