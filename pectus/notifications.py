@@ -37,7 +37,7 @@ import msgspec
 from pectus.events.domain import (DomainEvent, EngineDisconnected, RunInterrupted, RunLogChanged, RunStarted,
                                   RunStopped, StateChanged)
 
-__all__ = ["Before", "Notification", "TOPICS", "ALERTS", "NOTIFYING", "derive", "from_delta", "TOPIC"]
+__all__ = ["Before", "Notification", "TOPICS", "ALERTS", "TOPIC", "derive", "from_delta", "may_notify"]
 
 Topic = Literal["notify", "run_started", "run_stopped", "paused_on_error", "watch_fired", "block_started",
                 "connection_lost"]
@@ -45,9 +45,9 @@ TOPICS: tuple[Topic, ...] = ("notify", "run_started", "run_stopped", "paused_on_
                              "block_started", "connection_lost")
 ALERTS: frozenset[Topic] = frozenset({"paused_on_error", "connection_lost"})  # need someone: shown until dismissed
 TOPIC = "notification"  # the live delta's topic
-# The event types that may notify: the projector skips the others without looking (it runs per record).
-NOTIFYING = frozenset(kind.type for kind in (RunStarted, RunStopped, RunInterrupted, StateChanged, RunLogChanged,
-                                             EngineDisconnected))
+_NOTIFYING = frozenset(kind.type for kind in (RunStarted, RunStopped, RunInterrupted, StateChanged, RunLogChanged,
+                                              EngineDisconnected))
+_TOLD_ITEMS = ("Notify", "Block", "Watch", "Alarm")  # the instructions whose run-log items may notify
 
 
 class Notification(msgspec.Struct, frozen=True):
@@ -72,6 +72,15 @@ class Before:
     method_status: str | None = None
     last_error: str | None = None  # the newest message of the unit's current error log
     items: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)  # the event's run's log, by item id
+
+
+def may_notify(event: DomainEvent) -> bool:
+    """False for an event that cannot make a notification, told cheaply: the projector runs per
+    record and skips the rest of the work for most events, run-log changes included."""
+    if event.type not in _NOTIFYING:
+        return False
+    return not isinstance(event, RunLogChanged) or any(str(item["name"]).startswith(_TOLD_ITEMS)
+                                                       for item in event.items)
 
 
 def derive(event: DomainEvent, position: int, time: str, before: Before) -> list[Notification]:

@@ -54,7 +54,7 @@ from pectus.events.domain import (DomainEvent, EngineConnected, EngineDisconnect
                                   RunInterrupted, RunLogChanged, RunStarted, RunStopped, StateChanged, UodDescribed,
                                   UserRequested, decode)
 from pectus.events.store import Record
-from pectus.notifications import NOTIFYING, TOPIC, Before, derive
+from pectus.notifications import TOPIC, Before, derive, may_notify
 
 _log = logging.getLogger("pectus.projections")
 
@@ -265,7 +265,7 @@ class Projector:
             if record.type in _NOT_SHOWN:
                 return []
             event = decode(record.type, record.data)
-            told = self._notifications(event, record.position) if self.notifying and event.type in NOTIFYING else []
+            told = self._notifications(event, record.position) if self.notifying and may_notify(event) else []
             return self._fold(event) + told
         except Exception as error:  # noqa: BLE001 - see _skip
             self._skip(record, error)
