@@ -181,7 +181,7 @@ def test_units_show_identity_state_and_the_current_run(log: Log):
         "uod_author_email": "ada@example.com", "state": "online", "run_state": "running",
         "last_seen": "2025-01-09T19:16:51.000Z", "run_id": "run-2", "run_started": "2025-01-09T19:16:40.000Z",
         "run_time": 10.0, "last_run_id": "run-1", "last_run_completed": "2025-01-09T19:15:00.000Z",
-        "contributors": [{"id": "u-bob", "name": "Bob"}], "required_roles": ["operator"]}
+        "contributors": [{"id": "u-bob", "name": "Bob"}], "required_roles": ["operator"], "process_diagram": False}
     assert log.live.unit(UNIT) == units[UNIT]
     assert log.live.unit("nobody") is None
     log.emit(EngineDisconnected(time=at(300), unit=UNIT, reason="shutdown"))
