@@ -65,9 +65,6 @@ log = logging.getLogger("pectus.aggregator.push")
 
 VAPID_KEY_FILE = "push-vapid.key"  # in the data directory
 PUSH_EVENTS = frozenset({PushSubscribed.type, PushUnsubscribed.type})
-TOPIC_LABELS = {"notify": "Notify: messages", "run_started": "Run started", "run_stopped": "Run stopped",
-                "paused_on_error": "Paused on error", "watch_fired": "Watch fired",
-                "block_started": "Block started", "connection_lost": "Connection lost"}
 QUEUE_LIMIT = 20  # pushes waiting per subscription; beyond it the oldest are dropped
 BODY_LIMIT = 1000  # characters of a notification's text in a push (a push carries 4 KiB at most)
 # The push services of the browsers people use: Chrome and Edge-on-Chromium (FCM), Firefox,
@@ -345,16 +342,16 @@ class PushSender(Actor[Notification]):
                                                "its oldest waiting notification was dropped")
             queue.append(message)
 
-    async def _drain(self, subscription_id: str, queue: deque[Message]) -> None:
+    async def _drain(self, key: str, queue: deque[Message]) -> None:
         """One subscription's pushes, one at a time, until its queue is empty."""
         try:
             while queue:
-                subscription = self.subscriptions.get(subscription_id)
+                subscription = self.subscriptions.get(key)
                 if subscription is None:
                     return  # unsubscribed meanwhile
                 await self.push(subscription, queue.popleft())
         finally:
-            del self._queues[subscription_id]
+            del self._queues[key]
 
     async def push(self, subscription: Subscription, message: Message) -> Delivery:
         """Sends one message in a worker thread, within the timeout; removes the subscription

@@ -22,15 +22,21 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from pectus.actors.push import TOPIC_LABELS, TOPICS, Delivery, PushSender, Subscription, subscription_id
+from pectus.notifications import TOPICS
 from pectus.web.api import ApiError, Backend, current_identity
+
+if TYPE_CHECKING:  # pectus.actors.push reaches this module through pectus.web's package
+    from pectus.actors.push import Delivery, PushSender, Subscription
 
 MAX_ENDPOINT = 2048  # characters: push services' endpoints are a few hundred
 _BASE64URL = re.compile(r"[A-Za-z0-9_-]*={0,2}")
+TOPIC_LABELS = {"notify": "Notify: messages", "run_started": "Run started", "run_stopped": "Run stopped",
+                "paused_on_error": "Paused on error", "watch_fired": "Watch fired",
+                "block_started": "Block started", "connection_lost": "Connection lost"}
 
 SUBSCRIPTION = {
     "type": "object", "required": ["id", "push_service", "topics", "units", "since"],
@@ -147,8 +153,10 @@ async def subscribe(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
 async def unsubscribe(backend: Backend, body: dict[str, Any], subscription: str) -> dict[str, Any]:
     sender = _sender(backend)
     endpoint = body.get("endpoint")
-    held = sender.subscriptions.get(subscription) if endpoint and subscription_id(endpoint) == subscription else None
-    await sender.unsubscribe(held or _own(backend, subscription), current_identity().actor)
+    held = sender.subscriptions.get(subscription)
+    if held is None or held.endpoint != endpoint:  # the browser holding the endpoint may, else only the owner
+        held = _own(backend, subscription)
+    await sender.unsubscribe(held, current_identity().actor)
     return {"accepted": True}
 
 

@@ -13,6 +13,7 @@ import {
 import {
   CALLBACK_PATH, authEnabled, authEvents, completeSignIn, loadSettings, signIn, signOut, signedIn, signedInUser,
 } from "./auth.js";
+import {mountBell} from "./bell.js";
 import * as dashboard from "./dashboard.js";
 import {mountNotifications} from "./notify.js";
 import * as run from "./run.js";
@@ -233,6 +234,7 @@ async function start() {
     return;
   }
   live.start();
+  mountBell(nameField); // Web Push for this browser, once signed in
   show(location.pathname);
   checkHealth();
   setInterval(checkHealth, HEALTH_POLL_MS);
