@@ -585,6 +585,7 @@ def start_real_engines(folder: Path, port: int, count: int) -> tuple[list[subpro
     engine's id is its host and instrument: one host, several ids)."""
     processes, units = [], []
     text = DEMO_UOD.read_text()
+    shutil.copy(DEMO_UOD.with_name("demo_diagram.svg"), folder)  # the demo UOD's process diagram, beside it
     for i in range(count):
         instrument = f"DemoUod{i}"
         uod = folder / f"demo_uod_{i}.py"

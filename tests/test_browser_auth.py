@@ -14,6 +14,7 @@ Screenshots are saved under tests/artifacts/ (not committed): signed-in.png, mis
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -45,6 +46,7 @@ def signed_in_system(tmp_path: Path, provider: OidcProvider) -> Iterator[System]
     assert '.with_instrument("DemoUod")' in demo
     guarded.write_text(demo.replace('.with_instrument("DemoUod")',
                                     f'.with_instrument("{GUARDED}").with_required_roles(["Admin"])'), encoding="utf-8")
+    shutil.copy(DEMO_UOD.with_name("demo_diagram.svg"), tmp_path)  # its process diagram, beside it
     env = {"ENABLE_AZURE_AUTHENTICATION": "true", "AZURE_DIRECTORY_TENANT_ID": provider.tenant,
            "AZURE_APPLICATION_CLIENT_ID": provider.client_id, "PECTUS_OIDC_AUTHORITY": provider.issuer}
     # An administrator's token sees every unit come online.

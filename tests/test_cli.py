@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -19,6 +20,7 @@ DEMO_METHOD = ROOT / "uods" / "demo_method.pcode"
 def write(tmp_path: Path, name: str, text: str) -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
+    shutil.copy(DEMO_UOD.with_name("demo_diagram.svg"), tmp_path)  # a copy of the demo UOD finds its diagram
     return path
 
 

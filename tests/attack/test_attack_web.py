@@ -15,6 +15,7 @@ import csv
 import io
 import json
 import resource
+import shutil
 import signal
 import subprocess
 from pathlib import Path
@@ -242,6 +243,7 @@ def _demo_uod(directory: Path, instrument: str) -> Path:
     """The demo UOD under another instrument name: another engine id on this machine."""
     path = directory / f"{instrument.lower()}.py"
     path.write_text(DEMO_UOD.read_text().replace('.with_instrument("DemoUod")', f'.with_instrument("{instrument}")'))
+    shutil.copy(DEMO_UOD.with_name("demo_diagram.svg"), directory)  # its process diagram, beside it
     return path
 
 
