@@ -369,7 +369,7 @@ export function mount(root, [unitId]) {
   const errorBanner = h("div.banner.banner-error", {role: "alert", "data-testid": "unit-error-banner", hidden: true},
     h("strong", "Interrupted by error!"), " The run is paused on an error: ",
     h("button.link-button", {type: "button", "data-testid": "unit-error-link", onclick: () => showNewestError()}, "see the error log"), ".");
-  const runEnded = h("p.run-ended", {"data-testid": "run-ended", hidden: true});
+  const runEnded = h("span.run-ended", {"data-testid": "run-ended", hidden: true});
   const presence = h("div.presence", {"data-testid": "presence", "aria-live": "polite"});
   const offlineBanner = h("div.banner.banner-offline", {role: "status", "data-testid": "unit-offline-banner", hidden: true},
     h("strong", "The unit is offline."), " Shown is what it last reported; it cannot be controlled until its engine reconnects.");
@@ -389,7 +389,7 @@ export function mount(root, [unitId]) {
 
   // One compact band: who and what the unit is doing on the left, the controls on the right.
   const header = h("header.unit-header",
-    h("div.unit-heading", h("div.unit-title", title, stateSlot), facts, runEnded),
+    h("div.unit-heading", h("div.unit-title", title, stateSlot, runEnded), facts),
     controls, presence);
   const banners = h("div.unit-banners", errorBanner, offlineBanner, missing);
 
