@@ -6,8 +6,8 @@
 // RunLogView, ErrorLogView and loadEditor are shared with the recent run page (run.js).
 
 import {
-  ApiError, api, clear, confirmDialog, formatDate, formatTime, formatValue, h, live, stateBadge, toSeconds, toast,
-  userName,
+  ApiError, api, clear, confirmDialog, formatDate, formatDuration, formatTime, formatValue, h, live, stateBadge, toSeconds,
+  toast, userName,
 } from "./api.js";
 import {ProcessPlot} from "./plot.js";
 import {Tabs} from "./tabs.js";
@@ -659,14 +659,18 @@ export function mount(root, [unitId]) {
     const nameId = `tile-name-${cssId(value.name)}`;
     const body = h("div.tile-body", h("span.tile-name", {id: nameId}, value.name), h("span.tile-reading", valueText, " ", unitText), simulated);
     const element = h("div.tile", {"data-testid": "tile", "data-tag": value.name, role: "group", "aria-labelledby": nameId});
-    const entry = {element, valueText, unitText, simulated, editor: null};
+    const entry = {element, valueText, unitText, simulated, editor: null, open: null};
     tileElements.set(value.name, entry);
     if (commands.length) {
-      const open = h("button.tile-open", {type: "button", "aria-expanded": "false", "data-testid": "tile-open",
-        "aria-label": `Change ${value.name}`, onclick: () => toggleTileEditor(value.name, entry, open)}, body);
+      // Named by what it shows after a word for what it does: a name must contain the visible text.
+      entry.open = h("button.tile-open", {type: "button", "aria-expanded": "false", "data-testid": "tile-open",
+        "aria-controls": `tile-editor-${cssId(value.name)}`,
+        onclick: () => (openEditor && openEditor.entry === entry ? closeTileEditor() : openTileEditor(value.name))},
+      h("span.visually-hidden", "Change "), body);
       element.classList.add("has-commands");
-      element.append(open);
+      element.append(entry.open);
     } else {
+      element.tabIndex = -1; // focusable from elsewhere on the page (pectus:open-tag)
       element.append(body);
     }
     updateTile(value.name);
@@ -677,25 +681,112 @@ export function mount(root, [unitId]) {
     const entry = tileElements.get(name);
     const value = values.get(name);
     if (!entry || !value) return;
-    entry.valueText.textContent = formatValue(value.value, value.unit, name);
-    entry.unitText.textContent = value.unit && !(value.unit === "s" && / Time$/.test(name)) ? value.unit : "";
+    entry.valueText.textContent = tileText(value);
+    const formatted = value.format === "date_time" || value.format === "duration" || (value.unit === "s" && / Time$/.test(name));
+    entry.unitText.textContent = value.unit && !formatted ? value.unit : "";
     entry.simulated.hidden = !value.simulated;
     entry.element.classList.toggle("simulated", Boolean(value.simulated));
     if (entry.editor && entry.editor.refresh) entry.editor.refresh();
   }
 
-  function toggleTileEditor(name, entry, button) {
+  /** A value as its tag says to show it (format, decimals: from the unit's description), else as
+   *  formatValue does: a clock as a date and time, a duration as a clock, numbers rounded. */
+  function tileText(value) {
+    const number = typeof value.value === "number" && Number.isFinite(value.value);
+    if (number && value.format === "date_time") return formatDate(value.value);
+    if (number && value.format === "duration") return formatDuration(value.value);
+    if (number && Number.isInteger(value.decimals)) return value.value.toFixed(value.decimals);
+    return formatValue(value.value, value.unit, value.name);
+  }
+
+  function openTileEditor(name) {
+    closeTileEditor();
+    const entry = tileElements.get(name);
+    if (!entry || !entry.open) return;
+    entry.editor = tileEditor(name, () => {
+      closeTileEditor();
+      entry.open.focus();
+    });
+    const popover = entry.editor.element;
+    popover.id = `tile-editor-${cssId(name)}`;
+    popover.popover = "manual";
+    anchorBelow(popover, entry.element, `--tile-${cssId(name)}`);
+    popover.addEventListener("keydown", (event) => {
+      if (event.key === "Escape") {
+        event.preventDefault();
+        closeTileEditor();
+        entry.open.focus();
+      }
+    });
+    entry.element.append(popover);
+    popover.showPopover();
+    entry.open.setAttribute("aria-expanded", "true");
+    openEditor = {name, entry};
+    const first = popover.querySelector("input, select, button");
+    if (first) first.focus();
+  }
+
+  function closeTileEditor() {
+    if (!openEditor) return;
+    const {entry} = openEditor;
+    openEditor = null;
     if (entry.editor) {
+      if (entry.editor.element.matches(":popover-open")) entry.editor.element.hidePopover();
       entry.editor.element.remove();
       entry.editor = null;
-      button.setAttribute("aria-expanded", "false");
-      return;
     }
-    entry.editor = tileEditor(name, () => toggleTileEditor(name, entry, button));
-    entry.element.append(entry.editor.element);
-    button.setAttribute("aria-expanded", "true");
-    const first = entry.editor.element.querySelector("input, select, button");
-    if (first) first.focus();
+    entry.open.setAttribute("aria-expanded", "false");
+  }
+
+  /** Place ``popover`` under ``anchor`` (its left edges aligned, at least as wide), flipped above
+   *  or leftwards when there is no room (CSS anchor positioning), framed as a card over the page
+   *  instead of the browser's default popover border. */
+  function anchorBelow(popover, anchor, anchorName) {
+    anchor.style.setProperty("anchor-name", anchorName);
+    for (const [property, value] of [["position-anchor", anchorName], ["inset", "auto"], ["margin", "4px 0"],
+      ["top", "anchor(bottom)"], ["left", "anchor(left)"], ["min-width", "anchor-size(width)"],
+      ["max-width", "min(28rem, calc(100vw - 16px))"], ["position-try-fallbacks", "flip-block, flip-inline"],
+      ["border", "1px solid var(--border-strong)"], ["border-radius", "var(--radius)"], ["background", "var(--surface)"],
+      ["color", "var(--text)"], ["box-shadow", "0 6px 18px rgb(0 0 0 / 0.18)"]]) {
+      popover.style.setProperty(property, value);
+    }
+  }
+
+  root.addEventListener("pointerdown", (event) => {
+    if (openEditor && !openEditor.entry.element.contains(event.target)) closeTileEditor();
+  });
+
+  // Elsewhere on the page (the process diagram, ...) asks for a tag's editor: open it, visible and focused.
+  root.addEventListener("pectus:open-tag", (event) => {
+    const name = event.detail && event.detail.tag;
+    if (!values.has(name)) return;
+    if (!tileElements.has(name)) { // not among the tiles shown: show them all
+      showAll = allToggle.checked = true;
+      renderTiles();
+    }
+    const entry = tileElements.get(name);
+    entry.element.scrollIntoView({block: "nearest", inline: "nearest"});
+    if (entry.open) openTileEditor(name);
+    else entry.element.focus();
+  });
+
+  /** Why the entry ``text`` (in ``unit``) is not valid by the command's rules, in the engine's
+   *  words ("PU01: 150 % is not a valid value: expected 0 to 100 %."), or null; the engine checks
+   *  it again. Without rules (an engine that sends none) only a number is asked for. */
+  function entryProblem(command, text, unit) {
+    const rules = command.rules;
+    const written = `${text}${unit ? ` ${unit}` : ""}`;
+    const refused = (what) => `${command.name}: ${what}${rules && rules.expected ? `: expected ${rules.expected}` : ""}.`;
+    if (text === "") return rules && rules.optional ? null : refused("a value is needed");
+    const number = Number(text.replace(",", "."));
+    const wholeOnly = rules ? rules.int_only : command.value_type === "int";
+    if (!Number.isFinite(number) || (wholeOnly && !Number.isInteger(number))) {
+      return rules && rules.expected ? refused(`${written} is not a valid value`)
+        : `Write ${wholeOnly ? "a whole number, e.g. 10" : "a number, e.g. 12.5"}.`;
+    }
+    const range = rules && (rules.units || []).find((candidate) => candidate.unit === (unit || ""));
+    const outside = range && ((range.minimum != null && number < range.minimum) || (range.maximum != null && number > range.maximum));
+    return outside ? refused(`${written} is not a valid value`) : null;
   }
 
   function tileEditor(name, close) {
@@ -724,17 +815,21 @@ export function mount(root, [unitId]) {
       return {element, refresh: () => buttons.forEach((button) => button.setAttribute("aria-pressed",
         String(String(values.get(name).value) === button.dataset.option)))};
     }
-    const numericType = command.value_type === "float" || command.value_type === "int" || typeof value.value === "number";
+    const rules = command.rules;
+    const numericType = rules ? rules.type === "number"
+      : command.value_type === "float" || command.value_type === "int" || typeof value.value === "number";
     const id = `tile-input-${cssId(name)}`;
+    const messageId = `tile-error-${cssId(name)}`;
+    message.id = messageId;
     const input = h("input", {id, type: "text", inputmode: numericType ? "decimal" : "text", "data-testid": "tile-input",
-      value: value.value === null || value.value === undefined ? "" : String(value.value), autocomplete: "off"});
-    const tagInfo = vocabulary.tags.find((tag) => tag.name === name);
-    const validUnits = (tagInfo && tagInfo.valid_units && tagInfo.valid_units.length ? tagInfo.valid_units : [])
-      .concat(value.unit && !(tagInfo && (tagInfo.valid_units || []).includes(value.unit)) ? [value.unit] : []);
+      "aria-describedby": messageId, value: value.value === null || value.value === undefined ? "" : String(value.value),
+      autocomplete: "off"});
+    // The units that fit: the command's (with their ranges); from an engine that sends no rules, the tag's own.
+    const validUnits = rules ? (rules.units || []).map((range) => range.unit).filter(Boolean) : value.unit ? [value.unit] : [];
     const unitSelect = validUnits.length
       ? h("select", {"data-testid": "tile-unit", "aria-label": `${name} unit`}, validUnits.map((unitName) => h("option", {value: unitName}, unitName)))
       : null;
-    if (unitSelect) unitSelect.value = value.unit || validUnits[0];
+    if (unitSelect) unitSelect.value = validUnits.includes(value.unit) ? value.unit : validUnits[0];
     const submit = h("button.primary", {type: "submit", "data-testid": "tile-submit"}, "Set");
     const form = h("form.tile-editor", {"data-testid": "tile-editor", novalidate: true, onsubmit: (event) => {
       event.preventDefault();
@@ -743,25 +838,24 @@ export function mount(root, [unitId]) {
         send({value: text}, submit);
         return;
       }
-      const number = Number(text.replace(",", "."));
-      if (text === "" || !Number.isFinite(number)) {
-        message.textContent = `Write a number, e.g. ${command.value_type === "int" ? "10" : "12.5"}.`;
+      const problem = entryProblem(command, text, unitSelect ? unitSelect.value : "");
+      if (problem) { // nothing is sent
+        message.textContent = problem;
         input.setAttribute("aria-invalid", "true");
-        return;
-      }
-      if (command.value_type === "int" && !Number.isInteger(number)) {
-        message.textContent = "Write a whole number.";
-        input.setAttribute("aria-invalid", "true");
+        input.focus();
         return;
       }
       input.removeAttribute("aria-invalid");
+      const number = Number(text.replace(",", "."));
       send(unitSelect ? {value: number, unit: unitSelect.value} : {value: number}, submit);
     }},
     h("label.visually-hidden", {for: id}, `New value of ${name}`), input, unitSelect, submit,
     h("button", {type: "button", onclick: close}, "Close"), message,
-    command.help ? h("p.muted.tile-help", command.help.split("\n")[0]) : null);
-    form.addEventListener("keydown", (event) => {
-      if (event.key === "Escape") close();
+    rules && rules.expected ? h("p.muted.tile-help", {"data-testid": "tile-expected"}, `Valid: ${rules.expected}`)
+      : command.help ? h("p.muted.tile-help", command.help.split("\n")[0]) : null);
+    input.addEventListener("input", () => {
+      input.removeAttribute("aria-invalid");
+      message.textContent = "";
     });
     return {element: form};
   }
@@ -795,8 +889,9 @@ export function mount(root, [unitId]) {
   // -- commands
 
   function renderExamples() {
+    // The unit's commands (the vocabulary lists only those: no sensor or engine tag) and P-code instructions.
     const item = (label, help, example, kind) => h("li", h("button.example", {type: "button", "data-testid": "command-example",
-      "data-command": label, onclick: (event) => {
+      "data-command": label, "data-kind": kind, onclick: (event) => {
         exampleList.querySelectorAll("[aria-current]").forEach((button) => button.removeAttribute("aria-current"));
         event.currentTarget.setAttribute("aria-current", "true");
         showExample(label, help, example, kind);
