@@ -387,3 +387,11 @@ def test_the_service_worker_is_served_from_the_root_with_a_policy_of_its_own(tmp
     assert response.headers["content-type"].startswith("text/javascript")
     assert response.headers["content-security-policy"] == "default-src 'none'"
     assert "addEventListener(\"push\"" in response.text
+
+
+def test_a_push_contact_push_services_cannot_use_stops_the_aggregator_saying_which(tmp_path, monkeypatch, capsys):
+    from pectus.cli.aggregator import main
+
+    monkeypatch.setenv("PECTUS_PUSH_CONTACT", "mailto:nobody")  # no domain: push services refuse it
+    assert main(["--data-dir", str(tmp_path / "data"), "--port", "0"]) == 2
+    assert "PECTUS_PUSH_CONTACT: 'mailto:nobody' is not a subject push services take" in capsys.readouterr().err

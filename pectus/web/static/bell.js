@@ -243,9 +243,13 @@ export function mountBell(before) {
     const registration = await navigator.serviceWorker.getRegistration("/");
     const subscription = registration ? await registration.pushManager.getSubscription() : null;
     if (!subscription) return;
+    state.subscription = subscription;
+    state.config = state.config || await api.get("/api/push/config");
+    if (!sameBytes(subscription.options.applicationServerKey, bytes(state.config.public_key))) {
+      return; // made with a key the aggregator no longer has (replaced): off until turned on again
+    }
     const id = await idOf(subscription.endpoint);
     const known = (await api.get("/api/push/subscriptions")).find((each) => each.id === id);
-    state.subscription = subscription;
     if (known) await record(subscription, {topics: known.topics, units: known.units}); // refreshes the roles
   }
 
