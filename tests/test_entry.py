@@ -26,6 +26,7 @@ from pectus.pcode.units import settable_units
 from pectus.testing import Simulator
 from pectus.uod import RegexCategorical, RegexNumber, RegexNumberOptional, UodBuilder, UodError, load_uod, tags
 from pectus.uod.commands import CommandDefinition, ValueRange
+from pectus.web.app import ROUTES, check
 
 PUMP = "PU01: 150 % is not a valid value: expected 0 to 100 %"
 
@@ -270,12 +271,15 @@ def test_a_refused_entry_is_answered_422_recorded_as_refused_and_the_run_keeps_r
                 run = (await api.get(base)).json()["run_id"]
                 audit = (await api.get(f"/api/runs/{run}/audit")).json()
                 errors = (await api.get(f"{base}/error_log")).json()
-                clock = next(v for v in (await api.get(f"{base}/process_values")).json() if v["name"] == "Clock")
+                values = (await api.get(f"{base}/process_values")).json()
             await engine.stop()
             shutdown.set()
-        return pump, refused, injected, control, audit, errors, clock
+        return pump, refused, injected, control, audit, errors, values
 
-    pump, refused, injected, control, audit, errors, clock = trio.run(main)
+    pump, refused, injected, control, audit, errors, values = trio.run(main)
+    # What the route answers is what its document (the route table, the OpenAPI document) says.
+    check(next(r.schema for r in ROUTES if r.path == "/api/process_units/<unit>/process_values"), values)
+    clock = next(v for v in values if v["name"] == "Clock")
     assert pump["commands"] == [{"name": "PU01", "value_type": "float", "help": pump["commands"][0]["help"],
                                  "rules": {"type": "number", "expected": "0 to 100 %", "int_only": False,
                                            "optional": False, "options": [],
