@@ -160,6 +160,8 @@ BAD = {
     "short auth": ({"keys_auth": "AAAA"}, "keys.auth", "must be 16 bytes"),
     "unknown topic": ({"topics": ["gossip"]}, "topics[0]", "must be one of notify, run_started"),
     "unknown unit": ({"units": ["nowhere_Unit"]}, "units[0]", "unknown process unit 'nowhere_Unit'"),
+    "no topic": ({"topics": []}, "topics", "choose at least one topic"),
+    "no unit": ({"units": []}, "units", "choose at least one unit, or null"),
 }
 
 
@@ -367,12 +369,19 @@ def test_a_key_file_that_is_not_a_p256_key_stops_the_aggregator_naming_it(tmp_pa
 
 
 def test_a_push_says_what_the_service_worker_shows_and_how_urgent_it_is():
-    long = "x" * 5000
-    message = Message.of(Notification(unit="host 1_Unit", topic="paused_on_error", title="Unit: paused on error",
-                                      body=long, time="2026-01-01T00:00:00.000Z", position=7, run_id="r"))
+    def message(body: str, topic: str = "paused_on_error") -> Message:
+        return Message.of(Notification(unit="host 1_Unit", topic=topic, title="Unit: paused on error", body=body,
+                                       time="2026-01-01T00:00:00.000Z", position=7, run_id="r"))
+
+    assert message("short").payload["body"] == "short" and message("short", "notify").urgency == "normal"
+    for long in ("x" * 5000, "\N{TEST TUBE}" * 2000):  # a push carries 4 KiB: 4-byte characters count 4
+        cut = message(long)
+        assert len(cut.payload["body"].encode()) <= 2000 and cut.payload["body"].endswith("…")
+        assert long.startswith(cut.payload["body"][:-1])
+    assert message("x" * 2000).payload["body"] == "x" * 2000
+    message = message("short")
     assert message.urgency == "high"
     assert message.payload["url"] == "/units/host%201_Unit"
-    assert len(message.payload["body"]) == 1000 and message.payload["body"].endswith("…")
     assert set(message.payload) == {"title", "body", "unit", "url", "topic", "time"}
 
 

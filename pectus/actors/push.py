@@ -66,7 +66,9 @@ log = logging.getLogger("pectus.aggregator.push")
 VAPID_KEY_FILE = "push-vapid.key"  # in the data directory
 PUSH_EVENTS = frozenset({PushSubscribed.type, PushUnsubscribed.type})
 QUEUE_LIMIT = 20  # pushes waiting per subscription; beyond it the oldest are dropped
-BODY_LIMIT = 1000  # characters of a notification's text in a push (a push carries 4 KiB at most)
+# Bytes (UTF-8) of a notification's text in a push: a push carries at most 4 KiB, encrypted, and the
+# title, unit and times need some of it.
+BODY_LIMIT = 2000
 # The push services of the browsers people use: Chrome and Edge-on-Chromium (FCM), Firefox,
 # Edge's Windows service, Safari. Endpoints elsewhere are refused (the aggregator must not be
 # made to post to any address a client names). PECTUS_PUSH_SERVICES replaces the list.
@@ -276,12 +278,19 @@ class Message:
 
     @classmethod
     def of(cls, notification: Notification) -> Message:
-        body = notification.body if len(notification.body) <= BODY_LIMIT else notification.body[:BODY_LIMIT - 1] + "…"
-        return cls({"title": notification.title, "body": body, "unit": notification.unit,
+        return cls({"title": notification.title, "body": _cut(notification.body, BODY_LIMIT), "unit": notification.unit,
                     "url": f"/units/{quote(notification.unit, safe='')}", "topic": notification.topic,
                     "time": notification.time},
                    # someone must act now: the push service may wake a sleeping phone for these
                    "high" if notification.topic in ALERTS else "normal")
+
+
+def _cut(text: str, limit: int) -> str:
+    """``text``, or as much of it as fits in ``limit`` UTF-8 bytes with an ellipsis (3 bytes)."""
+    encoded = text.encode()
+    if len(encoded) <= limit:
+        return text
+    return encoded[:limit - 3].decode(errors="ignore") + "…"  # a character cut in two is dropped
 
 
 @dataclass(frozen=True)

@@ -144,7 +144,11 @@ async def subscribe(backend: Backend, body: dict[str, Any]) -> dict[str, Any]:
     if refusal:
         raise ApiError(422, refusal, "endpoint")
     _check_keys(body["keys"])
+    if not body["topics"]:
+        raise ApiError(422, "topics: choose at least one topic", "topics")
     units = body.get("units")
+    if units == []:
+        raise ApiError(422, "units: choose at least one unit, or null for every unit you may see", "units")
     _check_units(backend, units)
     subscribed = await _sender(backend).subscribe(current_identity(), endpoint, body["keys"], body["topics"], units)
     return subscribed.view()
