@@ -22,8 +22,8 @@
 // marked but stay editable, so the failing instruction can be corrected.
 //
 // A diagnostic with `fixes` (did-you-mean replacements of its range, column to endColumn) offers
-// each as a quick fix: a button in its tooltip, and in the diagnostics panel (Ctrl+Shift+M, or
-// Cmd+Shift+M; arrows choose a diagnostic, the underlined letter of a fix applies it).
+// each as a quick fix: a button in its tooltip, and a key in the diagnostics panel (Ctrl+Shift+M,
+// or Cmd+Shift+M; arrows choose a diagnostic, the key its text names applies the fix).
 //
 // The editor fills its parent's height (editor.css) and measures itself again whenever the parent
 // changes size: a window resized, a tab shown.
@@ -496,6 +496,29 @@ async function pcodeCompletionSource(context, completions) {
 
 // -- lint ---------------------------------------------------------------------------------------
 
+/** The keys CodeMirror's diagnostics panel gives `actions`: for each, the first letter of its name
+ *  not taken by an earlier one ("" for none). The same rule as the panel's, so the text can name them. */
+function panelKeys(actions) {
+  const taken = [];
+  return actions.map(({ name }) => {
+    const key = [...name].find((ch) => /[a-z]/i.test(ch) && !taken.includes(ch.toLowerCase())) || "";
+    if (key) taken.push(key.toLowerCase());
+    return key;
+  });
+}
+
+/** A diagnostic's message, then which key applies which fix in the diagnostics panel (editor.css
+ *  shows that part in the panel only: the options of a listbox may hold no buttons, so the panel
+ *  hides them and is used with its keys). */
+function messageWithKeys(message, actions) {
+  const keys = document.createElement("span");
+  keys.className = "pc-fix-keys";
+  keys.textContent = panelKeys(actions).map((key, i) => key && ` Press ${key.toUpperCase()}: ${actions[i].name}.`).join("");
+  const text = document.createElement("span");
+  text.append(message, keys);
+  return text;
+}
+
 const SEVERITIES = { error: "error", warning: "warning", warn: "warning", info: "info", information: "info", hint: "hint" };
 
 function toDiagnostics(doc, items) {
@@ -508,18 +531,19 @@ function toDiagnostics(doc, items) {
     if (Number.isInteger(d.column)) from = line.from + Math.min(Math.max(0, d.column), line.length);
     if (Number.isInteger(d.endColumn)) to = line.from + Math.min(Math.max(0, d.endColumn), line.length);
     if (to < from) to = from;
+    const message = String(d.message ?? "");
+    const actions = (d.fixes || []).map(String).map((fix) => ({
+      name: `Replace with '${fix}'`,
+      apply: (view, fixFrom, fixTo) => view.dispatch({
+        changes: { from: fixFrom, to: fixTo, insert: fix }, selection: { anchor: fixFrom + fix.length },
+        userEvent: "input.fix", scrollIntoView: true,
+      }),
+    }));
     out.push({
-      from, to,
+      from, to, message, actions,
       severity: SEVERITIES[String(d.severity || "error").toLowerCase()] || "info",
-      message: String(d.message ?? ""),
       source: d.source,
-      actions: (d.fixes || []).map(String).map((fix) => ({
-        name: `Replace with '${fix}'`,
-        apply: (view, fixFrom, fixTo) => view.dispatch({
-          changes: { from: fixFrom, to: fixTo, insert: fix }, selection: { anchor: fixFrom + fix.length },
-          userEvent: "input.fix", scrollIntoView: true,
-        }),
-      })),
+      ...(actions.length ? { renderMessage: () => messageWithKeys(message, actions) } : {}),
     });
   }
   return out;
@@ -581,7 +605,8 @@ export function createEditor(parent, options = {}) {
     ]),
     readOnlyConf.of(EditorState.readOnly.of(isReadOnly)),
     EditorView.editorAttributes.of({ class: "pc-editor" }),
-    EditorView.contentAttributes.of({ "aria-label": label }),
+    // Focusable also when read-only (a run's method): the keyboard reaches and scrolls every line.
+    EditorView.contentAttributes.of({ "aria-label": label, tabindex: "0" }),
     EditorView.domEventObservers({
       // Escape, then Tab, leaves the editor (also when Escape first closed a popup).
       keydown(event, view) { if (event.key === "Escape") view.setTabFocusMode(2000); },

@@ -898,11 +898,11 @@ export function mount(root, [unitId]) {
       }}, label));
     const commands = vocabulary.commands || [];
     clear(exampleList,
-      h("li.list-heading", {role: "presentation"}, "Unit commands"),
+      h("li.list-heading", "Unit commands"), // a list item: a list holds nothing else
       commands.length ? commands.map((command) => item(command.name, command.help,
         (command.examples && command.examples.length ? command.examples : [command.name]).join("\n"), "command"))
         : h("li.muted", "None known"),
-      h("li.list-heading", {role: "presentation"}, "Instructions"),
+      h("li.list-heading", "Instructions"),
       (vocabulary.instructions || []).map((instruction) => item(instruction.name, "", instruction.example, "instruction")));
   }
 
