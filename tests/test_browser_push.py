@@ -37,7 +37,8 @@ FAKE_PUSH_MANAGER = """(() => {
   const SAVED = %s;
   const b64 = (buffer) => btoa(String.fromCharCode(...new Uint8Array(buffer)))
     .replace(/\\+/g, "-").replace(/\\//g, "_").replace(/=+$/, "");
-  const raw = (text) => Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")), (c) => c.charCodeAt(0)).buffer;
+  const raw = (text) => Uint8Array.from(atob(text.replace(/-/g, "+").replace(/_/g, "/")),
+    (c) => c.charCodeAt(0)).buffer;
   const subscription = (saved) => ({
     endpoint: saved.endpoint, expirationTime: null,
     options: {userVisibleOnly: true, applicationServerKey: raw(saved.serverKey)},
@@ -143,7 +144,8 @@ def test_the_bell_subscribes_and_the_service_worker_shows_what_the_aggregator_pu
         expect(page.get_by_test_id("push-status")).to_contain_text("On:")
         subscriber = browser_subscriber(page, endpoint)
         [mine] = httpx.get(f"{system.url}/api/push/subscriptions", headers={"X-Pectus-User": "Olga"}).json()
-        assert mine["units"] == [system.unit] and "run_started" in mine["topics"] and "block_started" not in mine["topics"]
+        assert mine["units"] == [system.unit]
+        assert "run_started" in mine["topics"] and "block_started" not in mine["topics"]
         registration = registration_id(registrations, f"{system.url}/", page)
         screenshot(page, "push-bell-on.png")
 

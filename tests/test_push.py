@@ -54,13 +54,13 @@ def seed(data: Path) -> None:
     store.close()
 
 
-def run(tmp_path: Path, endpoint: PushEndpoint, scenario, *, auth: AuthConfig = AuthConfig(), **settings: Any):
+def run(tmp_path: Path, endpoint: PushEndpoint, scenario, *, auth: AuthConfig | None = None, **settings: Any):
     """``scenario(port, aggregator)`` against a seeded aggregator that pushes to ``endpoint``."""
     data = tmp_path / "data"
     if not data.exists():
         seed(data)
     push = PushSettings(services=(endpoint.origin,), **settings)
-    return serve(data, scenario, push=push, auth=auth)
+    return serve(data, scenario, push=push, auth=auth or AuthConfig())
 
 
 def client(port: int, user: str | None = None, token: str | None = None) -> httpx.AsyncClient:

@@ -37,7 +37,7 @@ import os
 import stat
 import time
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -52,14 +52,14 @@ from py_vapid.utils import b64urlencode
 from pywebpush import WebPushException, webpush
 
 from pectus.actors.core import Actor, RateLimitedLog
-from pectus.events.domain import AGGREGATOR, Actor as Who, PushSubscribed, PushUnsubscribed
+from pectus.events.domain import AGGREGATOR, Actor as Who, DomainEvent, PushSubscribed, PushUnsubscribed
 from pectus.events.signing import write_private_key
 from pectus.notifications import ALERTS, TOPICS, Notification
 from pectus.projections.views import iso
 from pectus.web.auth import ConfigError, Identity
 
-__all__ = ["PUSH_EVENTS", "TOPICS", "Delivery", "PushSender", "PushSettings", "Subscription", "Subscriptions",
-           "VapidKeys", "load_or_create_vapid_keys", "subscription_id"]
+__all__ = ["PUSH_EVENTS", "VAPID_KEY_FILE", "Delivery", "Message", "PushSender", "PushSettings", "Subscription",
+           "Subscriptions", "VapidKeys", "load_or_create_vapid_keys", "subscription_id"]
 
 log = logging.getLogger("pectus.aggregator.push")
 
@@ -91,12 +91,13 @@ def _service_pattern(entry: str) -> tuple[str, str, int | None]:
     parts = urlsplit(entry.strip())
     try:
         port = parts.port
-    except ValueError:
-        port = -1
-    if parts.scheme not in ("https", "http") or not parts.hostname or port == -1 or parts.path not in ("", "/") \
+    except ValueError:  # a port that is not a number
+        port = None
+        parts = parts._replace(scheme="")
+    if parts.scheme not in ("https", "http") or not parts.hostname or parts.path not in ("", "/") \
             or parts.query or parts.fragment or "@" in parts.netloc:
-        raise ConfigError(f"PECTUS_PUSH_SERVICES: {entry!r} is not an origin "
-                          "(expected scheme://host[:port], e.g. https://fcm.googleapis.com or https://*.notify.windows.com)")
+        raise ConfigError(f"PECTUS_PUSH_SERVICES: {entry!r} is not an origin (expected scheme://host[:port], "
+                          "e.g. https://fcm.googleapis.com or https://*.notify.windows.com)")
     return parts.scheme, parts.hostname, port
 
 
@@ -303,16 +304,13 @@ class Delivery:
     detail: str = ""
 
 
-# The blocking post: (subscription info, JSON text, headers) -> (HTTP status or None, detail).
-Post = Callable[[dict[str, Any], str, dict[str, str]], tuple[int | None, str]]
-
-
 class PushSender(Actor[Notification]):
     """Pushes live Notifications to the subscriptions that want them; keeps the subscriptions'
     events (subscribe, unsubscribe, removal of the dead) in the log through ``append``."""
 
     def __init__(self, keys: VapidKeys, settings: PushSettings, subscriptions: Subscriptions,
-                 append: Callable[[list[Any]], Any], unit_roles: Callable[[str], list[str] | None]) -> None:
+                 append: Callable[[list[DomainEvent]], Awaitable[Any]],
+                 unit_roles: Callable[[str], list[str] | None]) -> None:
         super().__init__("aggregator/push", capacity=1024)
         self.keys = keys
         self.settings = settings
@@ -322,7 +320,6 @@ class PushSender(Actor[Notification]):
         self._limiter = trio.CapacityLimiter(settings.workers)
         self._queues: dict[str, deque[Message]] = {}
         self._dropped = RateLimitedLog(log, 60.0)
-        self.delivered = 0  # pushes a push service took, since start
 
     def notify(self, notification: Notification) -> None:
         """A live notification (the Projector's listener): queued, never waited for."""
@@ -376,7 +373,6 @@ class PushSender(Actor[Notification]):
             status, detail = await trio.to_thread.run_sync(self._post, info, text, headers, limiter=self._limiter,
                                                            abandon_on_cancel=True)
         if status is not None and 200 <= status < 300:
-            self.delivered += 1
             return Delivery(subscription.id, "delivered")
         if status in GONE:
             await self._remove(subscription, f"the push service answered {status}: the subscription is gone")
