@@ -12,10 +12,11 @@ import trio
 import trio.testing
 from trio_websocket import open_websocket_url
 
+from oidc_provider import OidcProvider
 from pectus.actors.aggregator import AggregatorProcess
 from pectus.actors.ui_hub import PACE, PRESENCE_LIST, PRESENCE_NAME_CHARS, Subscription, UiHub, presence_name
 from pectus.events.domain import Actor
-from pectus.web.auth import Identity
+from pectus.web.auth import AuthConfig, Identity
 
 OPERATOR = Identity(Actor.user("oid-op", "Operator"))
 
@@ -130,43 +131,77 @@ def test_an_ended_subscription_is_nowhere_and_stays_so():
     run(main)
 
 
-def test_the_live_socket_validates_presence_and_a_closed_socket_leaves(tmp_path):
-    aggregator = AggregatorProcess(tmp_path / "data", port=0)
+class Socket:
+    """A live socket of a test, as a browser uses it: requests with their replies, presence deltas."""
 
-    seen: list[dict[str, Any]] = []  # presence deltas read by request() on the way to its reply
+    def __init__(self, ws) -> None:
+        self.ws = ws
+        self.seen: list[dict[str, Any]] = []  # presence deltas read on the way to a reply
 
-    async def request(ws, message: dict[str, Any]) -> dict[str, Any]:
-        """Send ``message``; its reply (the deltas before it are kept in ``seen``)."""
-        await ws.send_message(json.dumps(message))
-        while isinstance(answer := json.loads(await ws.get_message()), list):
-            seen.extend(delta["data"] for delta in answer if delta["topic"] == "presence")
+    async def request(self, message: dict[str, Any]) -> dict[str, Any]:
+        """Send ``message``; its reply (the presence deltas before it are kept)."""
+        await self.ws.send_message(json.dumps(message))
+        while isinstance(answer := json.loads(await self.ws.get_message()), list):
+            self.seen.extend(delta["data"] for delta in answer if delta["topic"] == "presence")
         return answer
 
-    async def next_presence(ws) -> dict[str, Any]:
-        if seen:
-            return seen.pop(0)
-        while True:
-            frame = json.loads(await ws.get_message())
-            found = [delta["data"] for delta in frame if delta["topic"] == "presence"] if isinstance(frame, list) else []
-            if found:
-                return found[-1]
+    async def presence(self) -> dict[str, Any]:
+        """The next presence delta."""
+        while not self.seen:
+            frame = json.loads(await self.ws.get_message())
+            if isinstance(frame, list):
+                self.seen.extend(delta["data"] for delta in frame if delta["topic"] == "presence")
+        return self.seen.pop(0)
+
+
+async def serving(aggregator: AggregatorProcess, nursery: trio.Nursery, shutdown: trio.Event) -> str:
+    """Start ``aggregator`` on a free port; its live socket's URL."""
+    bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
+    return f"ws://127.0.0.1:{int(bound[0].rsplit(':', 1)[1])}/api/ws"
+
+
+def test_the_live_socket_validates_presence_and_a_closed_socket_leaves(tmp_path):
+    aggregator = AggregatorProcess(tmp_path / "data", port=0)
 
     async def main():
         shutdown = trio.Event()
         with trio.fail_after(30):
             async with trio.open_nursery() as nursery:
-                bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-                url = f"ws://127.0.0.1:{int(bound[0].rsplit(':', 1)[1])}/api/ws"
-                async with open_websocket_url(url) as ann:
-                    assert await request(ann, {"subscribe": ["u1"], "here": "u1", "name": "Ann"}) == {"subscribed": ["u1"]}
-                    assert await next_presence(ann) == {"people": [{"name": "Ann", "count": 1}], "total": 1}
-                    refused = await request(ann, {"here": 5})
+                url = await serving(aggregator, nursery, shutdown)
+                async with open_websocket_url(url) as ws:
+                    ann = Socket(ws)
+                    assert await ann.request({"subscribe": ["u1"], "here": "u1", "name": "Ann"}) == {"subscribed": ["u1"]}
+                    assert await ann.presence() == {"people": [{"name": "Ann", "count": 1}], "total": 1}
+                    refused = await ann.request({"here": 5})
                     assert refused["error"]["status"] == 422 and "here" in refused["error"]["message"]
-                    async with open_websocket_url(url) as bob:
-                        await request(bob, {"subscribe": ["u1"], "here": "u1", "name": "Bob"})
-                        seen.clear()  # Bob's own
-                        assert people(await next_presence(ann)) == {"Ann": 1, "Bob": 1}
-                    assert await next_presence(ann) == {"people": [{"name": "Ann", "count": 1}], "total": 1}
+                    async with open_websocket_url(url) as other:
+                        await Socket(other).request({"subscribe": ["u1"], "here": "u1", "name": "Bob"})
+                        assert people(await ann.presence()) == {"Ann": 1, "Bob": 1}
+                    assert await ann.presence() == {"people": [{"name": "Ann", "count": 1}], "total": 1}
                 shutdown.set()
 
     trio.run(main)
+
+
+def test_with_sign_in_on_the_signed_in_name_is_shown_and_a_stranger_cannot_be_anywhere(tmp_path):
+    with OidcProvider() as provider:
+        aggregator = AggregatorProcess(tmp_path / "data", port=0,
+                                       auth=AuthConfig(True, provider.issuer, provider.client_id, provider.tenant))
+
+        async def main():
+            shutdown = trio.Event()
+            with trio.fail_after(30):
+                async with trio.open_nursery() as nursery:
+                    url = await serving(aggregator, nursery, shutdown)
+                    async with open_websocket_url(url) as ws:
+                        stranger = Socket(ws)
+                        refused = await stranger.request({"here": "u1", "name": "Mallory"})
+                        assert refused["error"]["status"] == 401
+                        # Signed in, the name sent is not the one shown: the token's is.
+                        token = provider.mint(name="Ann Lee")
+                        assert await stranger.request({"identity": token, "subscribe": ["u1"], "here": "u1",
+                                                       "name": "Mallory"}) == {"subscribed": ["u1"]}
+                        assert await stranger.presence() == {"people": [{"name": "Ann Lee", "count": 1}], "total": 1}
+                    shutdown.set()
+
+        trio.run(main)
