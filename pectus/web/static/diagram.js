@@ -10,7 +10,8 @@
 //   data-fixed           a shape inside a data-kind element that keeps its own look
 //
 // The state is also told without colour: off is drawn dashed, the state word can be shown, and
-// every bound element has an accessible name and a tooltip with the tag, its value and state.
+// every bound element has a tooltip (its <title>, also its accessible name) with the tag, its
+// value and state.
 //
 // Safety: the aggregator sanitises the SVG before serving it. Here it is parsed with DOMParser as
 // image/svg+xml and imported, never given to innerHTML; what could still run or load (scripts,
@@ -159,23 +160,25 @@ export class ProcessDiagram {
     const word = this.stateWord(element, value);
     const settable = Boolean(value && value.commands && value.commands.length);
     const label = `${tag}: ${text}${word && word !== text ? `, ${word}` : ""}`;
-    element.setAttribute("aria-label", settable ? `${label}. Change ${tag}` : label);
+    const isText = element.localName === "text" || element.localName === "tspan"; // named by its own text
     if (settable) {
       element.setAttribute("role", "button");
       element.setAttribute("tabindex", "0");
       element.dataset.action = "open-tag";
     } else {
-      element.setAttribute("role", "img");
+      if (isText) element.removeAttribute("role");
+      else element.setAttribute("role", "img");
       element.removeAttribute("tabindex");
       delete element.dataset.action;
     }
-    if (element.localName === "text" || element.localName === "tspan") return; // its text is its value
+    if (isText) return;
+    // The name and the tooltip (no aria-label: the name keeps the visible text, WCAG 2.5.3).
     let title = [...element.children].find((child) => child.localName === "title");
     if (!title) {
       title = document.createElementNS(SVG_NS, "title");
       element.prepend(title);
     }
-    title.textContent = settable ? `${label} (click to change)` : label;
+    title.textContent = settable ? `${label} (select to change)` : label;
   }
 
   /** The state word ("Open", "Running"...) of the data-kind element at or around `element`. */
