@@ -211,7 +211,7 @@ async def test_analyze_finds_unknown_instructions_and_tags_with_a_did_you_mean(b
     assert response.headers["Cache-Control"] == "no-store"
     diagnostics = body["diagnostics"]
     for diagnostic in diagnostics:
-        assert set(diagnostic) == {"line", "end_line", "column", "severity", "id", "message", "fixes"}
+        assert set(diagnostic) == {"line", "end_line", "column", "end_column", "severity", "id", "message", "fixes"}
         assert 1 <= diagnostic["line"] <= diagnostic["end_line"] <= text.count("\n") + 1
     found = {(d["line"], d["id"]) for d in diagnostics}
     assert (2, "UndefinedCommand") in found
@@ -220,6 +220,7 @@ async def test_analyze_finds_unknown_instructions_and_tags_with_a_did_you_mean(b
     assert unknown_tag["severity"] == "error"
     assert unknown_tag["fixes"][0] == "FT01"
     assert unknown_tag["column"] == len("Watch: ") + 1
+    assert unknown_tag["end_column"] == len("Watch: FT0") + 1  # the fix replaces 'FT0', no more
     # the UOD's commands (Reset, PU01) and the system tags (Run Time, in s) are known
     assert not [d for d in diagnostics if d["line"] in (5, 6, 7)]
 

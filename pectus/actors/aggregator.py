@@ -4,6 +4,7 @@
     aggregator/writer         EventWriter: the single writer of the event store, group commit
     aggregator/projector      Projector: follows the log, keeps the views, publishes their changes
     UiHub                     fan-out of live changes to the browsers' WebSocket subscriptions
+    aggregator/trend          TrendSampler: a row of each connected unit's trend per data-log interval
     aggregator/push           PushSender: live notifications to subscribed browsers (pectus.actors.push)
 
 At start the projections are rebuilt by replaying the whole store (in a worker thread), then the
@@ -28,6 +29,7 @@ from pectus import __version__
 from pectus.actors.core import Actor, Restart, supervise
 from pectus.actors.engine_session import Engines, EngineSession
 from pectus.actors.event_writer import EventWriter
+from pectus.actors.trend_sampler import TrendSampler
 from pectus.actors.push import (PUSH_EVENTS, VAPID_KEY_FILE, PushSender, PushSettings, Subscriptions,
                                  load_or_create_vapid_keys)
 from pectus.actors.ui_hub import UiHub
@@ -207,6 +209,7 @@ class AggregatorProcess:
         sign_in = SignIn(auth)
         self.engines = Engines(self.writer, self.hub, sign_in=sign_in, accept_new=accept_new_engines,
                                trend=Trend(trend_window))
+        self.trend_sampler = TrendSampler(self.engines)
         self.push = self._push_sender(data_dir, push or PushSettings.from_environment(os.environ))
         self.projector.listeners.append(self.push.notify)
         self.backend = Backend(self.store, self.views, self.engines, self.hub, self.push)
@@ -284,6 +287,7 @@ class AggregatorProcess:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3)),
                                                (self.push, Restart(limit=3))])
+                nursery.start_soon(supervise, [(self.trend_sampler, Restart(limit=3))])
                 self.bound = await nursery.start(lambda task_status: serve(
                     self.asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status))
                 log.info("serving on %s", ", ".join(self.bound))

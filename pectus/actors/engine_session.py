@@ -20,9 +20,8 @@ and for every frame:
   against its schema (:mod:`pectus.events.records`) and against the runs this unit started, has
   the good ones appended as domain events and the bad ones as ``RecordRefused`` (their content is
   never stored), and acknowledges the lot once committed, listing the refused ones;
-* ``live``: the latest tag values go to the browsers at once, without being stored, and feed the
-  unit's trend (:mod:`pectus.projections.trend`: a rolling window in memory), whose new rows go
-  to the browsers too;
+* ``live``: the latest tag values go to the browsers at once, without being stored, and are held
+  for the unit's trend (:mod:`pectus.projections.trend`: a rolling window in memory);
 * ``reply``: answers a user's request that the session forwarded.
 
 A run the unit had open is closed as interrupted once the engine is back without it and every
@@ -401,9 +400,8 @@ class EngineSession:
                 values = [msgspec.structs.asdict(value) for value in message.values]
                 for value in values:
                     memory.live[value["name"]] = value
-                row = self.engines.trend.offer(self.unit, values)
-                self.engines.hub.publish([Delta(self.unit, "values", values)] if row is None
-                                         else [Delta(self.unit, "values", values), Delta(self.unit, "trend", row)])
+                self.engines.trend.offer(self.unit, values, now())
+                self.engines.hub.publish([Delta(self.unit, "values", values)])
             elif isinstance(message, p.Reply):
                 channel = self._pending.pop(message.request_id, None)
                 if channel is not None:

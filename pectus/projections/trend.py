@@ -5,23 +5,30 @@ with only the run's data, the plot would be empty before Start, with the pump ru
 :class:`Trend` keeps, per unit, the plotted tags' values of the last :attr:`Trend.window`
 seconds, sampled from the live values the engine sends (``offer``), whether a run is started or
 not. The unit page shows it before Start, beside the run while one is started, and after Stop.
+An idle unit's engine sends nothing while nothing changes, so rows are not made as values
+arrive: :meth:`Trend.sample`, called on a timer for each connected unit
+(:func:`pectus.actors.trend_sampler.sample_trends`), adds a row when one is due.
 
 Invariants
     * In memory only: nothing here is an event, nothing is stored. After the aggregator restarts,
       a unit's window is empty and fills again from its live values.
-    * Rows, per unit, in increasing time: one row at most per data-log interval of the unit's UOD
-      (as its run's samples), stamped with the engine's time of the newest value that made it,
-      holding the latest value of every plotted tag (the tags of the plot configuration and the
-      readings, as a run's plot series). Values offered between two rows change the next row.
+    * Rows, per unit, in increasing time: a row per data-log interval of the unit's UOD (as its
+      run's samples) while it is sampled, holding the latest value of every plotted tag (the tags
+      of the plot configuration and the readings, as a run's plot series). Values offered between
+      two rows change the next row.
+    * Rows are stamped with the engine's clock, as its records are, so that the window and a run's
+      samples lie on one time axis even when the two computers' clocks disagree: the time of a
+      sample is the sampler's, moved by how far the engine's clock was from the sampler's when the
+      unit's newest live values arrived (their newest time minus their arrival).
     * Bounded: a row older than ``window`` seconds before a unit's newest row is dropped when a
       row is added, so a unit holds at most ``window / interval + 1`` rows of its plotted tags,
       however long it runs. A column of numbers is an array of doubles (8 bytes a cell); a column
       that ever holds text or a truth value is a list whose repeated values share one object.
-    * A unit is kept from the moment its UOD is described (:meth:`describe`); values of a unit
-      not described yet are ignored. A new description with other plotted tags or another
-      interval starts its window afresh (the old rows would not fit its columns).
-    * Sans-I/O: no clock is read. Times are the engine's, as in its records, so the window and a
-      run's samples lie on one time axis.
+    * A unit has a window from the moment its UOD is described (:meth:`describe`); values offered
+      before (an engine's first live values may arrive before its description is stored) are held
+      for its first row. A new description with other plotted tags or another interval starts the
+      window afresh (the old rows would not fit its columns).
+    * Sans-I/O: no clock is read; the caller gives every time.
 """
 
 from __future__ import annotations
@@ -36,9 +43,9 @@ from typing import Any
 from pectus.projections.views import plotted_tags
 
 DEFAULT_WINDOW = 30 * 60.0  # seconds
-# A row within this much of the interval is due: engines pace live values at 0.25 s, so a row's
-# newest value falls a little before or after the interval's end.
-DUE_SLACK = 1e-6
+# How early a row may come and still be due: the sampler's period, less a little, so that rows
+# keep to the interval on average rather than drift to a period later each time.
+DUE_SLACK = 0.2
 
 Column = array | list  # array("d") of numbers (NaN: no value) or a list of any values
 
@@ -48,11 +55,12 @@ class UnitTrend:
     """One unit's window: ``times`` and one column per tag, the oldest ``start`` rows of each
     already dropped (they are cut off in bulk, so dropping a row costs O(1) on average)."""
 
-    interval: float
+    interval: float | None  # None: not described yet
     tags: tuple[str, ...]
     times: array = field(default_factory=lambda: array("d"))
     columns: dict[str, Column] = field(default_factory=dict)
-    held: dict[str, Any] = field(default_factory=dict)  # tag -> its latest value (the next row's)
+    held: dict[str, Any] = field(default_factory=dict)  # tag -> its latest value (the next row's), any tag offered
+    offset: float | None = None  # the engine's clock minus the caller's, as last offered (None: nothing yet)
     sent: dict[str, Any] = field(default_factory=dict)  # tag -> its value in the newest row
     start: int = 0
 
@@ -83,28 +91,39 @@ class Trend:
         interval = float(description.get("data_log_interval_seconds") or 5.0)
         known = self._units.get(unit)
         if known is None or known.tags != tags or known.interval != interval:
-            self._units[unit] = UnitTrend(interval, tags)
+            fresh = self._units[unit] = UnitTrend(interval, tags)
+            if known is not None:
+                fresh.held, fresh.offset = known.held, known.offset
 
-    def offer(self, unit: str, values: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
-        """Live values of ``unit`` (``{name, value, time, ...}``, as engines send them). Returns
-        the row it added - ``{time, values, since}``: the values that changed since the row
-        before (all of them in a window's first row) and the time of the window's oldest row -
-        or None when no row was due."""
+    def offer(self, unit: str, values: Iterable[Mapping[str, Any]], received: float) -> None:
+        """Live values of ``unit`` (``{name, value, time, ...}``, as engines send them, times on
+        the engine's clock) that arrived at ``received`` (the caller's clock): held for its next row."""
         trend = self._units.get(unit)
         if trend is None:
-            return None
+            trend = self._units[unit] = UnitTrend(None, ())
         newest = None
+        held = trend.held
         for value in values:
-            name = value["name"]
-            if name in trend.columns:
-                trend.held[name] = value["value"]
+            held[value["name"]] = value["value"]
             time = value["time"]
             if newest is None or time > newest:
                 newest = time
-        last = trend.newest
-        if newest is None or (last is not None and newest < last + trend.interval - DUE_SLACK):
+        if newest is not None:
+            trend.offset = newest - received
+
+    def sample(self, unit: str, now: float) -> dict[str, Any] | None:
+        """At ``now`` (the caller's clock, as ``received`` in :meth:`offer`): the row added to the
+        unit's window if one was due - ``{time, values, since}``: its time (the engine's clock), the
+        values that changed since the row before (all of them in a window's first row), the time of
+        the window's oldest row - else None (not due, or nothing offered yet)."""
+        trend = self._units.get(unit)
+        if trend is None or trend.interval is None or trend.offset is None:
             return None
-        return self._append(trend, newest)
+        time = now + trend.offset
+        last = trend.newest
+        if last is not None and time < last + trend.interval - DUE_SLACK:
+            return None
+        return self._append(trend, time)
 
     def _append(self, trend: UnitTrend, time: float) -> dict[str, Any]:
         first = not len(trend)
@@ -144,7 +163,7 @@ class Trend:
         where a tag's value changed (and at the first and the newest row, so the plot spans the
         whole window). None for a unit never described."""
         trend = self._units.get(unit)
-        if trend is None:
+        if trend is None or trend.interval is None:
             return None
         times = trend.times[trend.start:]
         result: dict[str, list[list[Any]]] = {}

@@ -1,34 +1,52 @@
 // The process plot: a uPlot wrapper driven by the UOD's plot configuration.
 //
-//   const plot = new ProcessPlot(container, {configuration, units, storageKey});
-//   plot.setSeries({tag: [[epochSeconds, value], ...]})   // the whole run so far (plot_log)
+//   const plot = new ProcessPlot(container, {configuration, units, decimals, storageKey, timeFirst});
+//   plot.setSeries({tag: [[epochSeconds, value], ...]})   // a run's plot_log, a unit's trend, or both (joinSeries)
 //   plot.append(epochSeconds, {tag: value, ...})          // live changes
+//   plot.setMarkers([{time, label}])                      // e.g. where a run started and ended
+//   plot.forget(epochSeconds)                             // drop the rows before it (a rolling window)
 //   plot.clear(); plot.destroy();
 //
 // Layout: one uPlot per sub plot, stacked, heights by `ratio`, sharing the x axis (cursor and
-// zoom are synchronised). Each sub plot has several y axes (colour, label with the unit, range
+// zoom are synchronised). Each sub plot has several y axes (colour, title "Label (unit)", range
 // from the configuration unless the user overrode it; overrides are kept in localStorage).
+// Every sub plot reserves the same room on each side for y axes (fixed sizes, and empty axes
+// where it has fewer than another), so all plotting areas start and end at the same x: the
+// cursor, mark lines and block shading line up from one sub plot to the next.
 // Colour regions shade the background by the value of a tag (e.g. Block); annotations draw a
-// labelled vertical line each time an annotated tag (e.g. Mark) changes.
+// dashed vertical line where an annotated tag (e.g. Mark) changes; markers a solid one. Their
+// labels are elements laid over the first sub plot's plotting area and kept inside it (left of
+// their line near the right edge, on the next row rather than over another label).
+// Values read as on their axis: numbers in the tag's unit, with the tag's decimals when its UOD
+// gives them (`decimals`: {tag: n}), else to 4 significant digits; times of day as h:mm:ss.
 //
 // Data: one table of rows (time + the held value of every tag); a tag's value holds until its
 // next point. Live changes closer than MIN_STEP to the last row update that row instead of
 // adding one, and redraws are batched (at most one per REDRAW_MS), so a fast unit costs a few
 // array pushes per change and a canvas repaint a few times a second - never a rebuild.
 
-import {formatTime, h, toSeconds} from "./api.js";
+import {h, toDate, toSeconds} from "./api.js";
 
 const MIN_STEP = 0.5; // s between live rows
 const REDRAW_MS = 250;
 const DASHES = [undefined, [8, 4], [2, 3], [12, 4, 2, 4]];
 const TIME = ""; // the x choice "time of day"
+const AXIS_SIZE = 56; // px for the tick values of every y axis, so that sub plots line up
+const AXIS_TITLE_SIZE = 22; // px for the title of every y axis, an empty one's too
+const X_TICK_SPACE = 72; // least px between two x ticks: "12:34:56" fits
+const X_AXIS_SIZE = 40; // px for the x axis' tick values, under the last sub plot (and its title's)
+const MARKER_COLOUR = "#0b4fa8";
+const LABEL_ROWS = 4; // rows of mark and marker labels, under the row of block labels
+const LABEL_ROW_HEIGHT = 17; // px
+const LABEL_GAP = 4; // px between a label and its line, or the label before it
 
 let uPlotModule = null;
 
 function loadUPlot() {
   if (!uPlotModule) {
     if (!document.querySelector("link[data-uplot]")) {
-      document.head.append(h("link", {rel: "stylesheet", href: "/static/vendor/uPlot.min.css", "data-uplot": true}));
+      document.head.append(h("link", {rel: "stylesheet", href: "/static/vendor/uPlot.min.css", "data-uplot": true}),
+        h("link", {rel: "stylesheet", href: "/static/plot.css", "data-uplot": true}));
     }
     uPlotModule = import("./vendor/uPlot.esm.js").then((module) => module.default);
   }
@@ -41,11 +59,54 @@ function numeric(value) {
   return null;
 }
 
+/** A number to `digits` significant digits, without trailing zeros: 26.60028 -> "26.6". */
+export function significant(value, digits = 4) {
+  if (!Number.isFinite(value)) return String(value);
+  if (value === 0) return "0";
+  const decimals = Math.min(6, Math.max(0, digits - 1 - Math.floor(Math.log10(Math.abs(value)))));
+  return value.toFixed(decimals).replace(/(\.\d*?)0+$/, "$1").replace(/\.$/, "");
+}
+
+/** A tag's value as the plot shows it: "26.6 s", "Wash", "—" for none; `decimals` (the tag's, from its UOD) when given. */
+export function formatReading(value, unit, decimals) {
+  if (value === null || value === undefined || value === "") return "—";
+  if (typeof value === "number") {
+    const number = Number.isInteger(decimals) ? value.toFixed(decimals) : significant(value);
+    return unit ? `${number} ${unit}` : number;
+  }
+  if (typeof value === "boolean") return value ? "true" : "false";
+  return String(value);
+}
+
+/** Epoch seconds -> the time of day as h:mm:ss ("9:05:03"). */
+export function clock(time) {
+  const date = toDate(time);
+  if (!date) return "";
+  const two = (n) => String(n).padStart(2, "0");
+  return `${date.getHours()}:${two(date.getMinutes())}:${two(date.getSeconds())}`;
+}
+
+/**
+ * A unit's trend (GET .../trend) around a run's series (plot_log), as one series for setSeries:
+ * the trend's points outside the run - from `start` to `end`, epoch seconds; end null: the run
+ * goes on - and the run's own points inside (they are its record).
+ */
+export function joinSeries(trend, run, start, end) {
+  const inside = (time) => time >= start && (end === null || time <= end);
+  const joined = {};
+  for (const [tag, points] of Object.entries(trend || {})) {
+    joined[tag] = points.filter(([time]) => !inside(toSeconds(time)));
+  }
+  for (const [tag, points] of Object.entries(run || {})) joined[tag] = [...(joined[tag] || []), ...points];
+  return joined;
+}
+
 export class ProcessPlot {
-  constructor(container, {configuration = {}, units = {}, storageKey = "default"} = {}) {
+  constructor(container, {configuration = {}, units = {}, decimals = {}, storageKey = "default", timeFirst = false} = {}) {
     this.container = container;
     this.config = configuration || {};
     this.units = units;
+    this.decimals = decimals;
     this.storageKey = `pectus.plot:${storageKey}`;
     this.settings = this.loadSettings();
     this.plots = [];
@@ -54,6 +115,7 @@ export class ProcessPlot {
     this.timer = null;
     this.syncing = false;
     this.destroyed = false;
+    this.markers = [];
 
     const config = this.config;
     this.subPlots = (config.sub_plots || []).filter((sub) => (sub.axes || []).length);
@@ -63,7 +125,9 @@ export class ProcessPlot {
     this.annotated = config.process_value_names_to_annotate || [];
     this.categorical = [...new Set([...this.regionTags, ...this.annotated])];
     const stored = this.settings.x;
-    this.xChoice = stored !== undefined && (stored === TIME || this.xNames.includes(stored)) ? stored : (this.xNames[0] || TIME);
+    // x: the user's choice, else time for a trend (`timeFirst`), else the configuration's first x tag.
+    const fallback = timeFirst ? TIME : this.xNames[0] || TIME;
+    this.xChoice = stored !== undefined && (stored === TIME || this.xNames.includes(stored)) ? stored : fallback;
     this.reset();
     this.renderShell();
     if (this.subPlots.length) {
@@ -126,7 +190,7 @@ export class ProcessPlot {
     return row;
   }
 
-  /** The whole series of a run: {tag: [[time, value], ...]} (one point per change). */
+  /** A whole series: {tag: [[time, value], ...]} (one point per change). */
   setSeries(series) {
     this.reset();
     const points = [];
@@ -147,23 +211,51 @@ export class ProcessPlot {
     this.redraw(true);
   }
 
-  /** Live changes at `time` (epoch seconds): {tag: value}. */
+  /**
+   * Live values at `time` (epoch seconds): {tag: value}. Time moves on even when no plotted value
+   * changed (a row every MIN_STEP at most), so a steady unit's plot reaches the present.
+   */
   append(time, values) {
     time = toSeconds(time);
     if (time === null) return;
-    let relevant = false;
+    let changed = false;
     for (const [tag, value] of Object.entries(values)) {
       if (!this.tracked(tag) || this.current.get(tag) === value) continue;
       this.current.set(tag, value);
-      relevant = true;
+      changed = true;
     }
-    if (!relevant) return;
     // Changes within MIN_STEP of the time the last row *started* join it; comparing with its
     // updated time instead would let a 10 Hz feed extend one row for ever.
-    if (this.times.length && time - this.rowStarted < MIN_STEP) this.updateLastRow(time);
+    const joins = this.times.length && time - this.rowStarted < MIN_STEP;
+    if (joins ? !changed : !changed && !this.times.length) return;
+    if (joins) this.updateLastRow(time);
     else this.pushRow(time);
     this.extendView();
     this.scheduleRedraw();
+  }
+
+  /** Drops the rows before `time` (the newest row stays); a tag's value at the new first row holds from it. */
+  forget(time) {
+    let count = 0;
+    while (count < this.times.length - 1 && this.times[count] < time) count += 1;
+    if (!count) return;
+    this.times.splice(0, count);
+    for (const column of this.numbers.values()) column.splice(0, count);
+    for (const [tag, column] of this.raw) {
+      column.splice(0, count);
+      const changes = this.changes.get(tag);
+      const kept = changes.filter((change) => change.row >= count).map((change) => ({row: change.row - count, value: change.value}));
+      if (!kept.length || kept[0].row > 0) kept.unshift({row: 0, value: column[0]});
+      this.changes.set(tag, kept);
+    }
+    this.rebuildView();
+    this.scheduleRedraw();
+  }
+
+  /** Solid vertical lines with a label, e.g. [{time: runStart, label: "Run start"}]. */
+  setMarkers(markers) {
+    this.markers = (markers || []).map(({time, label}) => ({time: toSeconds(time), label})).filter((m) => m.time !== null);
+    for (const plot of this.plots) plot.redraw(false);
   }
 
   clear() {
@@ -179,7 +271,23 @@ export class ProcessPlot {
     return this.numbers.get(this.xChoice)[row];
   }
 
-  /** When x is a tag, uPlot needs rising x: rows with no x, or an x below the last, are left out. */
+  /** The x of a time: itself, or with a tag on x, that tag at the first row at or after it. */
+  xOfTime(time) {
+    if (this.xChoice === TIME) return time;
+    let low = 0;
+    let high = this.times.length;
+    while (low < high) {
+      const middle = (low + high) >> 1;
+      if (this.times[middle] < time) low = middle + 1;
+      else high = middle;
+    }
+    return low < this.times.length ? this.xOfRow(low) : null;
+  }
+
+  /**
+   * When x is a tag, uPlot needs rising x: rows with no x are left out, and where x falls (a new
+   * run's Process Time starts again from 0) the view starts again from that row.
+   */
   rebuildView() {
     if (this.xChoice === TIME) {
       this.view = null;
@@ -199,7 +307,11 @@ export class ProcessPlot {
       for (const [tag, column] of view.columns) column[column.length - 1] = this.numbers.get(tag)[row];
       return;
     }
-    if (view.x.length && x < view.x[view.x.length - 1]) return;
+    if (view.x.length && x < view.x[view.x.length - 1]) {
+      view.rows = [];
+      view.x = [];
+      for (const column of view.columns.values()) column.length = 0;
+    }
     view.rows.push(row);
     view.x.push(x);
     for (const [tag, column] of view.columns) column.push(this.numbers.get(tag)[row]);
@@ -278,9 +390,27 @@ export class ProcessPlot {
     const width = Math.max(200, this.stage.clientWidth || this.container.clientWidth || 600);
     const total = Math.max(160 * this.subPlots.length,
       (parseFloat(getComputedStyle(this.container).getPropertyValue("--plot-height")) || 420));
+    // The last sub plot also holds the x axis: its plotting area gets its share all the same.
+    const xAxis = X_AXIS_SIZE + AXIS_TITLE_SIZE;
     const ratios = this.subPlots.map((sub) => sub.ratio || 1);
     const sum = ratios.reduce((a, b) => a + b, 0);
-    return ratios.map((ratio) => ({width, height: Math.max(120, Math.round(total * ratio / sum))}));
+    return ratios.map((ratio, index) => ({width,
+      height: Math.max(120, Math.round((total - xAxis) * ratio / sum)) + (index === ratios.length - 1 ? xAxis : 0)}));
+  }
+
+  /** The x axis' title, with its unit: "Time (h:mm:ss)", "Process Time (s)". */
+  xTitle() {
+    return this.xChoice === TIME ? "Time (h:mm:ss)" : this.axisTitle(this.xChoice, [this.xChoice]);
+  }
+
+  /** A tag's value as the read-out and the legends show it. */
+  reading(tag, value) {
+    return formatReading(value, this.units[tag], this.decimals[tag]);
+  }
+
+  /** The x value as the read-out and legends show it. */
+  formatX(x) {
+    return this.xChoice === TIME ? clock(x) : this.reading(this.xChoice, x);
   }
 
   build() {
@@ -291,40 +421,43 @@ export class ProcessPlot {
     const uPlot = this.uPlot;
     const sizes = this.sizes();
     const syncKey = `${this.storageKey}:${Math.random()}`;
-    // the same number of axes on each side of every sub plot, so their x axes line up
+    // Every sub plot gets as many y axes on each side as the one with the most, all of one size
+    // and with room for a title: their plotting areas then start and end at the same x.
     const sides = this.subPlots.map((sub) => ({
       left: sub.axes.filter((_, index) => index % 2 === 0).length,
       right: sub.axes.filter((_, index) => index % 2 === 1).length,
     }));
     const maxLeft = Math.max(...sides.map((side) => side.left));
     const maxRight = Math.max(...sides.map((side) => side.right));
+    const yAxis = (side, scale, options) => ({scale, side, size: AXIS_SIZE, labelSize: AXIS_TITLE_SIZE, ...options});
     this.subPlots.forEach((sub, subIndex) => {
       const scales = {x: {time: this.xChoice === TIME}};
+      // The x axis is written under the last sub plot only; the others keep its grid lines.
+      const last = subIndex === this.subPlots.length - 1;
       const axes = [{
         scale: "x",
-        show: subIndex === this.subPlots.length - 1,
-        values: this.xChoice === TIME
-          ? (u, splits, axisIndex, space, increment) => splits.map((v) => (increment < 60 ? formatTime(v) : formatTime(v).slice(0, 5)))
-          : undefined,
-        label: this.xChoice === TIME ? undefined : this.axisTitle(this.xChoice, [this.xChoice]),
+        space: X_TICK_SPACE,
+        size: last ? X_AXIS_SIZE : 0,
+        values: !last ? () => [] : this.xChoice === TIME ? (u, splits) => splits.map((v) => clock(v)) : undefined,
+        ticks: {show: last},
+        label: last ? this.xTitle() : undefined,
+        labelSize: AXIS_TITLE_SIZE,
         grid: {stroke: "#d9dde3"},
       }];
-      const series = [{label: this.xChoice === TIME ? "Time" : this.xChoice}];
+      const series = [{label: this.xChoice === TIME ? "Time" : this.xChoice, value: (u, x) => (x === null ? "—" : this.formatX(x))}];
       sub.axes.forEach((axis, axisIndex) => {
         const key = `y${axisIndex}`;
         const limits = this.limits(subIndex, axisIndex, axis);
         scales[key] = {auto: false, range: () => [limits.min, limits.max]};
-        axes.push({
-          scale: key,
-          side: axisIndex % 2 === 0 ? 3 : 1,
+        axes.push(yAxis(axisIndex % 2 === 0 ? 3 : 1, key, {
           label: this.axisTitle(axis.label, axis.process_value_names),
           stroke: axis.color,
           grid: {show: axisIndex === 0, stroke: "#e4e7eb"},
-          size: 56,
-        });
+        }));
         axis.process_value_names.forEach((tag, index) => {
+          const unit = this.units[tag];
           series.push({
-            label: this.units[tag] ? `${tag} [${this.units[tag]}]` : tag,
+            label: unit ? `${tag} (${unit})` : tag,
             scale: key,
             stroke: axis.color,
             width: 1.5,
@@ -332,10 +465,11 @@ export class ProcessPlot {
             paths: uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({align: 1}) : undefined,
             points: {show: false},
             spanGaps: false,
+            value: (u, value) => this.reading(tag, value),
           });
         });
       });
-      const filler = (side) => ({scale: "y0", side, size: 56, values: () => [], grid: {show: false}, ticks: {show: false}});
+      const filler = (side) => yAxis(side, "y0", {label: "", values: () => [], grid: {show: false}, ticks: {show: false}});
       for (let n = sides[subIndex].left; n < maxLeft; n += 1) axes.push(filler(3));
       for (let n = sides[subIndex].right; n < maxRight; n += 1) axes.push(filler(1));
       const options = {
@@ -346,8 +480,8 @@ export class ProcessPlot {
         legend: {show: true, live: true},
         cursor: {sync: {key: syncKey, setSeries: false}, drag: {x: true, y: false, setScale: true}},
         hooks: {
-          drawClear: [(u) => this.drawRegions(u, subIndex)],
-          draw: [(u) => this.drawAnnotations(u, subIndex)],
+          drawClear: [(u) => this.drawRegions(u)],
+          draw: [(u) => this.drawLines(u, subIndex)],
           setSelect: [(u) => {
             if (u.select.width > 0) this.zoomed = true;
           }],
@@ -355,24 +489,34 @@ export class ProcessPlot {
           setCursor: [(u) => this.showReadout(u)],
         },
       };
-      const target = h("div.sub-plot", {"data-testid": "sub-plot"});
+      // The axes' titles are drawn on the canvas: the figure's name says them to everyone else.
+      const titles = sub.axes.map((axis) => this.axisTitle(axis.label, axis.process_value_names)).join(", ");
+      const target = h("div.sub-plot", {"data-testid": "sub-plot", role: "figure", "aria-label": `${titles} against ${this.xTitle()}`});
       this.stage.append(target);
       const plot = new uPlot(options, this.dataFor(sub), target);
       plot.over.addEventListener("dblclick", () => {
         this.zoomed = false;
       });
       this.enablePanning(plot);
+      if (subIndex === 0) {
+        this.labels = h("div.plot-labels", {"data-testid": "plot-labels"});
+        plot.over.append(this.labels);
+        this.drawLabels(plot);
+      }
       this.plots.push(plot);
     });
   }
 
+  /** "Label (unit)", the unit of the axis' first tag that has one (unless the label has it already). */
   axisTitle(label, tags) {
     const unit = tags.map((tag) => this.units[tag]).find(Boolean);
-    return unit && !String(label).includes(unit) ? `${label} [${unit}]` : label;
+    const text = String(label);
+    return unit && !text.includes(`(${unit})`) && !text.includes(`[${unit}]`) ? `${text} (${unit})` : text;
   }
 
-  setUnits(units) {
+  setUnits(units, decimals = {}) {
     this.units = units || {};
+    this.decimals = decimals || {};
     this.build();
   }
 
@@ -467,7 +611,7 @@ export class ProcessPlot {
     }, true);
   }
 
-  // -- regions, annotations, read-out ------------------------------------------------------------
+  // -- regions, annotations, markers, labels, read-out ------------------------------------------
 
   /** [{x0, x1, value}] of a categorical tag over the rows, in x order. */
   spans(tag) {
@@ -484,66 +628,121 @@ export class ProcessPlot {
     return spans;
   }
 
-  drawRegions(u, subIndex) {
-    const regions = this.config.color_regions || [];
-    if (!regions.length || !this.times.length) return;
+  /** The shaded spans of the colour regions: [{x0, x1, value, colour}]. */
+  regions() {
+    const regions = [];
+    for (const region of this.config.color_regions || []) {
+      const colours = region.value_color_map || {};
+      for (const span of this.spans(region.process_value_name)) {
+        const colour = colours[String(span.value)];
+        if (colour && span.value !== null) regions.push({...span, colour});
+      }
+    }
+    return regions;
+  }
+
+  /** The vertical lines: annotations (dashed, where an annotated tag changed) and markers (solid). */
+  lines() {
+    const lines = [];
+    for (const tag of this.annotated) {
+      for (const span of this.spans(tag)) {
+        if (span.value !== null && span.value !== "") lines.push({x: span.x0, label: String(span.value), kind: "mark"});
+      }
+    }
+    for (const marker of this.markers) {
+      const x = this.xOfTime(marker.time);
+      if (x !== null && x !== undefined && this.times.length && marker.time >= this.times[0]) {
+        lines.push({x, label: marker.label, kind: "run"});
+      }
+    }
+    return lines;
+  }
+
+  drawRegions(u) {
+    if (!this.times.length) return;
     const {ctx, bbox} = u;
     ctx.save();
     ctx.beginPath();
     ctx.rect(bbox.left, bbox.top, bbox.width, bbox.height);
     ctx.clip();
-    for (const region of regions) {
-      const colours = region.value_color_map || {};
-      for (const span of this.spans(region.process_value_name)) {
-        const colour = colours[String(span.value)];
-        if (!colour || span.value === null) continue;
-        const left = u.valToPos(span.x0, "x", true);
-        const right = u.valToPos(span.x1, "x", true);
-        if (right < bbox.left || left > bbox.left + bbox.width) continue;
-        ctx.fillStyle = colour;
-        ctx.fillRect(left, bbox.top, Math.max(1, right - left), bbox.height);
-        if (subIndex === 0 && right - left > 40) {
-          ctx.fillStyle = "#1f2328";
-          ctx.font = `${Math.round(11 * devicePixelRatio)}px system-ui, sans-serif`;
-          ctx.fillText(String(span.value), Math.max(left, bbox.left) + 4 * devicePixelRatio, bbox.top + 13 * devicePixelRatio);
-        }
-      }
+    for (const span of this.regions()) {
+      const left = u.valToPos(span.x0, "x", true);
+      const right = u.valToPos(span.x1, "x", true);
+      if (right < bbox.left || left > bbox.left + bbox.width) continue;
+      ctx.fillStyle = span.colour;
+      ctx.fillRect(left, bbox.top, Math.max(1, right - left), bbox.height);
     }
     ctx.restore();
   }
 
-  drawAnnotations(u, subIndex) {
-    if (!this.annotated.length || !this.times.length) return;
+  drawLines(u, subIndex) {
+    if (subIndex === 0) this.drawLabels(u);
+    if (!this.times.length) return;
     const {ctx, bbox} = u;
     const ratio = devicePixelRatio;
     ctx.save();
     ctx.beginPath();
     ctx.rect(bbox.left, bbox.top, bbox.width, bbox.height);
     ctx.clip();
-    ctx.strokeStyle = "#3d4450";
-    ctx.fillStyle = "#1f2328";
     ctx.lineWidth = ratio;
-    ctx.setLineDash([4 * ratio, 3 * ratio]);
-    ctx.font = `${Math.round(11 * ratio)}px system-ui, sans-serif`;
-    for (const tag of this.annotated) {
-      for (const span of this.spans(tag)) {
-        if (span.value === null || span.value === "") continue;
-        const x = Math.round(u.valToPos(span.x0, "x", true));
-        if (x < bbox.left || x > bbox.left + bbox.width) continue;
-        ctx.beginPath();
-        ctx.moveTo(x, bbox.top);
-        ctx.lineTo(x, bbox.top + bbox.height);
-        ctx.stroke();
-        if (subIndex === 0) {
-          ctx.save();
-          ctx.translate(x + 3 * ratio, bbox.top + 4 * ratio);
-          ctx.rotate(Math.PI / 2);
-          ctx.fillText(String(span.value).slice(0, 40), 0, 0);
-          ctx.restore();
-        }
-      }
+    for (const line of this.lines()) {
+      const x = Math.round(u.valToPos(line.x, "x", true));
+      if (x < bbox.left || x > bbox.left + bbox.width) continue;
+      ctx.strokeStyle = line.kind === "run" ? MARKER_COLOUR : "#3d4450";
+      ctx.lineWidth = (line.kind === "run" ? 2 : 1) * ratio;
+      ctx.setLineDash(line.kind === "run" ? [] : [4 * ratio, 3 * ratio]);
+      ctx.beginPath();
+      ctx.moveTo(x, bbox.top);
+      ctx.lineTo(x, bbox.top + bbox.height);
+      ctx.stroke();
     }
     ctx.restore();
+  }
+
+  /**
+   * The labels of the regions (top row, inside their span) and of the lines (the rows below,
+   * right of their line, or left of it near the right edge), as elements over the first sub
+   * plot's plotting area: never outside it, never over one another (a label with no free row
+   * is left out; the read-out still names the value under the cursor).
+   */
+  drawLabels(u) {
+    const layer = this.labels;
+    if (!layer) return;
+    const width = u.over.clientWidth;
+    const label = (text, kind, left, row, maxWidth) => {
+      const element = h("span.plot-label", {"data-testid": "plot-label", "data-kind": kind}, text);
+      element.style.left = `${left}px`;
+      element.style.top = `${2 + row * LABEL_ROW_HEIGHT}px`;
+      if (maxWidth !== undefined) element.style.maxWidth = `${maxWidth}px`;
+      return element;
+    };
+    const elements = [];
+    for (const span of this.times.length ? this.regions() : []) {
+      const left = Math.max(0, u.valToPos(span.x0, "x")) + LABEL_GAP;
+      const right = Math.min(width, u.valToPos(span.x1, "x")) - LABEL_GAP;
+      if (right - left >= 28) elements.push(label(String(span.value), "block", left, 0, right - left));
+    }
+    layer.replaceChildren(...elements);
+    const rowEnds = new Array(LABEL_ROWS).fill(-Infinity);
+    const lines = (this.times.length ? this.lines() : [])
+      .map((line) => ({...line, pos: u.valToPos(line.x, "x")}))
+      .filter((line) => line.pos >= 0 && line.pos <= width)
+      .sort((a, b) => a.pos - b.pos);
+    for (const line of lines) {
+      const element = label(line.label.slice(0, 60), line.kind, 0, 1);
+      layer.append(element);
+      const size = Math.min(element.offsetWidth, width);
+      let left = line.pos + LABEL_GAP;
+      if (left + size > width) left = Math.max(0, line.pos - LABEL_GAP - size);
+      const row = rowEnds.findIndex((end) => left >= end + LABEL_GAP);
+      if (row < 0) {
+        element.remove();
+        continue;
+      }
+      rowEnds[row] = left + size;
+      element.style.left = `${left}px`;
+      element.style.top = `${2 + (row + 1) * LABEL_ROW_HEIGHT}px`;
+    }
   }
 
   showReadout(u) {
@@ -554,12 +753,9 @@ export class ProcessPlot {
     }
     const row = this.rowAt(index);
     if (row === undefined) return;
-    const parts = [`Time ${formatTime(this.times[row])}`];
-    if (this.xChoice !== TIME) parts.push(`${this.xChoice} ${this.numbers.get(this.xChoice)[row] ?? "—"}`);
-    for (const tag of this.categorical) {
-      const value = this.raw.get(tag)[row];
-      parts.push(`${tag}: ${value === null || value === undefined || value === "" ? "—" : value}`);
-    }
+    const parts = [`Time ${clock(this.times[row])}`];
+    if (this.xChoice !== TIME) parts.push(`${this.xChoice} ${this.reading(this.xChoice, this.numbers.get(this.xChoice)[row])}`);
+    for (const tag of this.categorical) parts.push(`${tag}: ${this.reading(tag, this.raw.get(tag)[row])}`);
     this.readout.textContent = parts.join(" · ");
   }
 

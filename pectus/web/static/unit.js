@@ -1,7 +1,7 @@
 // The process unit page: header with run controls, process values, commands, the method
 // editor, the run log, the live plot and the error log. Everything live arrives as deltas of
-// the unit (topics values, run_log, method, control_state, error_log and the unit's `units`
-// summary); after every (re)connection the page refetches its state over REST.
+// the unit (topics values, trend, run_log, method, control_state, error_log and the unit's
+// `units` summary); after every (re)connection the page refetches its state over REST.
 //
 // RunLogView, ErrorLogView and loadEditor are shared with the recent run page (run.js).
 
@@ -9,7 +9,7 @@ import {
   ApiError, api, clear, confirmDialog, formatDate, formatDuration, formatTime, formatValue, h, live, stateBadge, toSeconds,
   toast, userName,
 } from "./api.js";
-import {ProcessPlot} from "./plot.js";
+import {ProcessPlot, joinSeries} from "./plot.js";
 import {Tabs} from "./tabs.js";
 import {ProcessDiagram} from "./diagram.js";
 
@@ -353,6 +353,7 @@ export function mount(root, [unitId]) {
   let errorRun = null; // the run the error log shows (null: the unit between runs)
   let plot = null;
   let plotConfigJson = null;
+  let plotRun = null; // the run the plot shows from its record: {start, end} (epoch s; end null while it goes on)
   let editor = null;
   let method = null; // the server's latest {version, lines, line_states, last_author}
   let baseVersion = null; // the version our editor text is based on
@@ -1102,10 +1103,22 @@ export function mount(root, [unitId]) {
 
   // -- plot
 
+  // The plot is the unit's trend - the aggregator's rolling window of its recent values, live
+  // also between runs - with the run started, or the one that ended within the window, shown
+  // from its record in its place, its start and end marked. Between runs the trend's rows feed it
+  // (topic trend); during a run, the live values. Rows older than the window roll off, except
+  // those of the run shown.
+
   function tagUnits() {
     const result = {};
     for (const tag of vocabulary.tags || []) if (tag.unit) result[tag.name] = tag.unit;
     for (const value of values.values()) if (value.unit && !result[value.name]) result[value.name] = value.unit;
+    return result;
+  }
+
+  function tagDecimals() {
+    const result = {};
+    for (const value of values.values()) if (Number.isInteger(value.decimals)) result[value.name] = value.decimals;
     return result;
   }
 
@@ -1114,7 +1127,50 @@ export function mount(root, [unitId]) {
     if (plot && json === plotConfigJson) return;
     if (plot) plot.destroy();
     plotConfigJson = json;
-    plot = new ProcessPlot(plotHost, {configuration, units: tagUnits(), storageKey: `unit:${unitId}`});
+    plot = new ProcessPlot(plotHost, {configuration, units: tagUnits(), decimals: tagDecimals(), storageKey: `unit:${unitId}`,
+      timeFirst: true});
+  }
+
+  /** The series to show after a (re)sync of `summary` (the unit): the trend and the run in it. */
+  async function plotSeries(summary) {
+    const active = summary.run_id || null;
+    const ended = active ? null : summary.last_run_id || null;
+    const [trendSeries, runSeries, endedRun] = await Promise.all([
+      api.get(`${base}/trend`),
+      active ? api.get(`${base}/plot_log`) : ended ? api.get(`${api.run(ended)}/plot_log`) : null,
+      ended ? api.get(api.run(ended)) : null]);
+    const firsts = Object.values(trendSeries || {}).filter((points) => points.length).map((points) => toSeconds(points[0][0]));
+    const since = firsts.length ? Math.min(...firsts) : null;
+    plotRun = null;
+    if (active) plotRun = {start: toSeconds(summary.run_started), end: null};
+    else if (endedRun && since !== null && toSeconds(endedRun.completed_date) >= since) {
+      plotRun = {start: toSeconds(endedRun.started_date), end: toSeconds(endedRun.completed_date)};
+    }
+    return plotRun ? joinSeries(trendSeries, runSeries, plotRun.start, plotRun.end) : trendSeries || {};
+  }
+
+  function markRun() {
+    if (!plot) return;
+    plot.setMarkers(plotRun ? [{time: plotRun.start, label: "Run start"},
+      plotRun.end !== null ? {time: plotRun.end, label: "Run end"} : null].filter(Boolean) : []);
+  }
+
+  /** A run started or ended (a units delta): the plot goes on, marked. */
+  function plotRunChanged(summary) {
+    if (summary.run_id) plotRun = {start: toSeconds(summary.run_started), end: null};
+    else if (plotRun) plotRun.end = toSeconds(summary.last_run_completed) ?? Date.now() / 1000;
+    markRun();
+  }
+
+  /** A row of the trend: {time, values, since} (since: the oldest time the window holds). */
+  function applyTrendRow({time, values: changed, since}) {
+    if (!plot) return;
+    if (!runId) plot.append(time, changed);
+    if (plotRun && plotRun.end !== null && plotRun.end < since) {
+      plotRun = null; // the run ended longer ago than the window reaches: it rolls off too
+      markRun();
+    }
+    plot.forget(plotRun ? Math.min(since, plotRun.start) : since);
   }
 
   // -- live
@@ -1145,7 +1201,7 @@ export function mount(root, [unitId]) {
       const [processValues, controlState, methodNow, runLogItems, errors, configuration, series] = await Promise.all([
         api.get(`${base}/process_values`), api.get(`${base}/control_state`), api.get(`${base}/method`),
         api.get(`${base}/run_log`), api.get(`${base}/error_log`), api.get(`${base}/plot_configuration`),
-        api.get(`${base}/plot_log`)]);
+        plotSeries(summary)]);
       await vocabularyReady;
       unit = summary;
       runId = summary.run_id || null;
@@ -1160,8 +1216,9 @@ export function mount(root, [unitId]) {
       runLog.reset(runLogItems || []);
       errorLog.reset(errors || []);
       ensurePlot(configuration);
-      plot.setUnits(tagUnits());
-      plot.setSeries(runId ? series || {} : {});
+      plot.setUnits(tagUnits(), tagDecimals());
+      plot.setSeries(series);
+      markRun();
       await editorReady;
       applyMethod(methodNow);
     },
@@ -1171,7 +1228,7 @@ export function mount(root, [unitId]) {
         unit = data;
         if (newRun) {
           runId = data.run_id || null;
-          if (plot) plot.clear();
+          plotRunChanged(data);
         }
         renderHeader();
       } else if (topic === "presence") {
@@ -1181,6 +1238,8 @@ export function mount(root, [unitId]) {
         renderControls();
       } else if (topic === "values") {
         applyValues(data);
+      } else if (topic === "trend") {
+        applyTrendRow(data);
       } else if (topic === "method") {
         applyMethod(data);
       } else if (topic === "run_log") {
