@@ -87,8 +87,13 @@ def test_pu01_in_the_diagram_opens_its_editor_from_the_mouse_and_the_keyboard(sy
     pump = page.locator('svg.process-diagram g[data-tag="PU01"]')
     expect(pump).to_have_attribute("role", "button", timeout=T)
     expect(pump).to_have_attribute("tabindex", "0")
+    editor = page.locator('[data-testid="tile"][data-tag="PU01"] [data-testid="tile-editor"]')
     pump.click()
     assert page.evaluate("window.openedTags") == ["PU01"]
+    expect(editor).to_be_visible(timeout=T)  # the tile's editor, open and focused
+    expect(editor.get_by_test_id("tile-input")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(editor).to_have_count(0, timeout=T)
     # Read-only tags are no buttons and not in the Tab order.
     flow = page.locator('svg.process-diagram g[data-tag="FT01"]')
     expect(flow).to_have_attribute("role", "img")
@@ -96,6 +101,7 @@ def test_pu01_in_the_diagram_opens_its_editor_from_the_mouse_and_the_keyboard(sy
     pump.focus()
     page.keyboard.press("Enter")
     assert page.evaluate("window.openedTags") == ["PU01", "PU01"]
+    expect(editor.get_by_test_id("tile-input")).to_be_focused(timeout=T)
     page.close()
 
 
