@@ -19,7 +19,8 @@ to whatever an engine sends):
 
 * the text is parsed by defusedxml's parser: a DOCTYPE (and with it every entity declaration) is
   refused, so no entity expands and nothing outside the text is read; text over
-  ``MAX_DIAGRAM_CHARS`` or with more than ``MAX_ELEMENTS`` elements is refused;
+  ``MAX_DIAGRAM_CHARS``, with more than ``MAX_ELEMENTS`` elements or nested deeper than
+  ``MAX_DEPTH`` is refused;
 * the output is a well-formed SVG document made only of the elements and attributes allowed below,
   written by this module (never a serialiser's pass-through): no script, ``foreignObject``,
   ``style`` element, image, link, animation or filter survives, nor any event handler attribute;
@@ -44,11 +45,12 @@ from xml.sax.saxutils import escape, quoteattr
 from defusedxml import DTDForbidden, EntitiesForbidden, ExternalReferenceForbidden
 from defusedxml.ElementTree import DefusedXMLParser
 
-__all__ = ["Binding", "Diagram", "DiagramError", "KINDS", "MAX_DIAGRAM_CHARS", "MAX_ELEMENTS", "Removal", "SHOWS",
-           "read_diagram", "sanitize"]
+__all__ = ["Binding", "Diagram", "DiagramError", "KINDS", "MAX_DEPTH", "MAX_DIAGRAM_CHARS", "MAX_ELEMENTS", "Removal",
+           "SHOWS", "read_diagram", "sanitize"]
 
 MAX_DIAGRAM_CHARS = 256 * 1024
 MAX_ELEMENTS = 5_000
+MAX_DEPTH = 100  # elements inside elements; drawings nest a few levels, the writer recurses
 ID_PREFIX = "pd-"
 SHOWS = ("value", "state")
 KINDS = ("valve", "pump", "switch")
@@ -60,7 +62,6 @@ XLINK = "http://www.w3.org/1999/xlink"
 ELEMENTS = frozenset({
     "svg", "g", "defs", "symbol", "use", "title", "desc", "path", "rect", "circle", "ellipse", "line", "polyline",
     "polygon", "text", "tspan", "marker", "linearGradient", "radialGradient", "stop", "clipPath", "pattern"})
-TEXT_ELEMENTS = frozenset({"text", "tspan", "title", "desc"})
 # Drawing editors' own data, dropped without a word: it never draws anything.
 EDITOR_DATA = frozenset({"metadata"})
 EDITOR_NAMESPACES = ("http://www.inkscape.org/namespaces/inkscape", "http://sodipodi.sourceforge.net/",
@@ -154,20 +155,29 @@ def read_diagram(text: str) -> Diagram:
 
 
 class _LineTreeBuilder(ElementTree.TreeBuilder):
-    """Builds the tree and notes each element's line; refuses a tree with too many elements."""
+    """Builds the tree and notes each element's line; refuses a tree with too many elements or
+    nested too deep."""
 
     def __init__(self) -> None:
         super().__init__()
         self.parser: DefusedXMLParser | None = None
         self.lines: dict[ElementTree.Element, int] = {}
+        self.depth = 0
 
     def start(self, tag: str, attrs: dict[str, str]) -> ElementTree.Element:
         element = super().start(tag, attrs)
         line = self.parser.parser.CurrentLineNumber if self.parser is not None else 0
         if len(self.lines) >= MAX_ELEMENTS:
             raise DiagramError(f"the diagram has more than {MAX_ELEMENTS:,} elements", line)
+        self.depth += 1
+        if self.depth > MAX_DEPTH:
+            raise DiagramError(f"the diagram nests elements more than {MAX_DEPTH} deep", line)
         self.lines[element] = line
         return element
+
+    def end(self, tag: str) -> ElementTree.Element:
+        self.depth -= 1
+        return super().end(tag)
 
 
 def _parse(text: str) -> tuple[ElementTree.Element, dict[ElementTree.Element, int]]:

@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from conftest import DEMO_UOD
 from pectus.actors.uplink import RecordBuilder
-from pectus.diagram import (ELEMENTS, MAX_DIAGRAM_CHARS, MAX_ELEMENTS, PRESENTATION, DiagramError, read_diagram,
+from pectus.diagram import (ELEMENTS, MAX_DEPTH, MAX_DIAGRAM_CHARS, MAX_ELEMENTS, PRESENTATION, DiagramError, read_diagram,
                             sanitize)
 from pectus.events import protocol as p
 from pectus.events.records import RecordError, check_record
@@ -160,7 +160,7 @@ def test_an_inline_diagram_names_its_svg_lines_as_such():
     assert "with_process_diagram(<SVG text>): SVG line 2: data-tag 'PU9': no tag named 'PU9'" in problem
 
 
-def test_a_missing_file_a_second_diagram_and_a_too_large_one_are_errors(tmp_path):
+def test_a_missing_file_a_second_diagram_and_a_too_large_or_deep_one_are_errors(tmp_path):
     assert "cannot read the diagram" in problems_of(write_unit(tmp_path, '.with_process_diagram("none.svg")'))[0]
     twice = write_unit(tmp_path, '.with_process_diagram("plant.svg").with_process_diagram("plant.svg")',
                        PLANT.format(tag="PU01"))
@@ -172,6 +172,9 @@ def test_a_missing_file_a_second_diagram_and_a_too_large_one_are_errors(tmp_path
     many = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1">' + "<g/>" * MAX_ELEMENTS + "</svg>")
     (problem,) = problems_of(write_unit(tmp_path, '.with_process_diagram("plant.svg")', many))
     assert f"more than {MAX_ELEMENTS:,} elements" in problem
+    deep = ('<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 1 1">' + "<g>" * 2000 + "</g>" * 2000 + "</svg>")
+    (problem,) = problems_of(write_unit(tmp_path, '.with_process_diagram("plant.svg")', deep))
+    assert f"plant.svg:1: the diagram nests elements more than {MAX_DEPTH} deep" in problem
 
 
 def test_what_the_sanitiser_removes_is_a_warning_with_its_svg_line(tmp_path):
