@@ -18,14 +18,17 @@ from typing import Any
 import httpx
 import pytest
 import trio
+from cryptography.hazmat.primitives.asymmetric import ec
+from py_vapid import Vapid
 
 from pectus.actors.aggregator import STORE_FILE
-from pectus.actors.push import VAPID_KEY_FILE, Message, PushSettings, subscription_id
+from pectus.actors.push import (VAPID_KEY_FILE, Message, PushSender, PushSettings, Subscriptions, VapidKeys,
+                                 subscription_id)
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.store import SQLiteEventStore
 from pectus.notifications import Notification
-from pectus.web.auth import AuthConfig, ConfigError
+from pectus.web.auth import AuthConfig, ConfigError, Identity
 
 from oidc_provider import OidcProvider
 from push_endpoint import PushEndpoint, Subscriber
@@ -293,6 +296,41 @@ def test_a_subscription_its_push_service_says_is_gone_is_removed_as_an_event(tmp
     assert removed[0]["reason"] == f"the push service answered {status}: the subscription is gone"
     assert gone.posts == 1  # the run start went to the living one only
     assert [r.payload["topic"] for r in alive.received] == ["test", "run_started"]
+
+
+def test_a_gone_subscription_whose_removal_cannot_be_recorded_is_kept_and_tried_again():
+    """The store fails (a full disk): the sender neither crashes nor forgets the subscription."""
+    with PushEndpoint() as endpoint:
+        gone = endpoint.subscribe()
+        gone.status = 410
+        subscriptions, disk_full = Subscriptions(), [False]
+
+        async def append(events):
+            if disk_full[0]:
+                raise OSError(28, "No space left on device")
+            for event in events:
+                subscriptions.remember(event.type, event.to_data())
+
+        keys = VapidKeys(Vapid(ec.generate_private_key(ec.SECP256R1())))
+        sender = PushSender(keys, PushSettings(services=(endpoint.origin,)), subscriptions, append, lambda unit: [])
+        endpoint.vapid_key = keys.public_key
+        message = Message({"title": "t", "body": "", "unit": None, "url": "/", "topic": "test", "time": ""})
+
+        async def main():
+            subscription = await sender.subscribe(Identity(d.Actor.user("ann", "Ann")), gone.endpoint, gone.keys,
+                                                  ["notify"], None)
+            disk_full[0] = True
+            first = await sender.push(subscription, message)
+            kept = subscriptions.get(subscription.id)
+            disk_full[0] = False
+            second = await sender.push(subscription, message)
+            return first, kept, second, subscriptions.get(subscription.id)
+
+        first, kept, second, after = trio.run(main)
+    assert first.outcome == "failed" and "its removal cannot be recorded now" in first.detail
+    assert kept is not None
+    assert second.outcome == "removed" and after is None
+    assert gone.posts == 2
 
 
 def test_a_slow_push_service_holds_up_neither_the_others_nor_the_aggregator(tmp_path):

@@ -26,7 +26,7 @@ from typing import Any, Callable, Iterator
 import trio
 
 from pectus import __version__
-from pectus.actors.core import Actor, Restart, supervise
+from pectus.actors.core import ALWAYS, Actor, Restart, supervise
 from pectus.actors.engine_session import Engines, EngineSession
 from pectus.actors.event_writer import EventWriter
 from pectus.actors.trend_sampler import TrendSampler
@@ -286,7 +286,7 @@ class AggregatorProcess:
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3)),
-                                               (self.push, Restart(limit=3))])
+                                               (self.push, ALWAYS)])  # push is a courtesy: never the process's end
                 nursery.start_soon(supervise, [(self.trend_sampler, Restart(limit=3))])
                 self.bound = await nursery.start(lambda task_status: serve(
                     self.asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status))

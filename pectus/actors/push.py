@@ -375,8 +375,9 @@ class PushSender(Actor[Notification]):
         if status is not None and 200 <= status < 300:
             return Delivery(subscription.id, "delivered")
         if status in GONE:
-            await self._remove(subscription, f"the push service answered {status}: the subscription is gone")
-            return Delivery(subscription.id, "removed", detail)
+            if await self._remove(subscription, f"the push service answered {status}: the subscription is gone"):
+                return Delivery(subscription.id, "removed", detail)
+            detail += "; the subscription is gone, but its removal cannot be recorded now"
         log.warning("a push to subscription %s failed: %s", subscription.id, detail)
         return Delivery(subscription.id, "failed", detail)
 
@@ -393,12 +394,19 @@ class PushSender(Actor[Notification]):
             return None, f"the push service cannot be reached: {type(error).__name__}"
         return response.status_code, ""
 
-    async def _remove(self, subscription: Subscription, reason: str) -> None:
-        # Only the subscription that failed: a newer one of the same browser (subscribed again
-        # meanwhile) is left alone.
-        if self.subscriptions.get(subscription.id) is subscription:
+    async def _remove(self, subscription: Subscription, reason: str) -> bool:
+        """Records the end of ``subscription``; False when the store cannot record it now (the
+        next push to it tries again). A newer subscription of the same browser (subscribed again
+        meanwhile) is left alone."""
+        if self.subscriptions.get(subscription.id) is not subscription:
+            return True
+        try:
             await self._append([PushUnsubscribed(time=time.time(), unit="", actor=AGGREGATOR,
                                                  subscription=subscription.id, reason=reason)])
+        except Exception as error:  # noqa: BLE001 - a failing store is the writer's to report (/health)
+            log.warning("subscription %s is gone but its removal cannot be recorded now: %s", subscription.id, error)
+            return False
+        return True
 
     # -- what users ask (pectus.web.push) ------------------------------------------------------
 
