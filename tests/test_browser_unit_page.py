@@ -235,5 +235,19 @@ def test_dashboard_screenshots(system, browser):
         info = card.get_by_test_id("unit-state").evaluate("""(badge) => {
             const box = badge.querySelector('.state-icon svg').getBBox(); return box.width * box.height; }""")
         assert info > 0
+        mark = page.locator('th[aria-sort="descending"] .sort-mark')  # the sort direction, drawn
+        assert mark.inner_text() == "" and mark.bounding_box()["width"] * mark.bounding_box()["height"] > 0
         screenshot(page, f"dashboard-{width}.png")
         page.close()
+
+
+def test_a_narrow_window_stacks_the_parts_and_the_page_scrolls(system, browser):
+    page = browser.new_page(viewport={"width": 900, "height": 1000})
+    page.goto(f"{system.url}/units/{system.unit}")
+    expect(page.locator('[data-testid="tile"][data-tag="PU01"]')).to_be_visible(timeout=T)
+    boxes = [page.locator(selector).bounding_box() for selector in ("#plot-panel", "#values-panel", ".unit-work")]
+    assert len({round(box["x"]) for box in boxes}) == 1, boxes  # one column
+    assert boxes[0]["y"] < boxes[1]["y"] < boxes[2]["y"], boxes  # trend, values, then the tabs
+    assert page.evaluate("document.scrollingElement.scrollHeight > window.innerHeight")
+    page.get_by_test_id("tab-method").scroll_into_view_if_needed()
+    expect(page.locator("#method-editor .cm-content")).to_be_visible()

@@ -95,7 +95,7 @@ export function mount(root) {
       sort = {key: c.key, descending: c.key === sort.key ? !sort.descending : c.key !== "unit"};
       localStorage.setItem(SORT_KEY, JSON.stringify(sort));
       renderRuns();
-    }}, c.label, h("span.sort-mark", {"aria-hidden": "true"}, c.key === sort.key ? (sort.descending ? " ▼" : " ▲") : "")))));
+    }}, c.label, c.key === sort.key ? h("span.sort-mark", {class: sort.descending ? "descending" : "ascending", "aria-hidden": "true"}) : null))));
     const body = rows.map(({run, cells}) => {
       const href = `/runs/${encodeURIComponent(run.run_id)}`;
       const row = h("tr.clickable", {"data-testid": "recent-run-row", "data-run-id": run.run_id},
