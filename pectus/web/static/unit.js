@@ -665,7 +665,6 @@ export function mount(root, [unitId]) {
     if (commands.length) {
       // Named by what it shows after a word for what it does: a name must contain the visible text.
       entry.open = h("button.tile-open", {type: "button", "aria-expanded": "false", "data-testid": "tile-open",
-        "aria-controls": `tile-editor-${cssId(value.name)}`,
         onclick: () => (openEditor && openEditor.entry === entry ? closeTileEditor() : openTileEditor(value.name))},
       h("span.visually-hidden", "Change "), body);
       element.classList.add("has-commands");
@@ -722,6 +721,7 @@ export function mount(root, [unitId]) {
     entry.element.append(popover);
     popover.showPopover();
     entry.open.setAttribute("aria-expanded", "true");
+    entry.open.setAttribute("aria-controls", popover.id); // only while the editor exists
     openEditor = {name, entry};
     const first = popover.querySelector("input, select, button");
     if (first) first.focus();
@@ -737,6 +737,7 @@ export function mount(root, [unitId]) {
       entry.editor = null;
     }
     entry.open.setAttribute("aria-expanded", "false");
+    entry.open.removeAttribute("aria-controls");
   }
 
   /** Place ``popover`` under ``anchor`` (its left edges aligned, at least as wide), flipped above
