@@ -18,6 +18,7 @@ from hypothesis import settings
 
 from pectus.testing import Simulator
 from pectus.uod import RegexNumber, RegisterDirection, UodBuilder, UodCommand, tags
+from postgres import postgresql_server, postgresql_url  # noqa: F401 - fixtures: a throwaway PostgreSQL server
 
 # Property tests check what code does, not how fast: Hypothesis' per-example deadline is a timing
 # assertion, and on a loaded machine an example that builds a cache first (a pint registry, say)

@@ -35,7 +35,7 @@ from pectus.actors.push import (PUSH_EVENTS, VAPID_KEY_FILE, PushSender, PushSet
 from pectus.actors.ui_hub import UiHub
 from pectus.events.domain import Actor as Who, RequestAnswered, UserRequested
 from pectus.events.signing import ChainSigner, load_or_create_signer
-from pectus.events.store import Record, SQLiteEventStore
+from pectus.events.store import ChainedStore, Record, open_store
 from pectus.notifications import TOPIC as NOTIFICATION, Notification, from_delta
 from pectus.projections.export import csv_rows, jsonl_lines
 from pectus.projections.trend import DEFAULT_WINDOW, Trend
@@ -124,7 +124,7 @@ class EngineSockets:
 class Backend:
     """What the web API uses (pectus.web.app.Backend): views, live values, requests, exports."""
 
-    def __init__(self, store: SQLiteEventStore, views: Projector, engines: Engines, hub: UiHub,
+    def __init__(self, store: ChainedStore, views: Projector, engines: Engines, hub: UiHub,
                  push: PushSender) -> None:
         self.store = store
         self.views = views
@@ -195,13 +195,15 @@ class Backend:
 class AggregatorProcess:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, accept_new_engines: bool = False,
                  hostname: str | None = None, auth: AuthConfig = AuthConfig(),
-                 signer: ChainSigner | None = None, trend_window: float = DEFAULT_WINDOW,
+                 signer: ChainSigner | None = None, store: Path | str | None = None,
+                 trend_window: float = DEFAULT_WINDOW,
                  push: PushSettings | None = None) -> None:
         data_dir.mkdir(parents=True, exist_ok=True)
         self.host, self.port = host, port
-        # Every batch is signed: with the key given, else the data directory's (created on first start).
-        self.store = SQLiteEventStore(data_dir / STORE_FILE,
-                                      signer or load_or_create_signer(data_dir / SIGNING_KEY_FILE))
+        # The store: a PostgreSQL URL given, else the data directory's SQLite file. Every batch is
+        # signed: with the key given, else the data directory's (created on first start).
+        self.store = open_store(store or data_dir / STORE_FILE,
+                                signer or load_or_create_signer(data_dir / SIGNING_KEY_FILE))
         self.hub = UiHub()
         self.views = Projector(aggregator_name=hostname or socket.gethostname(), aggregator_version=__version__)
         self.projector = ProjectorActor(self.views, self.hub)

@@ -5,6 +5,11 @@
     pectus-aggregator backup DEST [--data-dir DIR]
     pectus-aggregator replay [--data-dir DIR] [--output FILE]
     pectus-aggregator engines enroll ENGINE_ID [--client-id APP] | list | revoke ENGINE_ID
+    pectus-aggregator migrate --from DATA_DIR --to postgresql://... [--public-key FILE ...]
+
+The store is the SQLite file in the data directory, or the PostgreSQL database named by
+``--store postgresql://...`` (or ``$PECTUS_DATABASE_URL``) before the command, for every command
+but backup (PostgreSQL's own tools back it up); a password in the URL is never printed or logged.
 
 Exit codes: 0 success, 1 a problem (a broken chain, a failed backup), 2 wrong usage.
 """
@@ -19,13 +24,18 @@ import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
-from pectus.cli import engines
+from pectus.cli import engines, migrate
 from pectus.projections.trend import DEFAULT_WINDOW
+
+if TYPE_CHECKING:
+    from pectus.events.signing import ChainSigner
+    from pectus.events.store import ChainedStore
 
 log = logging.getLogger("pectus.aggregator")
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
+STORE_FILE = "open_pectus_aggregator.sqlite3"  # the SQLite store, in the data directory
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -36,6 +46,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--port", type=int, default=8300, help="port (default 8300)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="directory of the event store open_pectus_aggregator.sqlite3 (default ./data)")
+    parser.add_argument("--store", type=_database_url, default=os.environ.get("PECTUS_DATABASE_URL") or None,
+                        metavar="postgresql://USER:PASSWORD@HOST/DB",
+                        help="keep the event store in this PostgreSQL database instead of the SQLite file in "
+                             "--data-dir (default: $PECTUS_DATABASE_URL); the signing key stays a file")
     parser.add_argument("--signing-key", type=Path, default=os.environ.get("PECTUS_SIGNING_KEY_FILE") or None,
                         help="the Ed25519 private key (PEM) that signs the event chain, created with its public key "
                              "beside it if missing; keep it outside the data directory and back it up apart from "
@@ -58,7 +72,8 @@ def _parser() -> argparse.ArgumentParser:
                         help="console log level (default INFO)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     verify = commands.add_parser("verify", help="walk the hash chain of a store; exit 1 at the first broken link")
-    verify.add_argument("--file", type=Path, help="a store file (default: the one in --data-dir)")
+    verify.add_argument("--file", type=Path, help="a store file (default: --store's database, else the file in "
+                                                  "--data-dir)")
     verify.add_argument("--anchor", type=_anchor, action="append", default=[], metavar="POSITION:HASH",
                         help="an anchor an earlier verify printed: the event there must still have that hash "
                              "(catches a chain rewritten from some event on, or cut off at the end); repeatable")
@@ -69,6 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help="a consistent copy of the store, also while the aggregator runs")
     backup.add_argument("dest", type=Path, help="the file to write")
     engines.add_parser(commands)
+    migrate.add_parser(commands)
     replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
     replay.add_argument("--output", type=Path, help="write the rebuilt projections (canonical JSON) to this file")
     return parser
@@ -77,16 +93,46 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=args.log_level, format="%(levelname)s:%(name)s:%(message)s")
-    store_file = args.data_dir / "open_pectus_aggregator.sqlite3"
+    store = args.store or args.data_dir / STORE_FILE
     if args.command == "verify":
-        return _verify(args.file or store_file, dict(args.anchor), args.public_key)
+        return _verify(args.file or store, dict(args.anchor), args.public_key)
     if args.command == "backup":
-        return _backup(store_file, args.dest)
+        return _backup(store, args.dest)
     if args.command == "engines":
-        return _engines(args, store_file)
+        return _engines(args, store)
     if args.command == "replay":
-        return _replay(store_file, args.output)
+        return _replay(store, args.output)
+    if args.command == "migrate":
+        return migrate.run(args)
     return _serve(args)
+
+
+def _database_url(text: str) -> str:
+    from pectus.events.store import is_database_url
+
+    if not is_database_url(text):
+        raise argparse.ArgumentTypeError("expected a PostgreSQL URL, postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE "
+                                         "(the SQLite store is chosen with --data-dir)")
+    return text
+
+
+def _exists(store: Path | str) -> bool:
+    """Whether there is a store to read (a database is asked when it is opened: it says why not)."""
+    if isinstance(store, Path) and not store.exists():
+        print(f"no store at {store}", file=sys.stderr)
+        return False
+    return True
+
+
+def _open(location: Path | str, signer: ChainSigner | None = None) -> ChainedStore | None:
+    """The store at ``location``, or None once the reason it cannot be opened is printed."""
+    from pectus.events.store import open_store
+
+    try:
+        return open_store(location, signer)
+    except (ConnectionError, PermissionError) as error:  # a database that refuses us says why
+        print(error, file=sys.stderr)
+        return None
 
 
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(s|m|min|h)?\s*")
@@ -111,9 +157,9 @@ def _anchor(text: str) -> tuple[int, str]:
     return int(position), digest
 
 
-def _verify(path: Path, anchors: dict[int, str], public_key_files: list[Path]) -> int:
+def _verify(path: Path | str, anchors: dict[int, str], public_key_files: list[Path]) -> int:
     from pectus.events.signing import load_public_key
-    from pectus.events.store import verify
+    from pectus.events.store import shown, verify
 
     try:
         public_keys = [load_public_key(file) for file in public_key_files]
@@ -129,35 +175,38 @@ def _verify(path: Path, anchors: dict[int, str], public_key_files: list[Path]) -
         else:
             signed = ("; links only: signatures were not checked "
                       "(to check them: verify --public-key chain-signing.pub, a copy kept apart from the store)")
-        print(f"{path}: the chain of {result.checked} events is intact{checked}{signed}; "
+        print(f"{shown(path)}: the chain of {result.checked} events is intact{checked}{signed}; "
               f"anchor {result.checked}:{result.last_hash} (keep it apart from the store; later: verify --anchor)")
         _list_unshown(path)
         return EXIT_OK
-    print(f"{path}: BROKEN at event {result.position}: {result.problem} ({result.checked} events checked)",
+    print(f"{shown(path)}: BROKEN at event {result.position}: {result.problem} ({result.checked} events checked)",
           file=sys.stderr)
     return EXIT_PROBLEMS
 
 
-def _list_unshown(path: Path) -> None:
+def _list_unshown(path: Path | str) -> None:
     """Intact events the views cannot show (written by an older version or a bug): the record
     keeps them, the UI skips them, and the auditor should know which they are."""
     import socket
 
     from pectus import __version__
-    from pectus.events.store import read_file
+    from pectus.events.store import read_store, shown
     from pectus.projections.views import Projector
 
     views = Projector(aggregator_name=socket.gethostname(), aggregator_version=__version__)
-    views.replay(read_file(path))
+    views.replay(read_store(path))
     for entry in views.unfoldable:
-        print(f"{path}: event {entry['position']} ({entry['type']}) is intact but cannot be shown: {entry['reason']}")
+        print(f"{shown(path)}: event {entry['position']} ({entry['type']}) is intact but cannot be shown: {entry['reason']}")
 
 
-def _backup(store_file: Path, dest: Path) -> int:
+def _backup(store_file: Path | str, dest: Path) -> int:
     from pectus.events.store import SQLiteEventStore, backup
 
-    if not store_file.exists():
-        print(f"no store at {store_file}", file=sys.stderr)
+    if not isinstance(store_file, Path):
+        print("a PostgreSQL store is backed up with PostgreSQL's tools: pg_dump, or continuous archiving "
+              "(docs/operations.md, Backup)", file=sys.stderr)
+        return EXIT_USAGE
+    if not _exists(store_file):
         return EXIT_PROBLEMS
     store = SQLiteEventStore(store_file)
     try:
@@ -171,14 +220,17 @@ def _backup(store_file: Path, dest: Path) -> int:
     return EXIT_OK
 
 
-def _replay(store_file: Path, output: Path | None) -> int:
+def _replay(store_file: Path | str, output: Path | None) -> int:
     import socket
 
     from pectus import __version__
-    from pectus.events.store import SQLiteEventStore
     from pectus.projections.views import Projector
 
-    store = SQLiteEventStore(store_file)
+    if not _exists(store_file):
+        return EXIT_PROBLEMS
+    store = _open(store_file)
+    if store is None:
+        return EXIT_PROBLEMS
     views = Projector(aggregator_name=socket.gethostname(), aggregator_version=__version__)
     began = time.perf_counter()
     try:
@@ -194,17 +246,18 @@ def _replay(store_file: Path, output: Path | None) -> int:
     return EXIT_OK
 
 
-def _engines(args: argparse.Namespace, store_file: Path) -> int:
+def _engines(args: argparse.Namespace, store_file: Path | str) -> int:
     from pectus.actors.aggregator import SIGNING_KEY_FILE
     from pectus.events.signing import load_or_create_signer
-    from pectus.events.store import SQLiteEventStore
 
-    if not store_file.exists() and args.engines_command != "enroll":
-        print(f"no store at {store_file}", file=sys.stderr)
+    if args.engines_command != "enroll" and not _exists(store_file):
         return EXIT_PROBLEMS
-    store_file.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(store_file, Path):
+        store_file.parent.mkdir(parents=True, exist_ok=True)
     # What this command appends is signed like the aggregator's own appends.
-    store = SQLiteEventStore(store_file, load_or_create_signer(args.signing_key or args.data_dir / SIGNING_KEY_FILE))
+    store = _open(store_file, load_or_create_signer(args.signing_key or args.data_dir / SIGNING_KEY_FILE))
+    if store is None:
+        return EXIT_PROBLEMS
     try:
         return engines.run(args, store)
     finally:
@@ -217,6 +270,7 @@ def _serve(args: argparse.Namespace) -> int:
     from pectus.actors.aggregator import SIGNING_KEY_FILE, AggregatorProcess
     from pectus.cli.ports import is_port_in_use, port_in_use_message
     from pectus.events.signing import load_or_create_signer
+    from pectus.events.store import shown
     from pectus.sentry import flush, init_sentry
     from pectus.web.auth import AuthConfig, ConfigError
 
@@ -240,10 +294,15 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         process = AggregatorProcess(args.data_dir, host=args.host, port=args.port,
                                     accept_new_engines=args.accept_new_engines, auth=auth, signer=signer,
-                                    trend_window=args.trend_window)
+                                    trend_window=args.trend_window, store=args.store)
     except ConfigError as error:  # PECTUS_ALLOWED_ORIGINS or PECTUS_PUSH_*, or the Web Push key file, is wrong
         print(f"{error}: refusing to start", file=sys.stderr)
         return EXIT_USAGE
+    except (ConnectionError, PermissionError) as error:  # the store's database refuses us, and says why
+        print(f"{error}: refusing to start", file=sys.stderr)
+        return EXIT_PROBLEMS
+    if args.store:
+        log.info("the event store is the PostgreSQL database %s", shown(args.store))
 
     async def run() -> None:
         import signal

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from pectus.credentials import key_digest
 from pectus.events import domain as d
-from pectus.events.store import SQLiteEventStore
+from pectus.events.store import ChainedStore
 from pectus.projections.views import iso
 
 EXIT_OK, EXIT_PROBLEMS = 0, 1
@@ -46,7 +46,7 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
     revoke.add_argument("engine_id")
 
 
-def run(args: argparse.Namespace, store: SQLiteEventStore) -> int:
+def run(args: argparse.Namespace, store: ChainedStore) -> int:
     if args.engines_command == "enroll":
         return _enroll(store, args.engine_id, args.client_id, args.key_file)
     if args.engines_command == "list":
@@ -59,7 +59,7 @@ def _operator() -> d.Actor:
     return d.Actor.user(f"local:{name}", name)
 
 
-def _enroll(store: SQLiteEventStore, engine_id: str, client_id: str | None, key_file: Path | None) -> int:
+def _enroll(store: ChainedStore, engine_id: str, client_id: str | None, key_file: Path | None) -> int:
     from pectus.actors.engine_session import ENGINE_ID
 
     if not ENGINE_ID.match(engine_id):
@@ -84,7 +84,7 @@ def _enroll(store: SQLiteEventStore, engine_id: str, client_id: str | None, key_
     return EXIT_OK
 
 
-def _list(store: SQLiteEventStore) -> int:
+def _list(store: ChainedStore) -> int:
     enrolled: dict[str, tuple[str, str]] = {}
     for record in store.iter():
         if record.type == "EngineEnrolled":
@@ -100,7 +100,7 @@ def _list(store: SQLiteEventStore) -> int:
     return EXIT_OK
 
 
-def _revoke(store: SQLiteEventStore, engine_id: str) -> int:
+def _revoke(store: ChainedStore, engine_id: str) -> int:
     known = any(r.type == "EngineEnrolled" and r.data["unit"] == engine_id for r in store.iter())
     if not known:
         print(f"engine {engine_id} is not enrolled", file=sys.stderr)

@@ -85,6 +85,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
+from urllib.parse import unquote, urlsplit, urlunsplit
 
 import orjson
 from eventsourcing.persistence import ApplicationRecorder, StoredEvent
@@ -97,7 +98,9 @@ __all__ = [
     "EVENTS_TABLE",
     "GENESIS_HASH",
     "SIGNATURES_TABLE",
+    "Chain",
     "ChainSignature",
+    "ChainedStore",
     "EventStore",
     "MemoryEventStore",
     "NewEvent",
@@ -106,7 +109,11 @@ __all__ = [
     "StoreConflict",
     "Verification",
     "backup",
-    "read_file",
+    "is_database_url",
+    "open_chain",
+    "open_store",
+    "read_store",
+    "shown",
     "stream_id",
     "verify",
 ]
@@ -130,7 +137,8 @@ _FIELDS = frozenset(
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """What a writer appends. ``data`` must be JSON: str keys, lists (tuples come back as lists)."""
+    """What a writer appends. ``data`` must be JSON: str keys, lists (tuples come back as lists);
+    ``type`` a name (no NUL character: every backend refuses one alike)."""
 
     stream: str
     type: str
@@ -221,6 +229,8 @@ def _canonical(value: dict[str, Any]) -> bytes:
 def _seal(
     event: NewEvent, position: int, stream_version: int, prev_hash: str
 ) -> tuple[StoredEvent, str]:
+    if "\x00" in event.type:  # the type is a column of its own too, and PostgreSQL's text holds no NUL
+        raise ValueError(f"an event type is a name, and {event.type!r} holds a NUL character")
     body = _canonical(
         {
             "position": position,
@@ -282,12 +292,22 @@ def _record(state: bytes, position: int | None = None) -> Record:
         return Record(position, "", 0, DAMAGED, 0.0, {}, "", "")
 
 
-class _ChainedStore:
-    """The chain, the positions and the signatures, over any ``eventsourcing`` application recorder."""
+class ChainedStore:
+    """The chain, the positions and the signatures, over any ``eventsourcing`` application recorder.
+
+    A backend provides ``_insert`` (the batch and its signature in one transaction, refusing with
+    :class:`StoreConflict` when the positions moved) and ``_chain`` (a read-only view of its rows
+    for the checks); everything else - sealing, positions, stream versions, the tail check - is
+    this class's, the same for every backend. ``broken`` is "" until :meth:`check_tail` finds a
+    problem, then that problem."""
+
+    _read_errors: tuple[type[Exception], ...] = ()  # what reading the backend's rows may raise
+    location: Path | str = ""  # where a durable store is: what verify and read_store take
 
     def __init__(self, recorder: ApplicationRecorder, signer: ChainSigner | None) -> None:
         self._recorder = recorder
         self._signer = signer
+        self.broken = ""
         self._lock = threading.Lock()
         self._last_position = 0
         self._last_hash = GENESIS_HASH
@@ -375,8 +395,118 @@ class _ChainedStore:
         notifications = self._recorder.select_notifications(after, limit, inclusive_of_start=False)
         return [(n.id, n.state) for n in notifications]
 
+    def _chain(self) -> contextlib.AbstractContextManager[Chain]:
+        """A read-only view of this store's rows, in one consistent snapshot."""
+        raise NotImplementedError
 
-class MemoryEventStore(_ChainedStore):
+    def signatures(self) -> list[ChainSignature]:
+        """The signatures written, in position order."""
+        with self._chain() as chain:
+            return list(chain.signatures(0))
+
+    def check_tail(self, events: int = TAIL_EVENTS) -> str:
+        """Checks the newest ``events`` links of the chain and, with a signer, that the last event
+        is signed with its key; the problem, or "" when the tail is sound. Cheap (one signature,
+        at most ``events`` hashes) but blocking: run it in a worker thread, before appending.
+
+        A found problem is kept in :attr:`broken`, and the store stops signing: it must never
+        vouch for events it could not check - a later signature would cover them. A key created
+        by this start (``signer.created``) cannot check earlier signatures: that is logged, and
+        only the links are checked.
+        """
+        try:
+            with self._chain() as chain:
+                last = chain.last()
+                after = max(0, last - events)
+                prev_hash = GENESIS_HASH
+                if after:  # the window starts from the stored hash; a damaged one fails the first link
+                    state = chain.state(after)
+                    prev_hash = _stored_hash(state).decode(errors="replace") if isinstance(state, bytes) else ""
+                links = _walk(chain, after, prev_hash, {}, ())
+                problem = links.problem or self._newest_signature_problem(chain, last, links.last_hash)
+        except self._read_errors as error:
+            problem = f"cannot read the chain's tail: {redacted(str(error), self.location)}"
+        if problem:
+            with self._lock:
+                self._signer = None
+                self.broken = problem
+        return problem
+
+    def _newest_signature_problem(self, chain: Chain, last: int, last_hash: str) -> str:
+        signer = self._signer
+        if signer is None:
+            return ""
+        if signer.created:
+            if last:
+                log.warning("the chain signing key %s is new: the %d events stored so far were signed by "
+                            "another key or not at all; check them with verify and the earlier public key",
+                            signer.fingerprint, last)
+            return ""
+        newest = chain.newest_signature()
+        signed = newest.position if newest else 0
+        if signed > last:
+            return _cut_off(signed, last)
+        if signed < last:
+            return _unsigned(signed + 1, last)
+        if newest is None:
+            return ""
+        return _signature_problem(newest, last, last_hash, {signer.fingerprint: signer.public})
+
+
+class Chain(Protocol):
+    """A read-only view of one store's rows in one consistent snapshot: what :func:`verify` and
+    :meth:`ChainedStore.check_tail` walk, whatever the backend. Rows are
+    ``(position, originator_id, originator_version, topic, state)`` as stored, unchecked."""
+
+    name: str  # the store in messages: a file's path, or a database URL with its password masked
+    errors: tuple[type[Exception], ...]  # what reading may raise (reported, never raised by verify)
+
+    def has_events(self) -> bool: ...
+
+    def last(self) -> int: ...
+
+    def rows(self, after: int) -> Iterator[tuple[object, object, object, object, object]]: ...
+
+    def state(self, position: int) -> object: ...
+
+    def signatures(self, after: int) -> Iterator[ChainSignature]: ...
+
+    def newest_signature(self) -> ChainSignature | None: ...
+
+
+class _MemoryChain:
+    """The rows of a :class:`MemoryEventStore`: nothing else can write them, so nothing can be
+    tampered with, but the checks run all the same (the same code as the other backends')."""
+
+    name = "the memory store"
+    errors: tuple[type[Exception], ...] = ()
+
+    def __init__(self, recorder: ApplicationRecorder, signatures: list[ChainSignature]) -> None:
+        self._recorder = recorder
+        self._signatures = signatures
+
+    def has_events(self) -> bool:
+        return True
+
+    def last(self) -> int:
+        return self._recorder.max_notification_id() or 0
+
+    def rows(self, after: int) -> Iterator[tuple[object, object, object, object, object]]:
+        for n in self._recorder.select_notifications(after, self.last() + 1, inclusive_of_start=False):
+            yield n.id, n.originator_id, n.originator_version, n.topic, n.state
+
+    def state(self, position: int) -> object:
+        found = self._recorder.select_notifications(position, 1)
+        return found[0].state if found and found[0].id == position else None
+
+    def signatures(self, after: int) -> Iterator[ChainSignature]:
+        return (s for s in list(self._signatures) if s.position > after)
+
+    def newest_signature(self) -> ChainSignature | None:
+        return self._signatures[-1] if self._signatures else None
+
+
+class MemoryEventStore(ChainedStore):
     """The log in this process's memory, on ``eventsourcing``'s POPO recorder."""
 
     def __init__(self, signer: ChainSigner | None = None) -> None:
@@ -392,9 +522,9 @@ class MemoryEventStore(_ChainedStore):
         if signature is not None:
             self._signatures.append(signature)
 
-    def signatures(self) -> list[ChainSignature]:
-        """The signatures written, in position order."""
-        return list(self._signatures)
+    @contextlib.contextmanager
+    def _chain(self) -> Iterator[Chain]:
+        yield _MemoryChain(self._recorder, self._signatures)
 
     def close(self) -> None:
         """Nothing to release: the events live as long as the object."""
@@ -471,20 +601,24 @@ class _ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         return positions
 
 
-class SQLiteEventStore(_ChainedStore):
-    """The log in an SQLite file (WAL mode), created if missing. One writer process per file.
+class SQLiteEventStore(ChainedStore):
+    """The log in an SQLite file (WAL mode), created if missing. One writer process per file."""
 
-    ``broken`` is "" until :meth:`check_tail` finds a problem, then that problem."""
+    _read_errors = (sqlite3.Error, OSError)
 
     def __init__(self, path: Path, signer: ChainSigner | None = None) -> None:
         self.path = Path(path)
-        self.broken = ""
         # Originator ids go in as uuid hex, which is what the recorder stores for a UUID anyway;
         # "text" hands them back as they are instead of parsing a UUID per row.
         self._datastore = SQLiteDatastore(str(self.path), originator_id_type="text")
         recorder = _ChainedSQLiteRecorder(self._datastore, events_table_name=EVENTS_TABLE)
         recorder.create_table()
         super().__init__(recorder, signer)
+
+    @property
+    def location(self) -> Path:
+        """Where the store is: what :func:`verify` and :func:`read_store` take."""
+        return self.path
 
     def _insert(
         self, stored: list[StoredEvent], first_position: int, signature: ChainSignature | None
@@ -501,70 +635,77 @@ class SQLiteEventStore(_ChainedStore):
             )
             return [(row[0], row[1]) for row in c.fetchall()]
 
-    def signatures(self) -> list[ChainSignature]:
-        """The signatures written, in position order."""
-        with _read_only(self.path) as db:
-            return list(_signatures(db, 0))
-
-    def check_tail(self, events: int = TAIL_EVENTS) -> str:
-        """Checks the newest ``events`` links of the chain and, with a signer, that the last event
-        is signed with its key; the problem, or "" when the tail is sound. Cheap (one signature,
-        at most ``events`` hashes) but blocking: run it in a worker thread, before appending.
-
-        A found problem is kept in :attr:`broken`, and the store stops signing: it must never
-        vouch for events it could not check - a later signature would cover them. A key created
-        by this start (``signer.created``) cannot check earlier signatures: that is logged, and
-        only the links are checked.
-        """
-        try:
-            with _read_only(self.path) as db:
-                (last,) = db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}").fetchone()
-                after = max(0, last - events)
-                prev_hash = GENESIS_HASH
-                if after:  # the window starts from the stored hash; a damaged one fails the first link
-                    row = db.execute(f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?", (after,)).fetchone()
-                    state = row[0] if row else None
-                    prev_hash = _stored_hash(state).decode(errors="replace") if isinstance(state, bytes) else ""
-                links = _walk(db, self.path, after, prev_hash, {}, ())
-                problem = links.problem or self._newest_signature_problem(db, last, links.last_hash)
-        except (sqlite3.Error, OSError) as error:
-            problem = f"cannot read the chain's tail: {error}"
-        if problem:
-            with self._lock:
-                self._signer = None
-                self.broken = problem
-        return problem
-
-    def _newest_signature_problem(self, db: sqlite3.Connection, last: int, last_hash: str) -> str:
-        signer = self._signer
-        if signer is None:
-            return ""
-        if signer.created:
-            if last:
-                log.warning("the chain signing key %s is new: the %d events stored so far were signed by "
-                            "another key or not at all; check them with verify and the earlier public key",
-                            signer.fingerprint, last)
-            return ""
-        newest = db.execute(
-            f"SELECT position, hash, key, signature FROM {SIGNATURES_TABLE} ORDER BY position DESC LIMIT 1"
-        ).fetchone()
-        signed = newest[0] if newest else 0
-        if signed > last:
-            return _cut_off(signed, last)
-        if signed < last:
-            return _unsigned(signed + 1, last)
-        if not last:
-            return ""
-        return _signature_problem(ChainSignature(*newest), last, last_hash, {signer.fingerprint: signer.public})
+    def _chain(self) -> contextlib.AbstractContextManager[Chain]:
+        return _sqlite_chain(self.path)
 
     def close(self) -> None:
         self._datastore.close()
 
 
+class _SQLiteChain:
+    """The rows of a store file, through a read-only connection (reading never changes it)."""
+
+    errors = (sqlite3.Error, OSError)
+
+    def __init__(self, db: sqlite3.Connection, path: Path) -> None:
+        self._db = db
+        self.name = str(path)
+
+    def has_events(self) -> bool:
+        return self._has_table(EVENTS_TABLE)
+
+    def last(self) -> int:
+        return self._db.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {EVENTS_TABLE}").fetchone()[0]
+
+    def rows(self, after: int) -> Iterator[tuple[object, object, object, object, object]]:
+        return self._db.execute(
+            "SELECT rowid, originator_id, originator_version, topic, state "
+            f"FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid",
+            (after,),
+        )
+
+    def state(self, position: int) -> object:
+        row = self._db.execute(f"SELECT state FROM {EVENTS_TABLE} WHERE rowid = ?", (position,)).fetchone()
+        return row[0] if row else None
+
+    def signatures(self, after: int) -> Iterator[ChainSignature]:
+        """The signatures after position ``after``, ascending; none in a store from before signing."""
+        if not self._has_table(SIGNATURES_TABLE):
+            return iter(())
+        rows = self._db.execute(
+            f"SELECT position, hash, key, signature FROM {SIGNATURES_TABLE} WHERE position > ? ORDER BY position",
+            (after,),
+        )
+        return (ChainSignature(*row) for row in rows)
+
+    def newest_signature(self) -> ChainSignature | None:
+        if not self._has_table(SIGNATURES_TABLE):
+            return None
+        row = self._db.execute(
+            f"SELECT position, hash, key, signature FROM {SIGNATURES_TABLE} ORDER BY position DESC LIMIT 1"
+        ).fetchone()
+        return ChainSignature(*row) if row else None
+
+    def _has_table(self, name: str) -> bool:
+        query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        return bool(self._db.execute(query, (name,)).fetchall())
+
+
+@contextlib.contextmanager
+def _sqlite_chain(path: Path) -> Iterator[Chain]:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError("no such file")
+    with _read_only(path) as db:
+        db.execute("BEGIN")  # one snapshot for every read: a live store's events and signatures agree
+        yield _SQLiteChain(db, path)
+
+
 def verify(
-    path: Path, anchors: Mapping[int, str] | None = None, public_keys: Sequence[PublicKey] = ()
+    location: Path | str, anchors: Mapping[int, str] | None = None, public_keys: Sequence[PublicKey] = ()
 ) -> Verification:
-    """Walks the chain of a store file, opened read-only, and reports the first broken link.
+    """Walks the chain of a store - a file, opened read-only, or a PostgreSQL database (a
+    ``postgresql://`` URL), read in one read-only snapshot - and reports the first broken link.
 
     ``anchors`` are {position: hash} recorded by earlier verifications (or backups) and kept
     elsewhere: the event at each of those positions must still have that hash, and the store must
@@ -580,23 +721,19 @@ def verify(
     a signed event (anchors and backups can), nor forgeries by someone holding the private key.
     Without keys, signatures are not read: the links alone are checked.
 
-    Never raises for a damaged, foreign or unreadable file: that is reported as the problem.
+    Never raises for a damaged, foreign or unreadable store: that is reported as the problem.
     """
-    path = Path(path)
-    if not path.is_file():
-        return Verification(False, 0, None, f"cannot read {path}: no such file")
     try:
-        with _read_only(path) as db:
-            if not _has_table(db, EVENTS_TABLE):
+        with open_chain(location) as chain:
+            if not chain.has_events():
                 return Verification(False, 0, None, f"not a Pectus store: no {EVENTS_TABLE} table")
-            return _walk(db, path, 0, GENESIS_HASH, dict(anchors or {}), public_keys)
-    except (sqlite3.Error, OSError) as e:
-        return Verification(False, 0, None, f"cannot read {path}: {e}")
+            return _walk(chain, 0, GENESIS_HASH, dict(anchors or {}), public_keys)
+    except _errors_of(location) as e:
+        return Verification(False, 0, None, f"cannot read {shown(location)}: {redacted(str(e).strip(), location)}")
 
 
 def _walk(
-    db: sqlite3.Connection,
-    path: Path,
+    chain: Chain,
     after: int,
     prev_hash: str,
     anchors: Mapping[int, str],
@@ -605,17 +742,12 @@ def _walk(
     """Checks the events after position ``after``, whose hash is ``prev_hash``; with
     ``public_keys`` also the signatures after it, and that the last event is signed."""
     keys = {key.fingerprint: key for key in public_keys}
-    signatures = _signatures(db, after) if keys else iter(())
-    pending = next(signatures, None)
     checked = signed_count = 0
     signed, signed_hash = after, prev_hash
     try:
-        rows = db.execute(
-            "SELECT rowid, originator_id, originator_version, topic, state "
-            f"FROM {EVENTS_TABLE} WHERE rowid > ? ORDER BY rowid",
-            (after,),
-        )
-        for rowid, originator_id, version, topic, state in rows:
+        signatures = chain.signatures(after) if keys else iter(())
+        pending = next(signatures, None)
+        for rowid, originator_id, version, topic, state in chain.rows(after):
             position = after + checked + 1
             if rowid != position:
                 problem = f"missing event at position {position} (the next stored is {rowid})"
@@ -634,8 +766,8 @@ def _walk(
                 return Verification(False, checked, position, problem, prev_hash, signed_count)
             prev_hash = event_hash
             checked += 1
-    except (sqlite3.Error, OSError) as e:
-        return Verification(False, checked, None, f"cannot read {path}: {e}", prev_hash, signed_count)
+    except chain.errors as e:
+        return Verification(False, checked, None, f"cannot read {chain.name}: {e}", prev_hash, signed_count)
     last = after + checked
     beyond = [position for position in anchors if position > last]
     if beyond:
@@ -651,32 +783,78 @@ def _walk(
     return Verification(True, checked, None, "", prev_hash, signed_count)
 
 
-def read_file(path: Path) -> Iterator[Record]:
-    """Every record of a store file, opened read-only (an auditor's copy is never changed by
-    reading it); a row that is not a record reads as :data:`DAMAGED`."""
-    with _read_only(path) as db:
-        for position, state in db.execute(f"SELECT rowid, state FROM {EVENTS_TABLE} ORDER BY rowid"):
-            yield _record(state, position)
+def read_store(location: Path | str) -> Iterator[Record]:
+    """Every record of a store - a file, opened read-only (an auditor's copy is never changed by
+    reading it), or a PostgreSQL database in one read-only snapshot; a row that is not a record
+    reads as :data:`DAMAGED`."""
+    with open_chain(location) as chain:
+        for position, _, _, _, state in chain.rows(0):
+            yield _record(state, position)  # type: ignore[arg-type]
+
+
+def is_database_url(location: Path | str) -> bool:
+    """True for a PostgreSQL URL (``postgresql://`` or ``postgres://``), False for a file's path."""
+    return isinstance(location, str) and location.lower().startswith(("postgresql://", "postgres://"))
+
+
+def shown(location: Path | str) -> str:
+    """The store as messages and logs name it: a path, or a URL with its password masked."""
+    if not is_database_url(location):
+        return str(location)
+    parts = urlsplit(str(location))
+    netloc = parts.netloc
+    if parts.password is not None:
+        credentials, _, host = netloc.rpartition("@")
+        netloc = f"{credentials.partition(':')[0]}:***@{host}"
+    query = "&".join(
+        f"{name}=***" if name.lower() == "password" else f"{name}={value}" if value else name
+        for name, _, value in (item.partition("=") for item in parts.query.split("&") if item)
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def redacted(text: str, location: Path | str) -> str:
+    """``text`` (an error message, say) with the password of a database URL masked wherever it
+    appears: a driver may quote the URL it could not use."""
+    if not is_database_url(location):
+        return text
+    parts = urlsplit(str(location))
+    secrets = {parts.password, *(value for name, _, value in (item.partition("=") for item in parts.query.split("&"))
+                                 if name.lower() == "password")}
+    for secret in secrets - {None, ""}:
+        text = text.replace(secret, "***").replace(unquote(secret), "***")  # type: ignore[arg-type]
+    return text
+
+
+def open_store(location: Path | str, signer: ChainSigner | None = None) -> ChainedStore:
+    """The store at ``location``: a PostgreSQL database for a ``postgresql://`` URL, else the
+    SQLite file at that path (both created if missing)."""
+    if is_database_url(location):
+        from pectus.events.postgres import PostgreSQLEventStore
+
+        return PostgreSQLEventStore(str(location), signer)
+    return SQLiteEventStore(Path(location), signer)
+
+
+def open_chain(location: Path | str) -> contextlib.AbstractContextManager[Chain]:
+    """A read-only view of the store at ``location`` (raising one of :func:`_errors_of`)."""
+    if is_database_url(location):
+        from pectus.events.postgres import database_chain
+
+        return database_chain(str(location))
+    return _sqlite_chain(Path(location))
+
+
+def _errors_of(location: Path | str) -> tuple[type[Exception], ...]:
+    if is_database_url(location):
+        from pectus.events.postgres import READ_ERRORS
+
+        return READ_ERRORS
+    return _SQLiteChain.errors
 
 
 def _read_only(path: Path) -> contextlib.closing[sqlite3.Connection]:
     return contextlib.closing(sqlite3.connect(f"{Path(path).resolve().as_uri()}?mode=ro", uri=True))
-
-
-def _has_table(db: sqlite3.Connection, name: str) -> bool:
-    query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
-    return bool(db.execute(query, (name,)).fetchall())
-
-
-def _signatures(db: sqlite3.Connection, after: int) -> Iterator[ChainSignature]:
-    """The signatures after position ``after``, ascending; none in a store from before signing."""
-    if not _has_table(db, SIGNATURES_TABLE):
-        return iter(())
-    rows = db.execute(
-        f"SELECT position, hash, key, signature FROM {SIGNATURES_TABLE} WHERE position > ? ORDER BY position",
-        (after,),
-    )
-    return (ChainSignature(*row) for row in rows)
 
 
 def _signature_problem(
