@@ -401,7 +401,10 @@ export function mount(root, [unitId]) {
     showAll = allToggle.checked;
     renderTiles();
   }});
-  const tileElements = new Map(); // name -> {element, value, unit, simulated, editorOpen}
+  const tileElements = new Map(); // name -> {element, valueText, unitText, simulated, editor, open}
+  // The open tile editor: a popover in the top layer, anchored under its tile, so opening it
+  // moves no tile of the grid. One at a time; Escape, Close or a press outside closes it.
+  let openEditor = null; // {name, entry}
 
   // -- commands
 
@@ -632,6 +635,7 @@ export function mount(root, [unitId]) {
   }
 
   function renderTiles() {
+    closeTileEditor(); // its tile is made again
     tileElements.clear();
     if (!values.size) {
       clear(tiles, h("p.empty", "No process values yet."));
