@@ -97,6 +97,10 @@ def test_a_recent_run_reads_as_names_and_values(system, browser):
     expect(details.locator('dd:nth-of-type(1) .chip[data-tag="PU01"]')).to_have_text("PU01 0 %")
     expect(details.locator('dd:nth-of-type(1) .chip[data-tag="FT01"]')).to_contain_text(" L/h")
     expect(details.locator('dd:nth-of-type(1) .chip[data-tag="VA01"]')).to_have_text(re.compile(r"^VA01 (Open|Closed)$"))
+    # Clock as a date and time, a duration as a clock, as the UOD says to show them.
+    expect(details.locator('dd:nth-of-type(1) .chip[data-tag="Clock"]')).to_have_text(
+        re.compile(r"^Clock \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
+    expect(details.locator('dd:nth-of-type(1) .chip[data-tag="Run Time"]')).to_have_text(re.compile(r"^Run Time \d+:\d\d"))
     screenshot(page, "run-page-1440x900.png")
     page.set_viewport_size({"width": 1920, "height": 1080})
     screenshot(page, "run-page-1920x1080.png")

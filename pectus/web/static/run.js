@@ -22,7 +22,7 @@ export function mount(root, [runId]) {
   let plot = null;
   let editor = null;
   let audit = [];
-  let units = {}; // tag -> unit, from the unit's vocabulary
+  let tags = {}; // tag name -> {name, unit, format, decimals}: how the unit shows its values
   let destroyed = false;
   let stopUnit = null;
 
@@ -37,7 +37,7 @@ export function mount(root, [runId]) {
   const plotHost = h("div.plot-host#run-plot", {"data-testid": "plot"});
   const editorHost = h("div.editor-host#run-method", {"data-testid": "method-editor"});
   const revisions = h("div.revisions", {"data-testid": "method-revisions"});
-  const runLog = new RunLogView({unitOf: (name) => units[name]});
+  const runLog = new RunLogView({tagOf: (name) => tags[name]});
   const errorLog = new ErrorLogView();
   const auditTable = h("table.audit-table", {"data-testid": "audit-table"});
 
@@ -115,8 +115,9 @@ export function mount(root, [runId]) {
       case "control":
         return [`${what}: ${asked.command}`, "—", answer];
       case "process_value": {
-        const now = valueWithUnit(asked.value, asked.unit || units[asked.tag], asked.tag);
-        return [`${what}: ${asked.tag}`, change(asked.old === undefined ? null : valueWithUnit(asked.old, units[asked.tag], asked.tag), now), answer];
+        const tag = {name: asked.tag, ...tags[asked.tag]};
+        const now = valueWithUnit(asked.value, asked.unit ? {...tag, unit: asked.unit} : tag);
+        return [`${what}: ${asked.tag}`, change(asked.old === undefined ? null : valueWithUnit(asked.old, tag), now), answer];
       }
       case "save_method":
         return [what, change(asked.version && `version ${asked.version}`, `version ${Number(asked.version) + 1}`), answer];
@@ -161,12 +162,16 @@ export function mount(root, [runId]) {
     const [method, items, errors, series, configuration, trail] = await Promise.all([
       api.get(`${base}/method`), api.get(`${base}/run_log`), api.get(`${base}/error_log`),
       api.get(`${base}/plot_log`), api.get(`${base}/plot_configuration`).catch(() => ({})), api.get(`${base}/audit`)]);
-    units = {};
     try {
-      const vocabulary = await api.get(`${api.unit(run.engine_id)}/vocabulary`);
-      for (const tag of vocabulary.tags || []) if (tag.unit) units[tag.name] = tag.unit;
+      const values = await api.get(`${api.unit(run.engine_id)}/process_values`);
+      tags = Object.fromEntries((values || []).map((value) => [value.name, value]));
     } catch {
-      units = {}; // a unit no longer known: values show without units
+      tags = {}; // a unit no longer known: values show as they are, without units
+    }
+    const units = {}, decimals = {};
+    for (const tag of Object.values(tags)) {
+      if (tag.unit) units[tag.name] = tag.unit;
+      if (Number.isInteger(tag.decimals)) decimals[tag.name] = tag.decimals;
     }
     if (destroyed) return;
     renderMeta();
@@ -175,7 +180,7 @@ export function mount(root, [runId]) {
     audit = trail || [];
     renderAudit();
     if (plot) plot.destroy();
-    plot = new ProcessPlot(plotHost, {configuration, units, storageKey: `run:${run.engine_id}`});
+    plot = new ProcessPlot(plotHost, {configuration, units, decimals, storageKey: `run:${run.engine_id}`});
     plot.setSeries(series || {});
     const createEditor = await loadEditor();
     if (destroyed) return;

@@ -96,26 +96,32 @@ function itemEnd(item) {
   return item.state && item.state !== "started" ? item.time : null;
 }
 
-/** A tag's value as a person reads it, with its unit after a number ("40 %", "12.5 L/h"); a value
- *  formatValue shows otherwise (a duration as "1:02", text, nothing as "—") stands as it is. */
-export function valueWithUnit(value, unit, name) {
-  const text = formatValue(value, unit, name);
+/** A tag's value as a person reads it: as its UOD says (`format` date_time or duration, `decimals`),
+ *  else as formatValue does, and a number followed by its unit ("40 %", "12.5 L/h"). `tag` is
+ *  {name, unit, format, decimals} (a process value of the API), any of them missing. */
+export function valueWithUnit(value, tag = {}) {
+  const {name = "", unit = null, format = null, decimals = null} = tag;
+  const number = typeof value === "number" && Number.isFinite(value);
+  if (number && format === "date_time") return formatDate(value);
+  if (number && format === "duration") return formatDuration(value);
+  const text = number && Number.isInteger(decimals) ? value.toFixed(decimals) : formatValue(value, unit, name);
   return unit && /^[-+]?\d[\d.]*(?:e[-+]?\d+)?$/i.test(text) ? `${text} ${unit}` : text;
 }
 
-function valueChips(values, unitOf) {
+function valueChips(values, tagOf) {
   const entries = Object.entries(values || {});
   if (!entries.length) return h("span.muted", "none recorded");
   return h("ul.chips", entries.map(([name, value]) => h("li.chip", {"data-tag": name},
-    h("span.chip-name", name), " ", h("span.chip-value", valueWithUnit(value, unitOf(name), name)))));
+    h("span.chip-name", name), " ", h("span.chip-value", valueWithUnit(value, {name, ...tagOf(name)})))));
 }
 
 export class RunLogView {
   /** `act(kind, item)` (kind "force" | "cancel") is called after confirmation; null: read-only.
-   *  `unitOf(tag)` gives a tag's unit (or nothing) for the values at an item's start and end. */
-  constructor({act = null, unitOf = () => null} = {}) {
+   *  `tagOf(name)` tells how to show a tag's values at an item's start and end: {unit, format,
+   *  decimals} (valueWithUnit), or nothing. */
+  constructor({act = null, tagOf = () => null} = {}) {
     this.act = act;
-    this.unitOf = unitOf;
+    this.tagOf = tagOf;
     this.items = new Map(); // id -> {item, row, details}
     this.firstSeen = new Map();
     this.filter = "";
@@ -239,8 +245,8 @@ export class RunLogView {
     clear(entry.details, h("td", {colspan: 4},
       hasValues
         ? h("dl.values-at",
-          h("dt", "At start:"), h("dd", valueChips(item.start_values, this.unitOf)),
-          h("dt", "At end:"), h("dd", item.end_values ? valueChips(item.end_values, this.unitOf) : h("span.muted", "not ended")))
+          h("dt", "At start:"), h("dd", valueChips(item.start_values, this.tagOf)),
+          h("dt", "At end:"), h("dd", item.end_values ? valueChips(item.end_values, this.tagOf) : h("span.muted", "not ended")))
         : h("span.muted", "No values were recorded for this item.")));
     entry.details.hidden = entry.row.hidden;
   }
@@ -431,7 +437,7 @@ export function mount(root, [unitId]) {
   // -- run log, plot, errors
 
   const runLog = new RunLogView({act: (kind, item) => runLogAction(kind, item),
-    unitOf: (name) => (vocabulary.tags.find((tag) => tag.name === name) || {}).unit});
+    tagOf: (name) => values.get(name) || vocabulary.tags.find((tag) => tag.name === name)});
   const errorLog = new ErrorLogView();
   const plotHost = h("div.plot-host#unit-plot", {"data-testid": "plot"});
 
