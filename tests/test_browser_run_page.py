@@ -104,3 +104,21 @@ def test_a_recent_run_reads_as_names_and_values(system, browser):
     screenshot(page, "run-page-1440x900.png")
     page.set_viewport_size({"width": 1920, "height": 1080})
     screenshot(page, "run-page-1920x1080.png")
+
+
+def test_the_unit_pages_run_log_values_carry_their_units(system, browser):
+    unit = f"{system.url}/api/process_units/{system.unit}"
+    lines = [{"id": f"l{number}", "text": text} for number, text in enumerate(METHOD, start=1)]
+    assert httpx.post(f"{unit}/method", json={"lines": lines, "version": 0}).status_code == 200
+    assert httpx.post(f"{unit}/control", json={"command": "Start"}).status_code == 200
+    until(lambda: item(unit, "PU01: 40 %", "completed"), "the pump to be set")
+    page = browser.new_page(viewport={"width": 1440, "height": 900})
+    page.goto(f"{system.url}/units/{system.unit}")
+    page.get_by_test_id("tab-run-log").click()
+    row = page.get_by_test_id("run-log-row").filter(has_text="PU01: 40 %")
+    row.get_by_test_id("run-log-expand").click()
+    details = page.get_by_test_id("run-log-details")
+    expect(details.locator('dd:nth-of-type(2) .chip[data-tag="PU01"]')).to_have_text("PU01 40 %", timeout=T)
+    expect(details.locator('dd:nth-of-type(2) .chip[data-tag="TT01"]')).to_contain_text(" degC")
+    expect(details.locator('dd:nth-of-type(2) .chip[data-tag="Clock"]')).to_have_text(
+        re.compile(r"^Clock \d{4}-\d\d-\d\d \d\d:\d\d:\d\d$"))
