@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean
+.PHONY: demo test bench clean postgresql
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,10 +26,16 @@ CHROMIUM := /usr/bin/chromium
 $(CHROMIUM):
 	apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
 
-test: $(STAMP) $(CHROMIUM)
+# The PostgreSQL store's tests and bench run a throwaway server of Debian's PostgreSQL (initdb and
+# pg_ctl, in a temporary directory): installed when its initdb is missing (a client alone has none).
+postgresql:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql)
+
+test: $(STAMP) $(CHROMIUM) postgresql
 	$(BIN)/python -m pytest -q
 
-bench: $(STAMP) $(CHROMIUM)
+bench: $(STAMP) $(CHROMIUM) postgresql
 	$(BIN)/python bench/pcode_bench.py
 	$(BIN)/python bench/engine_bench.py
 	$(BIN)/python bench/aggregator_bench.py
