@@ -48,6 +48,11 @@ def test_the_dashboard_the_unit_page_and_the_run_page_in_every_state(system, bro
     page.goto(f"{system.url}/")
     expect(page.locator(f'[data-testid="unit-card"][data-unit-id="{system.unit}"]')).to_be_visible(timeout=T)
     check(page, "the dashboard")
+    page.get_by_test_id("push-bell").click()
+    expect(page.get_by_test_id("push-menu")).to_be_visible(timeout=T)
+    check(page, "the dashboard, the push notifications menu open")
+    page.keyboard.press("Escape")
+    expect(page.get_by_test_id("push-menu")).to_be_hidden()
 
     # The unit page, stopped: each tab under the trend (the diagram view has a test of its own).
     open_unit(page, system)
