@@ -11,17 +11,20 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import subprocess
 from pathlib import Path
 
 import psycopg
 import pytest
 from postgres import PostgreSQLServer
 from test_aggregator import record, serve, session
-from test_store import ByHand, flip_one_byte
+from postgres import binaries
+from test_store import ByHand, flip_one_byte, sample
 
 from pectus.actors.aggregator import STORE_FILE
 from pectus.cli.aggregator import main
 from pectus.events import protocol as p
+from pectus.events.postgres import PostgreSQLEventStore
 from pectus.events.store import EVENTS_TABLE, SIGNATURES_TABLE
 
 
@@ -101,9 +104,9 @@ def test_migrate_refuses_a_broken_source(data: Path, postgresql_url: str, capsys
 def test_migrate_usage_errors_are_plain(tmp_path: Path, postgresql_url: str, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["migrate", "--from", str(tmp_path), "--to", postgresql_url]) == 1
     assert f"no store at {tmp_path / STORE_FILE}" in capsys.readouterr().err
-    (tmp_path / STORE_FILE).touch()
-    assert main(["migrate", "--from", str(tmp_path), "--to", str(tmp_path / "copy.sqlite3")]) == 2
-    assert "--to takes a PostgreSQL URL" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:
+        main(["migrate", "--from", str(tmp_path), "--to", str(tmp_path / "copy.sqlite3")])
+    assert usage.value.code == 2 and "expected a PostgreSQL URL" in capsys.readouterr().err
 
 
 def test_the_aggregator_serves_from_postgresql_and_continues_the_migrated_chain(
@@ -150,3 +153,62 @@ def test_a_store_url_that_is_not_one_or_cannot_connect_is_refused_plainly(
     assert main(["--store", wrong, "--data-dir", str(tmp_path), "--port", "0"]) == 1
     err = capsys.readouterr().err
     assert "refusing to start" in err and "wrong-password-7f" not in err
+
+
+OWNER, AGGREGATOR = "pectus_owner", "pectus_aggregator"
+
+
+def test_init_as_the_owner_lets_the_aggregators_role_append_and_nothing_more(
+    postgresql_server: PostgreSQLServer, postgresql_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The deployment of docs/operations.md: one role owns the database and its tables, the
+    aggregator connects as another, which init lets SELECT and INSERT only."""
+    database = postgresql_url.rsplit("/", 1)[1]
+    with postgresql_server.connect(database) as admin:
+        for role in (OWNER, AGGREGATOR):
+            admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{role}-secret'")
+        admin.execute(f"ALTER DATABASE {database} OWNER TO {OWNER}")  # CREATE DATABASE pectus OWNER pectus_owner
+    owner, aggregator = (postgresql_server.url(database, role, f"{role}-secret") for role in (OWNER, AGGREGATOR))
+    try:
+        assert main(["--store", owner, "init", "--grant", AGGREGATOR]) == 0
+        out = capsys.readouterr().out
+        assert f"postgresql://{OWNER}:***@" in out and f"the event store is ready (0 events); {AGGREGATOR} may " \
+            "SELECT and INSERT, and nothing else" in out and "-secret" not in out
+        store = PostgreSQLEventStore(aggregator)
+        store.append(sample(3))
+        store.close()
+        with psycopg.connect(aggregator, autocommit=True) as db:
+            for statement in (f"UPDATE {EVENTS_TABLE} SET topic = 'x'", f"DELETE FROM {SIGNATURES_TABLE}",
+                              f"TRUNCATE {EVENTS_TABLE}", f"ALTER TABLE {EVENTS_TABLE} DISABLE TRIGGER USER"):
+                with pytest.raises(psycopg.errors.InsufficientPrivilege):
+                    db.execute(statement)
+        assert main(["--store", aggregator, "verify"]) == 0
+        assert main(["--store", owner, "init", "--grant", "nobody_here"]) == 1
+        assert 'role "nobody_here" does not exist' in capsys.readouterr().err
+    finally:
+        with postgresql_server.connect(database) as admin:
+            admin.execute(f"DROP OWNED BY {OWNER}, {AGGREGATOR}")
+            admin.execute(f"ALTER DATABASE {database} OWNER TO postgres")
+            for role in (OWNER, AGGREGATOR):
+                admin.execute(f"DROP ROLE {role}")
+
+
+def test_a_pg_dump_backup_restores_into_a_store_that_verifies(
+    data: Path, postgresql_server: PostgreSQLServer, postgresql_url: str, tmp_path: Path,
+    capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The backup of docs/operations.md: pg_dump, then pg_restore into an empty database."""
+    assert main(["migrate", "--from", str(data), "--to", postgresql_url]) == 0
+    dump = tmp_path / "pectus.dump"
+    subprocess.run([str(binaries() / "pg_dump"), "--format=custom", f"--file={dump}", postgresql_url],
+                   check=True, capture_output=True)
+    with postgresql_server.database() as restored:
+        subprocess.run([str(binaries() / "pg_restore"), "--no-owner", f"--dbname={restored}", str(dump)],
+                       check=True, capture_output=True)
+        assert database_rows(restored) == database_rows(postgresql_url)
+        capsys.readouterr()
+        assert main(["--store", restored, "verify", "--public-key", str(data / "chain-signing.pub")]) == 0
+        assert "the chain of 24 events is intact; signed up to its last event" in capsys.readouterr().out
+        with psycopg.connect(restored, autocommit=True) as db:  # the restored store is append-only too
+            with pytest.raises(psycopg.Error, match="append-only"):
+                db.execute(f"DELETE FROM {EVENTS_TABLE}")

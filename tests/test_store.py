@@ -796,15 +796,15 @@ ROLE_PASSWORD = "p@ss:w/rd?&x"  # URL-special characters: percent-encoded in the
 def test_the_aggregators_role_appends_and_reads_but_cannot_change_or_remove(
     postgresql_server: PostgreSQLServer, postgresql_url: str, signer: ChainSigner
 ) -> None:
-    """The roles and GRANTs of docs/operations.md, followed to the letter: the tables' owner
-    creates them, the aggregator's role may SELECT and INSERT and nothing else."""
+    """The tables' owner (here the superuser) creates them and grants the aggregator's role what
+    :meth:`PostgreSQLEventStore.grant` grants (docs/operations.md): SELECT and INSERT, nothing else."""
     database = postgresql_url.rsplit("/", 1)[1]
-    PostgreSQLEventStore(postgresql_url).close()  # the owner (here the superuser) creates the tables
+    owner = PostgreSQLEventStore(postgresql_url)
     with postgresql_server.connect(database) as admin:
         admin.execute(f"CREATE ROLE {AGGREGATOR_ROLE} LOGIN PASSWORD '{ROLE_PASSWORD}'")
-        admin.execute(f"GRANT CONNECT ON DATABASE {database} TO {AGGREGATOR_ROLE}")
-        admin.execute(f"GRANT USAGE ON SCHEMA public TO {AGGREGATOR_ROLE}")
-        admin.execute(f"GRANT SELECT, INSERT ON {EVENTS_TABLE}, {SIGNATURES_TABLE} TO {AGGREGATOR_ROLE}")
+        admin.execute(f"GRANT ALL ON {EVENTS_TABLE} TO {AGGREGATOR_ROLE}")  # a mistake: grant takes it back
+    owner.grant(AGGREGATOR_ROLE)
+    owner.close()
     try:
         url = postgresql_server.url(database, AGGREGATOR_ROLE, ROLE_PASSWORD)
         store = PostgreSQLEventStore(url, signer)

@@ -6,6 +6,7 @@
     pectus-aggregator replay [--data-dir DIR] [--output FILE]
     pectus-aggregator engines enroll ENGINE_ID [--client-id APP] | list | revoke ENGINE_ID
     pectus-aggregator migrate --from DATA_DIR --to postgresql://... [--public-key FILE ...]
+    pectus-aggregator --store postgresql://... init [--grant ROLE]
 
 The store is the SQLite file in the data directory, or the PostgreSQL database named by
 ``--store postgresql://...`` (or ``$PECTUS_DATABASE_URL``) before the command, for every command
@@ -26,7 +27,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
 
-from pectus.cli import engines, migrate
+from pectus.cli import database, engines
 from pectus.projections.trend import DEFAULT_WINDOW
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-p", "--port", type=int, default=8300, help="port (default 8300)")
     parser.add_argument("--data-dir", type=Path, default=Path("data"),
                         help="directory of the event store open_pectus_aggregator.sqlite3 (default ./data)")
-    parser.add_argument("--store", type=_database_url, default=os.environ.get("PECTUS_DATABASE_URL") or None,
+    parser.add_argument("--store", type=database.database_url, default=os.environ.get("PECTUS_DATABASE_URL") or None,
                         metavar="postgresql://USER:PASSWORD@HOST/DB",
                         help="keep the event store in this PostgreSQL database instead of the SQLite file in "
                              "--data-dir (default: $PECTUS_DATABASE_URL); the signing key stays a file")
@@ -84,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     backup = commands.add_parser("backup", help="a consistent copy of the store, also while the aggregator runs")
     backup.add_argument("dest", type=Path, help="the file to write")
     engines.add_parser(commands)
-    migrate.add_parser(commands)
+    database.add_parser(commands)
     replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
     replay.add_argument("--output", type=Path, help="write the rebuilt projections (canonical JSON) to this file")
     return parser
@@ -103,17 +104,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "replay":
         return _replay(store, args.output)
     if args.command == "migrate":
-        return migrate.run(args)
+        return database.migrate(args)
+    if args.command == "init":
+        return database.init(args.store, args.grant)
     return _serve(args)
-
-
-def _database_url(text: str) -> str:
-    from pectus.events.store import is_database_url
-
-    if not is_database_url(text):
-        raise argparse.ArgumentTypeError("expected a PostgreSQL URL, postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE "
-                                         "(the SQLite store is chosen with --data-dir)")
-    return text
 
 
 def _exists(store: Path | str) -> bool:

@@ -44,7 +44,7 @@ from eventsourcing.persistence import OperationalError, PersistenceError, Stored
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from pectus.events.signing import ChainSigner
 from pectus.events.store import (
@@ -287,6 +287,18 @@ class PostgreSQLEventStore(ChainedStore):
 
     def _chain(self) -> contextlib.AbstractContextManager[Chain]:
         return database_chain(self.url)
+
+    def grant(self, role: str) -> None:
+        """Lets ``role`` (the aggregator's) read and append, and nothing more: whatever it held on
+        the tables is revoked, then it gets USAGE on their schema and SELECT and INSERT on both.
+        Run by the tables' owner (or a superuser)."""
+        statements = ["REVOKE ALL ON {events}, {signatures} FROM {role}", "GRANT USAGE ON SCHEMA {schema} TO {role}",
+                      "GRANT SELECT, INSERT ON {events}, {signatures} TO {role}"]
+        names = {"events": Identifier(SCHEMA, EVENTS_TABLE), "signatures": Identifier(SCHEMA, SIGNATURES_TABLE),
+                 "schema": Identifier(SCHEMA), "role": Identifier(role)}
+        with self._datastore.transaction(commit=True) as curs:
+            for statement in statements:
+                curs.execute(SQL(statement).format(**names))  # type: ignore[arg-type]
 
     def copy_from(self, chain: Chain, batch: int = 5000) -> int:
         """Copies every event and signature of another store's chain into this one, byte for byte

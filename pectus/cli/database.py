@@ -1,15 +1,22 @@
-"""``pectus-aggregator migrate``: move the record from the SQLite file into PostgreSQL.
+"""The PostgreSQL store's commands: create its tables for the aggregator's role, and move the
+record from the SQLite file into it.
 
+    pectus-aggregator --store postgresql://OWNER:PASSWORD@HOST/DB init [--grant ROLE]
     pectus-aggregator migrate --from DATA_DIR --to postgresql://USER:PASSWORD@HOST/DB [--public-key FILE ...]
 
-Copies every event and every chain signature of the SQLite store, byte for byte and at the same
+``init``, run as the role that is to own the tables, creates them (with their triggers) when
+missing, and with ``--grant`` lets the aggregator's role SELECT and INSERT - and only that - so
+that the aggregator, connecting as that role, cannot UPDATE, DELETE or TRUNCATE, nor drop or
+disable the triggers.
+
+``migrate`` copies every event and every chain signature of the SQLite store, byte for byte and at the same
 positions, into an empty PostgreSQL store, in one transaction (all of it or, on any error,
 nothing), then verifies the copy's chain read back from the database, and checks that it ends
 in the source's last event. The source is read in one snapshot and never changed: stop the
 aggregator first, or what it appends after the snapshot stays behind in the file.
 
-Exit codes: 0 copied and verified, 1 a problem (nothing copied, or a copy that does not verify),
-2 wrong usage.
+Exit codes: 0 done (copied and verified), 1 a problem (nothing copied, or a copy that does not
+verify; a database that refuses us), 2 wrong usage.
 """
 
 from __future__ import annotations
@@ -20,16 +27,21 @@ import sys
 import time
 from pathlib import Path
 
+from eventsourcing.persistence import PersistenceError
+
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
 STORE_FILE = "open_pectus_aggregator.sqlite3"
 
 
 def add_parser(commands: argparse._SubParsersAction) -> None:
+    init = commands.add_parser("init", help="create the PostgreSQL store's tables (as their owner, with --store) "
+                                            "and let the aggregator's role append to them")
+    init.add_argument("--grant", metavar="ROLE", help="the aggregator's role: may SELECT and INSERT, nothing else")
     migrate = commands.add_parser("migrate", help="copy the SQLite store into an empty PostgreSQL store, "
                                                   "then verify the copy")
     migrate.add_argument("--from", dest="source", type=Path, required=True, metavar="DATA_DIR",
                          help=f"the data directory holding {STORE_FILE} (or that file itself)")
-    migrate.add_argument("--to", dest="target", required=True, metavar="postgresql://USER:PASSWORD@HOST/DB",
+    migrate.add_argument("--to", dest="target", type=database_url, required=True, metavar="postgresql://USER:PASSWORD@HOST/DB",
                          help="the PostgreSQL database to copy into: its store must be empty (its tables are "
                               "created if missing)")
     migrate.add_argument("--public-key", type=Path, action="append", default=[], metavar="FILE",
@@ -37,19 +49,55 @@ def add_parser(commands: argparse._SubParsersAction) -> None:
                               "repeatable, for the keys used before a key rotation")
 
 
-def run(args: argparse.Namespace) -> int:
-    from eventsourcing.persistence import PersistenceError
+def database_url(text: str) -> str:
+    """A PostgreSQL URL given on the command line (argparse's type: it says what is wrong)."""
+    import importlib.util
 
+    from pectus.events.store import is_database_url
+
+    if not is_database_url(text):
+        raise argparse.ArgumentTypeError("expected a PostgreSQL URL, postgresql://USER:PASSWORD@HOST[:PORT]/DATABASE "
+                                         "(the SQLite store is chosen with --data-dir)")
+    if importlib.util.find_spec("psycopg") is None:
+        raise argparse.ArgumentTypeError("PostgreSQL support is not installed: pip install 'pectus[postgresql]'")
+    return text
+
+
+def init(store: str | None, role: str | None) -> int:
+    from pectus.events.postgres import PostgreSQLEventStore
+    from pectus.events.store import redacted, shown
+
+    if store is None:
+        print("init creates a PostgreSQL store: give it with --store postgresql://OWNER:PASSWORD@HOST/DB "
+              "(or PECTUS_DATABASE_URL) before the command", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        opened = PostgreSQLEventStore(store)
+    except (ConnectionError, PermissionError) as error:
+        print(error, file=sys.stderr)
+        return EXIT_PROBLEMS
+    try:
+        events = opened.last_position()
+        if role is not None:
+            opened.grant(role)
+    except (PersistenceError, ValueError) as error:
+        print(f"cannot grant {role} its privileges in {shown(store)}: {redacted(str(error), store)}", file=sys.stderr)
+        return EXIT_PROBLEMS
+    finally:
+        opened.close()
+    granted = f"; {role} may SELECT and INSERT, and nothing else" if role else ""
+    print(f"{shown(store)}: the event store is ready ({events} events){granted}")
+    return EXIT_OK
+
+
+def migrate(args: argparse.Namespace) -> int:
     from pectus.events.signing import load_public_key
-    from pectus.events.store import is_database_url, redacted, shown, verify
+    from pectus.events.store import redacted, shown, verify
 
     source: Path = args.source / STORE_FILE if args.source.is_dir() else args.source
     if not source.is_file():
         print(f"no store at {source}", file=sys.stderr)
         return EXIT_PROBLEMS
-    if not is_database_url(args.target):
-        print(f"--to takes a PostgreSQL URL, postgresql://USER:PASSWORD@HOST/DB, not {args.target!r}", file=sys.stderr)
-        return EXIT_USAGE
     try:
         public_keys = [load_public_key(file) for file in args.public_key]
     except ValueError as error:
