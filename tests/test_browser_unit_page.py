@@ -140,6 +140,7 @@ def test_the_error_banner_opens_the_error_log_at_the_newest_error(system, browse
     expect(banner).to_be_visible(timeout=T)
     expect(page.get_by_test_id("unit-state")).to_have_attribute("data-state", "error")
     expect(page.get_by_test_id("tab-error-count")).to_have_text("1", timeout=T)
+    expect(page.get_by_role("tab", name="Error log (1 entry)")).to_be_visible()
     assert_in_view(page, IN_VIEW + ["unit-error-banner"])
     screenshot(page, "unit-paused-on-error-1440.png")
     banner.get_by_test_id("unit-error-link").click()

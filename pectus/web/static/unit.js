@@ -451,7 +451,9 @@ export function mount(root, [unitId]) {
       {key: "trend", label: "Trend", testid: "view-trend", content: plotHost},
       {key: "diagram", label: "Process diagram", testid: "view-diagram", content: diagramHost, hidden: true},
     ]});
-  const errorTabCount = h("span.tab-count", {"data-testid": "tab-error-count", hidden: true});
+  // The count as a badge for the eye, and in words for a screen reader (the tab's name).
+  const errorTabCount = h("span.tab-count", {"data-testid": "tab-error-count", "aria-hidden": "true", hidden: true});
+  const errorTabWords = h("span.visually-hidden");
   const work = new Tabs({id: "unit-work", label: "Method, run log, commands and error log", className: "unit-work",
     storageKey: `pectus.unit-work:${unitId}`, onShow: (key) => {
       if (key === "method" && editor && editor.view) editor.view.requestMeasure(); // measured while hidden: 0 px
@@ -467,7 +469,7 @@ export function mount(root, [unitId]) {
           h("div.commands-inject",
             h("label", {for: "inject-code"}, h("h3", "P-code to run now")),
             injectBox, h("div.toolbar", injectButton, h("span.muted", "Ctrl+Enter runs it")), injectError)))},
-      {key: "errors", label: ["Error log", errorTabCount], testid: "tab-error-log",
+      {key: "errors", label: ["Error log", errorTabCount, errorTabWords], testid: "tab-error-log",
         content: h("section#error-log-panel.work-panel", {"aria-label": "Error log"}, errorLog.element)},
     ]});
   const valuesPanel = h("section#values-panel.unit-values", {"aria-labelledby": "values-heading"},
@@ -538,7 +540,7 @@ export function mount(root, [unitId]) {
     const count = errorLog.entries.size;
     errorTabCount.hidden = count === 0;
     errorTabCount.textContent = count > 99 ? "99+" : String(count);
-    errorTabCount.setAttribute("aria-label", `${count} ${count === 1 ? "entry" : "entries"}`);
+    errorTabWords.textContent = count ? ` (${count} ${count === 1 ? "entry" : "entries"})` : "";
   }
 
   // -- header rendering
