@@ -1228,6 +1228,7 @@ export function mount(root, [unitId]) {
       if (diagram) diagram.update(values);
       runLog.reset(runLogItems || []);
       errorLog.reset(errors || []);
+      renderErrorCount();
       ensurePlot(configuration);
       plot.setUnits(tagUnits(), tagDecimals());
       plot.setSeries(series);
