@@ -693,22 +693,14 @@ export function mount(root, [unitId]) {
     const entry = tileElements.get(name);
     const value = values.get(name);
     if (!entry || !value) return;
-    entry.valueText.textContent = tileText(value);
-    const formatted = value.format === "date_time" || value.format === "duration" || (value.unit === "s" && / Time$/.test(name));
+    // The value as its tag says to show it (format, decimals); the unit is the tile's own label,
+    // left out where the format says it (a date and time, a duration as a clock).
+    entry.valueText.textContent = valueWithUnit(value.value, {...value, unit: null});
+    const formatted = value.format === "date_time" || value.format === "duration";
     entry.unitText.textContent = value.unit && !formatted ? value.unit : "";
     entry.simulated.hidden = !value.simulated;
     entry.element.classList.toggle("simulated", Boolean(value.simulated));
     if (entry.editor && entry.editor.refresh) entry.editor.refresh();
-  }
-
-  /** A value as its tag says to show it (format, decimals: from the unit's description), else as
-   *  formatValue does: a clock as a date and time, a duration as a clock, numbers rounded. */
-  function tileText(value) {
-    const number = typeof value.value === "number" && Number.isFinite(value.value);
-    if (number && value.format === "date_time") return formatDate(value.value);
-    if (number && value.format === "duration") return formatDuration(value.value);
-    if (number && Number.isInteger(value.decimals)) return value.value.toFixed(value.decimals);
-    return formatValue(value.value, value.unit, value.name);
   }
 
   function openTileEditor(name) {
