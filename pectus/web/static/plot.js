@@ -430,6 +430,12 @@ export class ProcessPlot {
     const maxLeft = Math.max(...sides.map((side) => side.left));
     const maxRight = Math.max(...sides.map((side) => side.right));
     const yAxis = (side, scale, options) => ({scale, side, size: AXIS_SIZE, labelSize: AXIS_TITLE_SIZE, ...options});
+    // A value holds until the next point: steps. Where there are more rows than pixels, steps and
+    // lines look the same, and uPlot's lines are drawn from each pixel column's min and max, which
+    // keeps an hour of 20 series within a frame.
+    const stepped = uPlot.paths.stepped({align: 1});
+    const linear = uPlot.paths.linear();
+    const paths = (u, seriesIndex, first, last) => (last - first > u.bbox.width ? linear : stepped)(u, seriesIndex, first, last);
     this.subPlots.forEach((sub, subIndex) => {
       const scales = {x: {time: this.xChoice === TIME}};
       // The x axis is written under the last sub plot only; the others keep its grid lines.
@@ -462,7 +468,7 @@ export class ProcessPlot {
             stroke: axis.color,
             width: 1.5,
             dash: DASHES[index % DASHES.length],
-            paths: uPlot.paths && uPlot.paths.stepped ? uPlot.paths.stepped({align: 1}) : undefined,
+            paths,
             points: {show: false},
             spanGaps: false,
             value: (u, value) => this.reading(tag, value),
