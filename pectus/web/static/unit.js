@@ -1098,7 +1098,7 @@ export function mount(root, [unitId]) {
   function showDiagram(present) {
     if (present && !diagram) {
       diagram = new ProcessDiagram(diagramHost, {url: `${base}/process_diagram`,
-        format: (value) => valueWithUnit(value.value, value.unit, value.name)});
+        format: (value) => valueWithUnit(value.value, value)});
       diagram.update(values);
     } else if (!present && diagram) {
       diagram.destroy();
