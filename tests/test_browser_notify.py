@@ -67,6 +67,9 @@ def test_notifications_reach_every_open_page_of_the_unit_and_the_dashboard(syste
     for page in pages:
         expect(notice(page, "run_started")).to_contain_text("run started", timeout=T)
         expect(notice(page, "block_started")).to_contain_text("Collect", timeout=T)
+    # The stack leaves the run controls free to use.
+    stack, controls = first.get_by_test_id("notification").first.bounding_box(), first.get_by_test_id("run-controls").bounding_box()
+    assert stack["y"] >= controls["y"] + controls["height"] or stack["x"] >= controls["x"] + controls["width"], (stack, controls)
 
     injected = httpx.post(f"{api}/inject", json={"code": "Notify: Sample the fraction"}, headers=USER)
     assert injected.status_code == 200, injected.text
