@@ -9,9 +9,10 @@ who admitted which engine and when. A key is made here, printed (or written to `
 once, and never stored: the store keeps its SHA-256. With ``--client-id`` the engine signs in
 with an OpenID Connect application token of that app instead of a key.
 
-These commands append to the store file directly, also while the aggregator runs: the store's
-position check keeps the chain whole, and the aggregator reads what they appended within seconds
-(and at once before it refuses an engine it does not know); a revoked engine's live session ends.
+These commands append to the store (the file, or the ``--store`` database) directly, also while
+the aggregator runs: the store's position check keeps the chain whole, and the aggregator reads
+what they appended within seconds (and at once before it refuses an engine it does not know); a
+revoked engine's live session ends.
 """
 
 from __future__ import annotations

@@ -2,23 +2,29 @@
 
 Everything Pectus knows about past runs is a sequence of events in one log. Writers hand the
 store :class:`NewEvent` objects; readers get :class:`Record` objects back, in the order they were
-appended. Two backends keep the same promises: :class:`MemoryEventStore` (tests, tools) and
-:class:`SQLiteEventStore` (the aggregator's file, ``open_pectus_aggregator.sqlite3``). Both are
-built on the ``eventsourcing`` library's *application recorders*, which already give what a log
-needs: a global, ordered notification id and a per-originator version that must be unique.
+appended. Three backends keep the same promises: :class:`MemoryEventStore` (tests, tools),
+:class:`SQLiteEventStore` (the aggregator's file, ``open_pectus_aggregator.sqlite3``) and
+:class:`~pectus.events.postgres.PostgreSQLEventStore` (a PostgreSQL database, for a site that
+outgrows one machine; :func:`open_store` picks by location). All are :class:`ChainedStore` on
+the ``eventsourcing`` library's *application recorders*, which already give what a log needs: a
+global, ordered notification id and a per-originator version that must be unique. The chain -
+sealing, positions, stream versions, the checks - is :class:`ChainedStore`'s, once for all of
+them; a backend adds only its transaction and a read-only :class:`Chain` view of its rows.
 
 The invariants, which :func:`verify` checks and the tests in ``tests/test_store.py`` pin down:
 
-* **Append-only.** An event, once committed, is never changed or removed. In SQLite, triggers
-  enforce it for every connection, a hand-typed statement included: ``UPDATE`` and ``DELETE`` are
-  refused, and so is any ``INSERT`` that would replace an event (``INSERT OR REPLACE`` on an
-  existing stream version or position) or that does not land at the next position (a later gap,
-  an old or negative position). What triggers cannot do: stop someone who can write the file from
-  dropping them, or from editing the file's bytes directly. That is what the chain and its
-  signatures are for - they do not prevent a rewrite, they make it evident.
+* **Append-only.** An event, once committed, is never changed or removed. In SQLite (and in
+  PostgreSQL, see :mod:`pectus.events.postgres`), triggers enforce it for every connection, a
+  hand-typed statement included: ``UPDATE`` and ``DELETE`` are refused, and so is any ``INSERT``
+  that would replace an event (``INSERT OR REPLACE`` on an existing stream version or position)
+  or that does not land at the next position (a later gap, an old or negative position). What
+  triggers cannot do: stop someone who can write the file (or own the tables) from dropping them,
+  or from editing the bytes directly. That is what the chain and its signatures are for - they do
+  not prevent a rewrite, they make it evident.
 * **Gap-free positions.** Each event has a global ``position``: 1, 2, 3, ... in append order,
-  with no holes. It is the recorder's notification id (the SQLite ``rowid``). Each event also has
-  a ``stream_version``: 1, 2, 3, ... within its stream (``"unit:host_DemoUod"``, ``"aggregator"``).
+  with no holes. It is the recorder's notification id (the SQLite ``rowid``; PostgreSQL's
+  ``notification_id``, given explicitly). Each event also has a ``stream_version``: 1, 2, 3, ...
+  within its stream (``"unit:host_DemoUod"``, ``"aggregator"``).
 * **The chain.** Each event carries ``prev_hash``, the hash of the event before it (``"0" * 64``
   for the first), and ``hash``, the SHA-256 of its own canonical encoding::
 
@@ -26,9 +32,9 @@ The invariants, which :func:`verify` checks and the tests in ``tests/test_store.
                  sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
   So every event vouches for all the events before it. Position and hash are computed together,
-  under a lock, from the last committed event, and - in SQLite - the transaction that inserts
-  the batch refuses to commit if the positions it got are not the ones that were hashed (another
-  process wrote to the file meanwhile); :class:`StoreConflict` is raised and nothing is written.
+  under a lock, from the last committed event, and the transaction that inserts the batch
+  refuses to commit if the positions it got are not the ones that were hashed (another process
+  wrote to the store meanwhile); :class:`StoreConflict` is raised and nothing is written.
 * **Signatures.** A store opened with a :class:`~pectus.events.signing.ChainSigner` signs the
   last event of every batch - its position and hash - and writes the signature in the same
   transaction as the batch, into the append-only table ``pectus_chain_signatures`` (position,
@@ -39,7 +45,7 @@ The invariants, which :func:`verify` checks and the tests in ``tests/test_store.
   1,000. It is all or nothing: if any event cannot be encoded (a value JSON cannot represent) or
   stored, no event of the batch - and no signature - is.
 
-What :func:`verify` proves about a store file: every event is byte for byte as it was written,
+What :func:`verify` proves about a store (a file, or a database): every event is byte for byte as it was written,
 sits at the position it was written at, and follows the event it was written after - so no event
 was changed, removed from the middle, moved, or slipped in between two others. The hash has no
 secret, so on its own that cannot show that nobody with the code rewrote the chain from some
@@ -52,7 +58,8 @@ events cut off the end back to a signed event (compare with an anchor kept elsew
 Storage layout - the ``eventsourcing`` application-recorder table, named ``pectus_events``:
 
     =====================  ==============================================================
-    ``rowid``              position (the recorder's notification id)
+    ``rowid``              position (the recorder's notification id; ``notification_id``
+                           in PostgreSQL)
     ``originator_id``      ``uuid5(stream namespace, stream).hex``
     ``originator_version`` stream_version
     ``topic``              type
@@ -60,7 +67,7 @@ Storage layout - the ``eventsourcing`` application-recorder table, named ``pectu
                            last member: ``{...,"type":"RunStarted","hash":"9f2c..."}``
     =====================  ==============================================================
 
-and ``pectus_chain_signatures`` (``position`` INTEGER PRIMARY KEY, ``hash``, ``key``: the
+and ``pectus_chain_signatures`` (``position`` integer primary key, ``hash``, ``key``: the
 signing key's fingerprint, ``signature``: 64 bytes of Ed25519 over ``position`` and ``hash``, see
 :mod:`pectus.events.signing`).
 
