@@ -117,11 +117,7 @@ def test_the_dashboard_the_unit_page_and_the_run_page_in_every_state(system, bro
     page.get_by_test_id("unit-error-link").click()
     check(page, "the unit page, the error log of the error")
 
-    # Stop: the confirmation, then the page between runs (the notifications put away first: they
-    # lie over the run controls).
-    notifications = page.get_by_test_id("notification-dismiss")
-    while notifications.count():
-        notifications.first.click()
+    # Stop: the confirmation, then the page between runs.
     page.get_by_test_id("control-stop-lock").click()
     page.get_by_test_id("control-stop").click()
     expect(page.get_by_test_id("confirm-dialog")).to_be_visible()
