@@ -132,5 +132,6 @@ def _run_log_fact(item: Mapping[str, Any], earlier: Mapping[str, Any] | None) ->
 
 
 def from_delta(data: Mapping[str, Any]) -> Notification:
-    """The notification a ``notification`` delta carries (its ``data``)."""
-    return Notification(**data)
+    """The notification a ``notification`` delta carries (its ``data``, which also names the
+    roles a browser needs to see it)."""
+    return Notification(**{name: data[name] for name in Notification.__struct_fields__})

@@ -75,7 +75,9 @@ import trio
 
 from pectus.projections.views import Delta
 
-GLOBAL_TOPICS = frozenset({"units", "runs"})  # offered to every signed-in subscription, by roles
+# Offered to every signed-in subscription, by roles (the ``required_roles`` of their data). A
+# notification is one: the dashboard shows every unit's without following their values.
+GLOBAL_TOPICS = frozenset({"units", "runs", "notification"})
 WHOLE_VIEWS = frozenset({"units", "control_state", "method", "runs", "presence"})
 LOGS = frozenset({"run_log", "error_log"})
 # The shortest time between two rounds, so between two frames to one browser: a change waits for
@@ -92,6 +94,7 @@ STALL = 30.0  # seconds a round may wait for a subscription that takes nothing b
 RECENT = 8  # the newest rounds kept apart
 SPAN = 8  # rounds older than RECENT are merged into spans of this many
 CLOSE_GRACE = 10.0  # seconds close() waits for the browsers to be told that the hub is closing
+HURRY = 1.0  # seconds after a person's request to a unit during which its changes are not paced (hurry)
 PRESENCE_NAME_CHARS = 60  # a longer name is cut (with an ellipsis): it is shown on every page of the unit
 PRESENCE_LIST = 50  # the most names a presence delta lists; its total counts every page
 
@@ -367,6 +370,7 @@ class UiHub:
         self._held: set[Subscription] = set()  # handed out and not closed by their reader
         self._present: dict[str, Counter[str]] = {}  # unit -> name -> pages of that unit open under it
         self._released = trio.Event()  # set when a subscription is closed by its reader
+        self._hurried: dict[str, float] = {}  # unit -> until when its changes go out at once (hurry)
 
     def subscribe(self) -> Subscription:
         subscription = Subscription(self)
@@ -387,8 +391,22 @@ class UiHub:
                 self._due = max(now, self._last_sealed + max(PACE, self._fanout / FANOUT_SHARE))
                 self._opened.set()
             put(self._open, key if key is not None else object(), message)
-        if self._open and now >= self._due:  # after a quiet spell at once; or overdue, no sender keeping the time
+        # After a quiet spell at once; or overdue, no sender keeping the time; or someone waits for it.
+        if self._open and (now >= self._due or self._hurried and self._hurrying(deltas, now)):
             self._seal()
+
+    def hurry(self, unit: str) -> None:
+        """Someone asked ``unit`` for something (a control, a value, an injection) and waits to see
+        what it does: for :data:`HURRY` seconds, a round with a change of that unit is sealed at
+        once rather than at the rounds' pace. People ask a few times a minute; plants change
+        continuously, so this costs a few rounds more per request."""
+        self._hurried[unit] = trio.current_time() + HURRY
+
+    def _hurrying(self, deltas: Iterable[Delta], now: float) -> bool:
+        for unit, until in list(self._hurried.items()):
+            if until < now:
+                del self._hurried[unit]
+        return any(delta.unit in self._hurried for delta in deltas)
 
     def last_round(self) -> int:
         """The round that holds the last change published: the open one if it holds any."""

@@ -286,7 +286,10 @@ class Projector:
         except Exception:  # noqa: BLE001 - telling is secondary to keeping the record
             _log.exception("event %d (%s): its notification cannot be made", position, event.type)
             return []
-        return [Delta(event.unit, TOPIC, msgspec.structs.asdict(notification)) for notification in told]
+        # A global topic of the hub: it goes to each browser that may see the unit, following it or not.
+        roles = list(unit.description.get("required_roles", []))
+        return [Delta(event.unit, TOPIC, {**msgspec.structs.asdict(notification), "required_roles": roles})
+                for notification in told]
 
     def _skip(self, record: Record, error: Exception) -> None:
         """An event that cannot be folded is reported and skipped: the record stays readable

@@ -52,7 +52,7 @@ function show(path) {
   accessBanner.hidden = true;
   clear(document.getElementById("breadcrumb"));
   const found = match(path);
-  notifications.followAllUnits(Boolean(found) && found.page === dashboard);
+  notifications.showEveryUnit(Boolean(found) && found.page === dashboard);
   if (!found) {
     document.title = "Not found — Pectus";
     root.append(h("section.not-found", h("h1", "Page not found"),

@@ -1,39 +1,40 @@
 // In-page notifications: what the units a page follows tell the people at them (see
 // pectus/notifications.py): a Notify line, a run started or stopped, a pause on error, a Watch
 // fired, a block started, a unit that lost its connection. The aggregator sends each as a live
-// delta of topic "notification" to every browser following that unit; the live client hands it
-// to this module, which the application shell mounts once for every page.
+// delta of topic "notification" to every browser that may see that unit (a global topic, like the
+// unit list: following the unit's values is not needed); the live client hands it to this module,
+// which the application shell mounts once for every page.
 //
-// A stack in the top right corner, newest on top: each notice is a link to its unit's page (to
+// A stack in the bottom right corner, newest on top: each notice is a link to its unit's page (to
 // the run, for a run that stopped) and has a dismiss button. Notices that need someone (a pause
 // on error, a lost connection) are alerts and stay until dismissed; the others hide after
 // SHOWN_MS, held while the pointer or the focus is on them. A notification is shown once: its
 // store position is remembered, so one the socket sends again (to a browser that lagged) is not
 // shown twice.
 //
-// Which units: those the page follows (the unit page its unit). On the dashboard the shell asks
-// for every unit (followAllUnits): this module then follows every unit the user may see, and
-// each new one as it appears.
+// Which units: those the page follows (the unit page its unit); on the dashboard the shell asks
+// for every unit (showEveryUnit).
 
-import {api, formatTime, h, live} from "./api.js";
+import {formatTime, h, live} from "./api.js";
 
 const SHOWN_MS = 15000;
 const MOST = 5; // notices on screen at once: beyond, the oldest that is not an alert goes
 const REMEMBERED = 1000; // positions remembered against repeats
 const ALERTS = new Set(["paused_on_error", "connection_lost"]);
 
-/** Mount the notification stack in `host`; returns {followAllUnits(on)}. */
+/** Mount the notification stack in `host`; returns {showEveryUnit(on)}. */
 export function mountNotifications(host = document.body) {
   const stack = h("section.notifications", {"aria-label": "Notifications", "aria-live": "polite",
     "data-testid": "notifications"});
   host.append(stack);
   const shown = new Set();
-  let following = null; // {units: Set, stop()} while the page follows every unit
+  let everyUnit = false;
 
   live.addEventListener("notification", (event) => show(event.detail));
 
   function show(notification) {
     if (!notification || typeof notification.position !== "number" || shown.has(notification.position)) return;
+    if (!everyUnit && !live.wantedUnits().has(notification.unit)) return;
     shown.add(notification.position);
     if (shown.size > REMEMBERED) shown.delete(shown.values().next().value);
     const {unit, topic, title, body, time, position, run_id: run} = notification;
@@ -71,32 +72,9 @@ export function mountNotifications(host = document.body) {
     notice.addEventListener("focusout", release);
   }
 
-  /** Follow every unit the user may see (the dashboard), or stop: a new watch replaces the
-   *  old one whenever a unit appears, so no unit is ever unfollowed in between. */
-  function watchUnits(ids) {
-    const before = following;
-    const units = new Set(ids);
-    following = {units, stop: live.watch({units: [...units], globals: true,
-      async resync() {
-        more((await api.get("/api/process_units")).map((summary) => summary.id));
-      },
-      delta({topic, data}) {
-        if (topic === "units" && data && data.id) more([data.id]);
-      }})};
-    if (before) before.stop();
-  }
-
-  function more(ids) {
-    if (following && ids.some((id) => !following.units.has(id))) watchUnits([...following.units, ...ids]);
-  }
-
   return {
-    followAllUnits(on) {
-      if (on && !following) watchUnits([]);
-      if (!on && following) {
-        following.stop();
-        following = null;
-      }
+    showEveryUnit(on) {
+      everyUnit = on;
     },
   };
 }
