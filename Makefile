@@ -38,7 +38,8 @@ test: $(STAMP) $(CHROMIUM) postgresql
 bench: $(STAMP) $(CHROMIUM) postgresql
 	$(BIN)/python bench/pcode_bench.py
 	$(BIN)/python bench/engine_bench.py
-	$(BIN)/python bench/aggregator_bench.py
+	$(BIN)/python bench/aggregator_bench.py ingest
+	$(BIN)/python bench/aggregator_bench.py stores
 	$(BIN)/python bench/ui_bench.py
 
 clean:

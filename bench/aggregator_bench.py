@@ -3,6 +3,7 @@
     python bench/aggregator_bench.py curve [--units 20 50 100 200] [--seconds 40] [--py-spy FILE]
     python bench/aggregator_bench.py compare [--engines 5] [--seconds 40]
     python bench/aggregator_bench.py ingest [--engines 20] [--records 3000]
+    python bench/aggregator_bench.py stores [--engines 20] [--records 3000]
 
 ``curve``: for each number of running units, a fresh aggregator process and that many emulated
 demo engines (below), driven from bench processes of their own. Over the measured window (after
@@ -20,6 +21,11 @@ engines: the two per-engine figures should agree (within ~20 %).
 
 ``ingest``: tag-sample records/s as fast as acks come and sustained, replay speed, the store
 alone, a 24 h CSV export, and engine -> browser latency (the targets are printed with them).
+
+``stores``: the same ingest (saturation: as fast as acks come; p99 at a sustained rate), replay
+rate and store-alone figures for each backend, side by side: the SQLite file, and PostgreSQL - a
+throwaway server of Debian's postgresql package on loopback (the tests' tests/postgres.py), with
+fsync on as in a deployment, on the same disk.
 
 The emulated engine tells the truth: it sends what the demo engine sends, record for record and
 frame for frame. The demo UOD and method run once, on a virtual clock, through the engine's own
@@ -65,7 +71,7 @@ from pectus.actors.uplink import FLUSH_INTERVAL, LIVE_INTERVAL, RecordBuilder
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.signing import ChainSigner, load_or_create_signer
-from pectus.events.store import NewEvent, SQLiteEventStore
+from pectus.events.store import NewEvent, SQLiteEventStore, open_store
 from pectus.hardware.opcua_server import free_port
 from pectus.projections.export import csv_rows
 from pectus.projections.views import Projector
@@ -402,9 +408,11 @@ def backlog_grows(backlog: dict[int, int], units: int) -> bool:
 
 # -- the aggregator under load ----------------------------------------------------------------
 
-def start_aggregator(data: Path, port: int) -> subprocess.Popen:
-    process = subprocess.Popen([str(BIN / "pectus-aggregator"), "--port", str(port), "--data-dir", str(data),
-                                "--log-level", "WARNING", "--accept-new-engines"], stderr=subprocess.DEVNULL)
+def start_aggregator(data: Path, port: int, store: str | None = None) -> subprocess.Popen:
+    """An aggregator process on ``port``; its store in ``data``, or the PostgreSQL ``store`` URL."""
+    options = ["--store", store] if store else []
+    process = subprocess.Popen([str(BIN / "pectus-aggregator"), *options, "--port", str(port), "--data-dir",
+                                str(data), "--log-level", "WARNING", "--accept-new-engines"], stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
@@ -724,9 +732,10 @@ async def browser_latency(port: int, samples: int) -> list[float]:
 
 
 
-def store_bench(folder: Path, signer: ChainSigner | None = None) -> None:
-    """The store alone; with ``signer``, as the aggregator runs it: each transaction signed."""
-    store = SQLiteEventStore(folder / f"store-{'signed' if signer else 'unsigned'}.sqlite3", signer)
+def store_bench(folder: Path, signer: ChainSigner | None = None, location: str | None = None) -> None:
+    """The store alone; with ``signer``, as the aggregator runs it: each transaction signed. In the
+    SQLite file in ``folder``, or in the PostgreSQL database at ``location``."""
+    store = open_store(location or folder / f"store-{'signed' if signer else 'unsigned'}.sqlite3", signer)
     batch = [NewEvent("unit:bench_Unit", "TagSamples", float(i), {"unit": "bench_Unit", "samples": [
         {"time": float(i), "values": {f"T{t:03d}": 20.0 + t for t in range(TAGS)}}]}) for i in range(1_000)]
 
@@ -742,7 +751,8 @@ def store_bench(folder: Path, signer: ChainSigner | None = None) -> None:
     read = min(timed(lambda: sum(1 for _ in store.iter())) for _ in range(3))
     count = store.last_position()
     store.close()
-    print(f"store{', signing each transaction' if signer else ''}: 1,000 events appended in "
+    print(f"store{' (PostgreSQL)' if location else ''}{', signing each transaction' if signer else ''}: "
+          f"1,000 events appended in "
           f"{append * 1000:.1f} ms (one transaction), 1 event in {single * 1e6:.0f} µs; reads {count / read:,.0f} events/s")
 
 
@@ -792,39 +802,75 @@ async def demo_rate_engine(port: int, name: str, seconds: float) -> None:
     await emulated_engine(port, name, time.time() + seconds, Tally((0.0, 0.0)))
 
 
+def ingest_figures(port: int, args: argparse.Namespace, label: str = "") -> None:
+    """Ingest into the aggregator on ``port``: as fast as the acks come, then at a sustained rate."""
+    elapsed, latencies = trio.run(ingest, port, args.engines, args.records)
+    total = args.engines * args.records
+    print(f"ingest{label}, as fast as it goes: {args.engines} engines, {total:,} sample records ({TAGS} tag values "
+          f"each, {BATCH} records a frame) in {elapsed:.1f} s = {total / elapsed:,.0f} records/s = "
+          f"{TAGS * total / elapsed:,.0f} tag samples/s; append-to-ack p50 "
+          f"{statistics.median(latencies) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms")
+    # Sustained: the offered rate, spread over the engines, with a margin over the target so
+    # that connecting and the engines' random phases do not pull the measured rate below it.
+    every = args.engines * BATCH * TAGS / args.rate
+    seconds = 10
+    elapsed, latencies = trio.run(ingest, port, args.engines, int(seconds / every) * BATCH, every, "steady")
+    total = args.engines * int(seconds / every) * BATCH
+    print(f"ingest{label}, sustained: {TAGS * total / elapsed:,.0f} tag samples/s ({total / elapsed:,.0f} records/s) "
+          f"for {elapsed:.0f} s; append-to-ack p50 {statistics.median(latencies) * 1000:.1f} ms, "
+          f"p99 {percentile(latencies, 99) * 1000:.1f} ms (targets >= 20,000 tag-sample events/s, "
+          f"p99 <= 50 ms)")
+
+
+def replay_figure(data: Path, store: str | None = None, label: str = "") -> None:
+    """``pectus-aggregator replay`` on the store, as a start-up replays it."""
+    options = ["--store", store] if store else []
+    began = time.perf_counter()
+    out = subprocess.run([str(BIN / "pectus-aggregator"), *options, "--data-dir", str(data), "replay"],
+                         capture_output=True, text=True, check=True).stdout.strip()
+    print(f"replay{label} (CLI, whole process {time.perf_counter() - began:.1f} s): {out}")
+
+
 def ingest_benches(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as folder:
         data, port = Path(folder) / "data", free_port()
         aggregator = start_aggregator(data, port)
         try:
-            elapsed, latencies = trio.run(ingest, port, args.engines, args.records)
-            total = args.engines * args.records
-            print(f"ingest, as fast as it goes: {args.engines} engines, {total:,} sample records ({TAGS} tag values "
-                  f"each, {BATCH} records a frame) in {elapsed:.1f} s = {total / elapsed:,.0f} records/s = "
-                  f"{TAGS * total / elapsed:,.0f} tag samples/s; append-to-ack p50 "
-                  f"{statistics.median(latencies) * 1000:.1f} ms, p99 {percentile(latencies, 99) * 1000:.1f} ms")
-            # Sustained: the offered rate, spread over the engines, with a margin over the target so
-            # that connecting and the engines' random phases do not pull the measured rate below it.
-            every = args.engines * BATCH * TAGS / args.rate
-            seconds = 10
-            elapsed, latencies = trio.run(ingest, port, args.engines, int(seconds / every) * BATCH, every, "steady")
-            total = args.engines * int(seconds / every) * BATCH
-            print(f"ingest, sustained: {TAGS * total / elapsed:,.0f} tag samples/s ({total / elapsed:,.0f} records/s) "
-                  f"for {elapsed:.0f} s; append-to-ack p50 {statistics.median(latencies) * 1000:.1f} ms, "
-                  f"p99 {percentile(latencies, 99) * 1000:.1f} ms (targets >= 20,000 tag-sample events/s, "
-                  f"p99 <= 50 ms)")
+            ingest_figures(port, args)
             latencies = trio.run(browser_latency, port, 100)
             print(f"engine -> browser: p50 {statistics.median(latencies) * 1000:.1f} ms, "
                   f"p95 {percentile(latencies, 95) * 1000:.1f} ms (target p95 <= 250 ms)")
         finally:
             stop(aggregator)
-        began = time.perf_counter()
-        out = subprocess.run([str(BIN / "pectus-aggregator"), "--data-dir", str(data), "replay"],
-                             capture_output=True, text=True, check=True).stdout.strip()
-        print(f"replay (CLI, whole process {time.perf_counter() - began:.1f} s): {out}")
+        replay_figure(data)
         store_bench(Path(folder))
         store_bench(Path(folder), load_or_create_signer(Path(folder) / "chain-signing.key"))
         csv_export_bench(Path(folder))
+
+
+def store_benches(args: argparse.Namespace) -> None:
+    """Each backend in turn, the same load: SQLite, then PostgreSQL."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from postgres import PostgreSQLServer  # the tests' throwaway server
+
+    server = PostgreSQLServer(fsync=True)
+    server.start()
+    try:
+        with tempfile.TemporaryDirectory() as folder:
+            signer = load_or_create_signer(Path(folder) / "chain-signing.key")
+            for label, url in [(" [sqlite]", None), (" [postgresql]", server.new_database())]:
+                data, port = Path(folder) / f"data{label.strip(' []')}", free_port()
+                aggregator = start_aggregator(data, port, url)
+                try:
+                    ingest_figures(port, args, label)
+                finally:
+                    stop(aggregator)
+                replay_figure(data, url, label)
+            store_bench(Path(folder), signer)
+            with server.database() as url:
+                store_bench(Path(folder), signer, url)
+    finally:
+        server.remove()
 
 
 def main() -> None:
@@ -841,8 +887,12 @@ def main() -> None:
     throughput.add_argument("--engines", type=int, default=20)
     throughput.add_argument("--records", type=int, default=3000, help="sample records per engine")
     throughput.add_argument("--rate", type=float, default=25_000, help="offered tag samples/s, sustained")
+    backends = commands.add_parser("stores", help="ingest, replay and the store alone on SQLite and on PostgreSQL")
+    backends.add_argument("--engines", type=int, default=20)
+    backends.add_argument("--records", type=int, default=3000, help="sample records per engine")
+    backends.add_argument("--rate", type=float, default=25_000, help="offered tag samples/s, sustained")
     args = parser.parse_args()
-    {"curve": curve, "compare": compare, "ingest": ingest_benches}[args.command](args)
+    {"curve": curve, "compare": compare, "ingest": ingest_benches, "stores": store_benches}[args.command](args)
 
 
 if __name__ == "__main__":

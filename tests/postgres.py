@@ -92,19 +92,15 @@ class PostgreSQLServer:
             raise RuntimeError(f"{' '.join(args[:2])} failed ({done.returncode}): {done.stderr.strip()}\n{log}")
 
     def start(self) -> None:
-        password_file = self.directory / "password"
-        password_file.write_text(PASSWORD + "\n")
-        if self._as_root:
-            shutil.chown(password_file, OS_USER)
-        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(password_file),
-                  "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8")
-        password_file.unlink()
-        settings = [f"listen_addresses=127.0.0.1", f"unix_socket_directories={self.directory}",
+        """Creates the cluster on first start; a restart keeps its data and its port."""
+        if not self.data.exists():
+            self._initdb()
+        settings = ["listen_addresses=127.0.0.1", f"unix_socket_directories={self.directory}",
                     f"fsync={'on' if self.fsync else 'off'}", "max_connections=200"]
         if not self.fsync:
             settings += ["synchronous_commit=off", "full_page_writes=off"]
         for attempt in range(3):  # another program may take the free port before the server does
-            self.port = _free_port()
+            self.port = self.port or _free_port()
             options = " ".join(f"-c {setting}" for setting in [f"port={self.port}", *settings])
             try:
                 self._run("pg_ctl", "start", "-D", str(self.data), "-l", str(self.log_file), "-w", "-t", "60",
@@ -113,10 +109,25 @@ class PostgreSQLServer:
             except RuntimeError:
                 if attempt == 2 or "could not bind" not in self.log_file.read_text(errors="replace"):
                     raise
+                self.port = 0
+
+    def _initdb(self) -> None:
+        password_file = self.directory / "password"
+        password_file.write_text(PASSWORD + "\n")
+        if self._as_root:
+            shutil.chown(password_file, OS_USER)
+        self._run("initdb", "-D", str(self.data), "-U", SUPERUSER, "--pwfile", str(password_file),
+                  "--auth-host=scram-sha-256", "--auth-local=peer", "-E", "UTF8", "--locale=C.UTF-8")
+        password_file.unlink()
 
     def stop(self) -> None:
+        """Stops the server (fast: open connections are cut); its data stays for a restart."""
+        self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "60")
+
+    def remove(self) -> None:
+        """Stops the server if it runs, and removes its directory."""
         with contextlib.suppress(RuntimeError):
-            self._run("pg_ctl", "stop", "-D", str(self.data), "-m", "fast", "-w", "-t", "60")
+            self.stop()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def url(self, database: str = "postgres", user: str = SUPERUSER, password: str = PASSWORD) -> str:
@@ -164,7 +175,7 @@ def postgresql_server() -> Iterator[PostgreSQLServer]:
         server.start()
         yield server
     finally:
-        server.stop()
+        server.remove()
 
 
 @pytest.fixture

@@ -886,3 +886,30 @@ def test_a_writer_waits_for_the_append_lock_then_gives_up_with_nothing_written(
     assert [r.position for r in store.append(sample(1, start=2))] == [3]
     store.close()
     assert verify(postgresql_url).checked == 3
+
+
+def test_a_database_that_goes_away_and_comes_back_loses_nothing_and_forks_nothing(
+    monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server stops under the store (a restart, a failover): an append fails whole after the
+    connection timeout, saying which database; once the server is back, the next append
+    continues the chain."""
+    monkeypatch.setattr(pg, "CONNECT_TIMEOUT", 2)
+    server = PostgreSQLServer()  # a server of its own: this one is stopped
+    try:
+        server.start()
+        url = server.new_database()
+        store = PostgreSQLEventStore(url)
+        store.append(sample(3))
+        server.stop()
+        began = time.monotonic()
+        with pytest.raises(PersistenceError, match=r"cannot reach the event store's database postgresql://postgres:\*\*\*@"):
+            store.append(sample(2, start=3))
+        assert time.monotonic() - began < 10 and store.tip == 3
+        server.start()
+        assert [r.position for r in store.append(sample(2, start=3))] == [4, 5]
+        store.close()
+        result = verify(url)
+        assert (result.ok, result.checked) == (True, 5)
+    finally:
+        server.remove()

@@ -40,7 +40,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import OperationalError, PersistenceError, StoredEvent
+from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
@@ -61,12 +61,12 @@ from pectus.events.store import (
 
 __all__ = ["APPEND_LOCK", "READ_ERRORS", "PostgreSQLEventStore", "StoreNotEmpty", "database_chain"]
 
-READ_ERRORS: tuple[type[Exception], ...] = (psycopg.Error, PersistenceError)
+READ_ERRORS: tuple[type[Exception], ...] = (psycopg.Error,)  # a Chain reads with psycopg directly
 # The advisory lock key of appends, the same for every Pectus store (locks are per database):
 # the first 8 bytes of SHA-256("pectus:append"), as PostgreSQL's signed bigint.
 APPEND_LOCK = int.from_bytes(hashlib.sha256(b"pectus:append").digest()[:8], "big", signed=True)
 LOCK_TIMEOUT = "10s"
-CONNECT_TIMEOUT = 10  # seconds
+CONNECT_TIMEOUT = 10  # seconds to connect, or to wait for a connection of the pool
 SCHEMA = "public"
 
 _EVENTS = f"{SCHEMA}.{EVENTS_TABLE}"
@@ -252,6 +252,9 @@ class PostgreSQLEventStore(ChainedStore):
             originator_id_type="text",  # as in the SQLite file: uuid hex, handed back as it is
             # One writer, and readers (the start-up replay, exports, /health) beside it.
             pool_size=2, max_overflow=6, connect_timeout=CONNECT_TIMEOUT,
+            # A connection is checked before use: after a database restart or failover, the first
+            # append gets a fresh connection instead of failing on a dead one.
+            pre_ping=True,
         )
         self._datastore.pool.kwargs.update(params)  # sslmode, application_name, ...: as the URL says
         recorder = _ChainedPostgreSQLRecorder(self._datastore)
@@ -277,7 +280,11 @@ class PostgreSQLEventStore(ChainedStore):
     ) -> None:
         rows = [(first_position + i, str(e.originator_id), e.originator_version, e.topic, e.state)
                 for i, e in enumerate(stored)]
-        self._recorder.insert_chained(rows, signature)  # type: ignore[attr-defined]
+        try:
+            self._recorder.insert_chained(rows, signature)  # type: ignore[attr-defined]
+        except (OperationalError, InterfaceError) as error:  # the server is away: say which
+            raise type(error)(f"cannot reach the event store's database {shown(self.url)}: "
+                              f"{redacted(str(error), self.url)}") from error
 
     def _select_states(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         with self._datastore.get_connection() as conn, conn.cursor(row_factory=tuple_row, binary=True) as c:
@@ -305,9 +312,7 @@ class PostgreSQLEventStore(ChainedStore):
         and at the same positions, in one transaction; returns the number of events. The store must
         be empty (:class:`StoreNotEmpty` otherwise, nothing copied); a source with a hole or a
         moved event is refused by the triggers (nothing copied). Check the copy with verify."""
-        rows = ((position, originator_id, version, topic, state)
-                for position, originator_id, version, topic, state in chain.rows(0))
-        count = self._recorder.copy(rows, chain.signatures(0), batch)  # type: ignore[attr-defined]
+        count = self._recorder.copy(chain.rows(0), chain.signatures(0), batch)  # type: ignore[attr-defined]
         self.refresh()
         return count
 

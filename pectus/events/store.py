@@ -361,9 +361,11 @@ class ChainedStore:
                                            self._signer.sign(position, prev_hash))
             try:
                 self._insert(stored, self._last_position + 1, signature)
-            except Exception:
-                self._load_tip()  # the tip may have moved (StoreConflict): start afresh next time
+            except StoreConflict:
+                self._load_tip()  # another writer moved the tip: continue from there next time
                 raise
+            # Any other failure wrote nothing (the transaction rolled back): the tip is as it was. One
+            # whose commit was lost on the way back is found by the next append's position check.
             self._versions.update(versions)
             self._last_position, self._last_hash = position, prev_hash
         return [_record(s.state) for s in stored]
@@ -391,6 +393,13 @@ class ChainedStore:
 
     def last_position(self) -> int:
         return self._recorder.max_notification_id() or 0
+
+    @property
+    def tip(self) -> int:
+        """The position of the newest event this store appended, or found at its last refresh,
+        without asking the database: cheap enough for a health check in the event loop, also
+        while a database server is away."""
+        return self._last_position
 
     def refresh(self) -> None:
         """Take up the chain where it ends now: after another process (an operator's command)
@@ -558,8 +567,7 @@ def _append_only(table: str, noun: str, key: str, next_position: str) -> list[st
 
 class _ChainedSQLiteRecorder(SQLiteApplicationRecorder):
     """The SQLite application recorder, plus append-only triggers, the signatures table, and a
-    position check that runs inside the insert's transaction (so a failed check rolls the batch
-    - and its signature - back)."""
+    position check that runs inside the insert's transaction (a failed check writes nothing)."""
 
     def construct_create_table_statements(self) -> list[str]:
         events, signatures = self.events_table_name, SIGNATURES_TABLE
@@ -594,18 +602,29 @@ class _ChainedSQLiteRecorder(SQLiteApplicationRecorder):
         signature: ChainSignature | None,
         **kwargs: Any,
     ) -> Sequence[int] | None:
-        positions = super()._insert_events(c, stored_events, **kwargs)
-        if positions and positions[0] != first_position:
-            raise StoreConflict(
-                f"another writer appended to the store: the batch hashed for position "
-                f"{first_position} would have landed at {positions[0]}; nothing was written"
-            )
+        # The first insert takes the write lock (waiting for another writer's transaction), so the
+        # check comes after it; another writer's events in the same stream make the insert fail on
+        # a stream version first - a conflict all the same.
+        try:
+            positions = super()._insert_events(c, stored_events, **kwargs)
+        except sqlite3.IntegrityError:
+            c.execute(f"SELECT COALESCE(MAX(rowid), 0) FROM {self.events_table_name}")
+            self._check_position(first_position, c.fetchone()[0] + 1)
+            raise
+        if positions:
+            self._check_position(first_position, positions[0])
         if signature is not None:
             c.execute(
                 f"INSERT INTO {SIGNATURES_TABLE} (position, hash, key, signature) VALUES (?, ?, ?, ?)",
                 (signature.position, signature.hash, signature.key, signature.signature),
             )
         return positions
+
+    @staticmethod
+    def _check_position(hashed: int, found: int) -> None:
+        if found != hashed:
+            raise StoreConflict(f"another writer appended to the store: the batch hashed for position {hashed} "
+                                f"would have landed at {found}; nothing was written")
 
 
 class SQLiteEventStore(ChainedStore):
