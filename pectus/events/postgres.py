@@ -140,18 +140,24 @@ class _ChainedPostgreSQLRecorder(PostgresApplicationRecorder):
 
     def insert_chained(self, rows: list[Row], signature: ChainSignature | None) -> None:
         """Inserts the events at their positions, and the signature, in one transaction; raises
-        :class:`StoreConflict` (nothing written) when the store does not end just before them."""
-        with self._appending() as curs:
-            last = self._last(curs)
-            if last != rows[0][0] - 1:
-                raise StoreConflict(
-                    f"another writer appended to the store: the batch hashed for position {rows[0][0]} "
-                    f"finds the store ending at {last}; nothing was written"
-                )
-            self._notify_channel(curs)  # eventsourcing's subscribers (LISTEN) learn of new events
-            _insert_rows(curs, rows)
-            if signature is not None:
-                _insert_signatures(curs, [signature])
+        :class:`StoreConflict` (nothing written) when the store does not end just before them.
+
+        The whole transaction goes to the server at once (psycopg's pipeline): the append lock,
+        then one statement that inserts only if the store ends where the batch was hashed after,
+        and says where it ends. One round trip, not one per statement: the writer is a thread of
+        a busy process, and each wait for the server costs it the interpreter's lock again."""
+        after = rows[0][0] - 1
+        signatures = [signature] if signature is not None else []
+        with self._guarded():
+            with self.datastore.get_connection() as conn, conn.pipeline(), conn.cursor() as curs:
+                with conn.transaction():
+                    _take_append_lock(curs)
+                    self._notify_channel(curs)  # eventsourcing's subscribers (LISTEN) learn of new events
+                    curs.execute(_APPEND, [*map(list, zip(*rows)), after, *_columns(signatures), after])
+                last = curs.fetchone()["last"]  # type: ignore[index]
+        if last != after:
+            raise StoreConflict(f"another writer appended to the store: the batch hashed for position {after + 1} "
+                                f"finds the store ending at {last}; nothing was written")
 
     def copy(self, rows: Iterable[Row], signatures: Iterable[ChainSignature], batch: int) -> int:
         """Copies a whole store's rows and signatures, as they are, into this empty store, in one
@@ -176,11 +182,15 @@ class _ChainedPostgreSQLRecorder(PostgresApplicationRecorder):
     @contextlib.contextmanager
     def _appending(self) -> Iterator[psycopg.Cursor[Any]]:
         """A write transaction holding the append lock, rolled back on any error."""
+        with self._guarded(), self.datastore.transaction(commit=True) as curs:
+            _take_append_lock(curs)
+            yield curs
+
+    @contextlib.contextmanager
+    def _guarded(self) -> Iterator[None]:
+        """Waiting too long for the append lock is a conflict with the writer that holds it."""
         try:
-            with self.datastore.transaction(commit=True) as curs:
-                curs.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
-                curs.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
-                yield curs
+            yield
         except OperationalError as error:
             if isinstance(error.__cause__, psycopg.errors.LockNotAvailable):
                 raise StoreConflict(f"another writer has held the store's append lock for {LOCK_TIMEOUT}; "
@@ -192,6 +202,33 @@ class _ChainedPostgreSQLRecorder(PostgresApplicationRecorder):
         # before the lock was granted.
         curs.execute(f"SELECT COALESCE(MAX(notification_id), 0) AS last FROM {_EVENTS}")
         return curs.fetchone()["last"]  # type: ignore[index]
+
+
+def _take_append_lock(curs: psycopg.Cursor[Any]) -> None:
+    curs.execute(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'")
+    curs.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
+
+
+# One statement: where the store ends (a statement of its own after the lock, so in READ COMMITTED
+# it sees every append committed before the lock was granted), and the events and the signature
+# inserted only if it ends where the batch was hashed after.
+_APPEND = f"""
+WITH last AS (SELECT COALESCE(MAX(notification_id), 0) AS position FROM {_EVENTS}),
+events AS (
+    INSERT INTO {_EVENTS} (notification_id, originator_id, originator_version, topic, state)
+    SELECT e.* FROM unnest(%b::bigint[], %b::text[], %b::bigint[], %b::text[], %b::bytea[]) AS e, last
+    WHERE last.position = %b),
+signatures AS (
+    INSERT INTO {_SIGNATURES} (position, hash, key, signature)
+    SELECT s.* FROM unnest(%b::bigint[], %b::text[], %b::text[], %b::bytea[]) AS s, last
+    WHERE last.position = %b)
+SELECT position AS last FROM last
+"""
+
+
+def _columns(signatures: Sequence[ChainSignature]) -> list[list[Any]]:
+    return [[s.position for s in signatures], [s.hash for s in signatures], [s.key for s in signatures],
+            [s.signature for s in signatures]]
 
 
 def _chunks(items: Iterable[Any], size: int) -> Iterator[list[Any]]:
@@ -216,12 +253,8 @@ def _insert_rows(curs: psycopg.Cursor[Any], rows: Iterable[Row]) -> None:
 
 
 def _insert_signatures(curs: psycopg.Cursor[Any], signatures: Sequence[ChainSignature]) -> None:
-    curs.execute(
-        f"INSERT INTO {_SIGNATURES} (position, hash, key, signature) "
-        "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[])",
-        [[s.position for s in signatures], [s.hash for s in signatures], [s.key for s in signatures],
-         [s.signature for s in signatures]],
-    )
+    curs.execute(f"INSERT INTO {_SIGNATURES} (position, hash, key, signature) "
+                 "SELECT * FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[])", _columns(signatures))
 
 
 def _connect(url: str) -> psycopg.Connection[Any]:
