@@ -7,9 +7,11 @@
     aggregator/trend          TrendSampler: a row of each connected unit's trend per data-log interval
     aggregator/push           PushSender: live notifications to subscribed browsers (pectus.actors.push)
 
-At start the projections are rebuilt by replaying the whole store (in a worker thread), then the
-web server (Quart on hypercorn, Trio worker) opens: engines connect to ``/engine``, browsers use
-the REST API under ``/api`` and the WebSocket ``/api/ws``.
+At start the projections are loaded from their checkpoint and the store's events after it are
+folded in (the whole store is replayed when there is no checkpoint that may be used: see
+pectus.projections.checkpoint), in a worker thread; then the web server (Quart on hypercorn, Trio
+worker) opens: engines connect to ``/engine``, browsers use the REST API under ``/api`` and the
+WebSocket ``/api/ws``.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -37,6 +39,8 @@ from pectus.events.domain import Actor as Who, RequestAnswered, UserRequested
 from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import ChainedStore, Record, open_store
 from pectus.notifications import TOPIC as NOTIFICATION, Notification, from_delta
+from pectus.projections.checkpoint import (RESIDENT_RUNS, SAVE_EVERY_EVENTS, SAVE_EVERY_SECONDS, Capture,
+                                          Checkpoints, CheckpointsUnavailable, open_checkpoints, restore_memory)
 from pectus.projections.export import csv_rows, jsonl_lines
 from pectus.projections.trend import DEFAULT_WINDOW, Trend
 from pectus.projections.views import Projector, iso
@@ -51,26 +55,128 @@ SIGNING_KEY_FILE = "chain-signing.key"  # in the data directory, unless the key 
 GC_THRESHOLDS = (20_000, 50, 1000)  # the collector's, while serving (see run)
 
 
+class RunLoads:
+    """Brings views of finished runs back into memory for the loop: each loaded in a worker thread
+    (from its checkpoint, or rebuilt from the log), once however many tasks want it meanwhile."""
+
+    def __init__(self, views: Projector, checkpoints: Checkpoints) -> None:
+        self.views = views
+        self.checkpoints = checkpoints
+        self._loading: dict[str, trio.Event] = {}
+
+    async def ensure(self, ids: Iterable[object]) -> None:
+        """Returns once the views of the runs among ``ids`` are in memory. Only the projector actor
+        lets views go (its trim), so a caller that reads them before its next await finds them."""
+        for run_id in self.views.absent(ids):
+            while self.views.absent([run_id]):
+                loading = self._loading.get(run_id)
+                if loading is not None:
+                    await loading.wait()
+                    continue
+                loading = self._loading[run_id] = trio.Event()
+                try:
+                    view = await trio.to_thread.run_sync(self.checkpoints.load_run, run_id, self.views.position)
+                finally:
+                    del self._loading[run_id]
+                    loading.set()
+                self.views.admit(run_id, view)
+
+
+def _loaded(query: str) -> Callable[..., Awaitable[Any]]:
+    async def answer(self: Views, run_id: str) -> Any:
+        await self.loads.ensure([run_id])
+        return getattr(self.projector, query)(run_id)
+
+    answer.__name__ = query
+    return answer
+
+
+class Views:
+    """The projector as the web API asks it: the queries that read a finished run's views load
+    them first (awaitable); every other query is the projector's own."""
+
+    def __init__(self, projector: Projector, loads: RunLoads) -> None:
+        self.projector = projector
+        self.loads = loads
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.projector, name)
+
+    plot_series = _loaded("plot_series")
+    run_method = _loaded("run_method")
+    run_log_of = _loaded("run_log_of")
+    run_error_log = _loaded("run_error_log")
+    audit_trail = _loaded("audit_trail")
+
+
 class ProjectorActor(Actor[list[Record]]):
     """Applies committed records to the views in order and publishes what changed.
 
     ``listeners`` are called with each live :class:`~pectus.notifications.Notification`, in store
     order, after its delta is published (Web Push registers its sender here). A listener must not
-    block (it runs in this loop); one that raises is logged and the others still hear it."""
+    block (it runs in this loop); one that raises is logged and the others still hear it.
 
-    def __init__(self, views: Projector, hub: UiHub) -> None:
+    With ``checkpoints``, the views of finished runs a batch needs are brought back first
+    (``loads``), and the views are saved every ``every_events`` events or ``every_seconds``: encoded
+    and written in a worker thread while this actor folds nothing, so the views the loop reads
+    meanwhile are those being saved."""
+
+    def __init__(self, views: Projector, hub: UiHub, checkpoints: Checkpoints | None = None,
+                 loads: RunLoads | None = None) -> None:
         super().__init__("aggregator/projector", capacity=4096)
         self.views = views
         self.hub = hub
+        self.checkpoints = checkpoints
+        self.loads = loads
         self.listeners: list[Callable[[Notification], None]] = []
+        self.every_events, self.every_seconds = SAVE_EVERY_EVENTS, SAVE_EVERY_SECONDS
+        self._saved_at = time.monotonic()
+        self._retry_at = 0.0  # after a failed save: not before this
 
     async def run(self) -> None:
         async for records in self.inbox:
+            if self.loads is not None:
+                await self.loads.ensure(self.views.missing(records))
             for record in records:
                 deltas = self.views.apply(record)
+                if self.checkpoints is not None:
+                    self.checkpoints.memory.fold(record)
                 self.hub.publish(deltas)
                 if self.listeners:
                     self._tell([from_delta(delta.data) for delta in deltas if delta.topic == NOTIFICATION])
+            if self.checkpoints is not None:
+                self.views.trim()
+                if self._due():
+                    await self.checkpoint()
+
+    def _due(self) -> bool:
+        assert self.checkpoints is not None
+        pending = self.views.position - self.checkpoints.saved_position
+        now = time.monotonic()
+        return pending > 0 and now >= self._retry_at and (
+            pending >= self.every_events or now - self._saved_at >= self.every_seconds)
+
+    async def checkpoint(self) -> None:
+        """Saves the views as they are, unless they are saved already. Only this actor's task (or,
+        once it stopped, its owner) calls it: the views must not change while it runs."""
+        checkpoints = self.checkpoints
+        if checkpoints is None or checkpoints.saved_position == self.views.position:
+            return
+        try:
+            capture = await trio.to_thread.run_sync(self._write, checkpoints)
+        except Exception:  # noqa: BLE001 - the log keeps everything; the next start folds more of it
+            log.exception("the views could not be checkpointed at event %d; trying again in %.0f s",
+                          self.views.position, self.every_seconds)
+            self._retry_at = time.monotonic() + self.every_seconds
+            return
+        checkpoints.saved(capture)
+        self._saved_at = time.monotonic()
+
+    @staticmethod
+    def _write(checkpoints: Checkpoints) -> Capture:
+        capture = checkpoints.capture()
+        checkpoints.write(capture)
+        return capture
 
     def _tell(self, notifications: list[Notification]) -> None:
         for notification in notifications:
@@ -124,10 +230,11 @@ class EngineSockets:
 class Backend:
     """What the web API uses (pectus.web.app.Backend): views, live values, requests, exports."""
 
-    def __init__(self, store: ChainedStore, views: Projector, engines: Engines, hub: UiHub,
-                 push: PushSender) -> None:
+    def __init__(self, store: ChainedStore, views: Projector | Views, engines: Engines, hub: UiHub,
+                 push: PushSender, checkpoints: Checkpoints | None = None) -> None:
         self.store = store
         self.views = views
+        self.checkpoints = checkpoints
         self.engines = engines
         self.hub = hub
         self.push = push  # Web Push: subscriptions and sending (pectus.web.push)
@@ -190,6 +297,8 @@ class Backend:
             report.update(status="failing", problem=self.engines.writer.failure)
         elif self.store.broken:
             report.update(status="broken", problem=self.store.broken)
+        if self.checkpoints is not None and self.checkpoints.problem:  # rebuilt from the log: told, not failing
+            report["checkpoint"] = self.checkpoints.problem
         return report
 
 
@@ -207,7 +316,9 @@ class AggregatorProcess:
                                 signer or load_or_create_signer(data_dir / SIGNING_KEY_FILE))
         self.hub = UiHub()
         self.views = Projector(aggregator_name=hostname or socket.gethostname(), aggregator_version=__version__)
-        self.projector = ProjectorActor(self.views, self.hub)
+        self.checkpoints = self._checkpoints()
+        self.loads = RunLoads(self.views, self.checkpoints) if self.checkpoints is not None else None
+        self.projector = ProjectorActor(self.views, self.hub, self.checkpoints, self.loads)
         self.writer = EventWriter(self.store, self._committed)
         sign_in = SignIn(auth)
         self.engines = Engines(self.writer, self.hub, sign_in=sign_in, accept_new=accept_new_engines,
@@ -215,10 +326,21 @@ class AggregatorProcess:
         self.trend_sampler = TrendSampler(self.engines)
         self.push = self._push_sender(data_dir, push or PushSettings.from_environment(os.environ))
         self.projector.listeners.append(self.push.notify)
-        self.backend = Backend(self.store, self.views, self.engines, self.hub, self.push)
+        views = Views(self.views, self.loads) if self.loads is not None else self.views
+        self.backend = Backend(self.store, views, self.engines, self.hub, self.push, self.checkpoints)
         self.app = create_app(self.backend, sign_in)
         self.asgi = EngineSockets(self.app, self.engines)  # what the server serves: engines, then the app
         self.bound: list[str] = []
+
+    def _checkpoints(self) -> Checkpoints | None:
+        """The views' checkpoints, in the store's database; None when it refuses (said why)."""
+        try:
+            store = open_checkpoints(self.store)
+        except CheckpointsUnavailable as error:
+            log.warning("%s. The views are not checkpointed: every start replays the whole log", error)
+            return None
+        self.views.resident_runs = RESIDENT_RUNS
+        return Checkpoints(self.store, store, self.views)
 
     def _push_sender(self, data_dir: Path, settings: PushSettings) -> PushSender:
         """Web Push, with the data directory's VAPID keys (created on first start); ConfigError
@@ -239,22 +361,35 @@ class AggregatorProcess:
         """What the writer committed: the engines' memory (or the push subscriptions) first (a
         session's next check must see it), then the views, in the projector's own time."""
         for record in records:
-            self._remember(record)
+            self._remember(record.type, record.data)
         await self.projector.send(records)
 
-    def _remember(self, record: Record) -> None:
-        if record.type in PUSH_EVENTS:
-            self.push.subscriptions.remember(record.type, record.data)
+    def _remember(self, type_name: str, data: dict[str, Any]) -> None:
+        if type_name in PUSH_EVENTS:
+            self.push.subscriptions.remember(type_name, data)
         else:
-            self.engines.remember(record.type, record.data)
+            self.engines.remember(type_name, data)
 
-    def replay(self) -> int:
-        """Rebuild the views and the engines' memory from the whole store (blocking)."""
-        return self.views.replay(self._remembered(self.store.iter()))
+    def _remember_record(self, record: Record) -> None:
+        self._remember(record.type, record.data)
+
+    def start_views(self) -> str:
+        """The views and the engines' memory at start (blocking): from the checkpoint and the
+        store's events after it, else from the whole store; what it took, in words."""
+        checkpoints = self.checkpoints
+        if checkpoints is None:
+            count = self.views.replay(self._remembered(self.store.iter()))
+            return f"views rebuilt from the whole log ({count} events)"
+        live = checkpoints.load()
+        if live is None:
+            return f"views rebuilt from the whole log ({checkpoints.fold(self._remember_record)} events)"
+        restore_memory(self.engines, self._remember, live, checkpoints.memory)
+        count = checkpoints.fold(self._remember_record)
+        return f"views from the checkpoint at event {live.position} and the {count} events after it"
 
     def _remembered(self, records: Iterator[Record]) -> Iterator[Record]:
         for record in records:
-            self._remember(record)
+            self._remember_record(record)
             yield record
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
@@ -271,8 +406,8 @@ class AggregatorProcess:
                       "/health answers 503 and new events are recorded unsigned until the store is checked "
                       "(see docs/operations.md, A broken chain)", problem)
         began = time.perf_counter()
-        count = await trio.to_thread.run_sync(self.replay)
-        log.info("replayed %d events in %.2f s", count, time.perf_counter() - began)
+        started = await trio.to_thread.run_sync(self.start_views)
+        log.info("%s, in %.2f s", started, time.perf_counter() - began)
         self.views.notifying = True  # from now on what is appended is news
         # The views rebuilt at start live as long as the process: out of the collector's sight,
         # its full passes no longer rescan them (a pause that would grow with the store).
@@ -298,5 +433,9 @@ class AggregatorProcess:
                 await shutdown.wait()
                 await self.hub.close()  # the browsers are told the aggregator is going away (1001) before it goes
                 nursery.cancel_scope.cancel()
+            with trio.CancelScope(shield=True):  # a clean stop: the next start folds nothing
+                await self.projector.checkpoint()
         finally:
+            if self.checkpoints is not None:
+                self.checkpoints.store.close()
             self.store.close()

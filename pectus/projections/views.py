@@ -22,9 +22,12 @@ Invariants
       started or stopped) and requests, run-log items and revisions are in no run's record.
     * Live views of a unit (``run_log``, ``error_log``, ``method``...) show its active run; a
       delta is emitted only when one of those live views changed.
-    * Memory grows with the number of units and runs (and each run's log, errors, revisions and
-      audit entries), plus the plot series, which keep one point per change of a plotted tag.
-      Every other tag keeps only its latest value.
+    * Memory grows with the number of units and runs, and with the views of the runs in memory:
+      each run's log, errors, revisions, audit entries and plot series (one point per change of a
+      plotted tag; every other tag keeps only its latest value). Every run's :class:`RunSummary`
+      is in memory; its :class:`RunView` while the run is active, and once it ended only while
+      recently used, when the projector has somewhere to load it from again (``load_run``: a
+      checkpoint, :mod:`pectus.projections.checkpoint`). Without one, every view stays.
     * Every query returns fresh objects (callers may serialize them later) and ``None`` for an
       id it does not know.
     * A stored event the projector cannot fold (written by an older version, or by a bug) never
@@ -43,9 +46,10 @@ import copy
 import gc
 import json
 import logging
+from collections import OrderedDict
 from dataclasses import dataclass, field, fields
 from datetime import UTC, datetime
-from typing import Any, Iterable, overload
+from typing import Any, Callable, Iterable, overload
 
 import msgspec
 
@@ -147,6 +151,18 @@ def _error_view(entry: dict[str, Any]) -> dict[str, Any]:
 
 
 @dataclass
+class Asked:
+    """A request stored before the unit was asked, waiting for its answer. Its audit entry is at
+    ``index`` in the audit of ``run``, the run it was asked in; asked outside a run, the entry is
+    ``entry`` itself, which joins a run's audit only when the answer names one. (An index, not the
+    entry: a checkpoint keeps a run's audit apart from its unit.)"""
+
+    run: str | None
+    index: int = 0
+    entry: dict[str, Any] | None = None
+
+
+@dataclass
 class UnitView:
     id: str
     computer_name: str = ""
@@ -164,9 +180,9 @@ class UnitView:
     run: str | None = None  # the active run
     last_run: str | None = None  # the run that ended last (the page links to it between runs)
     idle_errors: ErrorLog = field(default_factory=lambda: ErrorLog(IDLE_ERROR_LIMIT))
-    # Requests stored before the unit was asked, until their answer: request id -> (the run whose
-    # audit has the entry, the audit entry) - a Start is in no run until its answer names one.
-    unanswered: dict[str, tuple[str | None, dict[str, Any]]] = field(default_factory=dict)
+    # Requests stored before the unit was asked, until their answer (a Start is in no run until its
+    # answer names one).
+    unanswered: dict[str, Asked] = field(default_factory=dict)
     # Answered requests whose answer names a run not recorded yet (its start is on its way): run id
     # -> their audit entries, which join the run when it starts.
     awaiting: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
@@ -177,24 +193,48 @@ class UnitView:
 
 
 @dataclass
-class RunView:
+class RunSummary:
+    """What lists, the CSV's header and its columns show of a run: small, always in memory."""
+
     id: str
     unit: str
     started: float
-    method: MethodState  # shared with the unit while the run is active
-    initial_method: dict[str, Any]  # version, lines and author in force at the start
-    completed: float | None = None
+    completed: float | None = None  # set: the run ended
     last_event: float = 0.0  # the time of the newest thing its engine reported: where an interrupted run ends
     interrupted: str | None = None  # why the run ended without the engine stopping it
     identity: dict[str, Any] = field(default_factory=dict)  # engine and UOD metadata
     plot_configuration: dict[str, Any] = field(default_factory=dict)
     columns: dict[str, str | None] = field(default_factory=dict)  # tag -> unit, in CSV order
-    series: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)  # plotted tags only
     contributors: dict[str, str] = field(default_factory=dict)  # user id -> name, first come first
+
+
+@dataclass
+class RunView:
+    """The views of a run that grow with it: in memory while it is active, loaded on demand once
+    it ended (see :class:`Projector`)."""
+
+    method: MethodState  # shared with the unit while the run is active
+    initial_method: dict[str, Any]  # version, lines and author in force at the start
+    series: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)  # plotted tags only
     revisions: list[dict[str, Any]] = field(default_factory=list)
     run_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> latest item
     errors: ErrorLog = field(default_factory=ErrorLog)
     audit: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class LiveViews:
+    """The views but those of finished runs: what a checkpoint keeps as one part (the views of
+    finished runs are parts of their own). ``active`` holds the view of each unit's active run;
+    ``shared_methods`` the units whose method is their active run's (one object: a line state
+    changes both), for :meth:`Projector.resume` to join them again."""
+
+    position: int
+    units: dict[str, UnitView]
+    runs: dict[str, RunSummary]
+    active: dict[str, RunView]
+    shared_methods: list[str]
+    unfoldable: list[dict[str, Any]]
 
 
 # Facts about who may connect, and browsers' push subscriptions (pectus.actors.push): nothing any view shows.
@@ -202,14 +242,28 @@ _NOT_SHOWN = frozenset({"EngineEnrolled", "EngineRevoked", "PushSubscribed", "Pu
 
 
 class Projector:
-    """Folds stored records into unit and run views; sans-I/O, one instance per log reader."""
+    """Folds stored records into unit and run views; sans-I/O, one instance per log reader.
 
-    def __init__(self, aggregator_name: str, aggregator_version: str) -> None:
+    Every run's :class:`RunSummary` is in memory. Its :class:`RunView` is while the run is active;
+    once it ended, at most ``resident_runs`` views of finished runs stay (the least recently used
+    go first, at :meth:`trim`; None: every view stays), and ``load_run`` gives one back when a
+    query or a late event wants it (it blocks: where that matters, load the views first, in a
+    worker thread: :meth:`missing`, :meth:`absent`, :meth:`admit`). A finished run's view that
+    changed since it was saved (a late event) stays in memory until its owner saved it
+    (:meth:`unsaved_views`, :meth:`saved`): dropping it would lose the change. Which views are in
+    memory never changes what any query answers."""
+
+    def __init__(self, aggregator_name: str, aggregator_version: str, *,
+                 load_run: Callable[[str], RunView] | None = None, resident_runs: int | None = None) -> None:
         self.aggregator_name = aggregator_name
         self.aggregator_version = aggregator_version
+        self.load_run = load_run
+        self.resident_runs = resident_runs
         self._position = 0
         self._units: dict[str, UnitView] = {}
-        self._runs: dict[str, RunView] = {}
+        self._runs: dict[str, RunSummary] = {}  # every run, in order of start
+        self._views: OrderedDict[str, RunView] = OrderedDict()  # in memory, the least recently used first
+        self._unsaved: set[str] = set()  # finished runs whose view changed since it was saved
         self.unfoldable: list[dict[str, Any]] = []  # {position, type, reason} of each event skipped
         # Whether apply() derives notifications (pectus.notifications): the live aggregator sets it once
         # its start-up replay is done; replay() never does, so what happened before is not told again.
@@ -255,6 +309,101 @@ class Projector:
         assert record.position > self._position, f"record {record.position} after {self._position}"
         self._position = record.position
 
+    # -- where the views of runs are ---------------------------------------------------------
+
+    def missing(self, records: Iterable[Record]) -> list[str]:
+        """The finished runs whose views folding ``records`` needs and memory lacks: the run each
+        names, and the run each answered request was asked in."""
+        named: list[object] = []
+        for record in records:
+            data = record.data
+            if isinstance(data, dict):
+                named.append(data.get("run"))
+                if record.type == RequestAnswered.type:
+                    named.append(self._asked_in(data))
+        return self.absent(named)
+
+    def _asked_in(self, data: dict[str, Any]) -> str | None:
+        unit, request = data.get("unit"), data.get("request_id")
+        if not (isinstance(unit, str) and isinstance(request, str) and unit in self._units):
+            return None
+        asked = self._units[unit].unanswered.get(request)
+        return asked.run if asked is not None else None
+
+    def absent(self, ids: Iterable[object]) -> list[str]:
+        """The runs among ``ids`` (anything: a unit id, None...) known and not in memory."""
+        return list(dict.fromkeys(run for run in ids
+                                  if isinstance(run, str) and run in self._runs and run not in self._views))
+
+    def admit(self, run_id: str, view: RunView) -> None:
+        """A finished run's view, loaded elsewhere: kept, unless memory holds it already (that one
+        may have changed since)."""
+        if run_id in self._runs and run_id not in self._views:
+            self._views[run_id] = view
+
+    def unsaved_views(self) -> list[tuple[str, RunView]]:
+        """The finished runs whose views changed since :meth:`saved` was told of them, by id."""
+        return [(run_id, self._views[run_id]) for run_id in sorted(self._unsaved)]
+
+    def saved(self, run_ids: Iterable[str]) -> None:
+        """These views were saved as they are (nothing folded since): they may leave memory."""
+        self._unsaved.difference_update(run_ids)
+
+    def trim(self) -> None:
+        """Lets the least recently used views of finished runs beyond ``resident_runs`` go (saved
+        ones only)."""
+        if self.resident_runs is None:
+            return
+        finished = [run_id for run_id in self._views if self._runs[run_id].completed is not None]
+        excess = len(finished) - self.resident_runs
+        for run_id in finished:
+            if excess <= 0:
+                return
+            if run_id not in self._unsaved:
+                del self._views[run_id]
+                excess -= 1
+
+    def _view(self, run_id: str) -> RunView:
+        """The view of a known run, to fold into: a finished run's is unsaved from now on."""
+        view = self._resident(run_id)
+        if self._runs[run_id].completed is not None:
+            self._unsaved.add(run_id)
+        return view
+
+    def _resident(self, run_id: str) -> RunView:
+        view = self._views.get(run_id)
+        if view is not None:
+            self._views.move_to_end(run_id)
+            return view
+        if self.load_run is None:
+            raise LookupError(f"the view of run {run_id!r} is not in memory, and there is nowhere to load it from")
+        view = self._views[run_id] = self.load_run(run_id)
+        return view
+
+    def _shown(self, run_id: str) -> RunView | None:
+        """The view of a run for a query; None for an unknown run."""
+        return self._resident(run_id) if run_id in self._runs else None
+
+    def live(self) -> LiveViews:
+        """The views but those of finished runs, as they are (not copies: encode them before the
+        next fold)."""
+        units = self._units.values()
+        active = {unit.run: self._views[unit.run] for unit in units if unit.run is not None}
+        shared = [unit.id for unit in units if unit.run is not None and unit.method is active[unit.run].method]
+        return LiveViews(self._position, self._units, self._runs, active, shared, self.unfoldable)
+
+    def resume(self, live: LiveViews) -> None:
+        """Takes up where a checkpoint's views left off (``live``: objects of their own, decoded);
+        the views of finished runs come from ``load_run`` when wanted. Only for a fresh projector."""
+        assert self._position == 0 and not self._units, "resume a fresh projector only"
+        self._position, self._units, self._runs = live.position, live.units, live.runs
+        self.unfoldable = live.unfoldable
+        self._views = OrderedDict(live.active)
+        for unit_id in live.shared_methods:
+            unit = self._units[unit_id]
+            assert unit.run is not None
+            unit.method = self._views[unit.run].method
+
     def apply(self, record: Record) -> list[Delta]:
         """Folds one record and says which live views changed, and (while :attr:`notifying`) which
         notifications it makes: deltas of topic ``notification`` of its unit, last."""
@@ -276,11 +425,11 @@ class Projector:
         folded. A notification that cannot be made is logged; the event is still folded."""
         unit = self._units.get(event.unit) or UnitView(event.unit)
         run = self._runs.get(event.run) if event.run is not None else None
-        errors = self._runs[unit.run].errors if unit.run is not None else unit.idle_errors
+        errors = self._resident(unit.run).errors if unit.run is not None else unit.idle_errors
         before = Before(name=unit.name if unit.uod_name else unit.id, run=unit.run, known_run=run is not None,
                         method_status=unit.method_status,
                         last_error=errors.entries[-1]["message"] if errors.entries else None,
-                        items=run.run_log if run is not None else {})
+                        items=self._resident(run.id).run_log if run is not None else {})
         try:
             told = derive(event, position, iso(event.time), before)
         except Exception:  # noqa: BLE001 - telling is secondary to keeping the record
@@ -365,12 +514,13 @@ class Projector:
                   if unit.run is not None else [])
         unit.method = unit.method.without_states()
         initial = {"version": unit.method.version, "lines": unit.method.lines, "last_author": unit.method.last_author}
-        run = self._runs[event.run] = RunView(event.run, unit.id, event.time, unit.method, initial)
+        run = self._runs[event.run] = RunSummary(event.run, unit.id, event.time)
+        view = self._views[event.run] = RunView(unit.method, initial)
         unit.run = run.id
         unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
         self._refresh_active_run(unit)
         for entry in unit.awaiting.pop(run.id, ()):  # the requests that started it, answered before it was recorded
-            run.audit.append(entry)
+            view.audit.append(entry)
             self._contributed(unit, run, entry)
         return deltas + self._run_deltas(unit, run)
 
@@ -384,7 +534,7 @@ class Projector:
             return []  # the run ended meanwhile: nothing to interrupt
         return self._interrupt(unit, self._runs[event.run], event.reason)
 
-    def _interrupt(self, unit: UnitView, run: RunView, reason: str) -> list[Delta]:
+    def _interrupt(self, unit: UnitView, run: RunSummary, reason: str) -> list[Delta]:
         """A run the engine did not stop ends where its record ends, marked with the reason."""
         run.interrupted = reason
         return self._close_run(unit, run.last_event or run.started)
@@ -393,6 +543,7 @@ class Projector:
         assert unit.run is not None
         run = self._runs[unit.run]
         run.completed = time
+        self._unsaved.add(run.id)  # a finished run's view is saved apart from now on
         unit.run = None
         unit.last_run = run.id
         # The run keeps the method object it shared with the unit; the unit carries on with a copy.
@@ -419,16 +570,17 @@ class Projector:
         run.plot_configuration = description.get("plot_configuration", {})
         for tag in description.get("tags", []):
             run.columns[tag["name"]] = tag.get("unit") or None
+        series = self._view(run.id).series
         for name in plotted_tags(description):
-            run.series.setdefault(name, [])
+            series.setdefault(name, [])
 
-    def _state_changed(self, unit: UnitView, run: RunView | None, event: StateChanged) -> list[Delta]:
+    def _state_changed(self, unit: UnitView, run: RunSummary | None, event: StateChanged) -> list[Delta]:
         old_system = event.old_system_state if event.old_system_state is not None else unit.system_state
         old_status = event.old_method_status if event.old_method_status is not None else unit.method_status
         unit.system_state = event.system_state
         unit.method_status = event.method_status
         if run is not None:
-            self._audit(run, event, "state changed", {
+            self._audit(self._view(run.id), event, "state changed", {
                 "old": {"system_state": old_system, "method_status": old_status},
                 "new": {"system_state": event.system_state, "method_status": event.method_status}})
         return [self._delta(unit, "units"), self._delta(unit, "control_state")]
@@ -446,13 +598,13 @@ class Projector:
         run = self._runs.get(run_id) if run_id is not None else None
         if run is not None and run.id == unit.run:
             run.last_event = max(run.last_event, time)
+        series = self._view(run.id).series if run is not None else {}
         values_of_unit, times_of_unit = unit.values, unit.value_times
         for sample in data["samples"]:
             time, values = sample["time"], sample["values"]
             values_of_unit.update(values)
             times_of_unit.update(dict.fromkeys(values, time))
             if run is not None:
-                series = run.series
                 for tag in series.keys() & values.keys():
                     series[tag].append((time, values[tag]))
                 if not run.columns.keys() >= values.keys():
@@ -470,10 +622,10 @@ class Projector:
         return [Delta(unit.id, "values", {tag: {"value": unit.values[tag], "time": stamps[times[tag]]}
                                           for tag in tags})]
 
-    def _run_log_changed(self, unit: UnitView, run: RunView | None, event: RunLogChanged) -> list[Delta]:
+    def _run_log_changed(self, unit: UnitView, run: RunSummary | None, event: RunLogChanged) -> list[Delta]:
         if run is None:
             return []  # a run log outside a run has nowhere to go
-        log = run.run_log
+        log = self._view(run.id).run_log
         changed: dict[str, dict[str, Any]] = {}
         for item in event.items:
             key = str(item["id"])
@@ -486,12 +638,12 @@ class Projector:
             return []
         return [_log_delta(unit, "run_log", [dict(item) for item in changed.values()])]
 
-    def _lines_changed(self, unit: UnitView, run: RunView | None, event: LinesChanged) -> list[Delta]:
-        method = run.method if run is not None else unit.method
+    def _lines_changed(self, unit: UnitView, run: RunSummary | None, event: LinesChanged) -> list[Delta]:
+        method = self._view(run.id).method if run is not None else unit.method
         method.line_states.update(event.states)
         return [self._delta(unit, "method")] if method is unit.method else []
 
-    def _method_revised(self, unit: UnitView, run: RunView | None, event: MethodRevised) -> list[Delta]:
+    def _method_revised(self, unit: UnitView, run: RunSummary | None, event: MethodRevised) -> list[Delta]:
         if unit.run is not None and event.run != unit.run:
             # The engine's method outside the unit's open run: the engine lost that run (it is
             # interrupted next), whose method must stay as it was.
@@ -501,47 +653,51 @@ class Projector:
         unit.method.lines = event.lines
         unit.method.last_author = event.actor.name
         if run is not None:
-            run.revisions.append({"time": event.time, "author": _actor(event), "version": event.version,
-                                  "base_version": event.base_version, "lines": event.lines})
-            self._audit(run, event, "method revised", {
+            view = self._view(run.id)
+            view.revisions.append({"time": event.time, "author": _actor(event), "version": event.version,
+                                   "base_version": event.base_version, "lines": event.lines})
+            self._audit(view, event, "method revised", {
                 "old_version": old_version, "new_version": event.version, "base_version": event.base_version})
         return [self._delta(unit, "method")]
 
-    def _error_logged(self, unit: UnitView, run: RunView | None, event: ErrorLogged) -> list[Delta]:
-        entry = (run.errors if run is not None else unit.idle_errors).add(event)
+    def _error_logged(self, unit: UnitView, run: RunSummary | None, event: ErrorLogged) -> list[Delta]:
+        entry = (self._view(run.id).errors if run is not None else unit.idle_errors).add(event)
         shown = run.id if run is not None else None
         return [_log_delta(unit, "error_log", [entry])] if shown == unit.run else []
 
-    def _user_requested(self, unit: UnitView, run: RunView | None, event: UserRequested) -> list[Delta]:
+    def _user_requested(self, unit: UnitView, run: RunSummary | None, event: UserRequested) -> list[Delta]:
         entry = _audit_entry(event, event.request, {"asked": event.detail, "accepted": event.accepted,
                                                     "reason": event.reason})
+        asked = Asked(None, entry=entry)
         if run is not None:
-            run.audit.append(entry)
+            audit = self._view(run.id).audit
+            audit.append(entry)
+            asked = Asked(run.id, len(audit) - 1)
         if event.request_id is not None and event.accepted is None:  # stored before the unit was asked
-            unit.unanswered[event.request_id] = (run.id if run is not None else None, entry)
+            unit.unanswered[event.request_id] = asked
             return []
         return self._contributed(unit, run, entry) if run is not None else []
 
-    def _request_answered(self, unit: UnitView, run: RunView | None, event: RequestAnswered) -> list[Delta]:
+    def _request_answered(self, unit: UnitView, run: RunSummary | None, event: RequestAnswered) -> list[Delta]:
         """The answer completes the request's audit entry; a request made outside a run whose
         answer names one (the Start that began it) enters that run's audit now."""
         asked = unit.unanswered.pop(event.request_id, None)
         if asked is None:
             return []
-        run_id, entry = asked
-        entry["detail"]["accepted"], entry["detail"]["reason"] = event.accepted, event.reason
-        if run_id is not None:
-            run = self._runs[run_id]
+        if asked.run is not None:  # the entry is in the audit of the run it was asked in
+            run = self._runs[asked.run]
+            entry = _answered(self._view(asked.run).audit[asked.index], event)
         elif run is not None:
-            run.audit.append(entry)
+            entry = _answered(asked.entry, event)
+            self._view(run.id).audit.append(entry)
         elif event.run is not None and event.run not in self._runs:
-            unit.awaiting.setdefault(event.run, []).append(entry)
+            unit.awaiting.setdefault(event.run, []).append(_answered(asked.entry, event))
             return []
         else:
             return []  # outside a run there is no audit trail to add to
         return self._contributed(unit, run, entry)
 
-    def _contributed(self, unit: UnitView, run: RunView, entry: dict[str, Any]) -> list[Delta]:
+    def _contributed(self, unit: UnitView, run: RunSummary, entry: dict[str, Any]) -> list[Delta]:
         """A user whose request a unit accepted contributed to its run."""
         actor = entry["actor"]
         if not entry["detail"]["accepted"] or actor["kind"] != "user" or actor["id"] in run.contributors:
@@ -551,10 +707,10 @@ class Projector:
         return [self._delta(unit, "units"), *deltas] if run.id == unit.run else deltas
 
     @staticmethod
-    def _audit(run: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> None:
-        run.audit.append(_audit_entry(event, what, detail))
+    def _audit(view: RunView, event: DomainEvent, what: str, detail: dict[str, Any]) -> None:
+        view.audit.append(_audit_entry(event, what, detail))
 
-    def _run_deltas(self, unit: UnitView, run: RunView) -> list[Delta]:
+    def _run_deltas(self, unit: UnitView, run: RunSummary) -> list[Delta]:
         """A run started or ended: every live view of the unit changed. The run log and the
         error log of the unit now belong to another run (or none), and start empty."""
         return [self._delta(unit, "units"), self._delta(unit, "control_state"), self._delta(unit, "method"),
@@ -661,7 +817,7 @@ class Projector:
         unit = self._units.get(unit_id)
         if unit is None:
             return None
-        return self._runs[unit.run].errors.view() if unit.run is not None else unit.idle_errors.view()
+        return self._resident(unit.run).errors.view() if unit.run is not None else unit.idle_errors.view()
 
     def plot_configuration(self, unit_or_run_id: str) -> dict[str, Any] | None:
         """A unit's current plot configuration, or the one a run used."""
@@ -678,10 +834,10 @@ class Projector:
         unit = self._units.get(unit_or_run_id)
         if unit is not None:
             return self.plot_series(unit.run) if unit.run is not None else {}
-        run = self._runs.get(unit_or_run_id)
-        if run is None:
+        view = self._shown(unit_or_run_id)
+        if view is None:
             return None
-        return {tag: [[time, value] for time, value in points] for tag, points in run.series.items()}
+        return {tag: [[time, value] for time, value in points] for tag, points in view.series.items()}
 
     # -- run queries ---------------------------------------------------------------------------
 
@@ -693,7 +849,7 @@ class Projector:
         run = self._runs.get(run_id)
         return self._run_summary(run) if run is not None else None
 
-    def _run_summary(self, run: RunView) -> dict[str, Any]:
+    def _run_summary(self, run: RunSummary) -> dict[str, Any]:
         return {"run_id": run.id, "engine_id": run.unit, **run.identity,
                 "aggregator_computer_name": self.aggregator_name, "aggregator_version": self.aggregator_version,
                 "started_date": iso(run.started), "completed_date": iso(run.completed),
@@ -708,43 +864,51 @@ class Projector:
     def run_method(self, run_id: str) -> dict[str, Any] | None:
         """The run's final method and line states, the method in force at its start, and every
         revision saved during the run."""
-        run = self._runs.get(run_id)
-        if run is None:
+        view = self._shown(run_id)
+        if view is None:
             return None
-        initial = run.initial_method
-        return {**run.method.view(),
+        initial = view.initial_method
+        return {**view.method.view(),
                 "initial": {**initial, "lines": [dict(line) for line in initial["lines"]]},
                 "revisions": [{**revision, "time": iso(revision["time"]), "author": dict(revision["author"]),
                                "lines": [dict(line) for line in revision["lines"]]}
-                              for revision in run.revisions]}
+                              for revision in view.revisions]}
 
     def run_log_of(self, run_id: str) -> list[dict[str, Any]] | None:
-        run = self._runs.get(run_id)
-        return [dict(item) for item in run.run_log.values()] if run is not None else None
+        view = self._shown(run_id)
+        return [dict(item) for item in view.run_log.values()] if view is not None else None
 
     def run_error_log(self, run_id: str) -> list[dict[str, Any]] | None:
-        run = self._runs.get(run_id)
-        return run.errors.view() if run is not None else None
+        view = self._shown(run_id)
+        return view.errors.view() if view is not None else None
 
     def audit_trail(self, run_id: str) -> list[dict[str, Any]] | None:
         """Who did what and when in a run, in log order: every request (accepted or refused,
         with the reason), method revision (old -> new version) and state change (old -> new)."""
-        run = self._runs.get(run_id)
-        if run is None:
+        view = self._shown(run_id)
+        if view is None:
             return None
-        return [copy.deepcopy({**entry, "time": iso(entry["time"])}) for entry in run.audit]
+        return [copy.deepcopy({**entry, "time": iso(entry["time"])}) for entry in view.audit]
 
     # -- the whole state -----------------------------------------------------------------------
 
     def snapshot(self) -> bytes:
         """The projected state as canonical JSON (sorted keys, no spaces): equal projections
-        give equal bytes."""
-        state = {"position": self._position, "units": self._units, "runs": self._runs}
+        give equal bytes. Every run's view is loaded for it (for tests and tools)."""
+        runs = {run_id: {**vars(run), **vars(self._resident(run_id))} for run_id, run in self._runs.items()}
+        state = {"position": self._position, "units": self._units, "runs": runs}
         return json.dumps(state, default=vars, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def _audit_entry(event: DomainEvent, what: str, detail: dict[str, Any]) -> dict[str, Any]:
     return {"time": event.time, "actor": _actor(event), "what": what, "detail": detail}
+
+
+def _answered(entry: dict[str, Any] | None, event: RequestAnswered) -> dict[str, Any]:
+    """A request's audit entry, completed with its answer."""
+    assert entry is not None
+    entry["detail"]["accepted"], entry["detail"]["reason"] = event.accepted, event.reason
+    return entry
 
 
 def _log_delta(unit: UnitView, topic: str, changed: list[dict[str, Any]]) -> Delta:
@@ -755,7 +919,7 @@ def _actor(event: DomainEvent) -> dict[str, str]:
     return {"kind": event.actor.kind, "id": event.actor.id, "name": event.actor.name}
 
 
-def _contributors(run: RunView) -> list[dict[str, str]]:
+def _contributors(run: RunSummary) -> list[dict[str, str]]:
     return [{"id": user_id, "name": name} for user_id, name in run.contributors.items()]
 
 

@@ -20,6 +20,7 @@ browser, with sign-in on or off.
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
 from collections.abc import Awaitable, Callable, Mapping
@@ -56,7 +57,9 @@ class Outcome:
 
 
 class Backend(Protocol):
-    views: Any  # the Projector: query methods returning JSON-able values (None = unknown)
+    # The Projector: query methods returning JSON-able values (None = unknown), or awaitables of
+    # them (a finished run's views loaded first: pectus.actors.aggregator.Views).
+    views: Any
 
     def live_values(self, unit_id: str) -> list[dict] | None:
         """Freshest tag values ``{name, value, unit, time, simulated}``; None for an unknown unit."""
@@ -353,6 +356,8 @@ def projection(query: str) -> Handler:
     async def handler(backend: Backend, **params: str) -> Any:
         ((key, value),) = params.items()
         result = getattr(backend.views, query)(value)
+        if inspect.isawaitable(result):
+            result = await result
         if result is None:
             raise ApiError(404, f"unknown {NOUNS[key]} {value!r}")
         return result
