@@ -10,6 +10,7 @@ unit-paused-on-error-1440.png, dashboard-1440.png, dashboard-1920.png (tests/art
 
 from __future__ import annotations
 
+import re
 import time
 
 import httpx
@@ -252,3 +253,36 @@ def test_a_narrow_window_stacks_the_parts_and_the_page_scrolls(system, browser):
     assert page.evaluate("document.scrollingElement.scrollHeight > window.innerHeight")
     page.get_by_test_id("tab-method").scroll_into_view_if_needed()
     expect(page.locator("#method-editor .cm-content")).to_be_visible()
+
+
+def test_the_bar_between_trend_and_tabs_gives_the_editor_room_and_is_kept(system, browser):
+    page = open_unit(browser, system, 1440)
+    editor = page.locator("#method-editor .cm-editor")
+    expect(editor).to_be_visible(timeout=T)
+    before = editor.bounding_box()["height"]
+    bar = page.get_by_test_id("splitter")
+    expect(bar).to_have_attribute("aria-valuenow", "64")
+    # From the keyboard: each Up gives the tabs 5 % more of the height.
+    bar.focus()
+    for _ in range(4):
+        page.keyboard.press("ArrowUp")
+    expect(bar).to_have_attribute("aria-valuenow", "44")
+    page.wait_for_function(f"document.querySelector('#method-editor .cm-editor').getBoundingClientRect().height > {before + 100}")
+    assert_in_view(page, ["unit-state", "run-controls", "plot", "process-values", "method-editor"])
+    # Never less than the least share: the trend stays in view.
+    page.keyboard.press("Home")
+    expect(bar).to_have_attribute("aria-valuenow", "30")
+    # By mouse: dragged to 3/4 of the way down.
+    layout = page.locator(".unit-layout").bounding_box()
+    box = bar.bounding_box()
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] / 2, layout["y"] + layout["height"] * 0.75, steps=5)
+    page.mouse.up()
+    expect(bar).to_have_attribute("aria-valuenow", re.compile(r"^7[4-8]$"))
+    # Kept in this browser; Enter goes back to the start share.
+    page.reload()
+    expect(page.get_by_test_id("splitter")).to_have_attribute("aria-valuenow", re.compile(r"^7[4-8]$"), timeout=T)
+    page.get_by_test_id("splitter").focus()
+    page.keyboard.press("Enter")
+    expect(page.get_by_test_id("splitter")).to_have_attribute("aria-valuenow", "64")

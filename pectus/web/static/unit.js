@@ -10,6 +10,7 @@ import {
   toast, userName,
 } from "./api.js";
 import {ProcessPlot, joinSeries} from "./plot.js";
+import {Splitter} from "./splitter.js";
 import {Tabs} from "./tabs.js";
 import {ProcessDiagram} from "./diagram.js";
 
@@ -376,7 +377,11 @@ export function mount(root, [unitId]) {
   const errorBanner = h("div.banner.banner-error", {role: "alert", "data-testid": "unit-error-banner", hidden: true},
     h("strong", "Interrupted by error!"), " The run is paused on an error: ",
     h("button.link-button", {type: "button", "data-testid": "unit-error-link", onclick: () => showNewestError()}, "see the error log"), ".");
-  const runEnded = h("span.run-ended", {"data-testid": "run-ended", hidden: true});
+  // Updated in place, never rebuilt: the header renders on every change of the unit, and a link
+  // replaced while it is being clicked would lose the click.
+  const runEndedTime = h("span");
+  const runEndedLink = h("a", {"data-testid": "run-ended-link"}, "see the run");
+  const runEnded = h("span.run-ended", {"data-testid": "run-ended", hidden: true}, "Run ended ", runEndedTime, " — ", runEndedLink);
   const presence = h("div.presence", {"data-testid": "presence", "aria-live": "polite"});
   const offlineBanner = h("div.banner.banner-offline", {role: "status", "data-testid": "unit-offline-banner", hidden: true},
     h("strong", "The unit is offline."), " Shown is what it last reported; it cannot be controlled until its engine reconnects.");
@@ -477,6 +482,10 @@ export function mount(root, [unitId]) {
     h("div.values-scroll", tiles));
   const trend = h("section#plot-panel.unit-trend", {"aria-label": "Trend"}, views.element);
   const layout = h("div.unit-layout", trend, valuesPanel, work.element);
+  // Between the trend and the tabs: room to write the method, or to watch the trend.
+  const split = new Splitter({grid: layout, upper: trend, label: "Height of the trend against the tabs",
+    storageKey: "pectus.unit-split"});
+  trend.after(split.element);
   root.classList.add("unit-page");
   root.append(header, banners, layout);
 
@@ -564,8 +573,8 @@ export function mount(root, [unitId]) {
     // Between runs: the run that just ended, one step away (its record, plot and logs).
     runEnded.hidden = Boolean(unit.run_id) || !unit.last_run_id;
     if (!runEnded.hidden) {
-      clear(runEnded, "Run ended ", unit.last_run_completed ? formatDate(unit.last_run_completed) : "", " — ",
-        h("a", {href: `/runs/${encodeURIComponent(unit.last_run_id)}`, "data-testid": "run-ended-link"}, "see the run"));
+      runEndedTime.textContent = unit.last_run_completed ? formatDate(unit.last_run_completed) : "";
+      runEndedLink.href = `/runs/${encodeURIComponent(unit.last_run_id)}`;
     }
     views.setHidden("diagram", !unit.process_diagram);
     showDiagram(Boolean(unit.process_diagram));
