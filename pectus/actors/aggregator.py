@@ -164,7 +164,7 @@ class ProjectorActor(Actor[list[Record]]):
             return
         try:
             capture = await trio.to_thread.run_sync(self._write, checkpoints)
-        except Exception:  # noqa: BLE001 - the log keeps everything; the next start folds more of it
+        except Exception:  # the log keeps everything; the next start folds more of it
             log.exception("the views could not be checkpointed at event %d; trying again in %.0f s",
                           self.views.position, self.every_seconds)
             self._retry_at = time.monotonic() + self.every_seconds

@@ -3,7 +3,7 @@
     pectus-aggregator [--host 127.0.0.1] [--port 8300] [--data-dir ./data] [--accept-new-engines] [--trend-window 30m]
     pectus-aggregator verify [--data-dir DIR | --file STORE] [--public-key FILE ...] [--anchor POSITION:HASH ...]
     pectus-aggregator backup DEST [--data-dir DIR]
-    pectus-aggregator replay [--data-dir DIR] [--output FILE]
+    pectus-aggregator replay [--data-dir DIR] [--output FILE | --check]
     pectus-aggregator engines enroll ENGINE_ID [--client-id APP] | list | revoke ENGINE_ID
     pectus-aggregator migrate --from DATA_DIR --to postgresql://... [--public-key FILE ...]
     pectus-aggregator --store postgresql://... init [--grant ROLE]
@@ -33,6 +33,7 @@ from pectus.projections.trend import DEFAULT_WINDOW
 if TYPE_CHECKING:
     from pectus.events.signing import ChainSigner
     from pectus.events.store import ChainedStore
+    from pectus.projections.views import Projector
 
 log = logging.getLogger("pectus.aggregator")
 EXIT_OK, EXIT_PROBLEMS, EXIT_USAGE = 0, 1, 2
@@ -88,6 +89,9 @@ def _parser() -> argparse.ArgumentParser:
     database.add_parser(commands)
     replay = commands.add_parser("replay", help="rebuild every projection from the event log, from zero")
     replay.add_argument("--output", type=Path, help="write the rebuilt projections (canonical JSON) to this file")
+    replay.add_argument("--check", action="store_true",
+                        help="rebuild the projections up to the checkpoint the aggregator saved and compare the two "
+                             "byte for byte, part by part; exit 1 on a difference (printed) or without a checkpoint")
     return parser
 
 
@@ -102,7 +106,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "engines":
         return _engines(args, store)
     if args.command == "replay":
-        return _replay(store, args.output)
+        return _replay(store, args.output, args.check)
     if args.command == "migrate":
         return database.migrate(args)
     if args.command == "init":
@@ -214,7 +218,7 @@ def _backup(store_file: Path | str, dest: Path) -> int:
     return EXIT_OK
 
 
-def _replay(store_file: Path | str, output: Path | None) -> int:
+def _replay(store_file: Path | str, output: Path | None, check: bool = False) -> int:
     import socket
 
     from pectus import __version__
@@ -226,6 +230,11 @@ def _replay(store_file: Path | str, output: Path | None) -> int:
     if store is None:
         return EXIT_PROBLEMS
     views = Projector(aggregator_name=socket.gethostname(), aggregator_version=__version__)
+    if check:
+        try:
+            return _check_checkpoint(store, views)
+        finally:
+            store.close()
     began = time.perf_counter()
     try:
         count = views.replay(store.iter())
@@ -238,6 +247,40 @@ def _replay(store_file: Path | str, output: Path | None) -> int:
     print(f"replayed {count} events in {elapsed:.2f} s ({count / max(elapsed, 1e-9):,.0f} events/s); "
           f"projections sha256 {hashlib.sha256(snapshot).hexdigest()}")
     return EXIT_OK
+
+
+def _check_checkpoint(store: ChainedStore, views: Projector) -> int:
+    """``replay --check``: the saved checkpoint against the projections rebuilt from the log."""
+    from pectus.events.store import shown
+    from pectus.projections.checkpoint import Checkpoints, CheckpointsUnavailable, open_checkpoints
+
+    name = shown(store.location)
+    try:
+        saved = open_checkpoints(store)
+    except CheckpointsUnavailable as error:
+        print(error, file=sys.stderr)
+        return EXIT_PROBLEMS
+    began = time.perf_counter()
+    try:
+        result = Checkpoints(store, saved, views).check()
+    finally:
+        saved.close()
+    elapsed = time.perf_counter() - began
+    if result.position is None:
+        print(f"{name}: no checkpoint to check (the aggregator saves one while it runs and when it stops)",
+              file=sys.stderr)
+        return EXIT_PROBLEMS
+    if not result.differences:
+        print(f"{name}: the checkpoint at event {result.position} ({result.parts} parts) equals the projections "
+              f"rebuilt from the log, byte for byte ({elapsed:.2f} s)")
+        return EXIT_OK
+    print(f"{name}: the checkpoint at event {result.position} DIFFERS from the projections rebuilt from the log "
+          f"in {len(result.differences)} of {result.parts} parts. The log is the record; to serve projections "
+          f"rebuilt from it, stop the aggregator, empty the table pectus_checkpoints (DELETE FROM "
+          f"pectus_checkpoints) and start it (docs/operations.md, Checkpoints):", file=sys.stderr)
+    for difference in result.differences:
+        print(f"  {difference}", file=sys.stderr)
+    return EXIT_PROBLEMS
 
 
 def _engines(args: argparse.Namespace, store_file: Path | str) -> int:

@@ -45,6 +45,7 @@ import hashlib
 import inspect
 import itertools
 import logging
+import math
 import sqlite3
 import sys
 import threading
@@ -55,14 +56,41 @@ from typing import Any, Protocol, TypeVar
 
 import msgspec
 
-from pectus.events.domain import EngineEnrolled, EngineRevoked, PushSubscribed, PushUnsubscribed
-from pectus.events.store import GENESIS_HASH, EventStore, Record, is_database_url, redacted, shown
+from pectus.events.domain import (
+    EngineEnrolled,
+    EngineRevoked,
+    PushSubscribed,
+    PushUnsubscribed,
+)
+from pectus.events.store import (
+    GENESIS_HASH,
+    EventStore,
+    Record,
+    is_database_url,
+    redacted,
+    shown,
+)
 from pectus.projections.views import LiveViews, Projector, RunView
 
-__all__ = ["CHECKPOINTS_TABLE", "SAVE_EVERY_EVENTS", "SAVE_EVERY_SECONDS", "RESIDENT_RUNS", "Capture", "Check",
-           "CheckpointStore", "Checkpoints", "CheckpointsUnavailable", "Memory", "MemoryCheckpointStore", "Part",
-           "PostgreSQLCheckpointStore", "SQLiteCheckpointStore", "code_version", "open_checkpoints",
-           "restore_memory"]
+__all__ = [
+    "CHECKPOINTS_TABLE",
+    "RESIDENT_RUNS",
+    "SAVE_EVERY_EVENTS",
+    "SAVE_EVERY_SECONDS",
+    "Capture",
+    "Check",
+    "CheckpointStore",
+    "Checkpoints",
+    "CheckpointsUnavailable",
+    "Memory",
+    "MemoryCheckpointStore",
+    "Part",
+    "PostgreSQLCheckpointStore",
+    "SQLiteCheckpointStore",
+    "code_version",
+    "open_checkpoints",
+    "restore_memory",
+]
 
 CHECKPOINTS_TABLE = "pectus_checkpoints"
 LIVE = "live"  # the name of the live part; a finished run's is "run <id>"
@@ -186,21 +214,26 @@ _UPSERT = (f"INSERT INTO {CHECKPOINTS_TABLE} ({_COLUMNS}) VALUES ({{0}}, {{0}}, 
            "checksum = excluded.checksum, data = excluded.data")
 
 
+_PIN = f"SELECT count(*) FROM {CHECKPOINTS_TABLE}"  # a transaction's first read fixes its snapshot
+
+
 def _create(blob: str) -> str:
     return (f"CREATE TABLE IF NOT EXISTS {CHECKPOINTS_TABLE} (name TEXT PRIMARY KEY, position BIGINT NOT NULL, "
             f"code TEXT NOT NULL, checksum TEXT NOT NULL, data {blob} NOT NULL)")
 
 
 class _Rows:
-    """Reads parts through a DB-API cursor factory (``execute``) with the given placeholder."""
+    """Reads parts through a DB-API cursor factory (``execute``) with the given placeholder;
+    ``data`` is how the data column is read (as bytes, whatever a hand put there)."""
 
-    def __init__(self, execute: Callable[..., Any], placeholder: str) -> None:
+    def __init__(self, execute: Callable[..., Any], placeholder: str, data: str = "data") -> None:
         self._execute = execute
         self._placeholder = placeholder
+        self._data = data
 
     def load(self, name: str) -> Part | None:
-        row = self._execute(f"SELECT {_COLUMNS} FROM {CHECKPOINTS_TABLE} WHERE name = {self._placeholder}",
-                            (name,)).fetchone()
+        row = self._execute(f"SELECT name, position, code, checksum, {self._data} FROM {CHECKPOINTS_TABLE} "
+                            f"WHERE name = {self._placeholder}", (name,)).fetchone()
         return Part(row[0], row[1], row[2], row[3], bytes(row[4])) if row else None
 
     def names(self) -> list[str]:
@@ -215,7 +248,7 @@ class SQLiteCheckpointStore:
         self._db = sqlite3.connect(path, timeout=30, check_same_thread=False, isolation_level=None)
         self._lock = threading.Lock()
         self._db.execute(_create("BLOB"))
-        self._rows = _Rows(self._db.execute, "?")
+        self._rows = _Rows(self._db.execute, "?", "CAST(data AS BLOB)")
 
     def save(self, parts: Sequence[Part]) -> None:
         with self._lock:
@@ -236,6 +269,7 @@ class SQLiteCheckpointStore:
         with self._lock:
             self._db.execute("BEGIN")
             try:
+                self._db.execute(_PIN).fetchone()
                 yield self._rows
             finally:
                 self._db.execute("COMMIT")
@@ -300,11 +334,21 @@ class PostgreSQLCheckpointStore:
     def reading(self) -> Iterator[PartReader]:
         with self._lock, self._connection() as conn, conn.transaction():
             conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            conn.execute(_PIN).fetchone()
             yield _Rows(conn.execute, "%s")
 
     def clear(self) -> None:
         with self._lock, self._connection() as conn:
             conn.execute(f"DELETE FROM {CHECKPOINTS_TABLE}")
+
+    def grant(self, role: str) -> None:
+        """Lets ``role`` (the aggregator's) read, write and replace checkpoints. Run by the table's
+        owner, beside the store's own grant (SELECT and INSERT on the log's tables)."""
+        from psycopg.sql import SQL, Identifier
+
+        with self._lock, self._connection() as conn:
+            conn.execute(SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON {} TO {}").format(
+                Identifier(CHECKPOINTS_TABLE), Identifier(role)))
 
     def close(self) -> None:
         if self._conn is not None:
@@ -636,7 +680,7 @@ def _first_difference(saved: Any, rebuilt: Any, path: str) -> str:
         if len(saved) != len(rebuilt):
             return f"{path or '.'}: checkpoint {len(saved)} items, log {len(rebuilt)}"
         return ""
-    same = saved == rebuilt or (saved != saved and rebuilt != rebuilt)  # NaN is NaN here
+    same = saved == rebuilt or isinstance(saved, float) and math.isnan(saved) and math.isnan(rebuilt)
     return "" if same else f"{path or '.'}: checkpoint {_short(saved)}, log {_short(rebuilt)}"
 
 
