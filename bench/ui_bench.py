@@ -66,16 +66,22 @@ window.fetch = function (input, init) {
   }
   return pageFetch.apply(this, arguments);
 };
-window.__shown = (check) => new Promise((resolve) => {
+window.__shown = (check) => new Promise((resolve, reject) => {
   const observer = new MutationObserver(() => {
     if (!check()) return;
     observer.disconnect();
+    clearTimeout(timer);
     requestAnimationFrame(() => resolve(performance.timeOrigin + performance.now()));
   });
+  const timer = setTimeout(() => {
+    observer.disconnect();
+    reject(new Error("the effect was not shown within 10 s"));
+  }, 10000);
   observer.observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
 });
 """
-TILE = "document.querySelector('[data-testid=\"tile\"][data-tag=\"{tag}\"] [data-testid=\"tile-value\"]').textContent.trim()"
+# A tile's value as a number (its text may carry the unit).
+TILE = "parseFloat(document.querySelector('[data-testid=\"tile\"][data-tag=\"{tag}\"] [data-testid=\"tile-value\"]').textContent)"
 
 PLOT_FRAMES = """async () => {
   const {ProcessPlot} = await import('/static/plot.js');
@@ -169,7 +175,7 @@ def operator_waits(page, api: str, samples: int) -> dict[str, list[float]]:
     for i in range(samples):
         value = 20 + i
         page.get_by_test_id("inject-code").fill(f"Simulate: FT01 = {value} L/h")
-        sent, shown = sample(page, "/inject", f"{TILE.format(tag='FT01')} === '{value}'",
+        sent, shown = sample(page, "/inject", f"{TILE.format(tag='FT01')} === {value}",
                              lambda: page.get_by_test_id("inject-run").click())
         waits["injection"].append((shown - sent) / 1000)
         changed = next(v for v in httpx.get(f"{api}/process_values").json() if v["name"] == "FT01")
@@ -184,7 +190,7 @@ def operator_waits(page, api: str, samples: int) -> dict[str, list[float]]:
             page.get_by_test_id("tile-input").fill(str(value))
             page.get_by_test_id("tile-submit").click()
 
-        sent, shown = sample(page, "/process_values/PU01", f"{TILE.format(tag='PU01')} === '{value}'", enter)
+        sent, shown = sample(page, "/process_values/PU01", f"{TILE.format(tag='PU01')} === {value}", enter)
         waits["entry"].append((shown - sent) / 1000)
         page.keyboard.press("Escape")  # the editor, if still open
     for i in range(samples):

@@ -198,6 +198,38 @@ def test_a_subscriber_gets_a_lone_change_at_once_and_a_frame_a_round_however_fas
     run(main)
 
 
+def test_the_changes_of_a_unit_someone_waits_for_go_out_at_once_for_a_while_then_paced_again():
+    """hurry(unit): a person's request to the unit was applied; what it does must not wait for
+    the round's pace (a unit that changes all the time keeps the rounds busy)."""
+    async def main():
+        hub = UiHub()
+        reader = follower(hub, ["a", "b"])
+        arrivals: dict[tuple[str, int], float] = {}  # (unit, change) -> when the reader got it
+        async with trio.open_nursery() as nursery:
+            async def read():
+                async for taken in reader:
+                    for frame in taken:
+                        for delta in json.loads(frame):
+                            arrivals.setdefault((delta["unit"], delta["data"][0]["value"]), trio.current_time())
+            nursery.start_soon(read)
+            for n in range(300):  # both units change every 10 ms for 3 s; someone asks "a" at 1 s
+                if n == 100:
+                    hub.hurry("a")
+                for unit in ("a", "b"):
+                    hub.publish([Delta(unit, "values", [{"name": "T0", "value": n, "time": trio.current_time()}])])
+                await trio.sleep(0.01)
+            await trio.sleep(2 * PACE)
+            reader.close()
+        paced = [n for n in range(100) if ("a", n) in arrivals]
+        assert len(paced) <= 1 / PACE + 2  # before: merged into a few rounds a second
+        hurried = [arrivals[("a", n)] - n * 0.01 for n in range(100, 200) if ("a", n) in arrivals]
+        assert len(hurried) == 100 and max(hurried) < 0.001  # the hurried second: every change, at once
+        again = [n for n in range(230, 300) if ("a", n) in arrivals]
+        assert len(again) <= 0.7 / PACE + 2  # after it: paced again
+
+    run(main)
+
+
 def test_rounds_grow_longer_when_the_fan_out_takes_more_than_its_share_of_the_loop():
     async def main():
         hub = UiHub()

@@ -524,8 +524,11 @@ class EngineSession:
                                                                           "name": user.name})))
         with trio.move_on_after(REQUEST_TIMEOUT):
             try:
-                return await receive.receive()
+                reply = await receive.receive()
             except trio.EndOfChannel:
                 return p.Reply(request_id, False, "the engine disconnected before it answered")
+            if reply.accepted:
+                self.engines.hub.hurry(self.unit)  # what it does is on its way, and someone waits for it
+            return reply
         self._pending.pop(request_id, None)
         return p.Reply(request_id, False, f"the engine did not answer within {REQUEST_TIMEOUT:g} s")

@@ -391,9 +391,11 @@ class UiHub:
                 self._due = max(now, self._last_sealed + max(PACE, self._fanout / FANOUT_SHARE))
                 self._opened.set()
             put(self._open, key if key is not None else object(), message)
-        # After a quiet spell at once; or overdue, no sender keeping the time; or someone waits for it.
-        if self._open and (now >= self._due or self._hurried and self._hurrying(deltas, now)):
+        if self._open and now >= self._due:  # after a quiet spell at once; or overdue, no sender keeping the time
             self._seal()
+        elif self._open and self._hurried and self._hurrying(deltas, now):  # someone waits for it
+            self._seal()
+            self._timekeeping.cancel()  # the sender keeping the time sleeps until the round's due time
 
     def hurry(self, unit: str) -> None:
         """Someone asked ``unit`` for something (a control, a value, an injection) and waits to see

@@ -54,7 +54,8 @@ log = logging.getLogger("pectus.engine.uplink")
 FRAME_MARGIN = 64 * 1024  # room in a frame for its envelope
 FLUSH_INTERVAL = 0.5  # seconds of ticks written to the outbox in one transaction
 # Live values go out at most this often (s), the newest of each tag: what browsers are sent anyway
-# (the aggregator's fan-out rounds), at a fraction of the frames a frame per tick cost it.
+# (the aggregator's fan-out rounds), at a fraction of the frames a frame per tick cost it. Except
+# the values of the tick after a user's request was applied: a person waits for them.
 LIVE_INTERVAL = 0.25
 # A credential that cannot be had now (the provider is down, a wrong secret) is retried like a cut.
 _CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError, CredentialError)
@@ -394,6 +395,10 @@ class Uplink(Actor[list[dict[str, Any]]]):
         self._refused: list[p.RefusedRecord] = []  # acknowledged as refused, not yet dead-lettered
         self._live: dict[str, dict[str, Any]] = {}
         self._new = trio.Event()
+        self._soon = trio.Event()  # set: write the outbox now rather than at the end of the interval
+        self._hurry = trio.Event()  # set: send the live values now rather than at the end of the interval
+        # A user's request was applied: the next records and live values (what it did) go out at once.
+        self._prompt_records = self._prompt_live = False
         self._broken = RateLimitedLog(log)
         self.lost = 0
 
@@ -405,6 +410,12 @@ class Uplink(Actor[list[dict[str, Any]]]):
         if records and not self.offer(records):
             self.lost += len(records)  # 100,000 ticks behind the disk: report it, do not stall the unit
             log.error("uplink queue full: %d records could not be kept", self.lost)
+        if records and self._prompt_records:
+            self._prompt_records = False
+            self._soon.set()
+        if live and self._prompt_live:
+            self._prompt_live = False
+            self._hurry.set()
         if live or records:
             self._new.set()
 
@@ -430,9 +441,15 @@ class Uplink(Actor[list[dict[str, Any]]]):
         interval (half a second of the engine's own records, which no one has seen acknowledged);
         never an acknowledged record, which the aggregator has stored. Writing every tick (ten
         transactions a second, each rewriting whole pages of the file and its log) would cost a
-        PC's disk tens of times the bytes for that half second."""
+        PC's disk tens of times the bytes for that half second.
+
+        A person who asked for something (Pause, a process value, an injection...) waits for what
+        it did: the records of the tick that applied a user's request are written at once, not at
+        the end of the interval (a write more per request, which people make a few times a minute)."""
         while True:
-            await trio.sleep(FLUSH_INTERVAL)
+            with trio.move_on_after(FLUSH_INTERVAL):
+                await self._soon.wait()
+            self._soon = trio.Event()
             await self._flush()
 
     async def _flush(self) -> None:
@@ -501,7 +518,10 @@ class Uplink(Actor[list[dict[str, Any]]]):
         while True:
             self._new = trio.Event()
             if self._live:
-                await trio.sleep_until(live_sent + LIVE_INTERVAL)  # a change after a quiet spell goes at once
+                # A change after a quiet spell goes at once; what a person's request did, too.
+                with trio.move_on_at(live_sent + LIVE_INTERVAL):
+                    await self._hurry.wait()
+                self._hurry = trio.Event()
                 live, self._live = list(self._live.values()), {}
                 live_sent = trio.current_time()
                 await ws.send_message(p.encode(p.Live(live)))
@@ -522,6 +542,8 @@ class Uplink(Actor[list[dict[str, Any]]]):
                 self._refused += message.refused
             elif isinstance(message, p.Request):
                 outcome = await self._answer(message)
+                self._prompt_records = self._prompt_live = True  # what its tick does, when it comes
+                self._soon.set()  # and what is waiting now
                 await ws.send_message(p.encode(p.Reply(message.request_id, outcome.accepted, outcome.reason,
                                                        "changed by someone else" in outcome.reason,
                                                        self.engine.tags["Run Id"].value)))
