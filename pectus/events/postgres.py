@@ -9,15 +9,15 @@ table, the same :func:`~pectus.events.store.verify`. What differs, and why:
 * **Positions are given, not drawn from the sequence.** A PostgreSQL sequence is not gap-free: a
   rolled-back insert consumes its numbers. So the store inserts each event at the position it
   hashed it for (``notification_id`` explicitly), and the ``bigserial`` default is never used.
-* **One writer at a time: a transaction-level advisory lock.** An append (one message to the
-  server, one answer) takes ``pg_advisory_xact_lock(APPEND_LOCK)``, then reads the last position
-  and inserts the batch only if it is the one the batch was hashed after; otherwise another writer
-  appended meanwhile: :class:`StoreConflict`, and nothing is written. The lock is released by the
-  commit or rollback, so a crashed writer never holds it. The recorder's own ``LOCK TABLE ... IN
-  EXCLUSIVE MODE`` would do the same, but PostgreSQL grants that lock only to roles that may
-  UPDATE, DELETE or TRUNCATE the table, which the aggregator's role must not; an advisory lock
-  needs no privilege. Readers are never blocked. A writer waits at most ``LOCK_TIMEOUT`` for
-  another's transaction, then gets :class:`StoreConflict`.
+* **One writer at a time: a transaction-level advisory lock.** An append - one statement, the
+  function ``pectus_append`` - takes ``pg_advisory_xact_lock(APPEND_LOCK)``, then reads the last
+  position and inserts the batch only if it is the one the batch was hashed after; otherwise
+  another writer appended meanwhile: :class:`StoreConflict`, and nothing is written. The lock is
+  released by the commit or rollback, so a crashed writer never holds it. The recorder's own
+  ``LOCK TABLE ... IN EXCLUSIVE MODE`` would do the same, but PostgreSQL grants that lock only to
+  roles that may UPDATE, DELETE or TRUNCATE the table, which the aggregator's role must not; an
+  advisory lock needs no privilege. Readers are never blocked. A writer waits at most
+  ``LOCK_TIMEOUT`` for another's transaction, then gets :class:`StoreConflict`.
 * **Append-only, in the database, twice over.** Triggers refuse every ``UPDATE`` (also an
   ``INSERT ... ON CONFLICT DO UPDATE``), ``DELETE`` and ``TRUNCATE`` on both tables, whoever
   types them, and refuse an insert whose events do not go, without holes, at the next positions
@@ -42,7 +42,6 @@ from typing import Any
 import psycopg
 from eventsourcing.persistence import InterfaceError, OperationalError, PersistenceError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
-from psycopg import ClientCursor
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL, Identifier
@@ -125,6 +124,29 @@ _SCHEMA_STATEMENTS = [
         "a new signature goes at the next position",
     ),
     *_append_only(EVENTS_TABLE, "event", "pectus_events_in_order"),
+    # An append, in one statement: the lock, then - each statement of a volatile function sees
+    # what was committed before it began, so every append committed before the lock was granted -
+    # where the store ends, and the events, their signature and the notice (for eventsourcing's
+    # LISTEN subscribers) only if it ends where the batch was hashed after. Returns where it ends.
+    f"""CREATE OR REPLACE FUNCTION {SCHEMA}.pectus_append(after bigint, lock_key bigint, lock_timeout text,
+        event_positions bigint[], originators text[], versions bigint[], topics text[], states bytea[],
+        signed bigint[], hashes text[], keys text[], signatures bytea[]) RETURNS bigint
+    LANGUAGE plpgsql VOLATILE AS $body$
+    #variable_conflict use_column
+    DECLARE found bigint;
+    BEGIN
+        PERFORM set_config('lock_timeout', lock_timeout, true);
+        PERFORM pg_advisory_xact_lock(lock_key);
+        SELECT COALESCE(MAX(notification_id), 0) INTO found FROM {_EVENTS};
+        IF found = after THEN
+            INSERT INTO {_EVENTS} (notification_id, originator_id, originator_version, topic, state)
+                SELECT * FROM unnest(event_positions, originators, versions, topics, states);
+            INSERT INTO {_SIGNATURES} (position, hash, key, signature)
+                SELECT * FROM unnest(signed, hashes, keys, signatures);
+            PERFORM pg_notify('{EVENTS_TABLE}', '');
+        END IF;
+        RETURN found;
+    END $body$""",
     f"CREATE TABLE IF NOT EXISTS {_SIGNATURES} (position bigint PRIMARY KEY, hash text NOT NULL, "
     "key text NOT NULL, signature bytea NOT NULL)",
     *_append_only(SIGNATURES_TABLE, "signature", "pectus_signatures_in_order"),
@@ -138,24 +160,18 @@ class _ChainedPostgreSQLRecorder(PostgresApplicationRecorder):
     def __init__(self, datastore: PostgresDatastore) -> None:
         super().__init__(datastore, events_table_name=EVENTS_TABLE)
         self.sql_create_statements += [SQL(statement) for statement in _SCHEMA_STATEMENTS]  # type: ignore[arg-type]
-        # eventsourcing's subscribers (LISTEN) learn of new events, as from the recorder's own inserts.
-        self._append = _APPEND.replace("{lock_timeout}", LOCK_TIMEOUT).replace("{channel}", self.channel_name)
 
     def insert_chained(self, rows: list[Row], signature: ChainSignature | None) -> None:
         """Inserts the events at their positions, and the signature, in one transaction; raises
         :class:`StoreConflict` (nothing written) when the store does not end just before them.
 
-        The whole transaction goes to the server in one message (:data:`_APPEND`, its values bound
-        by psycopg on this side, which is what lets one message hold several statements), and its
-        answer comes in one: the writer is a thread of a busy process, and each wait for the server
-        costs it the interpreter's lock again (a statement at a time, an append waited 14 times).
-        A failed statement leaves the transaction aborted: the pool rolls it back."""
+        One statement, ``pectus_append``, with its values sent in binary: one message to the server
+        and one answer. The writer is a thread of a busy process, and each wait for the server costs
+        it the interpreter's lock again (a statement at a time, an append waited 14 times)."""
         after = rows[0][0] - 1
         signatures = [signature] if signature is not None else []
-        with self._guarded(), self.datastore.get_connection() as conn, ClientCursor(conn) as curs:
-            curs.execute(self._append, [APPEND_LOCK, *map(list, zip(*rows)), after, *_columns(signatures), after])
-            while curs.description is None or curs.description[0].name != "last":
-                curs.nextset()  # past BEGIN, SET, the lock and NOTIFY, to where the store ends
+        with self._guarded(), self.datastore.get_connection() as conn, conn.cursor() as curs:
+            curs.execute(_APPEND, [after, APPEND_LOCK, LOCK_TIMEOUT, *map(list, zip(*rows)), *_columns(signatures)])
             last = curs.fetchone()["last"]  # type: ignore[index]
         if last != after:
             raise StoreConflict(f"another writer appended to the store: the batch hashed for position {after + 1} "
@@ -211,22 +227,8 @@ def _take_append_lock(curs: psycopg.Cursor[Any]) -> None:
     curs.execute("SELECT pg_advisory_xact_lock(%s)", (APPEND_LOCK,))
 
 
-# An append, one transaction: the lock, then one statement that finds where the store ends (a
-# statement of its own after the lock, so in READ COMMITTED it sees every append committed before
-# the lock was granted) and inserts the events and the signature only if it ends where the batch
-# was hashed after.
-_APPEND = f"""BEGIN; SET LOCAL lock_timeout = '{{lock_timeout}}'; SELECT pg_advisory_xact_lock(%s); NOTIFY {{channel}};
-WITH last AS (SELECT COALESCE(MAX(notification_id), 0) AS position FROM {_EVENTS}),
-events AS (
-    INSERT INTO {_EVENTS} (notification_id, originator_id, originator_version, topic, state)
-    SELECT e.* FROM unnest(%s::bigint[], %s::text[], %s::bigint[], %s::text[], %s::bytea[]) AS e, last
-    WHERE last.position = %s),
-signatures AS (
-    INSERT INTO {_SIGNATURES} (position, hash, key, signature)
-    SELECT s.* FROM unnest(%s::bigint[], %s::text[], %s::text[], %s::bytea[]) AS s, last
-    WHERE last.position = %s)
-SELECT position AS last FROM last;
-COMMIT"""
+_APPEND = (f"SELECT {SCHEMA}.pectus_append(%b::bigint, %b::bigint, %b::text, %b::bigint[], %b::text[], "
+           "%b::bigint[], %b::text[], %b::bytea[], %b::bigint[], %b::text[], %b::text[], %b::bytea[]) AS last")
 
 
 def _columns(signatures: Sequence[ChainSignature]) -> list[list[Any]]:
@@ -333,12 +335,14 @@ class PostgreSQLEventStore(ChainedStore):
 
     def grant(self, role: str) -> None:
         """Lets ``role`` (the aggregator's) read and append, and nothing more: whatever it held on
-        the tables is revoked, then it gets USAGE on their schema and SELECT and INSERT on both.
-        Run by the tables' owner (or a superuser)."""
+        the tables is revoked, then it gets USAGE on their schema, SELECT and INSERT on both, and
+        EXECUTE on ``pectus_append`` (which runs with its caller's privileges). Run by the tables'
+        owner (or a superuser)."""
         statements = ["REVOKE ALL ON {events}, {signatures} FROM {role}", "GRANT USAGE ON SCHEMA {schema} TO {role}",
-                      "GRANT SELECT, INSERT ON {events}, {signatures} TO {role}"]
+                      "GRANT SELECT, INSERT ON {events}, {signatures} TO {role}",
+                      "GRANT EXECUTE ON FUNCTION {append} TO {role}"]
         names = {"events": Identifier(SCHEMA, EVENTS_TABLE), "signatures": Identifier(SCHEMA, SIGNATURES_TABLE),
-                 "schema": Identifier(SCHEMA), "role": Identifier(role)}
+                 "schema": Identifier(SCHEMA), "role": Identifier(role), "append": Identifier(SCHEMA, "pectus_append")}
         with self._datastore.transaction(commit=True) as curs:
             for statement in statements:
                 curs.execute(SQL(statement).format(**names))  # type: ignore[arg-type]
