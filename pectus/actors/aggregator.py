@@ -102,6 +102,7 @@ class Views:
     def __getattr__(self, name: str) -> Any:
         return getattr(self.projector, name)
 
+    plot_configuration = _loaded("plot_configuration")
     plot_series = _loaded("plot_series")
     run_method = _loaded("run_method")
     run_log_of = _loaded("run_log_of")
@@ -230,11 +231,13 @@ class EngineSockets:
 class Backend:
     """What the web API uses (pectus.web.app.Backend): views, live values, requests, exports."""
 
-    def __init__(self, store: ChainedStore, views: Projector | Views, engines: Engines, hub: UiHub,
-                 push: PushSender, checkpoints: Checkpoints | None = None) -> None:
+    def __init__(self, store: ChainedStore, views: Projector, engines: Engines, hub: UiHub,
+                 push: PushSender, checkpoints: Checkpoints | None = None, loads: RunLoads | None = None) -> None:
         self.store = store
-        self.views = views
+        self.projector = views
+        self.views = Views(views, loads) if loads is not None else views  # what the web API asks
         self.checkpoints = checkpoints
+        self.loads = loads
         self.engines = engines
         self.hub = hub
         self.push = push  # Web Push: subscriptions and sending (pectus.web.push)
@@ -276,10 +279,12 @@ class Backend:
     def subscribe(self):
         return self.hub.subscribe()
 
-    def csv(self, run_id: str) -> Iterator[str] | None:
-        if self.views.run(run_id) is None:
+    async def csv(self, run_id: str) -> Iterator[str] | None:
+        if self.projector.run(run_id) is None:
             return None
-        return csv_rows(self.store.iter(), run_id, self.views)
+        if self.loads is not None:
+            await self.loads.ensure([run_id])  # its columns are in its views
+        return csv_rows(self.store.iter(), run_id, self.projector)
 
     def events(self, run_id: str) -> Iterator[str] | None:
         if self.views.run(run_id) is None:
@@ -326,8 +331,7 @@ class AggregatorProcess:
         self.trend_sampler = TrendSampler(self.engines)
         self.push = self._push_sender(data_dir, push or PushSettings.from_environment(os.environ))
         self.projector.listeners.append(self.push.notify)
-        views = Views(self.views, self.loads) if self.loads is not None else self.views
-        self.backend = Backend(self.store, views, self.engines, self.hub, self.push, self.checkpoints)
+        self.backend = Backend(self.store, self.views, self.engines, self.hub, self.push, self.checkpoints, self.loads)
         self.app = create_app(self.backend, sign_in)
         self.asgi = EngineSockets(self.app, self.engines)  # what the server serves: engines, then the app
         self.bound: list[str] = []

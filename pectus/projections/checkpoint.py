@@ -94,8 +94,9 @@ __all__ = [
 
 CHECKPOINTS_TABLE = "pectus_checkpoints"
 LIVE = "live"  # the name of the live part; a finished run's is "run <id>"
-SAVE_EVERY_EVENTS = 50_000  # a save after this many events folded ...
-SAVE_EVERY_SECONDS = 60.0  # ... or this long after the last, while the aggregator runs
+SAVE_EVERY_EVENTS = 10_000  # while the aggregator runs, a save after this many events folded ...
+SAVE_EVERY_SECONDS = 60.0  # ... or this long after the last: a start after a crash folds no more than that
+FOLD_SAVE_EVERY = 100_000  # while the views are built from the log: each save writes the summary of every run
 RESIDENT_RUNS = 16  # views of finished runs kept in memory, the most recently used
 
 log = logging.getLogger("pectus.projections.checkpoint")
@@ -488,7 +489,7 @@ class Checkpoints:
     change; :meth:`saved` runs where the views are changed."""
 
     def __init__(self, log: EventStore, store: CheckpointStore, views: Projector, memory: Memory | None = None, *,
-                 every: int = SAVE_EVERY_EVENTS, rebuilds: bool = True) -> None:
+                 every: int = FOLD_SAVE_EVERY, rebuilds: bool = True) -> None:
         self.log, self.store, self.views = log, store, views
         self.memory = memory if memory is not None else Memory()
         self.every = every

@@ -194,7 +194,8 @@ class UnitView:
 
 @dataclass
 class RunSummary:
-    """What lists, the CSV's header and its columns show of a run: small, always in memory."""
+    """What the list of runs shows of a run: small, always in memory. ``identity`` is never changed
+    in place (it is replaced), so the runs of a unit share one while it stays the same."""
 
     id: str
     unit: str
@@ -203,8 +204,6 @@ class RunSummary:
     last_event: float = 0.0  # the time of the newest thing its engine reported: where an interrupted run ends
     interrupted: str | None = None  # why the run ended without the engine stopping it
     identity: dict[str, Any] = field(default_factory=dict)  # engine and UOD metadata
-    plot_configuration: dict[str, Any] = field(default_factory=dict)
-    columns: dict[str, str | None] = field(default_factory=dict)  # tag -> unit, in CSV order
     contributors: dict[str, str] = field(default_factory=dict)  # user id -> name, first come first
 
 
@@ -215,6 +214,8 @@ class RunView:
 
     method: MethodState  # shared with the unit while the run is active
     initial_method: dict[str, Any]  # version, lines and author in force at the start
+    plot_configuration: dict[str, Any] = field(default_factory=dict)
+    columns: dict[str, str | None] = field(default_factory=dict)  # tag -> unit, in CSV order
     series: dict[str, list[tuple[float, Any]]] = field(default_factory=dict)  # plotted tags only
     revisions: list[dict[str, Any]] = field(default_factory=list)
     run_log: dict[str, dict[str, Any]] = field(default_factory=dict)  # item id -> latest item
@@ -264,6 +265,7 @@ class Projector:
         self._runs: dict[str, RunSummary] = {}  # every run, in order of start
         self._views: OrderedDict[str, RunView] = OrderedDict()  # in memory, the least recently used first
         self._unsaved: set[str] = set()  # finished runs whose view changed since it was saved
+        self._identities: dict[bytes, dict[str, Any]] = {}  # one object per distinct run identity
         self.unfoldable: list[dict[str, Any]] = []  # {position, type, reason} of each event skipped
         # Whether apply() derives notifications (pectus.notifications): the live aggregator sets it once
         # its start-up replay is done; replay() never does, so what happened before is not told again.
@@ -397,6 +399,8 @@ class Projector:
         the views of finished runs come from ``load_run`` when wanted. Only for a fresh projector."""
         assert self._position == 0 and not self._units, "resume a fresh projector only"
         self._position, self._units, self._runs = live.position, live.units, live.runs
+        for run in self._runs.values():
+            run.identity = self._shared(run.identity)
         self.unfoldable = live.unfoldable
         self._views = OrderedDict(live.active)
         for unit_id in live.shared_methods:
@@ -558,7 +562,7 @@ class Projector:
             return
         run = self._runs[unit.run]
         description = unit.description
-        run.identity = {
+        run.identity = self._shared({
             "engine_name": unit.name, "engine_computer_name": unit.computer_name,
             "engine_version": unit.engine_version, "engine_hardware_str": description.get("hardware", ""),
             "uod_name": unit.uod_name, "uod_filename": description.get("uod_filename", ""),
@@ -566,13 +570,17 @@ class Projector:
             "uod_author_email": description.get("uod_author_email", ""),
             "location": description.get("location", ""),
             "required_roles": list(description.get("required_roles", [])),
-        }
-        run.plot_configuration = description.get("plot_configuration", {})
+        })
+        view = self._view(run.id)
+        view.plot_configuration = description.get("plot_configuration", {})
         for tag in description.get("tags", []):
-            run.columns[tag["name"]] = tag.get("unit") or None
-        series = self._view(run.id).series
+            view.columns[tag["name"]] = tag.get("unit") or None
         for name in plotted_tags(description):
-            series.setdefault(name, [])
+            view.series.setdefault(name, [])
+
+    def _shared(self, identity: dict[str, Any]) -> dict[str, Any]:
+        """The one object of identities equal to ``identity``: thousands of runs, a few identities."""
+        return self._identities.setdefault(msgspec.json.encode(identity), identity)
 
     def _state_changed(self, unit: UnitView, run: RunSummary | None, event: StateChanged) -> list[Delta]:
         old_system = event.old_system_state if event.old_system_state is not None else unit.system_state
@@ -598,17 +606,18 @@ class Projector:
         run = self._runs.get(run_id) if run_id is not None else None
         if run is not None and run.id == unit.run:
             run.last_event = max(run.last_event, time)
-        series = self._view(run.id).series if run is not None else {}
+        view = self._view(run.id) if run is not None else None
         values_of_unit, times_of_unit = unit.values, unit.value_times
         for sample in data["samples"]:
             time, values = sample["time"], sample["values"]
             values_of_unit.update(values)
             times_of_unit.update(dict.fromkeys(values, time))
-            if run is not None:
+            if view is not None:
+                series = view.series
                 for tag in series.keys() & values.keys():
                     series[tag].append((time, values[tag]))
-                if not run.columns.keys() >= values.keys():
-                    run.columns.update((tag, None) for tag in values if tag not in run.columns)
+                if not view.columns.keys() >= values.keys():
+                    view.columns.update((tag, None) for tag in values if tag not in view.columns)
         return unit
 
     @staticmethod
@@ -824,8 +833,8 @@ class Projector:
         unit = self._units.get(unit_or_run_id)
         if unit is not None:
             return copy.deepcopy(unit.description.get("plot_configuration", {}))
-        run = self._runs.get(unit_or_run_id)
-        return copy.deepcopy(run.plot_configuration) if run is not None else None
+        view = self._shown(unit_or_run_id)
+        return copy.deepcopy(view.plot_configuration) if view is not None else None
 
     def plot_series(self, unit_or_run_id: str) -> dict[str, list[list[Any]]] | None:
         """{tag: [[epoch seconds, value], ...]} for every plotted tag (plot configuration and
@@ -858,8 +867,8 @@ class Projector:
     def run_columns(self, run_id: str) -> list[tuple[str, str | None]] | None:
         """The tags of a run with their units, in CSV column order: the UOD's tags in the UOD's
         order, then tags only seen in samples, in order of first appearance."""
-        run = self._runs.get(run_id)
-        return list(run.columns.items()) if run is not None else None
+        view = self._shown(run_id)
+        return list(view.columns.items()) if view is not None else None
 
     def run_method(self, run_id: str) -> dict[str, Any] | None:
         """The run's final method and line states, the method in force at its start, and every

@@ -78,9 +78,10 @@ class Backend(Protocol):
 
     def subscribe(self) -> Subscription: ...
 
-    def csv(self, run_id: str) -> Iterator[str] | None:
-        """The run's CSV export line by line; None for an unknown run. Called in the loop; the
-        lines are pulled in worker threads, one at a time, so they must not read the views."""
+    def csv(self, run_id: str) -> Iterator[str] | None | Awaitable[Iterator[str] | None]:
+        """The run's CSV export line by line; None for an unknown run (or an awaitable of either:
+        the run's views loaded first). Called in the loop; the lines are pulled in worker threads,
+        one at a time, so they must not read the views."""
         ...
 
     def events(self, run_id: str) -> Iterator[str] | None:

@@ -7,6 +7,7 @@ never holds up the loop and never sits whole in memory.
 
 from __future__ import annotations
 
+import inspect
 import itertools
 import re
 from collections.abc import AsyncIterator, Iterator, Mapping
@@ -64,6 +65,8 @@ def export(source: str, extension: str, mimetype: str, end_of_line: str) -> Hand
     async def handler(backend: Backend, run: str) -> Response:
         summary = backend.views.run(run)
         lines = None if summary is None else getattr(backend, source)(run)
+        if inspect.isawaitable(lines):  # the run's views loaded first (pectus.actors.aggregator.Backend.csv)
+            lines = await lines
         if lines is None:
             raise ApiError(404, f"unknown run {run!r}")
         response = current_app.response_class(_batched(lines, end_of_line), mimetype=mimetype)
