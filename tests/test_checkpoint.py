@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import shutil
+from unittest import mock
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -34,6 +35,7 @@ from pectus.cli.aggregator import main
 from pectus.events import domain as d
 from pectus.events import protocol as p
 from pectus.events.store import MemoryEventStore, NewEvent, SQLiteEventStore, open_store
+from pectus.projections import checkpoint
 from pectus.projections.checkpoint import (
     CHECKPOINTS_TABLE,
     LIVE,
@@ -228,10 +230,17 @@ def replayed(store) -> tuple[Projector, Memory]:
 # -- a checkpoint and the log after it equal a replay -----------------------------------------
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(steps=STEPS, cut=st.floats(0, 1), every=st.integers(1, 25), resident=st.integers(0, 2))
+@given(steps=STEPS, cut=st.floats(0, 1), every=st.integers(1, 25), resident=st.integers(0, 2),
+       per_part=st.integers(1, 3))
 # A request asked in a run answered after the run ended and its view left memory.
-@example(steps=[("start", 0, 0), ("request", 0, 0), ("stop", 0, 0), ("answer", 0, 0)], cut=0.0, every=1, resident=0)
-def test_a_checkpoint_and_the_log_after_it_fold_to_what_a_replay_from_zero_gives(steps, cut, every, resident):
+@example(steps=[("start", 0, 0), ("request", 0, 0), ("stop", 0, 0), ("answer", 0, 0)], cut=0.0, every=1, resident=0,
+         per_part=1)
+def test_a_checkpoint_and_the_log_after_it_fold_to_what_a_replay_from_zero_gives(steps, cut, every, resident, per_part):
+    with mock.patch.object(checkpoint, "RUNS_PER_PART", per_part):  # runs' summaries in several parts
+        checkpoint_and_log_after_it(steps, cut, every, resident)
+
+
+def checkpoint_and_log_after_it(steps, cut, every, resident):
     store = MemoryEventStore()
     write(store, Story().events(steps))
     want, memory = replayed(store)
@@ -376,6 +385,18 @@ def test_a_damaged_live_part_is_reported_and_rebuilt(log, caplog, change, told):
         again = started(log)
     assert f"the checkpoint of the views {told}" in again.problem and told in caplog.text
     assert again.views.snapshot() == want.snapshot() and again.check().differences == []
+
+
+def test_a_damaged_or_missing_part_of_summaries_is_reported_and_the_views_rebuilt(log):
+    checkpointed(log)
+    tamper(log, "summaries 0", data=b"\x80")
+    again = started(log)
+    assert again.problem == ("the checkpoint of the views (its part summaries 0) is damaged: its checksum does not "
+                             "match its content: it was rebuilt from the log")
+    assert again.views.snapshot() == replayed(log)[0].snapshot()
+    with sqlite3.connect(log.location) if isinstance(log.location, Path) else _psycopg(log.location) as db:
+        db.execute(f"DELETE FROM {CHECKPOINTS_TABLE} WHERE name = 'summaries 0'")
+    assert "the checkpoint of the views lacks its part summaries 0" in started(log).problem
 
 
 def test_an_undecodable_part_with_a_right_checksum_is_reported_and_rebuilt(log):

@@ -384,12 +384,12 @@ class AggregatorProcess:
         if checkpoints is None:
             count = self.views.replay(self._remembered(self.store.iter()))
             return f"views rebuilt from the whole log ({count} events)"
-        live = checkpoints.load()
-        if live is None:
+        resumed = checkpoints.load()
+        if resumed is None:
             return f"views rebuilt from the whole log ({checkpoints.fold(self._remember_record)} events)"
-        restore_memory(self.engines, self._remember, live, checkpoints.memory)
+        restore_memory(self.engines, self._remember, resumed, checkpoints.memory)
         count = checkpoints.fold(self._remember_record)
-        return f"views from the checkpoint at event {live.position} and the {count} events after it"
+        return f"views from the checkpoint at event {resumed.views.position} and the {count} events after it"
 
     def _remembered(self, records: Iterator[Record]) -> Iterator[Record]:
         for record in records:

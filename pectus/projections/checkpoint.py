@@ -70,7 +70,7 @@ from pectus.events.store import (
     redacted,
     shown,
 )
-from pectus.projections.views import LiveViews, Projector, RunView
+from pectus.projections.views import LiveViews, Projector, RunSummary, RunView
 
 __all__ = [
     "CHECKPOINTS_TABLE",
@@ -98,12 +98,18 @@ SAVE_EVERY_EVENTS = 10_000  # while the aggregator runs, a save after this many 
 SAVE_EVERY_SECONDS = 60.0  # ... or this long after the last: a start after a crash folds no more than that
 FOLD_SAVE_EVERY = 100_000  # while the views are built from the log: each save writes the summary of every run
 RESIDENT_RUNS = 16  # views of finished runs kept in memory, the most recently used
+RUNS_PER_PART = 1_000  # run summaries per part: a save rewrites those that changed, not every run's
 
 log = logging.getLogger("pectus.projections.checkpoint")
 
 
 def run_part(run_id: str) -> str:
     return f"run {run_id}"
+
+
+def summaries_part(number: int) -> str:
+    """The part of the summaries of runs ``number * RUNS_PER_PART`` to the next RUNS_PER_PART."""
+    return f"summaries {number}"
 
 
 @functools.cache
@@ -409,20 +415,20 @@ class Memory:
             self.facts.pop(f"push {subscription}", None)
 
 
-def restore_memory(engines: Any, remember: Callable[[str, dict[str, Any]], None], live: LiveViews,
+def restore_memory(engines: Any, remember: Callable[[str, dict[str, Any]], None], resumed: Resumed,
                    memory: Memory) -> None:
     """Gives the aggregator's memory what a replay of the log up to a checkpoint would: ``engines``
     (pectus.actors.engine_session.Engines) each unit's open run and state, its trend's plotted
     tags (from the views, which fold them alike), its outboxes' last records, which unit started
     each run; and ``remember`` (the aggregator's) the latest enrolment and push subscription facts."""
-    for unit in live.units.values():
+    for unit in resumed.views.units.values():
         kept = engines.memory(unit.id)
         kept.run, kept.state = unit.run, (unit.system_state, unit.method_status)
         if unit.description:
             engines.trend.describe(unit.id, unit.description)
     for unit_id, outboxes in memory.outboxes.items():
         engines.memory(unit_id).outboxes.update(outboxes)
-    for run in live.runs.values():
+    for run in resumed.runs.values():
         engines.run_units.setdefault(run.id, run.unit)
     for type_name, data in memory.facts.values():
         remember(type_name, data)
@@ -430,8 +436,20 @@ def restore_memory(engines: Any, remember: Callable[[str, dict[str, Any]], None]
 
 @dataclass
 class LiveCheckpoint:
+    """The live part: the live views, the memory beside them, and how many runs there are (their
+    summaries are the parts "summaries 0", "summaries 1"..., RUNS_PER_PART runs each)."""
+
     views: LiveViews
     memory: Memory
+    runs: int
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """What a start took up from a checkpoint (decoded: the projector's objects now)."""
+
+    views: LiveViews
+    runs: dict[str, RunSummary]
 
 
 class Unusable(Exception):
@@ -495,23 +513,19 @@ class Checkpoints:
         self.every = every
         self.rebuilds = rebuilds
         self.saved_position = -1  # the position of the live part last saved (-1: none this time)
+        self._all_summaries = True  # whether the next save writes every part of summaries (else: those changed)
         self.problem = ""  # the last damage found, in words (for /health)
         views.load_run = self.load_run
 
     # -- start-up -------------------------------------------------------------------------------
 
-    def load(self) -> LiveViews | None:
-        """Takes up the saved live part: the views and the memory as they were at its position
+    def load(self) -> Resumed | None:
+        """Takes up the saved checkpoint: the views and the memory as they were at its position
         (returned, to restore the rest of the aggregator's memory from: :func:`restore_memory`).
         None when there is none that may be used (why is logged): the checkpoint is cleared, and
         :meth:`fold` builds the views from the whole log."""
-        part = self.store.load(LIVE)
-        if part is None:
-            log.info("no checkpoint of the views yet: they are built from the whole log")
-            return None
         try:
-            saved = _decoded(_checked(part), LiveCheckpoint)
-            self._of_this_log(saved.memory)
+            found = self._saved()
         except Stale as why:
             log.warning("the checkpoint of the views %s: it is ignored, and the views are rebuilt from the whole log "
                         "once", why)
@@ -521,10 +535,42 @@ class Checkpoints:
             self._report(f"the checkpoint of the views {why}: it was rebuilt from the log")
             self.store.clear()
             return None
-        self.views.resume(saved.views)
+        if found is None:
+            log.info("no checkpoint of the views yet: they are built from the whole log")
+            return None
+        part, saved, runs = found
+        self.views.resume(saved.views, runs)
         self.memory = saved.memory
         self.saved_position = part.position
-        return saved.views
+        self._all_summaries = False
+        return Resumed(saved.views, runs)
+
+    def _saved(self) -> tuple[Part, LiveCheckpoint, dict[str, RunSummary]] | None:
+        """The saved checkpoint, in one snapshot of the store; None when there is none, Unusable
+        when it must not be used."""
+        with self.store.reading() as stored:
+            part = stored.load(LIVE)
+            if part is None:
+                return None
+            saved = _decoded(_checked(part), LiveCheckpoint)
+            self._of_this_log(saved.memory)
+            return part, saved, self._summaries(stored, saved.runs)
+
+    @staticmethod
+    def _summaries(stored: PartReader, count: int) -> dict[str, RunSummary]:
+        runs: dict[str, RunSummary] = {}
+        for number in range(math.ceil(count / RUNS_PER_PART)):
+            name = summaries_part(number)
+            part = stored.load(name)
+            if part is None:
+                raise Unusable(f"lacks its part {name}")
+            try:
+                runs.update(_decoded(_checked(part), dict[str, RunSummary]))
+            except Unusable as why:
+                raise type(why)(f"(its part {name}) {why}") from None
+        if [run.number for run in runs.values()] != list(range(count)):
+            raise Unusable("holds the runs' summaries out of order")
+        return runs
 
     def _of_this_log(self, memory: Memory) -> None:
         if not memory.position:
@@ -557,14 +603,24 @@ class Checkpoints:
     # -- saving ----------------------------------------------------------------------------------
 
     def capture(self) -> Capture:
-        """The save of the views as they are: the live part, and the finished runs' views that
-        changed since the last save. Reads the views (they must not change meanwhile)."""
-        views = self.views
-        assert self.memory.position == views.position, "the memory follows the views"
-        unsaved = views.unsaved_views()
-        parts = [Part.of(LIVE, views.position, msgspec.msgpack.encode(LiveCheckpoint(views.live(), self.memory)))]
-        parts += [Part.of(run_part(run_id), views.position, msgspec.msgpack.encode(view)) for run_id, view in unsaved]
-        return Capture(views.position, parts, [run_id for run_id, _ in unsaved])
+        """The save of the views as they are: the live part, the parts of summaries that changed
+        since the last save (those of active runs, and of runs with unsaved views: a finished run's
+        summary changes only in a fold that changes its view), and the finished runs' views that
+        changed. Reads the views (they must not change meanwhile)."""
+        views, position = self.views, self.views.position
+        assert self.memory.position == position, "the memory follows the views"
+        live, unsaved = views.live(), views.unsaved_views()
+        if self._all_summaries:
+            numbers: Iterable[int] = range(math.ceil(views.run_count / RUNS_PER_PART))
+        else:
+            numbers = sorted({views.number_of(run_id) // RUNS_PER_PART
+                              for run_id in [*live.active, *(run_id for run_id, _ in unsaved)]})
+        encode = msgspec.msgpack.encode
+        parts = [Part.of(LIVE, position, encode(LiveCheckpoint(live, self.memory, views.run_count)))]
+        parts += [Part.of(summaries_part(number), position,
+                          encode(views.summaries(number * RUNS_PER_PART, RUNS_PER_PART))) for number in numbers]
+        parts += [Part.of(run_part(run_id), position, encode(view)) for run_id, view in unsaved]
+        return Capture(position, parts, [run_id for run_id, _ in unsaved])
 
     def write(self, capture: Capture) -> None:
         self.store.save(capture.parts)
@@ -574,6 +630,7 @@ class Checkpoints:
         self.views.saved(capture.run_ids)
         self.views.trim()
         self.saved_position = capture.position
+        self._all_summaries = False
 
     def save(self) -> None:
         capture = self.capture()

@@ -44,6 +44,7 @@ from __future__ import annotations
 
 import copy
 import gc
+import itertools
 import json
 import logging
 from collections import OrderedDict
@@ -200,6 +201,7 @@ class RunSummary:
     id: str
     unit: str
     started: float
+    number: int  # its place among the runs, in order of start: 0, 1, ...
     completed: float | None = None  # set: the run ended
     last_event: float = 0.0  # the time of the newest thing its engine reported: where an interrupted run ends
     interrupted: str | None = None  # why the run ended without the engine stopping it
@@ -225,14 +227,13 @@ class RunView:
 
 @dataclass
 class LiveViews:
-    """The views but those of finished runs: what a checkpoint keeps as one part (the views of
-    finished runs are parts of their own). ``active`` holds the view of each unit's active run;
-    ``shared_methods`` the units whose method is their active run's (one object: a line state
-    changes both), for :meth:`Projector.resume` to join them again."""
+    """The views but the runs' summaries and the views of finished runs: what a checkpoint keeps
+    as one part (the others are parts of their own). ``active`` holds the view of each unit's
+    active run; ``shared_methods`` the units whose method is their active run's (one object: a
+    line state changes both), for :meth:`Projector.resume` to join them again."""
 
     position: int
     units: dict[str, UnitView]
-    runs: dict[str, RunSummary]
     active: dict[str, RunView]
     shared_methods: list[str]
     unfoldable: list[dict[str, Any]]
@@ -387,18 +388,31 @@ class Projector:
         return self._resident(run_id) if run_id in self._runs else None
 
     def live(self) -> LiveViews:
-        """The views but those of finished runs, as they are (not copies: encode them before the
-        next fold)."""
+        """The views but the runs' summaries and finished runs' views, as they are (not copies:
+        encode them before the next fold)."""
         units = self._units.values()
         active = {unit.run: self._views[unit.run] for unit in units if unit.run is not None}
         shared = [unit.id for unit in units if unit.run is not None and unit.method is active[unit.run].method]
-        return LiveViews(self._position, self._units, self._runs, active, shared, self.unfoldable)
+        return LiveViews(self._position, self._units, active, shared, self.unfoldable)
 
-    def resume(self, live: LiveViews) -> None:
-        """Takes up where a checkpoint's views left off (``live``: objects of their own, decoded);
-        the views of finished runs come from ``load_run`` when wanted. Only for a fresh projector."""
+    @property
+    def run_count(self) -> int:
+        return len(self._runs)
+
+    def summaries(self, first: int, count: int) -> dict[str, RunSummary]:
+        """The summaries of the runs numbered ``first`` to ``first + count - 1``, as they are (not
+        copies). A finished run's summary changes only in a fold that changes its view too."""
+        return dict(itertools.islice(self._runs.items(), first, first + count))
+
+    def number_of(self, run_id: str) -> int:
+        return self._runs[run_id].number
+
+    def resume(self, live: LiveViews, runs: dict[str, RunSummary]) -> None:
+        """Takes up where a checkpoint's views left off (``live`` and ``runs``, every run's summary
+        in order of start: objects of their own, decoded); the views of finished runs come from
+        ``load_run`` when wanted. Only for a fresh projector."""
         assert self._position == 0 and not self._units, "resume a fresh projector only"
-        self._position, self._units, self._runs = live.position, live.units, live.runs
+        self._position, self._units, self._runs = live.position, live.units, runs
         for run in self._runs.values():
             run.identity = self._shared(run.identity)
         self.unfoldable = live.unfoldable
@@ -518,7 +532,7 @@ class Projector:
                   if unit.run is not None else [])
         unit.method = unit.method.without_states()
         initial = {"version": unit.method.version, "lines": unit.method.lines, "last_author": unit.method.last_author}
-        run = self._runs[event.run] = RunSummary(event.run, unit.id, event.time)
+        run = self._runs[event.run] = RunSummary(event.run, unit.id, event.time, len(self._runs))
         view = self._views[event.run] = RunView(unit.method, initial)
         unit.run = run.id
         unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
