@@ -158,3 +158,17 @@ def screenshot(page, name: str) -> Path:
     path = ARTIFACTS / name
     page.screenshot(path=str(path), full_page=True)
     return path
+
+
+SCREEN_SIZES = ((1440, 900), (1920, 1080))  # a laptop at a skid, a control-room screen
+
+
+def screenshots(page, stem: str) -> None:
+    """``<stem>-1440.png`` and ``<stem>-1920.png``: the page at each of SCREEN_SIZES (laid out
+    again for each: two animation frames after the resize), then back at its own size."""
+    own = page.viewport_size
+    for width, height in SCREEN_SIZES:
+        page.set_viewport_size({"width": width, "height": height})
+        page.evaluate("() => new Promise((done) => requestAnimationFrame(() => requestAnimationFrame(done)))")
+        screenshot(page, f"{stem}-{width}.png")
+    page.set_viewport_size(own)

@@ -13,7 +13,7 @@ import time
 import httpx
 from playwright.sync_api import expect
 
-from browser import browser, screenshot, system  # noqa: F401 - pytest fixtures
+from browser import browser, screenshots, system  # noqa: F401 - pytest fixtures
 
 T = 20_000  # ms: generous waits for a shared machine; every wait ends as soon as its condition holds
 METHOD = """\
@@ -147,7 +147,10 @@ def test_the_trend_shows_the_unit_before_start_and_keeps_the_run_in_view_after_s
     page.wait_for_function(f"() => Number(document.querySelector('#unit-plot').dataset.rows) >= {before_stop + 3}",
                            timeout=T)
     expect(label(page, "mark", "In the run")).to_be_visible()
-    screenshot(page, "unit-stopped-trend-1440.png")
+    # A few seconds on the time axis: ticks on whole seconds, each label a different time.
+    ticks = page.locator("#unit-plot").get_attribute("data-x-labels").split()
+    assert len(ticks) >= 2 and len(set(ticks)) == len(ticks), ticks
+    screenshots(page, "unit-stopped-trend")
 
     # Reopened after Stop: the trend with the run that ended in it, both marked.
     page.reload()

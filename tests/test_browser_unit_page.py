@@ -16,7 +16,7 @@ import time
 import httpx
 from playwright.sync_api import Page, expect
 
-from browser import browser, screenshot, system  # noqa: F401 - pytest fixtures
+from browser import browser, screenshot, screenshots, system  # noqa: F401 - pytest fixtures
 
 T = 20_000  # ms: generous waits for a shared machine; every wait ends as soon as its condition holds
 SIZES = {1440: (1440, 900), 1920: (1920, 1080)}
@@ -143,7 +143,7 @@ def test_the_error_banner_opens_the_error_log_at_the_newest_error(system, browse
     expect(page.get_by_test_id("tab-error-count")).to_have_text("1", timeout=T)
     expect(page.get_by_role("tab", name="Error log (1 entry)")).to_be_visible()
     assert_in_view(page, IN_VIEW + ["unit-error-banner"])
-    screenshot(page, "unit-paused-on-error-1440.png")
+    screenshots(page, "unit-paused-on-error")
     banner.get_by_test_id("unit-error-link").click()
     expect(page.get_by_test_id("tab-error-log")).to_have_attribute("aria-selected", "true")
     newest = page.get_by_test_id("error-log-entry").first
@@ -175,7 +175,7 @@ def test_after_stop_the_header_links_to_the_run_that_ended(system, browser):
     expect(link).to_have_attribute("href", f"/runs/{run_id}")
     expect(page.get_by_test_id("unit-state")).to_have_attribute("data-state", "ready")
     assert_in_view(page, IN_VIEW + ["run-ended"])
-    screenshot(page, "unit-stopped-1440.png")
+    screenshots(page, "unit-stopped")
     link.click()
     expect(page).to_have_url(f"{system.url}/runs/{run_id}", timeout=T)
     expect(page.get_by_test_id("run-meta")).to_be_visible(timeout=T)

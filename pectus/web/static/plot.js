@@ -59,6 +59,9 @@ function numeric(value) {
   return null;
 }
 
+// Steps between the time axis' ticks, seconds.
+const TIME_STEPS = [1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400];
+
 /** A number to `digits` significant digits, without trailing zeros: 26.60028 -> "26.6". */
 export function significant(value, digits = 4) {
   if (!Number.isFinite(value)) return String(value);
@@ -409,6 +412,14 @@ export class ProcessPlot {
   }
 
   /** The x value as the read-out and legends show it. */
+  /** The time axis' labels; written on the plot (data-x-labels) too, as data-rows is: what the
+   *  canvas shows, for tests and support. */
+  timeLabels(splits) {
+    const labels = splits.map((time) => clock(time));
+    this.container.dataset.xLabels = labels.join(" ");
+    return labels;
+  }
+
   formatX(x) {
     return this.xChoice === TIME ? clock(x) : this.reading(this.xChoice, x);
   }
@@ -444,7 +455,9 @@ export class ProcessPlot {
         scale: "x",
         space: X_TICK_SPACE,
         size: last ? X_AXIS_SIZE : 0,
-        values: !last ? () => [] : this.xChoice === TIME ? (u, splits) => splits.map((v) => clock(v)) : undefined,
+        values: !last ? () => [] : this.xChoice === TIME ? (u, splits) => this.timeLabels(splits) : undefined,
+        // Whole seconds at least: the labels are h:mm:ss, and half-second ticks read as the same time twice.
+        incrs: this.xChoice === TIME ? TIME_STEPS : undefined,
         ticks: {show: last},
         label: last ? this.xTitle() : undefined,
         labelSize: AXIS_TITLE_SIZE,
