@@ -94,9 +94,10 @@ __all__ = [
 
 CHECKPOINTS_TABLE = "pectus_checkpoints"
 LIVE = "live"  # the name of the live part; a finished run's is "run <id>"
-SAVE_EVERY_EVENTS = 10_000  # while the aggregator runs, a save after this many events folded ...
-SAVE_EVERY_SECONDS = 60.0  # ... or this long after the last: a start after a crash folds no more than that
-FOLD_SAVE_EVERY = 100_000  # while the views are built from the log: each save writes the summary of every run
+# A save after this many events folded (while the aggregator runs, or builds its views from the log:
+# finished runs' views stay in memory until saved) ...
+SAVE_EVERY_EVENTS = 10_000
+SAVE_EVERY_SECONDS = 60.0  # ... or, while it runs, this long after the last: a start after a crash folds no more
 RESIDENT_RUNS = 16  # views of finished runs kept in memory, the most recently used
 RUNS_PER_PART = 1_000  # run summaries per part: a save rewrites those that changed, not every run's
 
@@ -382,6 +383,9 @@ def open_checkpoints(log: EventStore) -> CheckpointStore:
 
 # -- what is saved ----------------------------------------------------------------------------
 
+_FACTS = frozenset({EngineEnrolled.type, EngineRevoked.type, PushSubscribed.type, PushUnsubscribed.type})
+
+
 @dataclass
 class Memory:
     """What the aggregator remembers of the log beside the views, as far as the views cannot tell
@@ -400,12 +404,15 @@ class Memory:
         pectus.actors.push.Subscriptions): every record, in order."""
         self.position, self.hash = record.position, record.hash
         data = record.data
-        if not isinstance(data, dict) or not isinstance(data.get("unit"), str):
+        if not isinstance(data, dict) or not isinstance(unit := data.get("unit"), str):
             return
-        unit, seq = data["unit"], data.get("seq")
+        seq = data.get("seq")
         if isinstance(seq, int) and seq > 0 and isinstance(outbox := data.get("outbox") or "", str):
-            outboxes = self.outboxes.setdefault(unit, {})
-            outboxes[outbox] = max(outboxes.get(outbox, 0), seq)
+            outboxes = self.outboxes.get(unit) or self.outboxes.setdefault(unit, {})
+            if seq > outboxes.get(outbox, 0):
+                outboxes[outbox] = seq
+        if record.type not in _FACTS:
+            return
         subscription = data.get("subscription")
         if record.type in (EngineEnrolled.type, EngineRevoked.type):
             self.facts[f"engine {unit}"] = (record.type, data)
@@ -507,7 +514,7 @@ class Checkpoints:
     change; :meth:`saved` runs where the views are changed."""
 
     def __init__(self, log: EventStore, store: CheckpointStore, views: Projector, memory: Memory | None = None, *,
-                 every: int = FOLD_SAVE_EVERY, rebuilds: bool = True) -> None:
+                 every: int = SAVE_EVERY_EVENTS, rebuilds: bool = True) -> None:
         self.log, self.store, self.views = log, store, views
         self.memory = memory if memory is not None else Memory()
         self.every = every
