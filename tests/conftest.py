@@ -9,15 +9,23 @@ progress, an overlap group, a failing command, commands with parsed arguments.
 from __future__ import annotations
 
 import inspect
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import httpx
 import pytest
 import trio
 from hypothesis import settings
 
+from pectus.actors.aggregator import AggregatorProcess
+from pectus.actors.engine import EngineProcess
+from pectus.credentials import EngineKey, key_digest
+from pectus.events.domain import EngineEnrolled
 from pectus.testing import Simulator
-from pectus.uod import RegexNumber, RegisterDirection, UodBuilder, UodCommand, tags
+from pectus.uod import RegexNumber, RegisterDirection, UodBuilder, UodCommand, load_uod, tags
 from postgres import postgresql_server, postgresql_url  # noqa: F401 - fixtures: a throwaway PostgreSQL server
 
 # Property tests check what code does, not how fast: Hypothesis' per-example deadline is a timing
@@ -137,3 +145,55 @@ async def wait_for(condition: Callable[[], Any], timeout: float = 10.0, step: fl
             except ignore:
                 pass
             await trio.sleep(step)
+
+
+# -- the demo unit through a real aggregator, both in this process ----------------------------------
+
+DEMO_UNIT = "testhost_DemoUod"  # the demo engine's id on the machine "testhost"
+
+
+def demo_aggregator(tmp_path: Path, **options: Any) -> AggregatorProcess:
+    """An aggregator on ``tmp_path / "data"`` (``options``: AggregatorProcess's) with the demo
+    engine of :func:`demo_unit` enrolled: its key made in ``tmp_path`` as the engine would make it."""
+    aggregator = AggregatorProcess(tmp_path / "data", port=0, hostname="aggregator-host", **options)
+    key = EngineKey.from_file(tmp_path / f"{DEMO_UNIT}.key").path.read_text().strip()
+    aggregator.store.append([EngineEnrolled(time=0.0, unit=DEMO_UNIT, key_sha256=key_digest(key)).stored()])
+    return aggregator
+
+
+@dataclass
+class DemoUnit:
+    aggregator: AggregatorProcess
+    engine: EngineProcess
+    api: httpx.AsyncClient  # the aggregator's API, as the user Ann (sign-in off)
+    base: str  # the unit's API path
+
+    async def get(self, path: str = "") -> Any:
+        """The JSON of ``GET <the unit's API path><path>``."""
+        return (await self.api.get(self.base + path)).json()
+
+
+@asynccontextmanager
+async def demo_unit(tmp_path: Path, aggregator: AggregatorProcess) -> AsyncIterator[DemoUnit]:
+    """``aggregator`` (see :func:`demo_aggregator`) serving on a free loopback port and the demo
+    engine connected to it; the block starts once the unit is online, and at its end the engine
+    stops (if the test has not stopped it) and then the aggregator."""
+    shutdown = trio.Event()
+    async with trio.open_nursery() as nursery:
+        bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
+        port = int(bound[0].rsplit(":", 1)[1])
+        engine = EngineProcess(load_uod(DEMO_UOD), uplink={
+            "outbox": tmp_path / "engine.outbox.sqlite3", "url": f"ws://127.0.0.1:{port}/engine",
+            "engine_id": DEMO_UNIT, "computer_name": "testhost"})
+        await nursery.start(engine.run)
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
+                                     headers={"X-Pectus-User": "Ann"}) as api:
+            async def online() -> bool:
+                units = (await api.get("/api/process_units")).json()
+                return any(u["id"] == DEMO_UNIT and u["state"] == "online" for u in units)
+            try:
+                await wait_for(online, timeout=20)
+                yield DemoUnit(aggregator, engine, api, f"/api/process_units/{DEMO_UNIT}")
+            finally:  # also when the test fails: the nursery ends only once both have stopped
+                await engine.stop()
+                shutdown.set()

@@ -9,21 +9,15 @@ from __future__ import annotations
 
 import csv
 import io
-from pathlib import Path
 
-import httpx
 import trio
 
-from conftest import DEMO_UOD, wait_for
+from conftest import DEMO_UNIT, demo_aggregator, demo_unit, wait_for
 from pectus import __version__
-from pectus.actors.aggregator import STORE_FILE, AggregatorProcess
-from pectus.actors.engine import EngineProcess
-from pectus.credentials import EngineKey, key_digest
-from pectus.events.domain import EngineEnrolled
+from pectus.actors.aggregator import STORE_FILE
 from pectus.events.store import SQLiteEventStore, verify
 from pectus.projections.views import Projector
 from pectus.web.app import ROUTES, check
-from pectus.uod import load_uod
 
 METHOD = """\
 Base: s
@@ -38,65 +32,44 @@ Stop
 """
 
 
-def engine_for(port: int, tmp_path: Path) -> EngineProcess:
-    return EngineProcess(load_uod(DEMO_UOD), uplink={
-        "outbox": tmp_path / "engine.outbox.sqlite3", "url": f"ws://127.0.0.1:{port}/engine",
-        "engine_id": "testhost_DemoUod", "computer_name": "testhost"})
-
-
 def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
-    data = tmp_path / "data"
-    aggregator = AggregatorProcess(data, port=0, hostname="aggregator-host")
-    unit = "testhost_DemoUod"
-    key = EngineKey.from_file(tmp_path / f"{unit}.key").path.read_text().strip()  # made as the engine would
-    aggregator.store.append([EngineEnrolled(time=0.0, unit=unit, key_sha256=key_digest(key)).stored()])
+    aggregator = demo_aggregator(tmp_path)
+    unit = DEMO_UNIT
 
     async def main():
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-            port = int(bound[0].rsplit(":", 1)[1])
-            engine = engine_for(port, tmp_path)
-            await nursery.start(engine.run)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                                         headers={"X-Pectus-User": "Ann"}) as api:
-                async def online():
-                    units = (await api.get("/api/process_units")).json()
-                    return [u for u in units if u["id"] == unit and u["state"] != "offline"]
-                await wait_for(online, timeout=20)
-                method = (await api.get(f"/api/process_units/{unit}/method")).json()
-                lines = [{"id": str(i), "text": text} for i, text in enumerate(METHOD.splitlines(), 1)]
-                saved = await api.post(f"/api/process_units/{unit}/method",
-                                       json={"lines": lines, "version": method["version"]})
-                assert saved.status_code == 200, saved.text
-                stale = await api.post(f"/api/process_units/{unit}/method",
-                                       json={"lines": lines, "version": method["version"]})
-                assert stale.status_code == 409 and "someone else" in stale.json()["error"]["message"]
-                assert (await api.post(f"/api/process_units/{unit}/control", json={"command": "Start"})).status_code == 200
-                refused = await api.post(f"/api/process_units/{unit}/control", json={"command": "Start"})
-                assert refused.status_code == 409
+        async with demo_unit(tmp_path, aggregator) as demo:
+            api = demo.api
+            method = (await api.get(f"/api/process_units/{unit}/method")).json()
+            lines = [{"id": str(i), "text": text} for i, text in enumerate(METHOD.splitlines(), 1)]
+            saved = await api.post(f"/api/process_units/{unit}/method",
+                                   json={"lines": lines, "version": method["version"]})
+            assert saved.status_code == 200, saved.text
+            stale = await api.post(f"/api/process_units/{unit}/method",
+                                   json={"lines": lines, "version": method["version"]})
+            assert stale.status_code == 409 and "someone else" in stale.json()["error"]["message"]
+            assert (await api.post(f"/api/process_units/{unit}/control", json={"command": "Start"})).status_code == 200
+            refused = await api.post(f"/api/process_units/{unit}/control", json={"command": "Start"})
+            assert refused.status_code == 409
 
-                async def running():
-                    return (await api.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
-                await wait_for(running, timeout=20)
-                changed = await api.post(f"/api/process_units/{unit}/process_values/PU01",
-                                         json={"value": 60, "unit": "%"})
-                assert changed.status_code == 200, changed.text
+            async def running():
+                return (await api.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
+            await wait_for(running, timeout=20)
+            changed = await api.post(f"/api/process_units/{unit}/process_values/PU01",
+                                     json={"value": 60, "unit": "%"})
+            assert changed.status_code == 200, changed.text
 
-                async def finished():
-                    runs = (await api.get("/api/runs")).json()
-                    return [r for r in runs if r.get("completed_date")]
-                runs = await wait_for(finished, timeout=20)
-                run = runs[0]["run_id"]
-                assert [c["name"] for c in runs[0]["contributors"]] == ["Ann"]
-                run_log = (await api.get(f"/api/runs/{run}/run_log")).json()
-                names = [item["name"] for item in run_log]
-                assert ["Mark: Started", "Mark: Loaded", "Mark: Done"] == [n for n in names if n.startswith("Mark")]
-                csv_text = (await api.get(f"/api/runs/{run}/csv")).text
-                audit = (await api.get(f"/api/runs/{run}/audit")).json()
-                values = (await api.get(f"/api/process_units/{unit}/process_values")).json()
-            await engine.stop()
-            shutdown.set()
+            async def finished():
+                runs = (await api.get("/api/runs")).json()
+                return [r for r in runs if r.get("completed_date")]
+            runs = await wait_for(finished, timeout=20)
+            run = runs[0]["run_id"]
+            assert [c["name"] for c in runs[0]["contributors"]] == ["Ann"]
+            run_log = (await api.get(f"/api/runs/{run}/run_log")).json()
+            names = [item["name"] for item in run_log]
+            assert ["Mark: Started", "Mark: Loaded", "Mark: Done"] == [n for n in names if n.startswith("Mark")]
+            csv_text = (await api.get(f"/api/runs/{run}/csv")).text
+            audit = (await api.get(f"/api/runs/{run}/audit")).json()
+            values = (await api.get(f"/api/process_units/{unit}/process_values")).json()
         return csv_text, audit, values
 
     csv_text, audit, values = trio.run(main)
@@ -111,11 +84,13 @@ def test_a_demo_run_from_start_to_stop_through_the_api(tmp_path):
     assert "FT01 [L/h]" in header and "PU01 [%]" in header
     assert len(rows) > 5  # one row per data-log sample (1 s) over a ~6 s run
     by_ann = {entry["what"]: entry["detail"] for entry in audit if entry["actor"]["name"] == "Ann"}
-    assert by_ann["process_value"]["asked"] == {"tag": "PU01", "value": 60, "unit": "%", "old": 0.0}
+    # The old value is the pump's when the request was applied: before or after the method's PU01: 50 %.
+    asked = by_ann["process_value"]["asked"]
+    assert {**asked, "old": None} == {"tag": "PU01", "value": 60, "unit": "%", "old": None} and asked["old"] in (0.0, 50.0)
     assert by_ann["control"]["accepted"] is False and "only possible when" in by_ann["control"]["reason"]
     assert any(v["name"] == "FT01" and v.get("unit") == "L/h" for v in values)
 
-    store_file = data / STORE_FILE
+    store_file = tmp_path / "data" / STORE_FILE
     assert verify(store_file).ok
     live = aggregator.views.snapshot()
     replayed = Projector(aggregator_name="aggregator-host", aggregator_version=__version__)

@@ -9,16 +9,11 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 import trio
 
-from conftest import DEMO_UOD, wait_for
-from pectus.actors.aggregator import AggregatorProcess
-from pectus.actors.engine import EngineProcess
+from conftest import DEMO_UOD, demo_aggregator, demo_unit, wait_for
 from pectus.actors.uplink import RecordBuilder
-from pectus.credentials import EngineKey, key_digest
-from pectus.events.domain import EngineEnrolled
 from pectus.events.records import check_record
 from pectus.pcode.engine import Engine
 from pectus.pcode.tags import FixedDecimals, Tag, display_format, format_time_as_clock, format_time_as_date_time
@@ -237,43 +232,28 @@ def test_display_formats_the_ui_knows():
 
 
 def test_a_refused_entry_is_answered_422_recorded_as_refused_and_the_run_keeps_running(tmp_path):
-    data = tmp_path / "data"
-    aggregator = AggregatorProcess(data, port=0, hostname="aggregator-host")
-    unit = "testhost_DemoUod"
-    key = EngineKey.from_file(tmp_path / f"{unit}.key").path.read_text().strip()
-    aggregator.store.append([EngineEnrolled(time=0.0, unit=unit, key_sha256=key_digest(key)).stored()])
-    base = f"/api/process_units/{unit}"
+    aggregator = demo_aggregator(tmp_path)
 
     async def main():
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-            port = int(bound[0].rsplit(":", 1)[1])
-            engine = EngineProcess(load_uod(DEMO_UOD), uplink={
-                "outbox": tmp_path / "engine.outbox.sqlite3", "url": f"ws://127.0.0.1:{port}/engine",
-                "engine_id": unit, "computer_name": "testhost"})
-            await nursery.start(engine.run)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10,
-                                         headers={"X-Pectus-User": "Ann"}) as api:
-                async def described():
-                    values = (await api.get(f"{base}/process_values")).json() if (
-                        await api.get(base)).status_code == 200 else []
-                    return next((v for v in values if v["name"] == "PU01" and v.get("commands")), None)
-                pump = await wait_for(described, timeout=20)
-                assert (await api.post(f"{base}/control", json={"command": "Start"})).status_code == 200
+        async with demo_unit(tmp_path, aggregator) as unit:
+            api, base = unit.api, unit.base
 
-                async def running():
-                    return (await api.get(f"{base}/control_state")).json()["is_running"]
-                await wait_for(running, timeout=20)
-                refused = await api.post(f"{base}/process_values/PU01", json={"value": 150, "unit": "%"})
-                injected = await api.post(f"{base}/inject", json={"code": "PU01: 150 %"})
-                control = (await api.get(f"{base}/control_state")).json()
-                run = (await api.get(base)).json()["run_id"]
-                audit = (await api.get(f"/api/runs/{run}/audit")).json()
-                errors = (await api.get(f"{base}/error_log")).json()
-                values = (await api.get(f"{base}/process_values")).json()
-            await engine.stop()
-            shutdown.set()
+            async def described():
+                return next((v for v in await unit.get("/process_values") if v["name"] == "PU01" and v.get("commands")),
+                            None)
+            pump = await wait_for(described, timeout=20)
+            assert (await api.post(f"{base}/control", json={"command": "Start"})).status_code == 200
+
+            async def running():
+                return (await unit.get("/control_state"))["is_running"]
+            await wait_for(running, timeout=20)
+            refused = await api.post(f"{base}/process_values/PU01", json={"value": 150, "unit": "%"})
+            injected = await api.post(f"{base}/inject", json={"code": "PU01: 150 %"})
+            control = await unit.get("/control_state")
+            run = (await unit.get())["run_id"]
+            audit = (await api.get(f"/api/runs/{run}/audit")).json()
+            errors = await unit.get("/error_log")
+            values = await unit.get("/process_values")
         return pump, refused, injected, control, audit, errors, values
 
     pump, refused, injected, control, audit, errors, values = trio.run(main)

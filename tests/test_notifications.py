@@ -15,18 +15,14 @@ import msgspec
 import pytest
 import trio
 
-from conftest import DEMO_UOD, wait_for
+from conftest import DEMO_UNIT, demo_aggregator, demo_unit, wait_for
 from pectus.actors.aggregator import AggregatorProcess
-from pectus.actors.engine import EngineProcess
 from pectus.actors.ui_hub import UiHub
-from pectus.credentials import EngineKey, key_digest
-from pectus.events.domain import (Actor, DomainEvent, EngineConnected, EngineDisconnected, EngineEnrolled,
-                                  EngineRegistered, ErrorLogged, RunInterrupted, RunLogChanged, RunStarted, RunStopped,
+from pectus.events.domain import (Actor, DomainEvent, EngineConnected, EngineDisconnected, EngineRegistered, ErrorLogged, RunInterrupted, RunLogChanged, RunStarted, RunStopped,
                                   StateChanged)
 from pectus.events.store import MemoryEventStore, NewEvent
 from pectus.notifications import Notification, from_delta
 from pectus.projections.views import Delta, Projector
-from pectus.uod import load_uod
 
 T0 = 1_736_450_000.0  # 2025-01-09T19:13:20Z
 UNIT = "host-7_DemoUod"
@@ -236,31 +232,20 @@ def test_a_real_engines_run_reaches_a_listener_of_the_aggregator_live_only(tmp_p
     """The demo engine runs a method with a Watch, a Block, a Notify and a bad line; a listener on
     the aggregator's projector (as Web Push registers) hears each fact once, in store order, and
     nothing of what the store held before the aggregator started."""
-    data = tmp_path / "data"
-    unit = "testhost_DemoUod"
-    earlier = AggregatorProcess(data, port=0, hostname="aggregator-host")
-    key = EngineKey.from_file(tmp_path / f"{unit}.key").path.read_text().strip()
-    earlier.store.append([EngineEnrolled(time=0.0, unit=unit, key_sha256=key_digest(key)).stored(),
-                          RunStarted(time=1.0, unit=unit, run="an-old-run").stored(),
+    unit = DEMO_UNIT
+    earlier = demo_aggregator(tmp_path)
+    earlier.store.append([RunStarted(time=1.0, unit=unit, run="an-old-run").stored(),
                           RunStopped(time=1.5, unit=unit, run="an-old-run").stored(),
                           EngineDisconnected(time=2.0, unit=unit, reason="long ago").stored()])
     earlier.store.close()
-    aggregator = AggregatorProcess(data, port=0, hostname="aggregator-host")
+    aggregator = AggregatorProcess(tmp_path / "data", port=0, hostname="aggregator-host")
     heard: list[Notification] = []
     aggregator.projector.listeners.append(heard.append)
     aggregator.projector.listeners.insert(0, _broken_listener)  # its fault stops nobody
 
     async def main() -> None:
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-            port = int(bound[0].rsplit(":", 1)[1])
-            engine = EngineProcess(load_uod(DEMO_UOD), uplink={
-                "outbox": tmp_path / "engine.outbox.sqlite3", "url": f"ws://127.0.0.1:{port}/engine",
-                "engine_id": unit, "computer_name": "testhost"})
-            await nursery.start(engine.run)
+        async with demo_unit(tmp_path, aggregator) as demo:
             backend = aggregator.backend
-            await wait_for(lambda: unit in aggregator.engines.sessions, timeout=20)
             ann = Actor.user("u-ann", "Ann")
             lines = [{"id": str(i), "text": text} for i, text in enumerate(METHOD.splitlines(), 1)]
             version = aggregator.views.method(unit)["version"]
@@ -269,9 +254,8 @@ def test_a_real_engines_run_reaches_a_listener_of_the_aggregator_live_only(tmp_p
             await wait_for(lambda: any(n.topic == "paused_on_error" for n in heard), timeout=20)
             assert (await backend.request(unit, "control", {"command": "Stop"}, ann)).accepted
             await wait_for(lambda: any(n.topic == "run_stopped" for n in heard), timeout=20)
-            await engine.stop()
+            await demo.engine.stop()
             await wait_for(lambda: any(n.topic == "connection_lost" for n in heard), timeout=20)
-            shutdown.set()
 
     trio.run(main)
     assert [n.topic for n in heard] == ["run_started", "block_started", "notify", "watch_fired", "paused_on_error",

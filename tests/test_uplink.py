@@ -1,10 +1,12 @@
-"""The engine's outbox and the records the uplink builds from the engine's events."""
+"""The engine's outbox, the records the uplink builds from the engine's events, and when it sends them."""
 
 from __future__ import annotations
 
 import json
 
-from conftest import DEMO_UOD
+import trio
+
+from conftest import DEMO_UOD, demo_aggregator, demo_unit, wait_for
 from pectus.actors.uplink import Outbox, RecordBuilder
 from pectus.events.protocol import RefusedRecord
 from pectus.events.records import MAX_RECORD, check_record
@@ -133,3 +135,31 @@ def test_a_long_wait_is_recorded_by_its_steps_and_its_snapshots_travel_once():
     assert all(b - a >= 0.25 - 1e-9 for a, b in zip(times, times[1:]))
     for seq, record in enumerate(records, start=1):
         check_record(json.dumps({"seq": seq, **record}))
+
+
+def test_what_a_persons_request_did_is_sent_at_once_not_at_the_end_of_an_interval(tmp_path, monkeypatch):
+    """The outbox is written every FLUSH_INTERVAL and live values go out every LIVE_INTERVAL; the
+    tick after a request was applied is the exception (a person waits for it). With both
+    intervals a minute long, a run started from the API is in the aggregator's store, and a pump
+    set from the API shows in the unit's values, within seconds: only the exception can have
+    sent them."""
+    monkeypatch.setattr("pectus.actors.uplink.FLUSH_INTERVAL", 60.0)
+    monkeypatch.setattr("pectus.actors.uplink.LIVE_INTERVAL", 60.0)
+    aggregator = demo_aggregator(tmp_path)
+
+    def stored(kind: str) -> bool:
+        return any(record.type == kind for record in aggregator.store.read())
+
+    async def main() -> None:
+        async with demo_unit(tmp_path, aggregator) as unit:
+            async def pump_shown() -> bool:
+                return any(v["name"] == "PU01" and v["value"] == 30.0 for v in await unit.get("/process_values"))
+            with trio.fail_after(50):  # well inside the minute: whatever comes, comes by the exception
+                started = await unit.api.post(f"{unit.base}/control", json={"command": "Start"})
+                assert started.status_code == 200, started.text
+                await wait_for(lambda: stored("RunStarted"), timeout=10)
+                pumped = await unit.api.post(f"{unit.base}/process_values/PU01", json={"value": 30, "unit": "%"})
+                assert pumped.status_code == 200, pumped.text
+                await wait_for(pump_shown, timeout=10)
+
+    trio.run(main)
