@@ -49,7 +49,7 @@ from pectus.projections.checkpoint import (
     open_checkpoints,
     run_part,
 )
-from pectus.projections.views import Projector, RunView
+from pectus.projections.views import MethodState, Projector, RunView
 
 T0 = 1_800_000_000.0
 UNITS = ["lab-1_Demo", "lab-2_Demo"]
@@ -252,13 +252,13 @@ def checkpoint_and_log_after_it(steps, cut, every, resident):
     first.fold(upto=position)
     first.save()
     # Started again: the checkpoint, then the rest as the aggregator folds it live - the views a
-    # record needs are loaded first (views.missing), never in the fold (there is no loader there).
+    # record needs are loaded first (views.wanted), never in the fold (there is no loader there).
     views = Projector("agg-host", "1.2.3", resident_runs=resident)
     again = Checkpoints(store, saved, views)
     assert again.load() is not None and views.position == position
     views.load_run, views.notifying = None, True
     for record in store.iter(after=position):
-        for run_id in views.missing([record]):
+        for run_id in views.absent(views.wanted([record])):
             views.admit(run_id, again.load_run(run_id))
         views.apply(record)
         again.memory.fold(record)
@@ -684,3 +684,37 @@ def test_a_damaged_checkpoint_is_told_by_health_and_the_views_come_from_the_log(
     assert after == before
     assert health.status_code == 200 and health.json()["checkpoint"] == (
         "the checkpoint of the views is damaged: its checksum does not match its content: it was rebuilt from the log")
+
+
+def test_a_runs_view_is_encoded_in_slices_to_the_same_bytes(monkeypatch):
+    """Long series are encoded a slice at a time (no one call holds the event loop's interpreter
+    for long); the bytes are msgspec's own, whatever the sizes (msgpack's short and long headers)."""
+    monkeypatch.setattr(checkpoint, "SLICE", 7)
+    for tags, points in [(0, 0), (1, 6), (3, 7), (15, 8), (16, 15), (2, 70_000)]:
+        view = RunView(MethodState(1, [{"id": "1", "text": "Mark: A"}], "Ann", {"1": "executed"}),
+                       {"version": 1, "lines": [], "last_author": None},
+                       series={f"T{i:02d}": [(T0 + j, j * 0.5 if j % 3 else f"s{j}") for j in range(points)]
+                               for i in range(tags)})
+        assert checkpoint.encode_run(view) == msgspec.msgpack.encode(view), (tags, points)
+
+
+def test_an_idle_aggregator_keeps_few_finished_runs_views_however_many_are_read(tmp_path):
+    data = tmp_path / "data"
+    more = records(13, ("run_stopped", "run-b", {}), ("run_started", "run-c", {}),
+                   ("samples", "run-c", samples(15, 6.0)), ("run_stopped", "run-c", {}), ("run_started", "run-d", {}))
+
+    async def first(port, aggregator, api):
+        await engine_session(port, FIRST_RUN + more)
+        await wait_for(lambda: aggregator.views.position == aggregator.store.last_position())
+        return {run: (await api.get(f"/api/runs/{run}/plot_log")).json() for run in ("run-a", "run-b", "run-c")}
+
+    _, before = serve(data, first, accept_new_engines=True)
+
+    async def read(port, aggregator, api):
+        aggregator.views.resident_runs = 1
+        answers = {run: (await api.get(f"/api/runs/{run}/plot_log")).json() for run in ("run-a", "run-b", "run-c")}
+        return answers, aggregator.views.absent(["run-a", "run-b", "run-c"])
+
+    _, (after, absent) = serve(data, read)
+    assert after == before and after["run-c"]["FT01"] == [[T0 + 15, 6.0]]
+    assert absent == ["run-a", "run-b"]  # each read made room first: one finished run's views in memory

@@ -16,6 +16,8 @@ WebSocket ``/api/ws``.
 
 from __future__ import annotations
 
+import collections
+import contextlib
 import gc
 import logging
 import os
@@ -23,7 +25,7 @@ import socket
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Awaitable, Callable, Iterable, Iterator
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Iterator
 
 import trio
 
@@ -56,36 +58,53 @@ GC_THRESHOLDS = (20_000, 50, 1000)  # the collector's, while serving (see run)
 
 
 class RunLoads:
-    """Brings views of finished runs back into memory for the loop: each loaded in a worker thread
-    (from its checkpoint, or rebuilt from the log), once however many tasks want it meanwhile."""
+    """Brings views of finished runs back into memory for the loop, and lets them go again: each
+    loaded in a worker thread (from its checkpoint, or rebuilt from the log), once however many
+    tasks want it meanwhile, and none let go while a task holds it."""
 
     def __init__(self, views: Projector, checkpoints: Checkpoints) -> None:
         self.views = views
         self.checkpoints = checkpoints
         self._loading: dict[str, trio.Event] = {}
+        self._held: collections.Counter[str] = collections.Counter()
 
-    async def ensure(self, ids: Iterable[object]) -> None:
-        """Returns once the views of the runs among ``ids`` are in memory. Only the projector actor
-        lets views go (its trim), so a caller that reads them before its next await finds them."""
-        for run_id in self.views.absent(ids):
-            while self.views.absent([run_id]):
-                loading = self._loading.get(run_id)
-                if loading is not None:
-                    await loading.wait()
-                    continue
-                loading = self._loading[run_id] = trio.Event()
-                try:
-                    view = await trio.to_thread.run_sync(self.checkpoints.load_run, run_id, self.views.position)
-                finally:
-                    del self._loading[run_id]
-                    loading.set()
-                self.views.admit(run_id, view)
+    @contextlib.asynccontextmanager
+    async def held(self, ids: Iterable[object]) -> AsyncIterator[None]:
+        """The views of the runs among ``ids`` (anything: unit ids, None...) in memory for the
+        block (loaded first where need be); after it, the least recently used may go."""
+        runs = [run_id for run_id in ids if isinstance(run_id, str)]
+        self._held.update(runs)
+        try:
+            for run_id in runs:
+                while self.views.absent([run_id]):
+                    await self._load(run_id)
+            yield
+        finally:
+            self._held -= collections.Counter(runs)
+            self.trim()
+
+    async def _load(self, run_id: str) -> None:
+        loading = self._loading.get(run_id)
+        if loading is not None:
+            await loading.wait()
+            return
+        loading = self._loading[run_id] = trio.Event()
+        try:
+            view = await trio.to_thread.run_sync(self.checkpoints.load_run, run_id, self.views.position)
+        finally:
+            del self._loading[run_id]
+            loading.set()
+        self.views.admit(run_id, view)
+
+    def trim(self) -> None:
+        """Lets the least recently used views of finished runs go, but those held."""
+        self.views.trim(keep=self._held)
 
 
 def _loaded(query: str) -> Callable[..., Awaitable[Any]]:
     async def answer(self: Views, run_id: str) -> Any:
-        await self.loads.ensure([run_id])
-        return getattr(self.projector, query)(run_id)
+        async with self.loads.held([run_id]):
+            return getattr(self.projector, query)(run_id)
 
     answer.__name__ = query
     return answer
@@ -136,19 +155,22 @@ class ProjectorActor(Actor[list[Record]]):
 
     async def run(self) -> None:
         async for records in self.inbox:
-            if self.loads is not None:
-                await self.loads.ensure(self.views.missing(records))
-            for record in records:
-                deltas = self.views.apply(record)
-                if self.checkpoints is not None:
-                    self.checkpoints.memory.fold(record)
-                self.hub.publish(deltas)
-                if self.listeners:
-                    self._tell([from_delta(delta.data) for delta in deltas if delta.topic == NOTIFICATION])
+            if self.loads is None:
+                self._apply(records)
+                continue
+            async with self.loads.held(self.views.wanted(records)):
+                self._apply(records)
+            if self._due():
+                await self.checkpoint()
+
+    def _apply(self, records: list[Record]) -> None:
+        for record in records:
+            deltas = self.views.apply(record)
             if self.checkpoints is not None:
-                self.views.trim()
-                if self._due():
-                    await self.checkpoint()
+                self.checkpoints.memory.fold(record)
+            self.hub.publish(deltas)
+            if self.listeners:
+                self._tell([from_delta(delta.data) for delta in deltas if delta.topic == NOTIFICATION])
 
     def _due(self) -> bool:
         assert self.checkpoints is not None
@@ -171,6 +193,8 @@ class ProjectorActor(Actor[list[Record]]):
             self._retry_at = time.monotonic() + self.every_seconds
             return
         checkpoints.saved(capture)
+        if self.loads is not None:
+            self.loads.trim()
         self._saved_at = time.monotonic()
 
     @staticmethod
@@ -282,9 +306,10 @@ class Backend:
     async def csv(self, run_id: str) -> Iterator[str] | None:
         if self.projector.run(run_id) is None:
             return None
-        if self.loads is not None:
-            await self.loads.ensure([run_id])  # its columns are in its views
-        return csv_rows(self.store.iter(), run_id, self.projector)
+        if self.loads is None:
+            return csv_rows(self.store.iter(), run_id, self.projector)
+        async with self.loads.held([run_id]):  # its columns are in its views
+            return csv_rows(self.store.iter(), run_id, self.projector)
 
     def events(self, run_id: str) -> Iterator[str] | None:
         if self.views.run(run_id) is None:

@@ -40,6 +40,7 @@ Invariants
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import inspect
@@ -477,6 +478,41 @@ def _checked(part: Part) -> bytes:
 
 
 T = TypeVar("T")
+SLICE = 50_000  # points of a series encoded at a time
+
+
+def encode_run(view: RunView) -> bytes:
+    """``msgspec.msgpack.encode(view)``, byte for byte, made in slices: a long run's series hold
+    millions of points, and one call would hold the interpreter - the event loop's thread too -
+    for as long as it takes to encode them all."""
+    encode = msgspec.msgpack.encode
+    names = [attribute.name for attribute in dataclasses.fields(RunView)]
+    pieces = [_header(len(names), 0x80, 0xDE, 0xDF)]  # a dataclass is a map of its fields, in order
+    for name in names:
+        pieces.append(encode(name))
+        value = getattr(view, name)
+        if name != "series":
+            pieces.append(encode(value))
+            continue
+        pieces.append(_header(len(value), 0x80, 0xDE, 0xDF))
+        for tag, points in value.items():
+            pieces += [encode(tag), _header(len(points), 0x90, 0xDC, 0xDD)]
+            pieces += [_items(encode(points[i:i + SLICE])) for i in range(0, len(points), SLICE)]
+    return b"".join(pieces)
+
+
+def _header(length: int, fixed: int, sixteen: int, thirty_two: int) -> bytes:
+    """A msgpack map or array header: the fixed form below 16 entries, else 16 or 32 bits."""
+    if length < 16:
+        return bytes([fixed | length])
+    if length < 1 << 16:
+        return bytes([sixteen]) + length.to_bytes(2, "big")
+    return bytes([thirty_two]) + length.to_bytes(4, "big")
+
+
+def _items(encoded: bytes) -> bytes:
+    """An encoded array's items, without its header."""
+    return encoded[{0xDC: 3, 0xDD: 5}.get(encoded[0], 1):]
 
 
 def _decoded(data: bytes, kind: type[T]) -> T:
@@ -545,32 +581,40 @@ class Checkpoints:
         if found is None:
             log.info("no checkpoint of the views yet: they are built from the whole log")
             return None
-        part, saved, runs = found
-        self.views.resume(saved.views, runs)
+        part, saved, runs, active = found
+        self.views.resume(saved.views, runs, active)
         self.memory = saved.memory
         self.saved_position = part.position
         self._all_summaries = False
         return Resumed(saved.views, runs)
 
-    def _saved(self) -> tuple[Part, LiveCheckpoint, dict[str, RunSummary]] | None:
-        """The saved checkpoint, in one snapshot of the store; None when there is none, Unusable
-        when it must not be used."""
+    def _saved(self) -> tuple[Part, LiveCheckpoint, dict[str, RunSummary], dict[str, RunView]] | None:
+        """The saved checkpoint (the live part, every run's summary, the views of active runs), in
+        one snapshot of the store; None when there is none, Unusable when it must not be used."""
         with self.store.reading() as stored:
             part = stored.load(LIVE)
             if part is None:
                 return None
             saved = _decoded(_checked(part), LiveCheckpoint)
             self._of_this_log(saved.memory)
-            return part, saved, self._summaries(stored, saved.runs)
+            runs = self._summaries(stored, saved.runs)
+            active = {unit.run: _decoded(_checked(self._part(stored, run_part(unit.run))), RunView)
+                      for unit in saved.views.units.values() if unit.run is not None}
+            return part, saved, runs, active
+
+    @staticmethod
+    def _part(stored: PartReader, name: str) -> Part:
+        part = stored.load(name)
+        if part is None:
+            raise Unusable(f"lacks its part {name}")
+        return part
 
     @staticmethod
     def _summaries(stored: PartReader, count: int) -> dict[str, RunSummary]:
         runs: dict[str, RunSummary] = {}
         for number in range(math.ceil(count / RUNS_PER_PART)):
             name = summaries_part(number)
-            part = stored.load(name)
-            if part is None:
-                raise Unusable(f"lacks its part {name}")
+            part = Checkpoints._part(stored, name)
             try:
                 runs.update(_decoded(_checked(part), dict[str, RunSummary]))
             except Unusable as why:
@@ -610,39 +654,38 @@ class Checkpoints:
     # -- saving ----------------------------------------------------------------------------------
 
     def capture(self) -> Capture:
-        """The save of the views as they are: the live part, the parts of summaries that changed
-        since the last save (those of active runs, and of runs with unsaved views: a finished run's
-        summary changes only in a fold that changes its view), and the finished runs' views that
-        changed. Reads the views (they must not change meanwhile)."""
+        """The save of the views as they are: the live part, and of the runs whose summaries or
+        views changed since the last save, their parts of summaries and their views. Reads the
+        views (they must not change meanwhile), in pieces: none holds the interpreter for long."""
         views, position = self.views, self.views.position
         assert self.memory.position == position, "the memory follows the views"
-        live, unsaved = views.live(), views.unsaved_views()
+        unsaved = views.unsaved_views()
         if self._all_summaries:
             numbers: Iterable[int] = range(math.ceil(views.run_count / RUNS_PER_PART))
         else:
-            numbers = sorted({views.number_of(run_id) // RUNS_PER_PART
-                              for run_id in [*live.active, *(run_id for run_id, _ in unsaved)]})
+            numbers = sorted({views.number_of(run_id) // RUNS_PER_PART for run_id, _ in unsaved})
         encode = msgspec.msgpack.encode
-        parts = [Part.of(LIVE, position, encode(LiveCheckpoint(live, self.memory, views.run_count)))]
+        parts = [Part.of(LIVE, position, encode(LiveCheckpoint(views.live(), self.memory, views.run_count)))]
         parts += [Part.of(summaries_part(number), position,
                           encode(views.summaries(number * RUNS_PER_PART, RUNS_PER_PART))) for number in numbers]
-        parts += [Part.of(run_part(run_id), position, encode(view)) for run_id, view in unsaved]
+        parts += [Part.of(run_part(run_id), position, encode_run(view)) for run_id, view in unsaved]
         return Capture(position, parts, [run_id for run_id, _ in unsaved])
 
     def write(self, capture: Capture) -> None:
         self.store.save(capture.parts)
 
     def saved(self, capture: Capture) -> None:
-        """The capture is written: its runs' views may leave memory."""
+        """The capture is written: its runs' views may leave memory (:meth:`Projector.trim`)."""
         self.views.saved(capture.run_ids)
-        self.views.trim()
         self.saved_position = capture.position
         self._all_summaries = False
 
     def save(self) -> None:
+        """Captures, writes and trims: where nothing else reads the views meanwhile."""
         capture = self.capture()
         self.write(capture)
         self.saved(capture)
+        self.views.trim()
 
     # -- finished runs ---------------------------------------------------------------------------
 

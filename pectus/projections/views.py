@@ -227,14 +227,12 @@ class RunView:
 
 @dataclass
 class LiveViews:
-    """The views but the runs' summaries and the views of finished runs: what a checkpoint keeps
-    as one part (the others are parts of their own). ``active`` holds the view of each unit's
-    active run; ``shared_methods`` the units whose method is their active run's (one object: a
-    line state changes both), for :meth:`Projector.resume` to join them again."""
+    """The views but the runs' summaries and views: what a checkpoint keeps as one part (the
+    others are parts of their own). ``shared_methods`` are the units whose method is their active
+    run's (one object: a line state changes both), for :meth:`Projector.resume` to join again."""
 
     position: int
     units: dict[str, UnitView]
-    active: dict[str, RunView]
     shared_methods: list[str]
     unfoldable: list[dict[str, Any]]
 
@@ -250,10 +248,10 @@ class Projector:
     once it ended, at most ``resident_runs`` views of finished runs stay (the least recently used
     go first, at :meth:`trim`; None: every view stays), and ``load_run`` gives one back when a
     query or a late event wants it (it blocks: where that matters, load the views first, in a
-    worker thread: :meth:`missing`, :meth:`absent`, :meth:`admit`). A finished run's view that
-    changed since it was saved (a late event) stays in memory until its owner saved it
-    (:meth:`unsaved_views`, :meth:`saved`): dropping it would lose the change. Which views are in
-    memory never changes what any query answers."""
+    worker thread: :meth:`wanted`, :meth:`absent`, :meth:`admit`). A run whose summary or view
+    changed since it was saved (:meth:`unsaved_views`, :meth:`saved`) keeps its view in memory
+    until its owner saved it: dropping it would lose the change. Which views are in memory never
+    changes what any query answers."""
 
     def __init__(self, aggregator_name: str, aggregator_version: str, *,
                  load_run: Callable[[str], RunView] | None = None, resident_runs: int | None = None) -> None:
@@ -265,7 +263,7 @@ class Projector:
         self._units: dict[str, UnitView] = {}
         self._runs: dict[str, RunSummary] = {}  # every run, in order of start
         self._views: OrderedDict[str, RunView] = OrderedDict()  # in memory, the least recently used first
-        self._unsaved: set[str] = set()  # finished runs whose view changed since it was saved
+        self._unsaved: set[str] = set()  # runs whose summary or view changed since they were saved
         self._identities: dict[bytes, dict[str, Any]] = {}  # one object per distinct run identity
         self.unfoldable: list[dict[str, Any]] = []  # {position, type, reason} of each event skipped
         # Whether apply() derives notifications (pectus.notifications): the live aggregator sets it once
@@ -314,9 +312,9 @@ class Projector:
 
     # -- where the views of runs are ---------------------------------------------------------
 
-    def missing(self, records: Iterable[Record]) -> list[str]:
-        """The finished runs whose views folding ``records`` needs and memory lacks: the run each
-        names, and the run each answered request was asked in."""
+    def wanted(self, records: Iterable[Record]) -> list[str]:
+        """The runs whose views folding ``records`` reads: the known run each names, and the run
+        each answered request was asked in (:meth:`absent` says which are not in memory)."""
         named: list[object] = []
         for record in records:
             data = record.data
@@ -324,7 +322,7 @@ class Projector:
                 named.append(data.get("run"))
                 if record.type == RequestAnswered.type:
                     named.append(self._asked_in(data))
-        return self.absent(named)
+        return list(dict.fromkeys(run for run in named if isinstance(run, str) and run in self._runs))
 
     def _asked_in(self, data: dict[str, Any]) -> str | None:
         unit, request = data.get("unit"), data.get("request_id")
@@ -334,7 +332,7 @@ class Projector:
         return asked.run if asked is not None else None
 
     def absent(self, ids: Iterable[object]) -> list[str]:
-        """The runs among ``ids`` (anything: a unit id, None...) known and not in memory."""
+        """The runs among ``ids`` (anything: a unit id, None...) known, whose views are not in memory."""
         return list(dict.fromkeys(run for run in ids
                                   if isinstance(run, str) and run in self._runs and run not in self._views))
 
@@ -345,32 +343,32 @@ class Projector:
             self._views[run_id] = view
 
     def unsaved_views(self) -> list[tuple[str, RunView]]:
-        """The finished runs whose views changed since :meth:`saved` was told of them, by id."""
+        """The runs whose summaries or views changed since :meth:`saved` was told of them, by id."""
         return [(run_id, self._views[run_id]) for run_id in sorted(self._unsaved)]
 
     def saved(self, run_ids: Iterable[str]) -> None:
         """These views were saved as they are (nothing folded since): they may leave memory."""
         self._unsaved.difference_update(run_ids)
 
-    def trim(self) -> None:
+    def trim(self, keep: Iterable[str] = ()) -> None:
         """Lets the least recently used views of finished runs beyond ``resident_runs`` go (saved
-        ones only)."""
+        ones only, and none of those to ``keep``)."""
         if self.resident_runs is None:
             return
         finished = [run_id for run_id in self._views if self._runs[run_id].completed is not None]
         excess = len(finished) - self.resident_runs
+        kept = self._unsaved.union(keep)
         for run_id in finished:
             if excess <= 0:
                 return
-            if run_id not in self._unsaved:
+            if run_id not in kept:
                 del self._views[run_id]
                 excess -= 1
 
     def _view(self, run_id: str) -> RunView:
-        """The view of a known run, to fold into: a finished run's is unsaved from now on."""
+        """The view of a known run, to fold into: unsaved from now on."""
         view = self._resident(run_id)
-        if self._runs[run_id].completed is not None:
-            self._unsaved.add(run_id)
+        self._unsaved.add(run_id)
         return view
 
     def _resident(self, run_id: str) -> RunView:
@@ -388,12 +386,11 @@ class Projector:
         return self._resident(run_id) if run_id in self._runs else None
 
     def live(self) -> LiveViews:
-        """The views but the runs' summaries and finished runs' views, as they are (not copies:
-        encode them before the next fold)."""
-        units = self._units.values()
-        active = {unit.run: self._views[unit.run] for unit in units if unit.run is not None}
-        shared = [unit.id for unit in units if unit.run is not None and unit.method is active[unit.run].method]
-        return LiveViews(self._position, self._units, active, shared, self.unfoldable)
+        """The views but the runs' summaries and views, as they are (not copies: encode them
+        before the next fold)."""
+        shared = [unit.id for unit in self._units.values()
+                  if unit.run is not None and unit.method is self._views[unit.run].method]
+        return LiveViews(self._position, self._units, shared, self.unfoldable)
 
     @property
     def run_count(self) -> int:
@@ -407,16 +404,17 @@ class Projector:
     def number_of(self, run_id: str) -> int:
         return self._runs[run_id].number
 
-    def resume(self, live: LiveViews, runs: dict[str, RunSummary]) -> None:
-        """Takes up where a checkpoint's views left off (``live`` and ``runs``, every run's summary
-        in order of start: objects of their own, decoded); the views of finished runs come from
-        ``load_run`` when wanted. Only for a fresh projector."""
+    def resume(self, live: LiveViews, runs: dict[str, RunSummary], active: dict[str, RunView]) -> None:
+        """Takes up where a checkpoint's views left off: ``live``, ``runs`` (every run's summary in
+        order of start) and ``active`` (the views of the active runs), objects of their own,
+        decoded; the views of finished runs come from ``load_run`` when wanted. Only for a fresh
+        projector."""
         assert self._position == 0 and not self._units, "resume a fresh projector only"
         self._position, self._units, self._runs = live.position, live.units, runs
         for run in self._runs.values():
             run.identity = self._shared(run.identity)
         self.unfoldable = live.unfoldable
-        self._views = OrderedDict(live.active)
+        self._views = OrderedDict(active)
         for unit_id in live.shared_methods:
             unit = self._units[unit_id]
             assert unit.run is not None
@@ -475,6 +473,7 @@ class Projector:
         run = self._runs.get(event.run) if event.run is not None else None
         if run is not None and run.id == unit.run and event.actor.kind == "engine":
             run.last_event = max(run.last_event, event.time)  # what the engine reported of the run
+            self._unsaved.add(run.id)
         match event:
             case EngineRegistered():
                 return self._registered(unit, event)
@@ -534,6 +533,7 @@ class Projector:
         initial = {"version": unit.method.version, "lines": unit.method.lines, "last_author": unit.method.last_author}
         run = self._runs[event.run] = RunSummary(event.run, unit.id, event.time, len(self._runs))
         view = self._views[event.run] = RunView(unit.method, initial)
+        self._unsaved.add(run.id)
         unit.run = run.id
         unit.idle_errors = ErrorLog(IDLE_ERROR_LIMIT)
         self._refresh_active_run(unit)
@@ -561,7 +561,7 @@ class Projector:
         assert unit.run is not None
         run = self._runs[unit.run]
         run.completed = time
-        self._unsaved.add(run.id)  # a finished run's view is saved apart from now on
+        self._unsaved.add(run.id)
         unit.run = None
         unit.last_run = run.id
         # The run keeps the method object it shared with the unit; the unit carries on with a copy.
@@ -620,6 +620,7 @@ class Projector:
         run = self._runs.get(run_id) if run_id is not None else None
         if run is not None and run.id == unit.run:
             run.last_event = max(run.last_event, time)
+            self._unsaved.add(run.id)
         view = self._view(run.id) if run is not None else None
         values_of_unit, times_of_unit = unit.values, unit.value_times
         for sample in data["samples"]:
@@ -726,6 +727,7 @@ class Projector:
         if not entry["detail"]["accepted"] or actor["kind"] != "user" or actor["id"] in run.contributors:
             return []
         run.contributors[actor["id"]] = actor["name"]
+        self._unsaved.add(run.id)
         deltas = [Delta(None, "runs", self.run(run.id))]
         return [self._delta(unit, "units"), *deltas] if run.id == unit.run else deltas
 
