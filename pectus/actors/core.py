@@ -150,6 +150,14 @@ class RateLimitedLog:
         return True
 
 
+def first_failure(error: BaseException) -> BaseException:
+    """The first failure inside a (possibly nested) exception group, or ``error`` itself: of a
+    nursery's group, the one that says what happened."""
+    while isinstance(error, BaseExceptionGroup) and error.exceptions:
+        error = error.exceptions[0]
+    return error
+
+
 async def supervise(actors: list[tuple[Actor[Any], Restart]],
                     on_crash: Callable[[str, BaseException], None] | None = None) -> None:
     """Run ``actors`` until all return; restart crashed ones as their policy says.

@@ -20,6 +20,11 @@ Invariants:
 * nothing is doubled for the record: the aggregator drops records it already stored;
 * order is kept: records are sent in sequence order, one connection at a time;
 * the scan cycle never waits for the disk or the network: the sink only queues.
+
+An engine may be given several aggregator addresses (an active aggregator and its standbys on
+one PostgreSQL store): it tries them in turn on each reconnect (:class:`Addresses`), and a
+standby's refusal sends it on to the next address at once. Whichever aggregator welcomes it says
+what it has stored from this outbox, so a takeover loses and doubles nothing either.
 """
 
 from __future__ import annotations
@@ -32,15 +37,15 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import msgspec
 
 import trio
-from trio_websocket import ConnectionClosed, HandshakeError, open_websocket_url
+from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError, open_websocket_url
 
 from pectus import __version__
-from pectus.actors.core import Actor, RateLimitedLog, ask
+from pectus.actors.core import Actor, RateLimitedLog, ask, first_failure
 from pectus.actors.scan_cycle import Cancel, Control, Force, Inject, SaveMethod, ScanCycle
 from pectus.credentials import CredentialError, EngineCredential, EngineKey
 from pectus.events import protocol as p
@@ -59,6 +64,49 @@ FLUSH_INTERVAL = 0.5  # seconds of ticks written to the outbox in one transactio
 LIVE_INTERVAL = 0.25
 # A credential that cannot be had now (the provider is down, a wrong secret) is retried like a cut.
 _CONNECTION_ERRORS = (OSError, ConnectionClosed, HandshakeError, p.ProtocolError, trio.TooSlowError, CredentialError)
+RETRY_FIRST, RETRY_MAX = 0.25, 5.0  # seconds before the next try after a failed one: doubling, up to the most
+STANDBY_RETRY = 0.5  # ...but no more than this while a standby answers: it may take over any moment
+
+
+class Addresses:
+    """The aggregator addresses an engine tries, in turn, and how long it waits before each try
+    (sans-I/O: the uplink asks, and tells what came of each try).
+
+    Invariants: each try goes to the address after the last one tried (a dead aggregator is not
+    asked twice in a row while another may answer); a standby's refusal moves on at once, unless
+    every address refused so in a row (no active aggregator yet: a pause of
+    :data:`STANDBY_RETRY`); a failure waits the back-off, which doubles up to :data:`RETRY_MAX`
+    and starts again from :data:`RETRY_FIRST` after a session, or from :data:`STANDBY_RETRY` once
+    a standby answered (a takeover is under way); a single address behaves as before."""
+
+    def __init__(self, urls: Sequence[str]) -> None:
+        if not urls:
+            raise ValueError("no aggregator address")
+        self.urls = list(urls)
+        self._next = 0
+        self._backoff = RETRY_FIRST
+        self._standbys = 0  # refusals by standbys in a row
+
+    def __iter__(self) -> Iterator[str]:
+        while True:
+            url = self.urls[self._next]
+            self._next = (self._next + 1) % len(self.urls)
+            yield url
+
+    def after_session(self) -> float:
+        """A session ended (or a refusal was waited out): the seconds to wait before the next try."""
+        self._backoff, self._standbys = RETRY_FIRST, 0
+        return RETRY_FIRST
+
+    def after_standby(self) -> float:
+        self._standbys += 1
+        self._backoff = STANDBY_RETRY
+        return STANDBY_RETRY if self._standbys % len(self.urls) == 0 else 0.0
+
+    def after_failure(self) -> float:
+        self._standbys = 0
+        wait, self._backoff = self._backoff, min(self._backoff * 2, RETRY_MAX)
+        return wait
 
 
 class Outbox:
@@ -370,20 +418,22 @@ def _json_values(values: dict[str, Any] | None) -> dict[str, Any] | None:
 
 
 class Uplink(Actor[list[dict[str, Any]]]):
-    """Connects to ``url`` (ws://host:port/engine), sends the outbox, answers requests.
+    """Connects to ``url`` (ws://host:port/engine, or several such addresses, tried in turn:
+    :class:`Addresses`), sends the outbox, answers requests.
 
     ``credential`` proves the engine's identity in each hello; by default a key kept in
     ``<engine id>.key`` beside the outbox (made on first start)."""
 
-    def __init__(self, scan: ScanCycle, outbox: Path, url: str, *, engine_id: str, computer_name: str,
-                 credential: EngineCredential | None = None, heartbeat: float = 5.0) -> None:
+    def __init__(self, scan: ScanCycle, outbox: Path, url: str | Sequence[str], *, engine_id: str,
+                 computer_name: str, credential: EngineCredential | None = None, heartbeat: float = 5.0) -> None:
         super().__init__("engine/uplink", capacity=100_000)
         self.scan = scan
         self.engine = scan.engine
         self.builder = RecordBuilder(scan.engine)
         self.outbox_path = outbox
         self.outbox: Outbox | None = None  # open while the actor runs
-        self.url = url
+        self.addresses = Addresses([url] if isinstance(url, str) else url)
+        self.url = self.addresses.urls[0]  # the address tried last
         self.engine_id = engine_id
         self.credential = credential or EngineKey.from_file(Path(outbox).with_name(f"{engine_id}.key"))
         self.hello = p.Hello(p.PROTOCOL_VERSION, engine_id, computer_name, scan.engine.uod.instrument, __version__)
@@ -400,6 +450,7 @@ class Uplink(Actor[list[dict[str, Any]]]):
         # A user's request was applied: the next records and live values (what it did) go out at once.
         self._prompt_records = self._prompt_live = False
         self._broken = RateLimitedLog(log)
+        self._standby = RateLimitedLog(log)
         self.lost = 0
 
     def sink(self, events: list[ev.EngineEvent]) -> None:
@@ -470,20 +521,27 @@ class Uplink(Actor[list[dict[str, Any]]]):
             self._new.set()
 
     async def _connect_forever(self) -> None:
-        backoff = 0.25
-        while True:
+        for url in self.addresses:
+            self.url = url
             try:
                 async with open_websocket_url(self.url, max_message_size=p.MAX_FRAME, connect_timeout=5,
                                               disconnect_timeout=1) as ws:
                     await self._session(ws)
-                backoff = 0.25
+                wait = self.addresses.after_session()
             except* _CONNECTION_ERRORS as group:  # the session's tasks report them in a group
-                error = group.exceptions[0]
-                self._broken(logging.WARNING, f"aggregator {self.url}: {str(error) or type(error).__name__}")
+                error = first_failure(group)
+                standby = (p.standby_refusal(error.status_code, error.body)
+                           if isinstance(error, ConnectionRejected) else None)
+                if standby is not None:
+                    wait = self.addresses.after_standby()
+                    self._standby(logging.INFO, f"aggregator {self.url} is a standby, trying the next address: "
+                                                f"{standby.reason}")
+                else:
+                    wait = self.addresses.after_failure()
+                    self._broken(logging.WARNING, f"aggregator {self.url}: {str(error) or type(error).__name__}")
             finally:
                 self.connected = False
-            await trio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            await trio.sleep(wait)
 
     async def _session(self, ws) -> None:
         outbox = self.outbox

@@ -22,10 +22,11 @@ import hashlib
 import logging
 import os
 import re
+import socket
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import IO, TYPE_CHECKING, Sequence
 
 from pectus.cli import database, engines
 from pectus.projections.trend import DEFAULT_WINDOW
@@ -305,6 +306,7 @@ def _serve(args: argparse.Namespace) -> int:
     import trio
 
     from pectus.actors.aggregator import SIGNING_KEY_FILE, AggregatorProcess
+    from pectus.actors.core import first_failure
     from pectus.cli.ports import is_port_in_use, port_in_use_message
     from pectus.events.signing import load_or_create_signer
     from pectus.events.store import shown
@@ -328,25 +330,48 @@ def _serve(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"cannot use the chain signing key: {error}: refusing to start", file=sys.stderr)
         return EXIT_USAGE
-    try:
-        process = AggregatorProcess(args.data_dir, host=args.host, port=args.port,
-                                    accept_new_engines=args.accept_new_engines, auth=auth, signer=signer,
-                                    trend_window=args.trend_window, store=args.store)
-    except ConfigError as error:  # PECTUS_ALLOWED_ORIGINS or PECTUS_PUSH_*, or the Web Push key file, is wrong
+    # What keeps it from starting: PECTUS_ALLOWED_ORIGINS or PECTUS_PUSH_*, or the Web Push key file, is
+    # wrong (ConfigError), or the store's database refuses it, and says why.
+    refusals = (ConfigError, ConnectionError, PermissionError)
+
+    def refuse(error: BaseException) -> int:
         print(f"{error}: refusing to start", file=sys.stderr)
-        return EXIT_USAGE
-    except (ConnectionError, PermissionError) as error:  # the store's database refuses us, and says why
-        print(f"{error}: refusing to start", file=sys.stderr)
-        return EXIT_PROBLEMS
+        return EXIT_USAGE if isinstance(error, ConfigError) else EXIT_PROBLEMS
+
+    def start() -> AggregatorProcess:
+        return AggregatorProcess(args.data_dir, host=args.host, port=args.port,
+                                 accept_new_engines=args.accept_new_engines, auth=auth, signer=signer,
+                                 trend_window=args.trend_window, store=args.store)
+
     if args.store:
+        # PostgreSQL: the aggregator that holds the store's active lock serves it; any other waits as
+        # its standby, and takes over when it goes (pectus.actors.standby, docs/operations.md).
+        from pectus.actors import standby
+
         log.info("the event store is the PostgreSQL database %s", shown(args.store))
+        lock = standby.ActiveLock(args.store, f"pectus-aggregator {socket.gethostname()} {args.host}:{args.port}")
+
+        async def serve(shutdown: trio.Event) -> None:
+            await standby.serve(lock, args.host, args.port, start, shutdown)
+    else:
+        # SQLite: the store is a file on this machine, with one aggregator and no standby.
+        held = _hold_data_dir(args.data_dir)
+        if held is None:
+            return EXIT_PROBLEMS
+        try:
+            process = start()
+        except refusals as error:
+            return refuse(error)
+
+        async def serve(shutdown: trio.Event) -> None:
+            await process.run(shutdown=shutdown)
 
     async def run() -> None:
         import signal
 
         shutdown = trio.Event()
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(lambda: process.run(shutdown=shutdown))
+            nursery.start_soon(serve, shutdown)
             with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for _ in signals:
                     log.info("stopping the aggregator")
@@ -356,13 +381,44 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         trio.run(run)
     except BaseExceptionGroup as error:
-        if not is_port_in_use(error):
+        if is_port_in_use(error):
+            print(port_in_use_message(args.host, args.port, "-p PORT"), file=sys.stderr)
+            return EXIT_PROBLEMS
+        refused, _ = error.split(refusals)  # a standby that took over could not start
+        if refused is None:
             raise
-        print(port_in_use_message(args.host, args.port, "-p PORT"), file=sys.stderr)
-        return EXIT_PROBLEMS
+        return refuse(first_failure(refused))
     finally:
         flush()
     return EXIT_OK
+
+
+LOCK_FILE = "aggregator.lock"  # in the data directory: held by the aggregator that serves its SQLite store
+
+
+def _hold_data_dir(data_dir: Path) -> IO[str] | None:
+    """An exclusive lock on the data directory's lock file, held until the process ends (the
+    system frees it however the process ends); None once the reason another aggregator holds it
+    is printed. Two aggregators on one SQLite file would each append to the chain and show only
+    their own engines live."""
+    import fcntl
+
+    data_dir.mkdir(parents=True, exist_ok=True)
+    held = (data_dir / LOCK_FILE).open("a+", encoding="utf-8")
+    try:
+        fcntl.flock(held, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        held.seek(0)
+        holder = held.read().strip() or "another process"
+        held.close()
+        print(f"another aggregator ({holder}) serves the store in {data_dir}: one aggregator per SQLite store. "
+              f"Stop that one first; to run a standby aggregator beside an active one, keep the store in "
+              f"PostgreSQL (docs/operations.md, A standby aggregator)", file=sys.stderr)
+        return None
+    held.truncate(0)
+    held.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+    held.flush()
+    return held
 
 
 if __name__ == "__main__":  # pragma: no cover

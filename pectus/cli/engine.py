@@ -1,6 +1,6 @@
 """``pectus-engine``: the process next to the equipment, and its offline tools.
 
-    pectus-engine -uod UOD.py [-ahn HOST] [-ap PORT] [-s] [--key-file FILE] [--events FILE]
+    pectus-engine -uod UOD.py [-ahn HOST[,HOST...]] [-ap PORT[,PORT...]] [-s] [--key-file FILE] [--events FILE]
     pectus-engine validate --uod UOD.py [METHOD.pcode] [--connect] [--strict]
     pectus-engine port-uod OLD.py [-o NEW.py] [--force] [--strict]
     pectus-engine simulate --uod UOD.py METHOD.pcode [--max-seconds N] [--events FILE]
@@ -8,7 +8,8 @@
 
 Without a subcommand the engine runs the unit: it connects the hardware, ticks every 0.1 s,
 reports to the aggregator and takes run controls and methods from it (or runs stand-alone with
---standalone). The flags keep Open Pectus' names.
+--standalone). The flags keep Open Pectus' names. Several aggregator addresses (an active
+aggregator and its standby) are tried in turn: ``-ahn host1,host2`` or ``-ahn host1:8300,host2:8301``.
 
 Exit codes: 0 success or a clean stop, 1 the UOD, the method, the hardware or the run has
 errors, 2 wrong usage.
@@ -37,9 +38,12 @@ def _parser() -> argparse.ArgumentParser:
                     "subcommand it runs the unit defined by -uod.")
     parser.add_argument("-uod", "--uod", type=Path, help="the UOD file (Python) of the unit to run")
     parser.add_argument("-ahn", "--aggregator_hostname", default="127.0.0.1",
-                        help="host name or IP address of the aggregator (default 127.0.0.1)")
-    parser.add_argument("-ap", "--aggregator_port", type=int,
-                        help="port of the aggregator (default 8300, or 443 with -s)")
+                        help="host name or IP address of the aggregator (default 127.0.0.1); several, separated by "
+                             "commas (an active aggregator and its standby), are tried in turn; each may name its "
+                             "port: host1:8300,host2:8301 ([::1]:8300 for an IPv6 address)")
+    parser.add_argument("-ap", "--aggregator_port",
+                        help="port of the aggregator (default 8300, or 443 with -s), for the hosts that name none; "
+                             "one per host, separated by commas, in the order of -ahn")
     parser.add_argument("-s", "--secure", action=argparse.BooleanOptionalAction, default=False,
                         help="connect to the aggregator with TLS (wss://)")
     parser.add_argument("-secret", "--secret", default="",
@@ -131,6 +135,46 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.show_register_details:
         return _validate(args.uod, None, True)
     return _run(args)
+
+
+def aggregator_urls(hosts: str, ports: str | None, secure: bool) -> list[str]:
+    """The engine WebSocket URLs of ``-ahn`` and ``-ap``: each host with the port it names, else
+    the ``-ap`` port for all hosts (or the one in its place in an ``-ap`` list), else 8300 (443 with
+    ``-s``). ValueError, saying what is wrong, for an empty host, a port that is not one, or an
+    ``-ap`` list whose length is not the number of hosts."""
+    names = [host.strip() for host in hosts.split(",")]
+    if not all(names):
+        raise ValueError(f"-ahn {hosts!r}: a host name is empty; separate the hosts with single commas")
+    default = 443 if secure else 8300
+    given = [_port(port.strip(), "-ap") for port in ports.split(",")] if ports else [default]
+    if len(given) not in (1, len(names)):
+        raise ValueError(f"-ap {ports!r} names {len(given)} ports for the {len(names)} hosts of -ahn {hosts!r}: "
+                         "give one port for all, or one per host in the same order")
+    scheme = "wss" if secure else "ws"
+    urls = []
+    for name, fallback in zip(names, given if len(given) > 1 else given * len(names)):
+        host, port = _host_and_port(name)
+        urls.append(f"{scheme}://{host}:{port or fallback}/engine")
+    return urls
+
+
+def _host_and_port(name: str) -> tuple[str, int | None]:
+    """'host', 'host:8300', '10.0.0.5:8300', '[::1]:8300', '[::1]' or '::1' -> (host as in a URL, port or None)."""
+    if name.startswith("["):
+        host, bracket, rest = name[1:].partition("]")
+        if not host or not bracket or (rest and not rest.startswith(":")):
+            raise ValueError(f"-ahn: {name!r} is not an address: write an IPv6 address as [::1] or [::1]:8300")
+        return f"[{host}]", _port(rest[1:], f"-ahn {name}") if rest else None
+    if name.count(":") > 1:  # an IPv6 address without a port
+        return f"[{name}]", None
+    host, colon, port = name.partition(":")
+    return host, _port(port, f"-ahn {name}") if colon else None
+
+
+def _port(text: str, where: str) -> int:
+    if not text.isdigit() or not 0 < int(text) < 65536:
+        raise ValueError(f"{where}: {text!r} is not a port (a number from 1 to 65535)")
+    return int(text)
 
 
 def _load(path: Path):
@@ -357,22 +401,25 @@ def _run(args: argparse.Namespace) -> int:
     engine_id = f"{socket.gethostname()}_{uod.instrument}"
     if init_sentry("engine", args.sentry_event_level, {"engine_id": engine_id, "uod_location": uod.location}):
         log.info("Sentry error reporting is on")
-    port = args.aggregator_port or (443 if args.secure else 8300)
     uplink = None
     if args.standalone:
         log.info("engine %s: unit '%s' from %s, stand-alone", engine_id, uod.instrument, args.uod)
     else:
-        url = f"{'wss' if args.secure else 'ws'}://{args.aggregator_hostname}:{port}/engine"
+        try:
+            urls = aggregator_urls(args.aggregator_hostname, args.aggregator_port, args.secure)
+        except ValueError as error:
+            print(f"pectus-engine: {error}", file=sys.stderr)
+            return EXIT_USAGE
         outbox = args.outbox or Path("data") / f"{engine_id}.outbox.sqlite3"
         outbox.parent.mkdir(parents=True, exist_ok=True)
         credential = credential_from_environment(os.environ, args.key_file or outbox.with_name(f"{engine_id}.key"))
-        uplink = {"outbox": outbox, "url": url, "engine_id": engine_id, "computer_name": socket.gethostname(),
+        uplink = {"outbox": outbox, "url": urls, "engine_id": engine_id, "computer_name": socket.gethostname(),
                   "credential": credential}
         log.info("engine %s: unit '%s' from %s; aggregator %s; outbox %s", engine_id, uod.instrument, args.uod,
-                 url, outbox)
+                 ", then ".join(urls), outbox)
         if args.secret:
             log.warning("-secret is ignored: the engine proves who it is with its own key or app token")
-        if not args.secure and args.aggregator_hostname not in ("127.0.0.1", "::1", "localhost"):
+        if not args.secure and any(not _loopback(url) for url in urls):
             log.warning("connecting without -s: the engine's credential travels unencrypted")
     process = EngineProcess(uod, events_path=args.events, uplink=uplink, on_crash=report_crash)
     try:
@@ -384,6 +431,10 @@ def _run(args: argparse.Namespace) -> int:
         flush()
     log.info("engine stopped")
     return EXIT_OK
+
+
+def _loopback(url: str) -> bool:
+    return url.split("://", 1)[1].rsplit(":", 1)[0] in ("127.0.0.1", "[::1]", "localhost")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,10 +15,17 @@ aggregator -> engine
                    from this outbox (0 for an outbox it has never seen), ``max_frame`` the size
                    of frame it accepts
     ``refused``    the handshake failed: the reason for a person, a ``code`` for the program
+                   (one of :data:`REFUSAL_CODES`)
     ``ack``        every record up to ``seq`` is handled (stored, or refused and listed in
                    ``refused`` with the reason): the engine may forget them
     ``request``    a user's request (control, method, inject, cancel, force, process value)
     ``heartbeat``
+
+A standby aggregator (one that waits to take over a PostgreSQL store: pectus.actors.standby)
+refuses the WebSocket handshake itself: HTTP 503, with a ``refused`` message of code ``standby``
+as the body (:func:`standby_refusal` reads it). An engine given several aggregator addresses
+tries the next one at once; nginx in front (``proxy_next_upstream http_503``) tries its next
+upstream. An engine that predates the code sees a failed handshake, and backs off and retries.
 
 Delivery is at-least-once: the engine keeps records until acknowledged and resends after a
 reconnect from ``last_seq``; the aggregator drops records it already has (``seq <= last_seq`` of
@@ -114,6 +121,11 @@ class Refused(_Message, tag="refused"):
     code: str = ""
 
 
+# What a ``refused`` message's ``code`` may be (docs/protocol.md, "The handshake", says when each is sent).
+STANDBY = "standby"  # not the active aggregator of its store: try the next address
+REFUSAL_CODES = ("protocol", "identity", "credential", "duplicate", "throttled", STANDBY)
+
+
 class RefusedRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     seq: int
     reason: str
@@ -174,6 +186,19 @@ def decode(frame: str | bytes, *, allowed: frozenset[str] | None = None) -> Mess
     if allowed is not None and message.type not in allowed:
         raise ProtocolError(f"message type '{message.type}' is not expected here")
     return message
+
+
+def standby_refusal(status: int, body: bytes | None) -> Refused | None:
+    """The refusal of a standby aggregator, from the HTTP answer to a WebSocket handshake (status
+    503, the ``refused`` message as its body); None for any other answer."""
+    if status != 503 or not body:
+        return None
+    try:
+        message = decode(body, allowed=frozenset({"refused"}))
+    except ProtocolError:
+        return None  # a proxy's own error page, say: not a standby
+    assert isinstance(message, Refused)
+    return message if message.code == STANDBY else None
 
 
 def _type_name(annotation: Any) -> str:

@@ -80,8 +80,10 @@ async def _openapi(backend: Backend) -> dict[str, Any]:
 # -- the route table --------------------------------------------------------------------------
 
 OUTCOME = {"type": "object", "required": ["accepted"], "properties": {"accepted": {"const": True}}}
+# "standby": a standby aggregator's answer (503; pectus.actors.standby serves it, with "detail").
 HEALTH = {"type": "object", "required": ["status"],
-          "properties": {"status": {"enum": ["ok", "degraded", "broken", "failing"]}, "problem": {"type": "string"}}}
+          "properties": {"status": {"enum": ["ok", "degraded", "broken", "failing", "standby"]},
+                         "problem": {"type": "string"}, "detail": {"type": "string"}}}
 # What a process value's tile can do: an entry (value_type int/float/str, with the rules the page
 # checks before sending: pectus.uod.definition.UnitOperationDefinition.entry_rules) or a choice.
 PROCESS_VALUE_COMMAND = {
