@@ -422,7 +422,11 @@ class AggregatorProcess:
             yield record
 
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
-                  shutdown: trio.Event | None = None) -> None:
+                  shutdown: trio.Event | None = None,
+                  before_serving: Callable[[], Awaitable[None]] | None = None) -> None:
+        """Loads the views, then serves until ``shutdown``. ``before_serving`` is awaited once the
+        views are loaded, just before the server binds its address (a standby's server makes way
+        for it there: pectus.actors.standby)."""
         from hypercorn.config import Config
         from pectus.web.server import serve
 
@@ -445,6 +449,8 @@ class AggregatorProcess:
         # thresholds the collector ran every 700 allocations and its older passes held the loop for
         # 10-140 ms, which readers of the API waited out. Collecting rarely costs some memory.
         gc.set_threshold(*GC_THRESHOLDS)
+        if before_serving is not None:
+            await before_serving()
         config = Config()
         config.bind = [f"{self.host}:{self.port}"]
         config.accesslog = None

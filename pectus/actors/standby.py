@@ -181,9 +181,10 @@ _HEADERS = [(b"content-type", b"application/json"), (b"cache-control", b"no-stor
 
 
 class Active(Protocol):
-    """The active aggregator (pectus.actors.aggregator.AggregatorProcess)."""
+    """The active aggregator (pectus.actors.aggregator.AggregatorProcess): ``run`` loads its views,
+    awaits ``before_serving`` and serves until ``shutdown``."""
 
-    async def run(self, *, shutdown: trio.Event) -> None: ...
+    async def run(self, *, shutdown: trio.Event, before_serving: Callable[[], Awaitable[None]]) -> None: ...
 
 
 def end_process(problem: str) -> None:
@@ -219,10 +220,15 @@ async def serve(lock: ActiveLock, host: str, port: int, start: Callable[[], Acti
                 await _unless(shutdown, partial(trio.sleep, grace))
             if taken and not shutdown.is_set():
                 process = await trio.to_thread.run_sync(start)
-                stop.set()  # the standby's server makes way for the active one's, on the same address
-                await stopped.wait()
                 log.info("the store is open, %.2f s after taking the lock; loading the views", time.monotonic() - began)
-                await process.run(shutdown=shutdown)
+
+                async def make_way() -> None:
+                    """The standby's server gives the address to the active one's, once the views are
+                    loaded: until then /health says standby and engines are sent on."""
+                    stop.set()
+                    await stopped.wait()
+
+                await process.run(shutdown=shutdown, before_serving=make_way)
             stop.set()
             nursery.cancel_scope.cancel()
     finally:
