@@ -2,6 +2,7 @@
 checkpoint of its views and without (a replay of the whole log), and its memory.
 
     python bench/startup_bench.py [--events 1000000 10000000] [--units 20] [--runs 1000] [--keep DIR]
+    python bench/startup_bench.py --failover ROUNDS [--engines 3]
 
 For each store size: a store of that many events is written as an aggregator writes it, then a
 real ``pectus-aggregator`` process is started on it and timed from its launch to the first
@@ -17,6 +18,12 @@ With each start its RSS (psutil) once it serves. ``--runs`` builds one more stor
 finished runs with ``--units`` units each in a run (live), and prints the aggregator's RSS after
 start and after reading every finished run's views through the API (loaded on demand, a few kept).
 
+``--failover`` measures instead a standby's takeover (the start-up that matters when the active
+aggregator dies): on tests/failover.py's site - a PostgreSQL store (fsync on), two aggregator
+processes, ``--engines`` demo engines given both addresses and running a method - the active
+aggregator is SIGKILLed ROUNDS times, back and forth (the killed one started again as the standby),
+each time timed to the standby's first ``200`` of ``/health`` and to every engine reconnected to it.
+
 The store tells the truth: the demo UOD and method run on a virtual clock through the engine's own
 RecordBuilder (bench/aggregator_bench.py's ``demo_traffic``); each unit replays those records with
 its own times and run ids, and each record becomes the event an engine session stores (the
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -41,7 +49,7 @@ from pathlib import Path
 
 import httpx
 import psutil
-from aggregator_bench import BIN, SIM_START, demo_traffic, render, replay
+from aggregator_bench import BIN, ROOT, SIM_START, demo_traffic, render, replay
 
 from pectus.actors.aggregator import SIGNING_KEY_FILE, STORE_FILE
 from pectus.actors.engine_session import Engines, EngineSession, UnitMemory
@@ -212,14 +220,62 @@ def memory_with_runs(data: Path, units: int, runs: int) -> None:
           f"through the API ({len(finished) * 5:,} requests in {read:.1f} s, each run's views loaded on demand)")
 
 
+def failover(folder: Path, rounds: int, engines: int) -> None:
+    """The standby's takeover after the active aggregator's SIGKILL, ``rounds`` times (see the docstring)."""
+    sys.path.insert(0, str(ROOT / "tests"))
+    from failover import METHOD, Site, until  # the failover test's site
+    from postgres import PostgreSQLServer  # the tests' throwaway server
+
+    server = PostgreSQLServer(fsync=True)
+    server.start()
+    site = Site(folder, server.new_database(), engines)
+    try:
+        site.start_aggregator(0)
+        until(lambda: site.serving(0), 60, "the first aggregator serving")
+        site.start_aggregator(1)
+        site.start_engines()
+        until(lambda: site.serving(0, engines), 60, "the engines connected")
+        for unit in site.units:
+            site.start_run(0, unit, METHOD)
+        serving, reconnected = [], []
+        for round_ in range(rounds):
+            active, standby = round_ % 2, 1 - round_ % 2
+            until(lambda: site.waiting(standby), 60, "the standby waiting")
+            killed = time.perf_counter()
+            site.aggregators[active].kill()
+            until(lambda: site.serving(standby), 60, "the standby serving", step=0.01)
+            serving.append(time.perf_counter() - killed)
+            until(lambda: site.serving(standby, engines), 60, "the engines reconnected", step=0.01)
+            reconnected.append(time.perf_counter() - killed)
+            site.aggregators[active].wait()
+            site.start_aggregator(active)  # back, as the standby
+    finally:
+        site.close()
+        server.remove()
+    print(f"failover, the active aggregator SIGKILLed with {engines} engines running methods ({rounds} times): the "
+          f"standby's first HTTP 200 after {statistics.median(serving):.2f} s (median; {min(serving):.2f} to "
+          f"{max(serving):.2f} s), every engine reconnected after {statistics.median(reconnected):.2f} s "
+          f"({min(reconnected):.2f} to {max(reconnected):.2f} s)")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, nargs="+", default=[1_000_000, 10_000_000])
     parser.add_argument("--units", type=int, default=20, help="units, each in a run at the end")
     parser.add_argument("--runs", type=int, default=1_000, help="finished runs of the memory figure (0: none)")
     parser.add_argument("--keep", type=Path, help="build the stores here and keep them (default: a temporary folder)")
+    parser.add_argument("--failover", type=int, metavar="ROUNDS",
+                        help="measure a standby's takeover ROUNDS times instead of the start-ups")
+    parser.add_argument("--engines", type=int, default=3, help="engines running during --failover")
     args = parser.parse_args()
     folder = args.keep or Path(tempfile.mkdtemp(prefix="pectus-startup-"))
+    if args.failover:
+        try:
+            failover(folder, args.failover, args.engines)
+        finally:
+            if args.keep is None:
+                shutil.rmtree(folder, ignore_errors=True)
+        return
     try:
         if args.runs:
             memory_with_runs(folder / "runs", args.units, args.runs)

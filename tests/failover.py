@@ -20,11 +20,13 @@ from typing import Any, Callable, TypeVar
 
 import httpx
 
+from pectus.actors.standby import WAITING
 from pectus.events.store import read_store
 from pectus.hardware.opcua_server import free_port
 
 BIN = Path(sys.executable).parent
 DEMO = Path(__file__).resolve().parent.parent / "uods"
+METHOD = "Base: s\n" + "".join(f"Mark: m{i}\nWait: 0.5 s\n" for i in range(1000)) + "Stop\n"  # marks for 8 minutes
 T = TypeVar("T")
 
 
@@ -83,6 +85,11 @@ class Site:
             return {**answer.json(), "http": answer.status_code}
         except (httpx.HTTPError, ValueError):
             return None
+
+    def waiting(self, index: int) -> dict[str, Any] | None:
+        """Aggregator ``index``'s /health report while it waits as a standby for an active one to go."""
+        report = self.health(index)
+        return report if report is not None and report.get("detail") == WAITING else None
 
     def serving(self, index: int, engines: int = 0) -> bool:
         """Aggregator ``index`` is the active one (200, ok), with at least ``engines`` engines connected."""

@@ -22,11 +22,9 @@ import pytest
 import trio
 from trio_websocket import ConnectionRejected, open_websocket_url
 
-from failover import BIN, Site, until
-from pectus.actors.standby import WAITING
+from failover import BIN, METHOD, Site, until
 from pectus.events import protocol as p
 
-METHOD = "Base: s\n" + "".join(f"Mark: m{i}\nWait: 0.5 s\n" for i in range(200)) + "Stop\n"
 TAKEOVER = 10.0  # seconds from the active aggregator's death to the standby serving, at most
 
 
@@ -43,7 +41,7 @@ def test_the_standby_takes_over_and_nothing_is_lost_or_stored_twice(site, postgr
     site.start_aggregator(0)
     until(lambda: site.serving(0), 30, "the first aggregator serving")
     site.start_aggregator(1)  # after the first made the shared signing key
-    until(lambda: (site.health(1) or {}).get("status") == "standby", 30, "the second aggregator a standby")
+    until(lambda: site.waiting(1), 30, "the second aggregator waiting as a standby")
     site.start_engines()
     until(lambda: site.serving(0, engines=3), 60, "the three engines connected to the active aggregator")
     for unit in site.units:
@@ -64,11 +62,7 @@ def test_the_standby_takes_over_and_nothing_is_lost_or_stored_twice(site, postgr
 
     # 2. Started again, the old active one is a standby: /health, the API and engines are told so.
     site.start_aggregator(0)
-    def waiting() -> dict | None:
-        report = site.health(0)
-        return report if report is not None and report.get("detail") == WAITING else None
-
-    standby = until(waiting, 30, "the restarted aggregator waiting as a standby")
+    standby = until(lambda: site.waiting(0), 30, "the restarted aggregator waiting as a standby")
     assert standby["status"] == "standby" and standby["http"] == 503
     refused = site.api(0, "GET", "/api/process_units")
     assert refused.status_code == 503 and refused.json()["status"] == "standby"
