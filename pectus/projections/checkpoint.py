@@ -97,7 +97,7 @@ CHECKPOINTS_TABLE = "pectus_checkpoints"
 LIVE = "live"  # the name of the live part; a finished run's is "run <id>"
 # A save after this many events folded (while the aggregator runs, or builds its views from the log:
 # finished runs' views stay in memory until saved) ...
-SAVE_EVERY_EVENTS = 10_000
+SAVE_EVERY_EVENTS = 5_000
 SAVE_EVERY_SECONDS = 60.0  # ... or, while it runs, this long after the last: a start after a crash folds no more
 RESIDENT_RUNS = 16  # views of finished runs kept in memory, the most recently used
 RUNS_PER_PART = 1_000  # run summaries per part: a save rewrites those that changed, not every run's
