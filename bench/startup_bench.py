@@ -45,6 +45,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import httpx
@@ -240,12 +241,12 @@ def failover(folder: Path, rounds: int, engines: int) -> None:
         serving, reconnected = [], []
         for round_ in range(rounds):
             active, standby = round_ % 2, 1 - round_ % 2
-            until(lambda: site.waiting(standby), 60, "the standby waiting")
+            until(partial(site.waiting, standby), 60, "the standby waiting")
             killed = time.perf_counter()
             site.aggregators[active].kill()
-            until(lambda: site.serving(standby), 60, "the standby serving", step=0.01)
+            until(partial(site.serving, standby), 60, "the standby serving", step=0.01)
             serving.append(time.perf_counter() - killed)
-            until(lambda: site.serving(standby, engines), 60, "the engines reconnected", step=0.01)
+            until(partial(site.serving, standby, engines), 60, "the engines reconnected", step=0.01)
             reconnected.append(time.perf_counter() - killed)
             site.aggregators[active].wait()
             site.start_aggregator(active)  # back, as the standby

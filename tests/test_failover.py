@@ -106,7 +106,8 @@ def test_the_standby_takes_over_and_nothing_is_lost_or_stored_twice(site, postgr
         assert len(seqs) >= produced > 100, f"{path.name}: {produced} records written, {len(seqs)} stored"
     site.close()
     verified = subprocess.run([str(BIN / "pectus-aggregator"), "--store", site.url, "verify", "--public-key",
-                               str(site.key.with_suffix(".pub"))], capture_output=True, text=True, timeout=120)
+                               str(site.key.with_suffix(".pub"))], capture_output=True, text=True, check=False,
+                              timeout=120)
     assert verified.returncode == 0, verified.stderr
     assert "intact" in verified.stdout and "signed up to its last event" in verified.stdout
 

@@ -61,7 +61,8 @@ def test_the_engine_takes_one_or_several_aggregator_addresses_with_their_ports()
 
 def test_bad_addresses_are_refused_before_the_engine_starts(tmp_path):
     done = subprocess.run([str(BIN / "pectus-engine"), "-uod", str(DEMO_UOD), "-ahn", "agg1,agg2", "-ap", "1,2,3",
-                           "--outbox", str(tmp_path / "outbox.sqlite3")], capture_output=True, text=True, timeout=60)
+                           "--outbox", str(tmp_path / "outbox.sqlite3")], capture_output=True, text=True, check=False,
+                          timeout=60)
     assert done.returncode == 2 and "3 ports for the 2 hosts" in done.stderr
 
 
@@ -250,7 +251,7 @@ def test_a_second_aggregator_on_one_sqlite_store_is_refused(tmp_path):
 
         trio.run(partial(wait_for, up, timeout=30, ignore=(httpx.HTTPError,)))
         second = subprocess.run([str(BIN / "pectus-aggregator"), "--port", str(free_port()), "--data-dir", str(data)],
-                                capture_output=True, text=True, timeout=60)
+                                capture_output=True, text=True, check=False, timeout=60)
         assert second.returncode == 1
         assert f"another aggregator (process {first.pid} on " in second.stderr
         assert "one aggregator per SQLite store" in second.stderr and "PostgreSQL" in second.stderr

@@ -100,8 +100,8 @@ class ActiveLock:
         """Takes the lock unless another session holds it; ConnectionError, saying why, when the
         database cannot be reached (the next call connects anew)."""
         try:
-            conn = self._connection()
-            return bool(conn.execute("SELECT pg_try_advisory_lock(%s)", (ACTIVE_LOCK,)).fetchone()[0])  # type: ignore[index]
+            taken = self._connection().execute("SELECT pg_try_advisory_lock(%s)", (ACTIVE_LOCK,)).fetchone()
+            return bool(taken and taken[0])
         except psycopg.Error as error:
             self.close()
             raise ConnectionError(f"cannot reach the store's database: {redacted(str(error), self.url)}") from None
@@ -112,11 +112,11 @@ class ActiveLock:
         if conn is None:
             raise LockLost("the lock's connection is closed")
         try:
-            held = conn.execute(_HELD, (ACTIVE_LOCK,)).fetchone()[0]  # type: ignore[index]
+            held = conn.execute(_HELD, (ACTIVE_LOCK,)).fetchone()
         except psycopg.Error as error:
             self.close()
             raise LockLost(f"the lock's connection failed: {redacted(str(error), self.url).strip()}") from None
-        if not held:
+        if not (held and held[0]):
             raise LockLost("the lock's session no longer holds it")
 
     def pid(self) -> int | None:
