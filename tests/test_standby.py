@@ -204,6 +204,33 @@ async def _connected(http: httpx.AsyncClient, port: int) -> bool:
     return (await http.get(f"http://127.0.0.1:{port}/health")).json().get("engines") == 1
 
 
+def test_a_standby_out_of_reach_of_its_database_says_so_and_stops_when_told(tmp_path):
+    port = free_port()
+    lock = standby.ActiveLock(f"postgresql://pectus:s3cret-word@127.0.0.1:{free_port()}/store", "aggregator")
+
+    def start() -> AggregatorProcess:
+        raise AssertionError("a standby that never held the lock started")
+
+    async def out_of_reach(http: httpx.AsyncClient) -> httpx.Response | None:
+        answer = await http.get(f"http://127.0.0.1:{port}/health")
+        return answer if "cannot reach the store's database" in answer.json()["detail"] else None
+
+    async def main() -> None:
+        shutdown = trio.Event()
+        with trio.fail_after(30):  # the standby ends when told, its address free again
+            async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
+                await nursery.start(partial(standby.serve, lock, "127.0.0.1", port, start, shutdown))
+                answer = await wait_for(partial(out_of_reach, http), timeout=20)
+                assert answer.status_code == 503 and answer.json()["status"] == "standby"
+                assert "s3cret-word" not in answer.text
+                shutdown.set()
+        async with trio.open_nursery() as nursery:
+            await nursery.start(partial(standby.serve, lock, "127.0.0.1", port, start, trio.Event()))
+            nursery.cancel_scope.cancel()
+
+    trio.run(main)
+
+
 class _Serving:
     """An active aggregator's stand-in: serves until told to stop."""
 

@@ -11,6 +11,9 @@
 The store is the SQLite file in the data directory, or the PostgreSQL database named by
 ``--store postgresql://...`` (or ``$PECTUS_DATABASE_URL``) before the command, for every command
 but backup (PostgreSQL's own tools back it up); a password in the URL is never printed or logged.
+Several aggregators may serve one PostgreSQL store: the one holding its active lock serves, the
+others wait as standbys and take over when it goes (pectus.actors.standby). An SQLite store has
+one aggregator: a second one on the same data directory is refused.
 
 Exit codes: 0 success, 1 a problem (a broken chain, a failed backup), 2 wrong usage.
 """
@@ -52,7 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--store", type=database.database_url, default=os.environ.get("PECTUS_DATABASE_URL") or None,
                         metavar="postgresql://USER:PASSWORD@HOST/DB",
                         help="keep the event store in this PostgreSQL database instead of the SQLite file in "
-                             "--data-dir (default: $PECTUS_DATABASE_URL); the signing key stays a file")
+                             "--data-dir (default: $PECTUS_DATABASE_URL); the signing key stays a file. Another "
+                             "aggregator already serving it makes this one its standby")
     parser.add_argument("--signing-key", type=Path, default=os.environ.get("PECTUS_SIGNING_KEY_FILE") or None,
                         help="the Ed25519 private key (PEM) that signs the event chain, created with its public key "
                              "beside it if missing; keep it outside the data directory and back it up apart from "
