@@ -13,12 +13,11 @@ the aggregator restarted on a store with a checkpoint serves what one replaying 
 from __future__ import annotations
 
 import logging
-import shutil
-from unittest import mock
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import httpx
 import msgspec
@@ -577,7 +576,7 @@ async def engine_session(port: int, sent: list[dict]) -> int:
         return welcome.last_seq
 
 
-def serve(data: Path, scenario, *, crash: bool = False, **options) -> tuple[AggregatorProcess, Any]:
+def serve_on(data: Path, scenario, *, crash: bool = False, **options) -> tuple[AggregatorProcess, Any]:
     """``scenario(port, aggregator, api)`` against a real aggregator on the store in ``data``; then
     a clean stop, or (``crash``) the process's tasks cancelled where they are: no last checkpoint."""
     aggregator = AggregatorProcess(data, port=0, hostname="aggregator-host", **options)
@@ -621,8 +620,14 @@ def memory_of(aggregator: AggregatorProcess) -> dict[str, Any]:
             "enrolments": engines.enrolments, "revoked": engines.revoked, "run_units": engines.run_units}
 
 
-def test_a_restarted_aggregator_serves_from_its_checkpoint_what_a_replay_from_zero_serves(tmp_path, caplog):
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_a_restarted_aggregator_serves_from_its_checkpoint_what_a_replay_from_zero_serves(
+        tmp_path, caplog, request, backend):
     data = tmp_path / "data"
+    url = request.getfixturevalue("postgresql_url") if backend == "postgresql" else None
+
+    def serve(data: Path, scenario, **options) -> tuple[AggregatorProcess, Any]:
+        return serve_on(data, scenario, store=url, **options)
 
     async def first(port, aggregator, api):  # enrolled on first use, a run, a second one left running
         assert await engine_session(port, FIRST_RUN) == 0
@@ -644,13 +649,9 @@ def test_a_restarted_aggregator_serves_from_its_checkpoint_what_a_replay_from_ze
         _, errors = serve(data, second, crash=True)  # no checkpoint at its end: the next start folds its events
     assert "views from the checkpoint at event" in caplog.text
     assert [entry["message"] for entry in errors] == ["late: Valve stuck", "Valve slow"]
-    stored = [record.data.get("seq") for record in SQLiteEventStore(data / STORE_FILE).read()]
+    log = open_store(url or data / STORE_FILE)
+    stored = [record.data.get("seq") for record in log.read()]
     assert sorted(seq for seq in stored if seq) == list(range(1, AFTER[-1]["seq"] + 1))  # each record once
-
-    zero = tmp_path / "zero"
-    shutil.copytree(data, zero)
-    with sqlite3.connect(zero / STORE_FILE) as db:
-        db.execute(f"DELETE FROM {CHECKPOINTS_TABLE}")
 
     async def both(port, aggregator, api):
         return await answers(api), (await api.get("/health")).json()
@@ -659,8 +660,12 @@ def test_a_restarted_aggregator_serves_from_its_checkpoint_what_a_replay_from_ze
     with caplog.at_level(logging.INFO, logger="pectus.aggregator"):
         from_checkpoint, (served, health) = serve(data, both)
         assert "views from the checkpoint at event" in caplog.text and "and the 1" in caplog.text
-        from_zero, (replayed_, _) = serve(zero, both)
+        saved = open_checkpoints(log)
+        saved.clear()  # the same log, no checkpoint: the next start replays it all
+        saved.close()
+        from_zero, (replayed_, _) = serve(data, both)
         assert "views rebuilt from the whole log" in caplog.text
+    log.close()
     assert served == replayed_ and len(served) == 10 + 3 * 8
     assert "checkpoint" not in health and health["status"] == "ok"
     assert memory_of(from_checkpoint) == memory_of(from_zero)
@@ -676,11 +681,11 @@ def test_a_damaged_checkpoint_is_told_by_health_and_the_views_come_from_the_log(
     async def again(port, aggregator, api):
         return await answers(api), (await api.get("/health"))
 
-    serve(data, first, accept_new_engines=True)
-    _, (before, _) = serve(data, again)
+    serve_on(data, first, accept_new_engines=True)
+    _, (before, _) = serve_on(data, again)
     with sqlite3.connect(data / STORE_FILE) as db:  # a hand changed it: now a text, not bytes
         db.execute(f"UPDATE {CHECKPOINTS_TABLE} SET data = data || x'00' WHERE name = '{LIVE}'")
-    _, (after, health) = serve(data, again)
+    _, (after, health) = serve_on(data, again)
     assert after == before
     assert health.status_code == 200 and health.json()["checkpoint"] == (
         "the checkpoint of the views is damaged: its checksum does not match its content: it was rebuilt from the log")
@@ -708,13 +713,13 @@ def test_an_idle_aggregator_keeps_few_finished_runs_views_however_many_are_read(
         await wait_for(lambda: aggregator.views.position == aggregator.store.last_position())
         return {run: (await api.get(f"/api/runs/{run}/plot_log")).json() for run in ("run-a", "run-b", "run-c")}
 
-    _, before = serve(data, first, accept_new_engines=True)
+    _, before = serve_on(data, first, accept_new_engines=True)
 
     async def read(port, aggregator, api):
         aggregator.views.resident_runs = 1
         answers = {run: (await api.get(f"/api/runs/{run}/plot_log")).json() for run in ("run-a", "run-b", "run-c")}
         return answers, aggregator.views.absent(["run-a", "run-b", "run-c"])
 
-    _, (after, absent) = serve(data, read)
+    _, (after, absent) = serve_on(data, read)
     assert after == before and after["run-c"]["FT01"] == [[T0 + 15, 6.0]]
     assert absent == ["run-a", "run-b"]  # each read made room first: one finished run's views in memory
