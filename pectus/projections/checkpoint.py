@@ -1,38 +1,43 @@
 """Checkpoints of the views: start-up folds only the log after them, and memory holds only what is used.
 
-Rebuilding the views from the whole log at every start costs time in proportion to the log (about
-9 s per million events); a checkpoint keeps them, with the position of the last event folded into
-them, in the store's own database (table ``pectus_checkpoints``, beside the log's tables: one
-backup, one restore). Start-up loads the checkpoint and folds the events after it.
+Rebuilding the views from the whole log at every start costs time in proportion to the log (tens
+of seconds per million events); a checkpoint keeps them, with the position of the last event
+folded into them, in the store's own database (table ``pectus_checkpoints``, beside the log's
+tables: one backup, one restore). Start-up loads the checkpoint and folds the events after it.
 
 A checkpoint is parts, each a row (``name``, ``position``, ``code``, ``checksum``, ``data``):
 
-* ``live``: the views but those of finished runs (:class:`~pectus.projections.views.LiveViews`:
-  every unit, every run's summary, the views of active runs), with the :class:`Memory` the
-  aggregator keeps of engines beside the views. Small: it grows with the units and the runs'
-  summaries, not with what the runs recorded.
-* ``run <id>``: the :class:`~pectus.projections.views.RunView` of one finished run. Saved when the
-  run ended and again when a late event changed it; loaded only when a query or a late event wants
+* ``live``: every unit's views (:class:`~pectus.projections.views.LiveViews`), the events that
+  could not be folded, how many runs there are, and the :class:`Memory` the aggregator keeps of
+  engines beside the views. Small: it grows with the units, not with the runs or the log.
+* ``summaries <n>``: the summaries of RUNS_PER_PART runs (the list of runs), in order of start.
+* ``run <id>``: the :class:`~pectus.projections.views.RunView` of one run (its logs, method,
+  audit trail, plot series...). A finished run's is loaded only when a query or a late event wants
   it, so memory holds a few of them (the projector's ``resident_runs``), never all.
 
+A save writes the live part, and of the runs whose summary or view changed since the last save
+(a sample, a late event, a run that ended) their views and their parts of summaries: a save costs
+what changed, not what the log holds.
+
 Invariants
-    * A save is one transaction: the live part at position P and every finished run's view that
-      changed since the last save, all as they are at P. So every finished run's row holds its view
-      as of the live part's position (a view that did not change since its row was written is the
-      same at P), and a crash between saves loses nothing: the next start folds the log after P.
+    * A save is one transaction, every part in it as the views are at position P (the live
+      part's). A part not written again since an earlier save holds what did not change since, so
+      every part holds its view as of P, and a crash between saves loses nothing: the next start
+      folds the log after P.
     * Nothing is trusted blindly. Each part carries the version of the code that wrote it
       (:func:`code_version`: a hash of the fold's source, so any change to it counts, not only a
-      release) and a SHA-256 checksum of its name, position, version and data. A live part of
+      release) and a SHA-256 checksum of its name, position, version and data. A checkpoint of
       another version is ignored, and the views are rebuilt from the whole log (logged); one that
-      is damaged (checksum, undecodable) or not of this log (its position beyond the log's end, or
-      the event there another) is reported (logged, and :attr:`Checkpoints.problem` for ``/health``)
-      and rebuilt alike. A run's part found so is reported and rebuilt from the log on its own. The
-      log is the truth: nothing is lost either way.
+      is damaged (checksum, undecodable, a part missing) or not of this log (its position beyond
+      the log's end, or the event there another) is reported (logged, and
+      :attr:`Checkpoints.problem` for ``/health``) and rebuilt alike. A finished run's part found so
+      when it is loaded is reported and that run rebuilt from the log. The log is the truth:
+      nothing is lost either way.
     * The encoding is canonical (msgpack of the dataclasses, fields and map entries in their order,
       floats as 64-bit): equal views give equal bytes, so :meth:`Checkpoints.check` compares a
       checkpoint with a rebuild from the log byte for byte (``pectus-aggregator replay --check``).
     * The aggregator's memory of engines (the last record stored per outbox, each unit's open run
-      and state, enrolments, push subscriptions) must survive a start from a checkpoint as it would a
+      and state, enrolments, push subscriptions) survives a start from a checkpoint as it would a
       replay: :class:`Memory` folds what the views do not show, and :func:`restore_memory` rebuilds
       the rest from the views.
 """
