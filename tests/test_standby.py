@@ -13,6 +13,7 @@ processes killed, is tests/test_failover.py).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 import subprocess
@@ -29,6 +30,7 @@ from trio_websocket import ConnectionRejected, open_websocket_url
 from conftest import DEMO_UNIT, DEMO_UOD, ROOT, demo_aggregator, wait_for
 from pectus.actors import standby
 from pectus.actors.aggregator import SIGNING_KEY_FILE, AggregatorProcess
+from pectus.actors.core import first_failure
 from pectus.actors.engine import EngineProcess
 from pectus.actors.uplink import RETRY_FIRST, RETRY_MAX, STANDBY_RETRY, Addresses
 from pectus.cli.engine import aggregator_urls
@@ -204,31 +206,58 @@ async def _connected(http: httpx.AsyncClient, port: int) -> bool:
     return (await http.get(f"http://127.0.0.1:{port}/health")).json().get("engines") == 1
 
 
-def test_a_standby_out_of_reach_of_its_database_says_so_and_stops_when_told(tmp_path):
-    port = free_port()
-    lock = standby.ActiveLock(f"postgresql://pectus:s3cret-word@127.0.0.1:{free_port()}/store", "aggregator")
+def test_a_standby_that_loses_its_database_says_so_and_waits_on(postgresql_server, postgresql_url):
+    """A database that cannot be reached at start stops the aggregator, saying why; one that goes
+    away later is a standby's problem to report (/health, password masked) and to wait out."""
+    port, name = free_port(), f"standby_{os.getpid()}"
+    database = postgresql_url.rsplit("/", 1)[1]
+    holder = standby.ActiveLock(postgresql_url, "the active one")
+    assert holder.try_take()
+    with postgresql_server.connect(database) as admin:
+        admin.execute(f"CREATE ROLE {name} LOGIN PASSWORD 's3cret-word'")
+    url = postgresql_server.url(database, user=name, password="s3cret-word")
 
     def start() -> AggregatorProcess:
         raise AssertionError("a standby that never held the lock started")
 
-    async def out_of_reach(http: httpx.AsyncClient) -> httpx.Response | None:
+    async def detail(http: httpx.AsyncClient, text: str) -> httpx.Response | None:
         answer = await http.get(f"http://127.0.0.1:{port}/health")
-        return answer if "cannot reach the store's database" in answer.json()["detail"] else None
+        return answer if text in answer.json()["detail"] else None
 
     async def main() -> None:
+        wrong = standby.ActiveLock(postgresql_server.url(database, user=name, password="wrong"), "aggregator")
+        with pytest.raises(ExceptionGroup) as refused:  # from the nurseries around it
+            await standby.serve(wrong, "127.0.0.1", port, start, trio.Event())
+        failure = first_failure(refused.value)
+        assert isinstance(failure, ConnectionError) and "cannot reach the store's database" in str(failure)
         shutdown = trio.Event()
         with trio.fail_after(30):  # the standby ends when told, its address free again
             async with trio.open_nursery() as nursery, httpx.AsyncClient(timeout=10) as http:
-                await nursery.start(partial(standby.serve, lock, "127.0.0.1", port, start, shutdown))
-                answer = await wait_for(partial(out_of_reach, http), timeout=20)
+                await nursery.start(partial(standby.serve, standby.ActiveLock(url, name), "127.0.0.1", port, start,
+                                            shutdown))
+                await wait_for(partial(detail, http, standby.WAITING), timeout=10)
+                with postgresql_server.connect(database) as admin:
+                    admin.execute(f"ALTER ROLE {name} NOLOGIN")
+                    admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s",
+                                  (name,))
+                answer = await wait_for(partial(detail, http, "cannot reach the store's database"), timeout=10)
                 assert answer.status_code == 503 and answer.json()["status"] == "standby"
                 assert "s3cret-word" not in answer.text
+                with postgresql_server.connect(database) as admin:
+                    admin.execute(f"ALTER ROLE {name} LOGIN")
+                await wait_for(partial(detail, http, standby.WAITING), timeout=10)
                 shutdown.set()
         async with trio.open_nursery() as nursery:
-            await nursery.start(partial(standby.serve, lock, "127.0.0.1", port, start, trio.Event()))
+            await nursery.start(partial(standby.serve, holder, "127.0.0.1", port, start, trio.Event()))
             nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    finally:
+        holder.close()
+        with postgresql_server.connect(database) as admin:
+            admin.execute("SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity WHERE usename = %s", (name,))
+            admin.execute(f"DROP ROLE {name}")
 
 
 class _Serving:

@@ -252,7 +252,9 @@ async def _serve_standby(app: StandbyApp, host: str, port: int, stop: trio.Event
 
 
 async def _take(lock: ActiveLock, app: StandbyApp, bound: list[str]) -> bool:
-    """Returns once this aggregator holds the lock (True); asks every :data:`POLL` seconds."""
+    """Returns once this aggregator holds the lock (True); asks every :data:`POLL` seconds. A
+    database that cannot be reached at the first request raises its ConnectionError (a wrong URL
+    or password stops the aggregator at start, saying why); later, it is asked again."""
     problems = RateLimitedLog(log, interval=60.0)
     told = False
     while True:
@@ -266,6 +268,8 @@ async def _take(lock: ActiveLock, app: StandbyApp, bound: list[str]) -> bool:
                             "(GET /health answers 503, status standby) and takes over when that one goes",
                             ", ".join(bound))
         except ConnectionError as error:
+            if not told:
+                raise
             app.detail = f"{error}; asking again"
             problems(logging.ERROR, f"{error}; the standby asks again every {POLL:g} s")
         await trio.sleep(POLL)
