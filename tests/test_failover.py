@@ -103,7 +103,8 @@ def test_the_standby_takes_over_and_nothing_is_lost_or_stored_twice(site, postgr
     for path, (outbox, produced, _) in zip(site.outboxes, outboxes):
         seqs = stored[outbox]
         assert seqs == list(range(1, len(seqs) + 1)), f"{path.name}: a record stored twice, or one missing"
-        assert len(seqs) >= produced > 100, f"{path.name}: {produced} records written, {len(seqs)} stored"
+        # Every record written is stored (a run's samples, marks and states: dozens across the three turns).
+        assert len(seqs) >= produced > 30, f"{path.name}: {produced} records written, {len(seqs)} stored"
     site.close()
     verified = subprocess.run([str(BIN / "pectus-aggregator"), "--store", site.url, "verify", "--public-key",
                                str(site.key.with_suffix(".pub"))], capture_output=True, text=True, check=False,
