@@ -232,7 +232,8 @@ async def serve(lock: ActiveLock, host: str, port: int, start: Callable[[], Acti
             stop.set()
             nursery.cancel_scope.cancel()
     finally:
-        await trio.to_thread.run_sync(lock.close)
+        with trio.CancelScope(shield=True):  # a held lock goes with its connection, also on the way out
+            await trio.to_thread.run_sync(lock.close)
 
 
 async def _serve_standby(app: StandbyApp, host: str, port: int, stop: trio.Event, stopped: trio.Event, *,
