@@ -25,8 +25,7 @@ import httpx
 import pytest
 import trio
 
-from conftest import wait_for
-from pectus.actors.aggregator import AggregatorProcess
+from conftest import DEMO_UNIT, demo_aggregator, demo_unit, wait_for
 from pectus.events import protocol as p
 from pectus.web import create_app
 from pectus.web.api import MAX_DEPTH, allowed_origins_from
@@ -34,7 +33,6 @@ from pectus.web.app import ROUTES, Route
 from pectus.web.auth import ConfigError
 from test_aggregator import OUTBOX, run_against_aggregator, session
 from test_auth import client as signed_in_client, run_signed_in
-from test_end_to_end import engine_for
 from push_endpoint import FAKE_SERVICE, Subscriber, browser_keys
 from test_web import AS_JSON, RUN, UNIT, FakeBackend, assert_error, trio_test
 
@@ -298,54 +296,43 @@ def test_another_sites_page_can_no_longer_start_a_unit_nor_a_bad_method_reach_it
     no-cors fetch can send - text/plain, no header of its choosing - to start the unit; before
     these checks that started it. A saved method with a lone surrogate is refused as well. None
     of it reaches the unit or the record; the aggregator's own page and a headless client act."""
-    aggregator = AggregatorProcess(tmp_path / "data", port=0, accept_new_engines=True)
-    unit = "testhost_DemoUod"
+    aggregator = demo_aggregator(tmp_path)
+    unit = DEMO_UNIT
     start = b'{"command": "Start"}'
 
     async def main():
-        shutdown = trio.Event()
-        async with trio.open_nursery() as nursery:
-            bound = await nursery.start(lambda task_status: aggregator.run(shutdown=shutdown, task_status=task_status))
-            port = int(bound[0].rsplit(":", 1)[1])
-            engine = engine_for(port, tmp_path)
-            await nursery.start(engine.run)
+        async with demo_unit(tmp_path, aggregator) as demo:
+            client = demo.api
             control = f"/api/process_units/{unit}/control"
-            async with api(port) as client:
-                async def online():
-                    return [u for u in (await client.get("/api/process_units")).json()
-                            if u["id"] == unit and u["state"] != "offline"]
-                await wait_for(online, timeout=20)
-                method = (await client.get(f"/api/process_units/{unit}/method")).json()
+            method = (await client.get(f"/api/process_units/{unit}/method")).json()
 
-                attack = await client.post(control, content=start,
-                                           headers={"Content-Type": "text/plain", "Origin": EVIL})
-                assert attack.status_code == 403 and EVIL in attack.json()["error"]["message"]
-                no_origin = await client.post(control, content=start, headers={"Content-Type": "text/plain"})
-                assert no_origin.status_code == 415
-                as_json = await client.post(control, content=start, headers={**AS_JSON, "Origin": EVIL})
-                assert as_json.status_code == 403
-                lines = '[{"id": "1", "text": "Mark: \\ud800"}]'
-                garbled = await client.post(f"/api/process_units/{unit}/method", headers=AS_JSON,
-                                            content=f'{{"lines": {lines}, "version": {method["version"]}}}'.encode())
-                assert garbled.status_code == 422 and garbled.json()["error"]["field"] == "lines[0].text"
+            attack = await client.post(control, content=start,
+                                       headers={"Content-Type": "text/plain", "Origin": EVIL})
+            assert attack.status_code == 403 and EVIL in attack.json()["error"]["message"]
+            no_origin = await client.post(control, content=start, headers={"Content-Type": "text/plain"})
+            assert no_origin.status_code == 415
+            as_json = await client.post(control, content=start, headers={**AS_JSON, "Origin": EVIL})
+            assert as_json.status_code == 403
+            lines = '[{"id": "1", "text": "Mark: \\ud800"}]'
+            garbled = await client.post(f"/api/process_units/{unit}/method", headers=AS_JSON,
+                                        content=f'{{"lines": {lines}, "version": {method["version"]}}}'.encode())
+            assert garbled.status_code == 422 and garbled.json()["error"]["field"] == "lines[0].text"
 
-                # (the view gains other fields as the engine reports in: compare what a save changes)
-                after = (await client.get(f"/api/process_units/{unit}/method")).json()
-                assert (after["version"], after["lines"]) == (method["version"], method["lines"])
-                assert not (await client.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
-                assert [r for r in aggregator.store.read() if r.type == "UserRequested"] == []
+            # (the view gains other fields as the engine reports in: compare what a save changes)
+            after = (await client.get(f"/api/process_units/{unit}/method")).json()
+            assert (after["version"], after["lines"]) == (method["version"], method["lines"])
+            assert not (await client.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
+            assert [r for r in aggregator.store.read() if r.type == "UserRequested"] == []
 
-                # the aggregator's own page, then a client that is no browser
-                own = await client.post(control, json={"command": "Start"}, headers={"Origin": f"http://127.0.0.1:{port}"})
-                assert own.status_code == 200, own.text
+            # the aggregator's own page, then a client that is no browser
+            own = await client.post(control, json={"command": "Start"}, headers={"Origin": str(client.base_url).rstrip("/")})
+            assert own.status_code == 200, own.text
 
-                async def running():
-                    return (await client.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
-                await wait_for(running, timeout=20)
-                assert (await client.post(control, json={"command": "Stop"})).status_code == 200
-                requested = [r.data["detail"] for r in aggregator.store.read() if r.type == "UserRequested"]
-                assert requested == [{"command": "Start"}, {"command": "Stop"}]
-            await engine.stop()
-            shutdown.set()
+            async def running():
+                return (await client.get(f"/api/process_units/{unit}/control_state")).json()["is_running"]
+            await wait_for(running, timeout=20)
+            assert (await client.post(control, json={"command": "Stop"})).status_code == 200
+            requested = [r.data["detail"] for r in aggregator.store.read() if r.type == "UserRequested"]
+            assert requested == [{"command": "Start"}, {"command": "Stop"}]
 
     trio.run(main)
