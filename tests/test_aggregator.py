@@ -12,6 +12,7 @@ import json
 import logging
 import re
 
+import httpx
 import pytest
 import trio
 from trio_websocket import ConnectionClosed, open_websocket_url
@@ -329,3 +330,31 @@ def test_an_engine_revoked_from_the_command_line_is_disconnected_and_refused(tmp
     # Not enrolled again on first use either: a revocation stands until an operator enrols it again.
     assert isinstance(again[0], p.Refused) and again[0].code == "identity" and "was revoked" in again[0].reason
     assert disconnected[0] == "its enrolment was revoked"
+
+
+def test_a_unit_left_connected_by_a_killed_aggregator_is_recorded_offline_at_the_next_start(tmp_path):
+    """An aggregator killed (or failed over) records no disconnection: its store ends with the unit
+    connected. The next one records the lost connection before any engine can connect, so the unit
+    reads offline (and notifies so) until its engine is back - and a clean start records nothing."""
+    from pectus.actors.aggregator import LOST_WITH_LAST_AGGREGATOR
+    from pectus.events.domain import EngineConnected, EngineRegistered
+    from pectus.events.store import SQLiteEventStore
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = SQLiteEventStore(data / STORE_FILE)
+    store.append([EngineRegistered(time=1.0, unit="host_Unit", computer_name="host", uod_name="Unit",
+                                   engine_version="0.1.0", protocol=p.PROTOCOL_VERSION).stored(),
+                  EngineConnected(time=1.0, unit="host_Unit").stored()])
+    store.close()
+
+    async def units(port, aggregator):
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}") as api:
+            return (await api.get("/api/process_units")).json(), [r for r in aggregator.store.read()
+                                                                  if r.type == "EngineDisconnected"]
+
+    listed, recorded = serve(data, units)
+    assert [(u["id"], u["state"]) for u in listed] == [("host_Unit", "offline")]
+    assert [(r.data["unit"], r.data["reason"]) for r in recorded] == [("host_Unit", LOST_WITH_LAST_AGGREGATOR)]
+    _, recorded_again = serve(data, units)
+    assert len(recorded_again) == 1  # already offline: nothing more to record

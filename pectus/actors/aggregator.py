@@ -37,7 +37,7 @@ from pectus.actors.trend_sampler import TrendSampler
 from pectus.actors.push import (PUSH_EVENTS, VAPID_KEY_FILE, PushSender, PushSettings, Subscriptions,
                                  load_or_create_vapid_keys)
 from pectus.actors.ui_hub import UiHub
-from pectus.events.domain import Actor as Who, RequestAnswered, UserRequested
+from pectus.events.domain import Actor as Who, EngineDisconnected, RequestAnswered, UserRequested
 from pectus.events.signing import ChainSigner, load_or_create_signer
 from pectus.events.store import ChainedStore, Record, open_store
 from pectus.notifications import TOPIC as NOTIFICATION, Notification, from_delta
@@ -332,6 +332,10 @@ class Backend:
         return report
 
 
+# Why a unit connected to the aggregator before this one is recorded as disconnected at the start.
+LOST_WITH_LAST_AGGREGATOR = "its connection ended with the aggregator before this one, which could not record it"
+
+
 class AggregatorProcess:
     def __init__(self, data_dir: Path, *, host: str = "127.0.0.1", port: int = 8300, accept_new_engines: bool = False,
                  hostname: str | None = None, auth: AuthConfig = AuthConfig(),
@@ -421,6 +425,15 @@ class AggregatorProcess:
             self._remember_record(record)
             yield record
 
+    async def record_lost_connections(self) -> None:
+        """Before any engine can connect: a unit the record shows connected lost its connection
+        with the aggregator before this one (killed, crashed, or the active one of a standby pair),
+        which could not record it. Recorded now, so the unit reads offline until its engine is back."""
+        connected = [summary["id"] for summary in self.views.units() if summary["state"] == "online"]
+        if connected:
+            await self.writer.append([EngineDisconnected(time=time.time(), unit=unit, reason=LOST_WITH_LAST_AGGREGATOR)
+                                      for unit in connected])
+
     async def run(self, *, task_status: trio.TaskStatus[list[str]] = trio.TASK_STATUS_IGNORED,
                   shutdown: trio.Event | None = None,
                   before_serving: Callable[[], Awaitable[None]] | None = None) -> None:
@@ -461,6 +474,7 @@ class AggregatorProcess:
                 nursery.start_soon(supervise, [(self.writer, Restart(limit=3)), (self.projector, Restart(limit=3)),
                                                (self.push, ALWAYS)])  # push is a courtesy: never the process's end
                 nursery.start_soon(supervise, [(self.trend_sampler, Restart(limit=3))])
+                await self.record_lost_connections()
                 self.bound = await nursery.start(lambda task_status: serve(
                     self.asgi, config, shutdown_trigger=shutdown.wait, task_status=task_status))
                 log.info("serving on %s", ", ".join(self.bound))
