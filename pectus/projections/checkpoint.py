@@ -529,7 +529,7 @@ def _decoded(data: bytes, kind: type[T]) -> T:
 
 @dataclass(frozen=True)
 class Capture:
-    """A save, encoded: the parts, and the finished runs whose views it holds."""
+    """A save, encoded: the parts, and the runs whose views it holds."""
 
     position: int
     parts: list[Part]

@@ -620,8 +620,7 @@ class Projector:
         run = self._runs.get(run_id) if run_id is not None else None
         if run is not None and run.id == unit.run:
             run.last_event = max(run.last_event, time)
-            self._unsaved.add(run.id)
-        view = self._view(run.id) if run is not None else None
+        view = self._view(run.id) if run is not None else None  # (marks the run unsaved)
         values_of_unit, times_of_unit = unit.values, unit.value_times
         for sample in data["samples"]:
             time, values = sample["time"], sample["values"]
