@@ -26,6 +26,7 @@ from pectus.cli.aggregator import main
 from pectus.events import protocol as p
 from pectus.events.postgres import PostgreSQLEventStore
 from pectus.events.store import EVENTS_TABLE, SIGNATURES_TABLE
+from pectus.projections.checkpoint import CHECKPOINTS_TABLE, PostgreSQLCheckpointStore
 
 
 @pytest.fixture
@@ -173,11 +174,13 @@ def test_init_as_the_owner_lets_the_aggregators_role_append_and_nothing_more(
         assert main(["--store", owner, "init", "--grant", AGGREGATOR]) == 0
         out = capsys.readouterr().out
         assert f"postgresql://{OWNER}:***@" in out and f"the event store is ready (0 events); {AGGREGATOR} may " \
-            "SELECT and INSERT, and nothing else" in out and "-secret" not in out
+            "SELECT and INSERT on the log, and replace checkpoints, nothing else" in out and "-secret" not in out
+        PostgreSQLCheckpointStore(aggregator).close()  # made by init: the aggregator's role need not create it
         store = PostgreSQLEventStore(aggregator)
         store.append(sample(3))
         store.close()
         with psycopg.connect(aggregator, autocommit=True) as db:
+            db.execute(f"DELETE FROM {CHECKPOINTS_TABLE}")  # checkpoints are replaced, unlike the record
             for statement in (f"UPDATE {EVENTS_TABLE} SET topic = 'x'", f"DELETE FROM {SIGNATURES_TABLE}",
                               f"TRUNCATE {EVENTS_TABLE}", f"ALTER TABLE {EVENTS_TABLE} DISABLE TRIGGER USER"):
                 with pytest.raises(psycopg.errors.InsufficientPrivilege):

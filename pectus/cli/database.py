@@ -64,8 +64,11 @@ def database_url(text: str) -> str:
 
 
 def init(store: str | None, role: str | None) -> int:
+    import psycopg
+
     from pectus.events.postgres import PostgreSQLEventStore
     from pectus.events.store import redacted, shown
+    from pectus.projections.checkpoint import CheckpointsUnavailable, PostgreSQLCheckpointStore
 
     if store is None:
         print("init creates a PostgreSQL store: give it with --store postgresql://OWNER:PASSWORD@HOST/DB "
@@ -76,16 +79,23 @@ def init(store: str | None, role: str | None) -> int:
     except (ConnectionError, PermissionError) as error:
         print(error, file=sys.stderr)
         return EXIT_PROBLEMS
+    checkpoints = None
     try:
         events = opened.last_position()
+        # The checkpoints' table too, made here by the owner: an aggregator whose role may not
+        # create tables would otherwise replay the whole log at every start.
+        checkpoints = PostgreSQLCheckpointStore(store)
         if role is not None:
             opened.grant(role)
-    except (PersistenceError, ValueError) as error:
+            checkpoints.grant(role)
+    except (PersistenceError, ValueError, CheckpointsUnavailable, psycopg.Error) as error:
         print(f"cannot grant {role} its privileges in {shown(store)}: {redacted(str(error), store)}", file=sys.stderr)
         return EXIT_PROBLEMS
     finally:
         opened.close()
-    granted = f"; {role} may SELECT and INSERT, and nothing else" if role else ""
+        if checkpoints is not None:
+            checkpoints.close()
+    granted = f"; {role} may SELECT and INSERT on the log, and replace checkpoints, nothing else" if role else ""
     print(f"{shown(store)}: the event store is ready ({events} events){granted}")
     return EXIT_OK
 
