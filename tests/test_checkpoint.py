@@ -360,6 +360,19 @@ def test_a_start_from_the_checkpoint_equals_a_replay_and_loads_finished_runs_on_
     assert again.check().differences == []
 
 
+def test_views_the_checkpoint_cannot_encode_are_reported_and_kept_whole_in_memory(log, caplog):
+    """The log may hold what JSON can say and the checkpoint's encoding cannot: an integer over 64
+    bits, from an engine the record schema let say it. The start reports it and goes on, the views
+    whole in memory and equal to a replay; it never stops the aggregator (a fuzzed store did)."""
+    log.append([d.TagSamples(time=1_900_000_000.0, unit="host_Huge", actor=d.Actor.engine("host_Huge"),
+                             samples=[{"time": 1_900_000_000.0, "values": {"Counter": 2 ** 70}}]).stored()])
+    want, _ = replayed(log)
+    with caplog.at_level(logging.ERROR, logger="pectus.projections.checkpoint"):
+        checkpoints = checkpointed(log)
+    assert "the views could not be checkpointed at event" in checkpoints.problem and "they are kept in memory" in caplog.text
+    assert checkpoints.views.snapshot() == want.snapshot()
+
+
 def test_a_checkpoint_of_another_code_version_is_ignored_and_rebuilt(log, caplog):
     checkpointed(log)
     tamper(log, LIVE, code="0123456789abcdef")

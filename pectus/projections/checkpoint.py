@@ -646,7 +646,11 @@ class Checkpoints:
         count = 0
         while folded := self.views.replay(self._noted(itertools.islice(records, self.every), remember)):
             count += folded
-            self.save()
+            try:
+                self.save()
+            except Exception as error:  # noqa: BLE001 - the views stay whole in memory; the log is the record
+                self._report(f"the views could not be checkpointed at event {self.views.position} ({error}): "
+                             "they are kept in memory, and the next start folds the log from an earlier checkpoint")
         return count
 
     def _noted(self, records: Iterable[Record], remember: Callable[[Record], None] | None) -> Iterator[Record]:
