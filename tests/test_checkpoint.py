@@ -231,6 +231,9 @@ def replayed(store) -> tuple[Projector, Memory]:
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps=STEPS, cut=st.floats(0, 1), every=st.integers(1, 25), resident=st.integers(0, 2),
        per_part=st.integers(1, 3))
+# Line states the engine sends without a run, into the method the unit shares with its active run.
+@example(steps=[("start", 0, 0), ("lines", 0, 1)], cut=1.0, every=1, resident=0, per_part=1)
+@example(steps=[("start", 0, 0), ("lines", 0, 1)], cut=0.0, every=1, resident=0, per_part=1)
 # A request asked in a run answered after the run ended and its view left memory.
 @example(steps=[("start", 0, 0), ("request", 0, 0), ("stop", 0, 0), ("answer", 0, 0)], cut=0.0, every=1, resident=0,
          per_part=1)

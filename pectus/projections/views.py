@@ -664,6 +664,8 @@ class Projector:
     def _lines_changed(self, unit: UnitView, run: RunSummary | None, event: LinesChanged) -> list[Delta]:
         method = self._view(run.id).method if run is not None else unit.method
         method.line_states.update(event.states)
+        if run is None and unit.run is not None and unit.method is self._views[unit.run].method:
+            self._unsaved.add(unit.run)  # one object with the active run's method: that view changed too
         return [self._delta(unit, "method")] if method is unit.method else []
 
     def _method_revised(self, unit: UnitView, run: RunSummary | None, event: MethodRevised) -> list[Delta]:
